@@ -1,0 +1,390 @@
+//! One record → Amplitude payloads: skip flag, kinds, field typing, ID rules, defaults, mirror.
+
+mod fields;
+
+use std::borrow::Cow;
+
+use crate::config::{ConfigErrors, ConverterFile, DataType, Strategy};
+use crate::datalang::{parse_num, truthy, Num, V};
+pub use fields::FieldType;
+
+/// What a converted payload is, and so which API receives it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Event,
+    Identify,
+    GroupIdentify,
+    Profile,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Event => "event",
+            Kind::Identify => "identify",
+            Kind::GroupIdentify => "groupidentify",
+            Kind::Profile => "profile",
+        }
+    }
+}
+
+/// One payload: an ordered object whose values borrow from the record where they can.
+#[derive(Debug)]
+pub struct Payload<'r, 'a> {
+    pub kind: Kind,
+    pub fields: Vec<(&'r str, Cow<'r, V<'a>>)>,
+}
+
+impl Payload<'_, '_> {
+    pub fn get(&self, name: &str) -> Option<&V<'_>> {
+        self.fields.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_ref())
+    }
+}
+
+impl serde::Serialize for Payload<'_, '_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.fields.len()))?;
+        for (k, v) in &self.fields {
+            map.serialize_entry(k, v.as_ref())?;
+        }
+        map.end()
+    }
+}
+
+/// The outcome of one record.
+#[derive(Debug)]
+pub enum Outcome<'r, 'a> {
+    Converted(Vec<Payload<'r, 'a>>),
+    Skipped,
+    /// The reason names the field and the rule.
+    Invalid(String),
+}
+
+/// A converted record with the output fields dropped as unknown for its kind.
+#[derive(Debug)]
+pub struct Converted<'r, 'a> {
+    pub outcome: Outcome<'r, 'a>,
+    pub dropped: Vec<&'r str>,
+}
+
+/// Where a record comes from; the default `insert_id` is `<bucket>/<key>:<n>`.
+#[derive(Clone, Copy, Debug)]
+pub struct Origin<'s> {
+    pub bucket: &'s str,
+    pub key: &'s str,
+}
+
+/// A loaded converter, ready to convert records.
+#[derive(Debug)]
+pub struct Converter {
+    pub file: ConverterFile,
+    flag_index: Option<usize>,
+}
+
+const BAD_IDS: [&str; 13] = [
+    "anonymous", "nil", "none", "null", "n/a", "na", "undefined", "unknown",
+    "00000000-0000-0000-0000-000000000000", "{}", "lmy47d", "0", "-1",
+];
+
+const PROPERTY_OPS: [&str; 9] = [
+    "$set", "$setOnce", "$add", "$append", "$prepend", "$unset", "$preInsert", "$postInsert", "$remove",
+];
+
+/// Whether a `user_id`/`device_id` is usable: at least 5 characters and not a placeholder.
+pub fn usable_id(id: &str) -> bool {
+    id.chars().count() >= 5 && !BAD_IDS.iter().any(|b| b.eq_ignore_ascii_case(id))
+}
+
+fn show(v: &V<'_>) -> String {
+    let mut s = v.to_json();
+    if s.len() > 80 {
+        let mut cut = 77;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
+    }
+    s
+}
+
+/// Coerces a known field to its type; `Err` is the reason the record is invalid.
+fn coerce<'r, 'a>(name: &str, ty: FieldType, v: Cow<'r, V<'a>>) -> Result<Cow<'r, V<'a>>, String> {
+    match (ty, v.as_ref()) {
+        (FieldType::Int, V::Num(n)) => match n {
+            Num::I(_) => Ok(v),
+            Num::U(_) => Err(format!("{name}: integer {} is out of range", show(&v))),
+            Num::F(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(Cow::Owned(V::int(*f as i64))),
+            Num::F(_) => Err(format!("{name}: expected an integer, got {}", show(&v))),
+        },
+        (FieldType::Int, V::Str(s)) => match s.trim().parse::<i64>() {
+            Ok(i) => Ok(Cow::Owned(V::int(i))),
+            Err(_) if name == "time" => Err(format!(
+                "time: expected epoch milliseconds, got {}; use iso_time_to_ms",
+                show(&v)
+            )),
+            Err(_) => Err(format!("{name}: expected an integer, got {}", show(&v))),
+        },
+        (FieldType::Int, _) => Err(format!("{name}: expected an integer, got {}", show(&v))),
+        (FieldType::Float, V::Num(_)) => Ok(v),
+        (FieldType::Float, V::Str(s)) => match parse_num(s.trim()) {
+            Some(n) => Ok(Cow::Owned(V::Num(n))),
+            None => Err(format!("{name}: expected a number, got {}", show(&v))),
+        },
+        (FieldType::Float, _) => Err(format!("{name}: expected a number, got {}", show(&v))),
+        (FieldType::Str, V::Str(_)) => Ok(v),
+        (FieldType::Str, V::Num(n)) => n
+            .to_text()
+            .map(|t| Cow::Owned(V::str(t)))
+            .ok_or_else(|| format!("{name}: expected a string, got {}", show(&v))),
+        (FieldType::Str, V::Bool(b)) => Ok(Cow::Owned(V::str(if *b { "true" } else { "false" }))),
+        (FieldType::Str, _) => Err(format!("{name}: expected a string, got {}", show(&v))),
+        (FieldType::Obj, V::Obj(_)) => Ok(v),
+        (FieldType::Obj, _) => Err(format!("{name}: expected an object, got {}", show(&v))),
+        (FieldType::Bool, V::Bool(_)) => Ok(v),
+        (FieldType::Bool, V::Str(s)) if s.eq_ignore_ascii_case("true") || s.eq_ignore_ascii_case("false") => {
+            Ok(Cow::Owned(V::Bool(s.eq_ignore_ascii_case("true"))))
+        }
+        (FieldType::Bool, _) => Err(format!("{name}: expected true or false, got {}", show(&v))),
+    }
+}
+
+/// An object of property operations must hold only operations.
+fn check_operations(name: &str, v: &V<'_>) -> Result<(), String> {
+    let V::Obj(entries) = v else { return Ok(()) };
+    let op = entries.iter().find(|(k, _)| PROPERTY_OPS.contains(&k.as_ref()));
+    let plain = entries.iter().find(|(k, _)| !PROPERTY_OPS.contains(&k.as_ref()));
+    match (op, plain) {
+        (Some((op, _)), Some((plain, _))) => Err(format!(
+            "{name}: mixes the operation {op:?} with the plain property {plain:?}; put plain properties inside \"$set\""
+        )),
+        _ => Ok(()),
+    }
+}
+
+impl Converter {
+    /// Loads a converter file.
+    pub fn load(text: &str) -> Result<Self, ConfigErrors> {
+        Ok(Self::new(ConverterFile::load(text)?))
+    }
+
+    pub fn new(file: ConverterFile) -> Self {
+        let flag_index = file
+            .ignore_flag
+            .as_ref()
+            .and_then(|flag| file.fields.iter().position(|(k, _)| k == flag));
+        Converter { file, flag_index }
+    }
+
+    /// Converts one record (the `n`-th of the object) into its outcome.
+    pub fn convert<'r, 'a>(&'r self, record: &'r V<'a>, n: u64, origin: Origin<'_>) -> Converted<'r, 'a> {
+        let mut dropped = Vec::new();
+        let outcome = self.outcome(record, n, origin, &mut dropped);
+        Converted { outcome, dropped }
+    }
+
+    fn outcome<'r, 'a>(&'r self, record: &'r V<'a>, n: u64, origin: Origin<'_>, dropped: &mut Vec<&'r str>) -> Outcome<'r, 'a> {
+        // 1. Skip.
+        if let Some(i) = self.flag_index {
+            if truthy(self.file.fields[i].1.eval(record).as_deref()) {
+                return Outcome::Skipped;
+            }
+        }
+        let mut out: Vec<(&'r str, Cow<'r, V<'a>>)> = Vec::with_capacity(self.file.fields.len() + 2);
+        for (i, (name, expr)) in self.file.fields.iter().enumerate() {
+            if Some(i) == self.flag_index {
+                continue;
+            }
+            if let Some(v) = expr.eval(record) {
+                out.push((name.as_str(), v));
+            }
+        }
+        // 2. Kind.
+        let kind = match self.file.data_type {
+            DataType::UserProperties => Kind::Identify,
+            DataType::GroupProperties => Kind::GroupIdentify,
+            DataType::Profiles => Kind::Profile,
+            DataType::Event => match out.iter().find(|(k, _)| *k == "event_type").and_then(|(_, v)| v.as_str()) {
+                Some("$identify") => Kind::Identify,
+                Some("$groupidentify") => Kind::GroupIdentify,
+                _ => Kind::Event,
+            },
+        };
+        let mirror = self.file.strategy == Strategy::Mirror && matches!(kind, Kind::Event | Kind::Profile);
+        // 3. Field types; unknown fields dropped and counted.
+        let mut typed: Vec<(&'r str, Cow<'r, V<'a>>)> = Vec::with_capacity(out.len() + 2);
+        for (name, v) in out {
+            let ty = match fields::field_type(kind, name, mirror) {
+                Some(ty) => ty,
+                None => {
+                    if !(name == "event_type" && matches!(kind, Kind::Identify | Kind::GroupIdentify)) {
+                        dropped.push(name);
+                    }
+                    continue;
+                }
+            };
+            if v.is_null() {
+                continue;
+            }
+            match coerce(name, ty, v) {
+                Ok(v) => typed.push((name, v)),
+                Err(reason) => return Outcome::Invalid(reason),
+            }
+        }
+        for (name, v) in &typed {
+            if matches!(*name, "user_properties" | "group_properties") {
+                if let Err(reason) = check_operations(name, v) {
+                    return Outcome::Invalid(reason);
+                }
+            }
+        }
+        // 4. IDs.
+        let mut removed_ids = Vec::new();
+        typed.retain(|(name, v)| {
+            let is_id = matches!(*name, "user_id" | "device_id");
+            let keep = !is_id || v.as_str().is_some_and(usable_id);
+            if !keep {
+                removed_ids.push(format!("{name} {}", show(v)));
+            }
+            keep
+        });
+        let has = |typed: &[(&str, Cow<V>)], f: &str| typed.iter().any(|(k, _)| *k == f);
+        let why_no_id = || {
+            if removed_ids.is_empty() {
+                "neither user_id nor device_id is set".to_string()
+            } else {
+                format!(
+                    "neither user_id nor device_id is usable ({} removed: shorter than 5 characters or a placeholder)",
+                    removed_ids.join(", ")
+                )
+            }
+        };
+        match kind {
+            Kind::Event | Kind::Identify => {
+                if !has(&typed, "user_id") && !has(&typed, "device_id") {
+                    return Outcome::Invalid(why_no_id());
+                }
+                if kind == Kind::Event && !has(&typed, "event_type") {
+                    return Outcome::Invalid("event_type: missing; every event needs an event_type".into());
+                }
+            }
+            Kind::GroupIdentify => return group_identifies(typed),
+            Kind::Profile => {}
+        }
+        // 5. Defaults.
+        if kind == Kind::Event {
+            if !has(&typed, "$skip_user_properties_sync") {
+                typed.push(("$skip_user_properties_sync", Cow::Owned(V::Bool(true))));
+            }
+            if !has(&typed, "insert_id") {
+                typed.push(("insert_id", Cow::Owned(V::str(format!("{}/{}:{n}", origin.bucket, origin.key)))));
+            }
+        }
+        // 6. Mirror.
+        if mirror {
+            if !has(&typed, "user_id") {
+                return Outcome::Invalid(format!("user_id: the mirror strategy needs a usable user_id ({})", why_no_id()));
+            }
+            match typed.iter().find(|(k, _)| *k == "mutation_type") {
+                None => typed.push(("mutation_type", Cow::Owned(V::str("UPDATE")))),
+                Some((_, v)) if matches!(v.as_str(), Some("INSERT" | "UPDATE" | "DELETE")) => {}
+                Some((_, v)) => {
+                    return Outcome::Invalid(format!(
+                        "mutation_type: expected \"INSERT\", \"UPDATE\" or \"DELETE\", got {}",
+                        show(v)
+                    ))
+                }
+            }
+        }
+        Outcome::Converted(vec![Payload { kind, fields: typed }])
+    }
+}
+
+/// One Group Identify object per `groups` type → value pair (a list value yields one per element).
+fn group_identifies<'r, 'a>(typed: Vec<(&'r str, Cow<'r, V<'a>>)>) -> Outcome<'r, 'a> {
+    let get = |f: &str| typed.iter().find(|(k, _)| *k == f).map(|(_, v)| v);
+    let Some(props) = get("group_properties") else {
+        return Outcome::Invalid("group_properties: missing; a group identify needs a group_properties object".into());
+    };
+    let Some(V::Obj(groups)) = get("groups").map(|v| v.as_ref()) else {
+        return Outcome::Invalid("groups: missing; a group identify needs groups with at least one type → value".into());
+    };
+    let mut payloads = Vec::new();
+    for (group_type, value) in groups {
+        let values: Vec<&V<'a>> = match value {
+            V::Arr(items) => items.iter().collect(),
+            other => vec![other],
+        };
+        for v in values {
+            let text = match v {
+                V::Str(s) => s.clone(),
+                V::Num(n) => match n.to_text() {
+                    Some(t) => Cow::Owned(t),
+                    None => return Outcome::Invalid(format!("groups.{group_type}: {} is not a group value", show(v))),
+                },
+                other => {
+                    return Outcome::Invalid(format!(
+                        "groups.{group_type}: expected a string or a list of strings, got {}",
+                        show(other)
+                    ))
+                }
+            };
+            payloads.push(Payload {
+                kind: Kind::GroupIdentify,
+                fields: vec![
+                    ("group_type", Cow::Owned(V::Str(group_type.clone()))),
+                    ("group_value", Cow::Owned(V::Str(text))),
+                    ("group_properties", props.clone()),
+                ],
+            });
+        }
+    }
+    if payloads.is_empty() {
+        return Outcome::Invalid("groups: empty; a group identify needs at least one type → value".into());
+    }
+    Outcome::Converted(payloads)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::datalang::value::parse_value;
+
+    fn conv(func: &str, extra: &str, record: &str) -> (String, Vec<String>) {
+        let c = Converter::load(&format!(
+            r#"{{"converterConfig":{{"fileType":"json","compressionType":"none"{extra},"convertToAmplitudeFunc":{func}}}}}"#
+        ))
+        .unwrap();
+        let rec = parse_value(record).unwrap();
+        let r = c.convert(&rec, 7, Origin { bucket: "b", key: "k.json" });
+        let dropped = r.dropped.iter().map(|s| s.to_string()).collect();
+        let text = match r.outcome {
+            Outcome::Converted(p) => serde_json::to_string(&p).unwrap(),
+            Outcome::Skipped => "skipped".into(),
+            Outcome::Invalid(e) => format!("invalid: {e}"),
+        };
+        (text, dropped)
+    }
+
+    #[test]
+    fn ids_are_checked_by_characters_not_bytes() {
+        assert!(usable_id("éééée"));
+        assert!(!usable_id("éééé"));
+        assert!(!usable_id("UNDEFINED"));
+        assert!(!usable_id("00000000-0000-0000-0000-000000000000"));
+    }
+
+    #[test]
+    fn unsigned_overflow_is_invalid_not_truncated() {
+        let (t, _) = conv(r#"{"event_type":"e","user_id":"u","time":"t"}"#, "", r#"{"e":"x","u":"user-1","t":18446744073709551615}"#);
+        assert_eq!(t, "invalid: time: integer 18446744073709551615 is out of range");
+    }
+
+    #[test]
+    fn mutation_type_is_dropped_without_mirror() {
+        let (t, d) = conv(r#"{"event_type":"e","user_id":"u","mutation_type":["value","DELETE"]}"#, "", r#"{"e":"x","u":"user-1"}"#);
+        assert_eq!(t, r#"[{"event_type":"x","user_id":"user-1","$skip_user_properties_sync":true,"insert_id":"b/k.json:7"}]"#);
+        assert_eq!(d, vec!["mutation_type"]);
+    }
+}

@@ -1,0 +1,5 @@
+//! s3-import: a self-hosted Amplitude S3 Import. The library does the work; binaries only wire.
+
+pub mod config;
+pub mod convert;
+pub mod datalang;
