@@ -3,3 +3,5 @@
 pub mod config;
 pub mod convert;
 pub mod datalang;
+pub mod decode;
+pub mod cli;

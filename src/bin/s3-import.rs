@@ -1,1 +1,243 @@
-fn main(){}
+//! The `s3-import` command line: wiring only; the work is in the library.
+
+use std::fs::File;
+use std::io::{self, BufWriter, IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use s3_import::cli::{self, ConvertEnd, ConvertRun, EXIT_BAD_INPUT};
+use s3_import::convert::Converter;
+use s3_import::decode::Limits;
+
+#[derive(Parser)]
+#[command(name = "s3-import", version, about = "Self-hosted Amplitude S3 Import: convert, preview and validate converter files")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Convert one object's content: one JSON line per record outcome on stdout, a summary on stderr
+    Convert(ConvertArgs),
+    /// Show the first records beside what they convert to (the "Data Preview")
+    Preview(PreviewArgs),
+    /// Load a converter file and report every problem with its JSON path
+    Validate(ValidateArgs),
+}
+
+#[derive(Args)]
+struct InputLimits {
+    /// Largest decompressed size of one object (e.g. 64GiB); beyond it the object fails
+    #[arg(long, value_name = "SIZE", default_value = "64GiB", value_parser = parse_size)]
+    max_decompressed_bytes: u64,
+    /// Largest record (JSON line or CSV row) (e.g. 10MiB); a longer JSON line is an invalid record
+    #[arg(long, value_name = "SIZE", default_value = "10MiB", value_parser = parse_size)]
+    max_record_bytes: u64,
+}
+
+impl InputLimits {
+    fn limits(&self) -> Limits {
+        Limits {
+            max_decompressed_bytes: self.max_decompressed_bytes,
+            max_record_bytes: usize::try_from(self.max_record_bytes).unwrap_or(usize::MAX),
+        }
+    }
+}
+
+#[derive(Args)]
+struct ConvertArgs {
+    /// The converter file (Amplitude S3 Import format)
+    #[arg(long, value_name = "CONVERTER.json")]
+    config: PathBuf,
+    /// Bucket name used for default insert_ids
+    #[arg(long, default_value = "local")]
+    bucket: String,
+    /// Object key used for default insert_ids and checked against filterPattern [default: FILE]
+    #[arg(long)]
+    key: Option<String>,
+    /// Threads: 2 decompresses on one and converts on the other [default: min(2, cores)]
+    #[arg(long)]
+    threads: Option<usize>,
+    #[command(flatten)]
+    limits: InputLimits,
+    /// The object's bytes; - or nothing reads standard input
+    #[arg(value_name = "FILE|-")]
+    file: Option<String>,
+}
+
+#[derive(Args)]
+struct PreviewArgs {
+    #[arg(long, value_name = "CONVERTER.json")]
+    config: PathBuf,
+    /// How many records to show
+    #[arg(long, default_value_t = 10)]
+    limit: u64,
+    /// Print a JSON array of {"n", "source", "outcome", "payloads"|"error"}
+    #[arg(long)]
+    json: bool,
+    /// Bucket name used for default insert_ids
+    #[arg(long, default_value = "local")]
+    bucket: String,
+    /// Object key used for default insert_ids [default: FILE]
+    #[arg(long)]
+    key: Option<String>,
+    #[command(flatten)]
+    limits: InputLimits,
+    #[arg(value_name = "FILE")]
+    file: String,
+}
+
+#[derive(Args)]
+struct ValidateArgs {
+    #[arg(long, value_name = "CONVERTER.json")]
+    config: PathBuf,
+}
+
+/// `10MiB`, `64GiB`, `500MB`, `1024`.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size like 10MiB"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        "t" | "tb" => 1_000_000_000_000,
+        "tib" => 1 << 40,
+        other => return Err(format!("unknown size unit {other:?} (use B, KiB, MiB, GiB, TiB)")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
+}
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::from(EXIT_BAD_INPUT as u8)
+}
+
+fn load_converter(path: &PathBuf) -> Result<Converter, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read the converter file: {e}", path.display()))?;
+    Converter::load(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn open_input(file: Option<&str>) -> Result<Box<dyn Read + Send>, String> {
+    match file {
+        None | Some("-") => Ok(Box::new(io::stdin())),
+        Some(path) => File::open(path).map(|f| Box::new(f) as Box<dyn Read + Send>).map_err(|e| format!("{path}: cannot open: {e}")),
+    }
+}
+
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(2))
+}
+
+fn run_convert(a: ConvertArgs) -> ExitCode {
+    let converter = match load_converter(&a.config) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let name = a.file.clone().unwrap_or_else(|| "-".to_string());
+    let key = a.key.clone().unwrap_or_else(|| name.clone());
+    if !converter.file.key_matches(&key) {
+        return fail(format!(
+            "key {key:?} does not match keyValidatorConfig.filterPattern {:?}",
+            converter.file.filter_pattern().unwrap_or_default()
+        ));
+    }
+    let input = match open_input(a.file.as_deref()) {
+        Ok(i) => i,
+        Err(e) => return fail(e),
+    };
+    let run = ConvertRun {
+        converter: &converter,
+        bucket: &a.bucket,
+        key: &key,
+        limits: a.limits.limits(),
+        threads: a.threads.unwrap_or_else(default_threads),
+    };
+    let stdout = io::stdout();
+    let mut out = BufWriter::with_capacity(256 << 10, stdout.lock());
+    match cli::convert(&run, input, &mut out) {
+        ConvertEnd::Done(s) => {
+            eprintln!("{}", cli::summary_line(&s));
+            ExitCode::SUCCESS
+        }
+        ConvertEnd::Failed(s, e) => {
+            eprintln!("{}", cli::summary_line(&s));
+            fail(format!("{name}: {e} (after {} records)", s.records))
+        }
+        ConvertEnd::OutputClosed(s, e) if e.kind() == io::ErrorKind::BrokenPipe => {
+            let _ = s;
+            ExitCode::from(1)
+        }
+        ConvertEnd::OutputClosed(_, e) => {
+            eprintln!("error: writing standard output: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run_preview(a: PreviewArgs) -> ExitCode {
+    let converter = match load_converter(&a.config) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let input = match open_input(Some(&a.file)) {
+        Ok(i) => i,
+        Err(e) => return fail(e),
+    };
+    let key = a.key.clone().unwrap_or_else(|| a.file.clone());
+    let run = ConvertRun { converter: &converter, bucket: &a.bucket, key: &key, limits: a.limits.limits(), threads: 1 };
+    let items = match cli::preview(&run, input, a.limit) {
+        Ok(items) => items,
+        Err(e) => return fail(format!("{}: {e}", a.file)),
+    };
+    let text = if a.json {
+        cli::preview_json(&items) + "\n"
+    } else {
+        let width = std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()).unwrap_or(if io::stdout().is_terminal() { 120 } else { 100 });
+        cli::render_preview(&items, width)
+    };
+    let _ = io::stdout().write_all(text.as_bytes());
+    if !converter.file.key_matches(&key) {
+        eprintln!(
+            "warning: key {key:?} does not match keyValidatorConfig.filterPattern {:?}; the importer would not pick this object up",
+            converter.file.filter_pattern().unwrap_or_default()
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+fn run_validate(a: ValidateArgs) -> ExitCode {
+    let text = match std::fs::read_to_string(&a.config) {
+        Ok(t) => t,
+        Err(e) => return fail(format!("{}: cannot read the converter file: {e}", a.config.display())),
+    };
+    match Converter::load(&text) {
+        Ok(_) => {
+            println!("ok");
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("error: {}: {e}", a.config.display());
+            }
+            ExitCode::from(EXIT_BAD_INPUT as u8)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Convert(a) => run_convert(a),
+        Command::Preview(a) => run_preview(a),
+        Command::Validate(a) => run_validate(a),
+    }
+}

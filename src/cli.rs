@@ -1,0 +1,279 @@
+//! The `convert`, `preview` and `validate` subcommands (spec/cli.md), over any reader and writer.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{self, Read, Write};
+use std::ops::ControlFlow;
+
+use serde::Serialize;
+
+use crate::convert::{Converter, Origin, Outcome, Payload};
+use crate::datalang::Keys;
+use crate::decode::{read_records, DecodeError, Limits, Rec};
+
+/// Exit status for bad input (converter, data, key).
+pub const EXIT_BAD_INPUT: i32 = 2;
+
+/// JSON with `", "` and `": "` separators, as the CLI contract prints it.
+pub struct SpacedFormatter;
+
+impl serde_json::ser::Formatter for SpacedFormatter {
+    fn begin_array_value<W: ?Sized + Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
+        if first { Ok(()) } else { w.write_all(b", ") }
+    }
+    fn begin_object_key<W: ?Sized + Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
+        if first { Ok(()) } else { w.write_all(b", ") }
+    }
+    fn begin_object_value<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+        w.write_all(b": ")
+    }
+}
+
+/// Writes `value` as spaced JSON.
+pub fn write_spaced<W: Write, T: Serialize + ?Sized>(w: &mut W, value: &T) -> io::Result<()> {
+    let mut ser = serde_json::Serializer::with_formatter(w, SpacedFormatter);
+    value.serialize(&mut ser).map_err(io::Error::other)
+}
+
+fn spaced<T: Serialize + ?Sized>(value: &T) -> String {
+    let mut out = Vec::new();
+    let _ = write_spaced(&mut out, value);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// The summary line of `convert`.
+#[derive(Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Summary {
+    pub records: u64,
+    pub converted: u64,
+    pub skipped: u64,
+    pub invalid: u64,
+    pub payloads: u64,
+    pub dropped_fields: BTreeMap<String, u64>,
+}
+
+/// Everything `convert` needs besides the bytes.
+pub struct ConvertRun<'c> {
+    pub converter: &'c Converter,
+    pub bucket: &'c str,
+    pub key: &'c str,
+    pub limits: Limits,
+    pub threads: usize,
+}
+
+/// How a `convert` run ended.
+#[derive(Debug)]
+pub enum ConvertEnd {
+    /// The whole input was read.
+    Done(Summary),
+    /// The input broke off (corrupt, too large, unreadable); records before it were written.
+    Failed(Summary, DecodeError),
+    /// Standard output went away (e.g. `| head`).
+    OutputClosed(Summary, io::Error),
+}
+
+fn write_converted<W: Write>(out: &mut W, n: u64, payloads: &[Payload<'_, '_>]) -> io::Result<()> {
+    for p in payloads {
+        write!(out, "{{\"n\": {n}, \"outcome\": \"converted\", \"kind\": \"{}\", \"payload\": ", p.kind.as_str())?;
+        write_spaced(out, p)?;
+        out.write_all(b"}\n")?;
+    }
+    Ok(())
+}
+
+/// Converts every record of `input`, one JSON line per payload or outcome to `out`.
+pub fn convert<R: Read + Send, W: Write>(run: &ConvertRun<'_>, input: R, out: &mut W) -> ConvertEnd {
+    let mut s = Summary::default();
+    let mut write_err: Option<io::Error> = None;
+    let origin = Origin { bucket: run.bucket, key: run.key };
+    let file = &run.converter.file;
+    let result = read_records(input, file, &file.record_keys, run.limits, run.threads, |n, rec| {
+        s.records += 1;
+        let written = match rec {
+            Rec::Ok { record, .. } => {
+                let c = run.converter.convert(record, n, origin);
+                for d in &c.dropped {
+                    match s.dropped_fields.get_mut(*d) {
+                        Some(count) => *count += 1,
+                        None => {
+                            s.dropped_fields.insert((*d).to_string(), 1);
+                        }
+                    }
+                }
+                match c.outcome {
+                    Outcome::Converted(payloads) => {
+                        s.converted += 1;
+                        s.payloads += payloads.len() as u64;
+                        write_converted(out, n, &payloads)
+                    }
+                    Outcome::Skipped => {
+                        s.skipped += 1;
+                        writeln!(out, "{{\"n\": {n}, \"outcome\": \"skipped\"}}")
+                    }
+                    Outcome::Invalid(reason) => {
+                        s.invalid += 1;
+                        write_invalid(out, n, &reason)
+                    }
+                }
+            }
+            Rec::Invalid { reason, .. } => {
+                s.invalid += 1;
+                write_invalid(out, n, &reason)
+            }
+        };
+        match written {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => {
+                write_err = Some(e);
+                ControlFlow::Break(())
+            }
+        }
+    });
+    let flushed = out.flush();
+    match (write_err.or(flushed.err()), result) {
+        (Some(e), _) => ConvertEnd::OutputClosed(s, e),
+        (None, Ok(_)) => ConvertEnd::Done(s),
+        (None, Err(e)) => ConvertEnd::Failed(s, e),
+    }
+}
+
+fn write_invalid<W: Write>(out: &mut W, n: u64, reason: &str) -> io::Result<()> {
+    write!(out, "{{\"n\": {n}, \"outcome\": \"invalid\", \"error\": ")?;
+    serde_json::to_writer(&mut *out, reason).map_err(io::Error::other)?;
+    out.write_all(b"}\n")
+}
+
+/// One previewed record.
+#[derive(Serialize)]
+pub struct PreviewItem {
+    pub n: u64,
+    pub source: serde_json::Value,
+    pub outcome: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payloads: Option<Vec<serde_json::Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip)]
+    pub kinds: Vec<&'static str>,
+}
+
+fn to_json_value<T: Serialize>(v: &T) -> serde_json::Value {
+    serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
+}
+
+/// The first `limit` records of `input`, each beside what it converts to.
+pub fn preview<R: Read + Send>(run: &ConvertRun<'_>, input: R, limit: u64) -> Result<Vec<PreviewItem>, DecodeError> {
+    let mut items = Vec::new();
+    let origin = Origin { bucket: run.bucket, key: run.key };
+    if limit == 0 {
+        return Ok(items);
+    }
+    read_records(input, &run.converter.file, &Keys::All, run.limits, 1, |n, rec| {
+        let item = match rec {
+            Rec::Ok { record, .. } => {
+                let source = to_json_value(record);
+                match run.converter.convert(record, n, origin).outcome {
+                    Outcome::Converted(p) => PreviewItem {
+                        n,
+                        source,
+                        outcome: "converted",
+                        kinds: p.iter().map(|p| p.kind.as_str()).collect(),
+                        payloads: Some(p.iter().map(to_json_value).collect()),
+                        error: None,
+                    },
+                    Outcome::Skipped => PreviewItem { n, source, outcome: "skipped", payloads: Some(Vec::new()), error: None, kinds: Vec::new() },
+                    Outcome::Invalid(e) => PreviewItem { n, source, outcome: "invalid", payloads: None, error: Some(e), kinds: Vec::new() },
+                }
+            }
+            Rec::Invalid { reason, raw } => PreviewItem {
+                n,
+                source: serde_json::Value::String(String::from_utf8_lossy(raw).into_owned()),
+                outcome: "invalid",
+                payloads: None,
+                error: Some(reason),
+                kinds: Vec::new(),
+            },
+        };
+        items.push(item);
+        if items.len() as u64 >= limit {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })?;
+    Ok(items)
+}
+
+fn clip(line: &str, width: usize) -> String {
+    if line.chars().count() <= width {
+        let pad = width - line.chars().count();
+        return format!("{line}{}", " ".repeat(pad));
+    }
+    let mut s: String = line.chars().take(width.saturating_sub(1)).collect();
+    s.push('…');
+    s
+}
+
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut cur = String::new();
+    for word in text.split(' ') {
+        if !cur.is_empty() && cur.chars().count() + 1 + word.chars().count() > width {
+            lines.push(std::mem::take(&mut cur));
+        }
+        if !cur.is_empty() {
+            cur.push(' ');
+        }
+        cur.push_str(word);
+    }
+    lines.push(cur);
+    lines
+}
+
+/// The preview for a person: source and conversion side by side, `width` columns wide.
+pub fn render_preview(items: &[PreviewItem], width: usize) -> String {
+    let width = width.max(60);
+    let col = (width - 3) / 2;
+    let mut out = String::new();
+    for item in items {
+        let title = match item.outcome {
+            "converted" => format!("record {} · converted → {}", item.n, item.kinds.join(", ")),
+            other => format!("record {} · {other}", item.n),
+        };
+        let _ = writeln!(out, "── {title} {}", "─".repeat(width.saturating_sub(title.chars().count() + 4)));
+        let left: Vec<String> = match &item.source {
+            serde_json::Value::String(raw) if item.error.is_some() && item.payloads.is_none() && !raw.starts_with('{') => wrap(raw, col),
+            v => serde_json::to_string_pretty(v).unwrap_or_default().lines().map(str::to_string).collect(),
+        };
+        let right: Vec<String> = match (&item.payloads, &item.error) {
+            (_, Some(e)) => wrap(&format!("invalid: {e}"), col),
+            (Some(p), None) if p.is_empty() => vec!["skipped (ignoreEventFlag is true)".to_string()],
+            (Some(p), None) => p
+                .iter()
+                .flat_map(|v| serde_json::to_string_pretty(v).unwrap_or_default().lines().map(str::to_string).collect::<Vec<_>>())
+                .collect(),
+            (None, None) => Vec::new(),
+        };
+        let _ = writeln!(out, "{} │ {}", clip("source", col), if item.outcome == "converted" { "sent" } else { "result" });
+        for i in 0..left.len().max(right.len()) {
+            let l = left.get(i).map_or("", String::as_str);
+            let r = right.get(i).map_or("", String::as_str);
+            let _ = writeln!(out, "{} │ {}", clip(l, col), clip(r, col).trim_end());
+        }
+        out.push('\n');
+    }
+    if items.is_empty() {
+        out.push_str("(no records)\n");
+    }
+    out
+}
+
+/// The spaced JSON of the preview's `--json` form.
+pub fn preview_json(items: &[PreviewItem]) -> String {
+    spaced(items)
+}
+
+/// The summary line of `convert`.
+pub fn summary_line(s: &Summary) -> String {
+    spaced(s)
+}
