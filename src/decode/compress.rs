@@ -244,7 +244,7 @@ impl<R: BufRead> Read for ZstdChecked<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         if n > 0 || buf.is_empty() {
-            return Ok(0);
+            return Ok(n);
         }
         // At the end, the underlying reader must be drained: leftover bytes mean a cut frame.
         let rest = self.inner.get_mut().fill_buf()?;

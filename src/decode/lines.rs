@@ -183,9 +183,8 @@ impl<'r> LineFramer<'r> {
                 if visit(&chunk).is_break() {
                     break;
                 }
-                if empty_tx.send(chunk).is_err() {
-                    break;
-                }
+                // The framer may have finished: a failed recycle is fine, queued items still count.
+                let _ = empty_tx.send(chunk);
             }
             // Dropping the receivers makes the framer stop at its next send.
             Ok(())
