@@ -1,1 +1,180 @@
-fn main(){}
+//! Golden cases: each directory under tests/golden/ holds a converter, an input and the exact
+//! expected stdout/stderr of the real `s3-import` binary. `UPDATE_GOLDEN=1` rewrites the
+//! expectations (review the diff before committing).
+//!
+//! A case directory has `converter.json`, one `input.*` file, optional `case.json`
+//! (`{"command": "convert"|"preview"|"validate", "args": [...], "transform": [...], "exit": N}`),
+//! `expected.out` and `expected.err`. Transforms turn the readable input into the bytes under
+//! test: "gzip", "gzip_per_line" (one member per line), "zstd", {"truncate": N} (keep N bytes),
+//! {"flip_from_end": N}, {"append_zeros": N}, {"append": "text"}, {"rename": "name"}.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+fn transform(mut data: Vec<u8>, name: &mut String, steps: &[Value]) -> Vec<u8> {
+    for step in steps {
+        data = match step {
+            Value::String(s) if s == "gzip" => {
+                name.push_str(".gz");
+                gzip(&data)
+            }
+            Value::String(s) if s == "gzip_per_line" => {
+                name.push_str(".gz");
+                data.split_inclusive(|b| *b == b'\n').flat_map(gzip).collect()
+            }
+            Value::String(s) if s == "zstd" => {
+                name.push_str(".zst");
+                zstd::encode_all(&data[..], 3).unwrap()
+            }
+            Value::Object(o) => {
+                let (k, v) = o.iter().next().unwrap();
+                match k.as_str() {
+                    "truncate" => {
+                        data.truncate(v.as_u64().unwrap() as usize);
+                        data
+                    }
+                    "flip_from_end" => {
+                        let i = data.len() - v.as_u64().unwrap() as usize;
+                        data[i] ^= 0xff;
+                        data
+                    }
+                    "append_zeros" => {
+                        data.extend(std::iter::repeat_n(0u8, v.as_u64().unwrap() as usize));
+                        data
+                    }
+                    "append" => {
+                        data.extend_from_slice(v.as_str().unwrap().as_bytes());
+                        data
+                    }
+                    "rename" => {
+                        *name = v.as_str().unwrap().to_string();
+                        data
+                    }
+                    other => panic!("unknown transform {other}"),
+                }
+            }
+            other => panic!("unknown transform {other}"),
+        };
+    }
+    data
+}
+
+struct Case {
+    dir: PathBuf,
+    command: String,
+    args: Vec<String>,
+    exit: i32,
+    input_name: Option<String>,
+    input: Vec<u8>,
+}
+
+fn load_case(dir: &Path) -> Case {
+    let spec: Value = std::fs::read_to_string(dir.join("case.json"))
+        .map(|t| serde_json::from_str(&t).expect("case.json"))
+        .unwrap_or(Value::Null);
+    let input_file = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("input"));
+    let (input_name, input) = match input_file {
+        Some(n) => {
+            let mut name = n.clone();
+            let data = std::fs::read(dir.join(&n)).unwrap();
+            let steps = spec.get("transform").and_then(Value::as_array).cloned().unwrap_or_default();
+            let data = transform(data, &mut name, &steps);
+            (Some(name), data)
+        }
+        None => (None, Vec::new()),
+    };
+    Case {
+        dir: dir.to_path_buf(),
+        command: spec.get("command").and_then(Value::as_str).unwrap_or("convert").to_string(),
+        args: spec
+            .get("args")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().map(|s| s.as_str().unwrap().to_string()).collect())
+            .unwrap_or_default(),
+        exit: spec.get("exit").and_then(Value::as_i64).unwrap_or(0) as i32,
+        input_name,
+        input,
+    }
+}
+
+fn run(case: &Case, threads: Option<usize>) -> (i32, String, String) {
+    let work = tempdir(&case.dir);
+    std::fs::copy(case.dir.join("converter.json"), work.join("converter.json")).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_s3-import"));
+    cmd.current_dir(&work).arg(&case.command).args(["--config", "converter.json"]).args(&case.args);
+    if let Some(t) = threads {
+        cmd.args(["--threads", &t.to_string()]);
+    }
+    if let Some(name) = &case.input_name {
+        std::fs::write(work.join(name), &case.input).unwrap();
+        cmd.arg(name);
+    }
+    cmd.env("COLUMNS", "100");
+    let out = cmd.output().unwrap();
+    let _ = std::fs::remove_dir_all(&work);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn tempdir(case_dir: &Path) -> PathBuf {
+    let name = case_dir.file_name().unwrap().to_string_lossy().into_owned();
+    let dir = std::env::temp_dir().join(format!("s3-import-golden-{}-{name}-{}", std::process::id(), rand_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+#[test]
+fn golden_cases() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root).unwrap().filter_map(Result::ok).map(|e| e.path()).filter(|p| p.is_dir()).collect();
+    dirs.sort();
+    assert!(dirs.len() >= 30, "expected the golden cases under {}", root.display());
+    let mut failures = Vec::new();
+    for dir in &dirs {
+        let case = load_case(dir);
+        let thread_variants: &[Option<usize>] = if case.command == "convert" { &[Some(1), Some(2)] } else { &[None] };
+        for threads in thread_variants {
+            let (code, out, err) = run(&case, *threads);
+            let name = format!("{} (threads {threads:?})", dir.file_name().unwrap().to_string_lossy());
+            if update {
+                std::fs::write(dir.join("expected.out"), &out).unwrap();
+                std::fs::write(dir.join("expected.err"), &err).unwrap();
+            }
+            let want_out = std::fs::read_to_string(dir.join("expected.out")).unwrap_or_default();
+            let want_err = std::fs::read_to_string(dir.join("expected.err")).unwrap_or_default();
+            if code != case.exit {
+                failures.push(format!("{name}: exit {code}, expected {}\nstderr: {err}", case.exit));
+            }
+            if out != want_out {
+                failures.push(format!("{name}: stdout differs\n--- expected\n{want_out}\n--- got\n{out}"));
+            }
+            if err != want_err {
+                failures.push(format!("{name}: stderr differs\n--- expected\n{want_err}\n--- got\n{err}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} golden failure(s):\n\n{}", failures.len(), failures.join("\n\n"));
+}

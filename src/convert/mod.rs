@@ -185,12 +185,11 @@ impl Converter {
     }
 
     fn outcome<'r, 'a>(&'r self, record: &'r V<'a>, n: u64, origin: Origin<'_>, dropped: &mut Vec<&'r str>) -> Outcome<'r, 'a> {
-        // 1. Skip.
-        if let Some(i) = self.flag_index {
-            if truthy(self.file.fields[i].1.eval(record).as_deref()) {
-                return Outcome::Skipped;
-            }
-        }
+        // 1. Skip (decided first, applied after the drop count: `dropped_fields` describes
+        // the mapping, so it counts every record, as the CLI contract's example does).
+        let skip = self
+            .flag_index
+            .is_some_and(|i| truthy(self.file.fields[i].1.eval(record).as_deref()));
         let mut out: Vec<(&'r str, Cow<'r, V<'a>>)> = Vec::with_capacity(self.file.fields.len() + 2);
         for (i, (name, expr)) in self.file.fields.iter().enumerate() {
             if Some(i) == self.flag_index {
@@ -224,6 +223,9 @@ impl Converter {
                     continue;
                 }
             };
+            if skip {
+                continue;
+            }
             if v.is_null() {
                 continue;
             }
@@ -231,6 +233,9 @@ impl Converter {
                 Ok(v) => typed.push((name, v)),
                 Err(reason) => return Outcome::Invalid(reason),
             }
+        }
+        if skip {
+            return Outcome::Skipped;
         }
         for (name, v) in &typed {
             if matches!(*name, "user_properties" | "group_properties") {

@@ -160,6 +160,9 @@ impl<R: BufRead> Read for MultiGz<R> {
                             r.consume(len);
                         }
                     }
+                    if head[0] != GZIP_MAGIC[0] || head.get(1).is_some_and(|b| *b != GZIP_MAGIC[1]) {
+                        return Err(io::Error::new(io::ErrorKind::InvalidData, "data after the last gzip member is not gzip (trailing garbage)"));
+                    }
                     self.state = Some(GzState::Member(GzDecoder::new(r)));
                 }
             }

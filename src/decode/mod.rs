@@ -36,7 +36,7 @@ pub enum DecodeError {
     Corrupt { codec: &'static str, offset: u64, detail: String },
     #[error("compressionType is {codec}, but the data does not start with the {codec} signature ({magic}); if it is already decompressed (e.g. stored with Content-Encoding), use compressionType \"auto\" or \"none\"")]
     NotCompressed { codec: &'static str, magic: &'static str },
-    #[error("decompressed size exceeds the limit of {limit} bytes (raise --max-decompressed-bytes / S3_IMPORT_MAX_DECOMPRESSED_BYTES if the file is genuine)")]
+    #[error("decompressed size exceeds the limit of {limit} bytes (raise the max-decompressed-bytes limit if the file is genuine)")]
     TooLarge { limit: u64 },
     #[error("CSV row {record} is longer than the limit of {limit} bytes (an unclosed quote?)")]
     RowTooLong { record: u64, limit: usize },
