@@ -171,7 +171,7 @@ pub fn preview<R: Read + Send>(run: &ConvertRun<'_>, input: R, limit: u64) -> Re
     read_records(input, &run.converter.file, &Keys::All, run.limits, 1, |n, rec| {
         let item = match rec {
             Rec::Ok { record, .. } => {
-                let source = to_json_value(record);
+                let source = to_json_value(&record.value);
                 match run.converter.convert(record, n, origin).outcome {
                     Outcome::Converted(p) => PreviewItem {
                         n,

@@ -7,7 +7,7 @@ use std::fmt;
 
 use serde_json::{Map, Value as J};
 
-use crate::datalang::{child_path, did_you_mean, Compiler, Expr, KeySet, Keys};
+use crate::datalang::{child_path, did_you_mean, Compiler, Expr, KeyIds, Keys};
 
 /// One problem in a converter file, located by JSON path.
 #[derive(Clone, Debug, PartialEq)]
@@ -331,7 +331,7 @@ impl Loader<'_> {
         let csv = m.get("csv").map(|v| self.csv_options(v, &child_path(path, "csv"))).unwrap_or_default();
 
         let func_path = child_path(path, "convertToAmplitudeFunc");
-        let mut compiler = Compiler { errors: &mut *self.errors, record_keys: KeySet::default() };
+        let mut compiler = Compiler { errors: &mut *self.errors, record_keys: KeyIds::default() };
         let fields: Vec<(String, Expr)> = match m.get("convertToAmplitudeFunc") {
             None => {
                 compiler.errors.push(ConfigError::new(&func_path, "missing; map Amplitude fields to your record, e.g. {\"event_type\": \"action\", \"user_id\": \"uid\"}"));

@@ -5,7 +5,7 @@ mod fields;
 use std::borrow::Cow;
 
 use crate::config::{ConfigErrors, ConverterFile, DataType, Strategy};
-use crate::datalang::{parse_num, truthy, Num, V};
+use crate::datalang::{parse_num, truthy, Num, Record, V};
 pub use fields::FieldType;
 
 /// What a converted payload is, and so which API receives it.
@@ -80,7 +80,12 @@ pub struct Origin<'s> {
 pub struct Converter {
     pub file: ConverterFile,
     flag_index: Option<usize>,
+    /// Per field of `convertToAmplitudeFunc`: its type in each payload kind (`KINDS` order),
+    /// worked out once here rather than by name per record.
+    types: Vec<[Option<FieldType>; 4]>,
 }
+
+const KINDS: [Kind; 4] = [Kind::Event, Kind::Identify, Kind::GroupIdentify, Kind::Profile];
 
 const BAD_IDS: [&str; 13] = [
     "anonymous", "nil", "none", "null", "n/a", "na", "undefined", "unknown",
@@ -174,29 +179,36 @@ impl Converter {
             .ignore_flag
             .as_ref()
             .and_then(|flag| file.fields.iter().position(|(k, _)| k == flag));
-        Converter { file, flag_index }
+        let mirror = file.strategy == Strategy::Mirror;
+        let types = file
+            .fields
+            .iter()
+            .map(|(name, _)| KINDS.map(|kind| fields::field_type(kind, name, mirror)))
+            .collect();
+        Converter { file, flag_index, types }
     }
 
     /// Converts one record (the `n`-th of the object) into its outcome.
-    pub fn convert<'r, 'a>(&'r self, record: &'r V<'a>, n: u64, origin: Origin<'_>) -> Converted<'r, 'a> {
+    pub fn convert<'r, 'a>(&'r self, record: &'r Record<'a>, n: u64, origin: Origin<'_>) -> Converted<'r, 'a> {
         let mut dropped = Vec::new();
         let outcome = self.outcome(record, n, origin, &mut dropped);
         Converted { outcome, dropped }
     }
 
-    fn outcome<'r, 'a>(&'r self, record: &'r V<'a>, n: u64, origin: Origin<'_>, dropped: &mut Vec<&'r str>) -> Outcome<'r, 'a> {
+    fn outcome<'r, 'a>(&'r self, record: &'r Record<'a>, n: u64, origin: Origin<'_>, dropped: &mut Vec<&'r str>) -> Outcome<'r, 'a> {
+        let ctx = &record.value;
         // 1. Skip (decided first, applied after the drop count: `dropped_fields` describes
         // the mapping, so it counts every record, as the CLI contract's example does).
         let skip = self
             .flag_index
-            .is_some_and(|i| truthy(self.file.fields[i].1.eval(record).as_deref()));
-        let mut out: Vec<(&'r str, Cow<'r, V<'a>>)> = Vec::with_capacity(self.file.fields.len() + 2);
-        for (i, (name, expr)) in self.file.fields.iter().enumerate() {
+            .is_some_and(|i| truthy(self.file.fields[i].1.eval(ctx, record).as_deref()));
+        let mut out: Vec<(usize, Cow<'r, V<'a>>)> = Vec::with_capacity(self.file.fields.len() + 2);
+        for (i, (_, expr)) in self.file.fields.iter().enumerate() {
             if Some(i) == self.flag_index {
                 continue;
             }
-            if let Some(v) = expr.eval(record) {
-                out.push((name.as_str(), v));
+            if let Some(v) = expr.eval(ctx, record) {
+                out.push((i, v));
             }
         }
         // 2. Kind.
@@ -204,7 +216,7 @@ impl Converter {
             DataType::UserProperties => Kind::Identify,
             DataType::GroupProperties => Kind::GroupIdentify,
             DataType::Profiles => Kind::Profile,
-            DataType::Event => match out.iter().find(|(k, _)| *k == "event_type").and_then(|(_, v)| v.as_str()) {
+            DataType::Event => match out.iter().find(|(i, _)| self.file.fields[*i].0 == "event_type").and_then(|(_, v)| v.as_str()) {
                 Some("$identify") => Kind::Identify,
                 Some("$groupidentify") => Kind::GroupIdentify,
                 _ => Kind::Event,
@@ -213,8 +225,10 @@ impl Converter {
         let mirror = self.file.strategy == Strategy::Mirror && matches!(kind, Kind::Event | Kind::Profile);
         // 3. Field types; unknown fields dropped and counted.
         let mut typed: Vec<(&'r str, Cow<'r, V<'a>>)> = Vec::with_capacity(out.len() + 2);
-        for (name, v) in out {
-            let ty = match fields::field_type(kind, name, mirror) {
+        let kind_index = KINDS.iter().position(|k| *k == kind).unwrap_or(0);
+        for (i, v) in out {
+            let name = self.file.fields[i].0.as_str();
+            let ty = match self.types[i][kind_index] {
                 Some(ty) => ty,
                 None => {
                     if !(name == "event_type" && matches!(kind, Kind::Identify | Kind::GroupIdentify)) {
@@ -361,7 +375,7 @@ mod tests {
             r#"{{"converterConfig":{{"fileType":"json","compressionType":"none"{extra},"convertToAmplitudeFunc":{func}}}}}"#
         ))
         .unwrap();
-        let rec = parse_value(record).unwrap();
+        let rec = Record::new(parse_value(record).unwrap());
         let r = c.convert(&rec, 7, Origin { bucket: "b", key: "k.json" });
         let dropped = r.dropped.iter().map(|s| s.to_string()).collect();
         let text = match r.outcome {

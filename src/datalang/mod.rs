@@ -10,15 +10,16 @@ use md5::{Digest, Md5};
 
 use crate::config::ConfigError;
 use time::TimePattern;
-pub use value::{json_eq, KeySet, Keys, Num, V};
+pub use value::{json_eq, KeyIds, Keys, Num, Record, V};
 
 /// A compiled SOURCE_DESCRIPTION.
 #[derive(Debug)]
 pub enum Expr {
     /// A string SD: whole key first, then the dotted walk (`dotted` holds the segments).
-    Field { key: String, dotted: Option<Vec<String>> },
-    /// A string argument of `path`: one key, or an array index.
-    Key(String),
+    /// `slot`/`first_slot` are set when it reads the record itself (top-level keys).
+    Field { key: String, slot: Option<u32>, dotted: Option<(Vec<String>, Option<u32>)> },
+    /// A string argument of `path`: one key, or an array index; `slot` when it reads the record.
+    Key(String, Option<u32>),
     Path(Vec<Expr>),
     Value(V<'static>),
     Any(Vec<Expr>),
@@ -134,10 +135,16 @@ pub fn did_you_mean(word: &str, names: &[&'static str]) -> Option<&'static str> 
 /// Compiles SDs, collecting every error and the top-level record keys they read.
 pub struct Compiler<'e> {
     pub errors: &'e mut Vec<ConfigError>,
-    pub record_keys: KeySet,
+    pub record_keys: KeyIds,
 }
 
 impl Compiler<'_> {
+    /// The slot of a top-level record key, numbering keys as they are first seen.
+    fn slot(&mut self, key: &str) -> u32 {
+        let next = self.record_keys.len() as u32;
+        *self.record_keys.entry(key.to_string()).or_insert(next)
+    }
+
     fn err(&mut self, path: &str, message: impl Into<String>) -> Expr {
         self.errors.push(ConfigError::new(path, message));
         Expr::Invalid
@@ -148,17 +155,13 @@ impl Compiler<'_> {
         use serde_json::Value as J;
         match sd {
             J::String(s) => {
-                if top {
-                    self.record_keys.insert(s.clone());
-                }
+                let slot = top.then(|| self.slot(s));
                 let dotted = s.contains('.').then(|| {
                     let segs: Vec<String> = s.split('.').map(str::to_string).collect();
-                    if top {
-                        self.record_keys.insert(segs[0].clone());
-                    }
-                    segs
+                    let first = top.then(|| self.slot(&segs[0]));
+                    (segs, first)
                 });
-                Expr::Field { key: s.clone(), dotted }
+                Expr::Field { key: s.clone(), slot, dotted }
             }
             J::Object(map) => Expr::Dict(
                 map.iter()
@@ -259,10 +262,8 @@ impl Compiler<'_> {
                     let p = index_path(path, i + 1);
                     steps.push(match a {
                         serde_json::Value::String(s) => {
-                            if top && i == 0 {
-                                self.record_keys.insert(s.clone());
-                            }
-                            Expr::Key(s.clone())
+                            let slot = (top && i == 0).then(|| self.slot(s));
+                            Expr::Key(s.clone(), slot)
                         }
                         _ => self.compile(a, &p, top && i == 0),
                     });
@@ -563,26 +564,36 @@ fn now_ms() -> i64 {
 }
 
 impl Expr {
-    /// Evaluates against `ctx` (the record, or the previous step of a `path`).
-    pub fn eval<'r, 'a>(&'r self, ctx: &'r V<'a>) -> Out<'r, 'a> {
+    /// Evaluates against `ctx` (the record, or the previous step of a `path`); `rec` is the
+    /// record, for the top-level keys found by slot.
+    pub fn eval<'r, 'a>(&'r self, ctx: &'r V<'a>, rec: &'r Record<'a>) -> Out<'r, 'a> {
         match self {
-            Expr::Field { key, dotted } => {
-                if let Some(v) = lookup(ctx, key) {
+            Expr::Field { key, slot, dotted } => {
+                let whole = match slot {
+                    Some(id) => rec.slot(*id, key),
+                    None => lookup(ctx, key),
+                };
+                if let Some(v) = whole {
                     return Some(Cow::Borrowed(v));
                 }
-                let mut cur = ctx;
-                for seg in dotted.as_ref()? {
+                let (segs, first) = dotted.as_ref()?;
+                let mut cur = match first {
+                    Some(id) => rec.slot(*id, &segs[0])?,
+                    None => lookup(ctx, &segs[0])?,
+                };
+                for seg in &segs[1..] {
                     cur = lookup(cur, seg)?;
                 }
                 Some(Cow::Borrowed(cur))
             }
-            Expr::Key(key) => lookup(ctx, key).map(Cow::Borrowed),
+            Expr::Key(key, Some(id)) => rec.slot(*id, key).map(Cow::Borrowed),
+            Expr::Key(key, None) => lookup(ctx, key).map(Cow::Borrowed),
             Expr::Path(steps) => {
                 let mut cur: Cow<'r, V<'a>> = Cow::Borrowed(ctx);
                 for step in steps {
                     cur = match cur {
-                        Cow::Borrowed(c) => step.eval(c)?,
-                        Cow::Owned(c) => Cow::Owned(step.eval(&c)?.into_owned()),
+                        Cow::Borrowed(c) => step.eval(c, rec)?,
+                        Cow::Owned(c) => Cow::Owned(step.eval(&c, rec)?.into_owned()),
                     };
                 }
                 Some(cur)
@@ -590,32 +601,32 @@ impl Expr {
             Expr::Value(v) => Some(Cow::Borrowed(v)),
             Expr::Any(args) => args
                 .iter()
-                .filter_map(|a| a.eval(ctx))
+                .filter_map(|a| a.eval(ctx, rec))
                 .find(|v| !v.is_null()),
             Expr::Dict(entries) => owned(V::Obj(
                 entries
                     .iter()
-                    .filter_map(|(k, e)| e.eval(ctx).map(|v| (Cow::Owned(k.clone()), v.into_owned())))
+                    .filter_map(|(k, e)| e.eval(ctx, rec).map(|v| (Cow::Owned(k.clone()), v.into_owned())))
                     .collect(),
             )),
             Expr::Array(items) => owned(V::Arr(
-                items.iter().filter_map(|e| e.eval(ctx)).map(Cow::into_owned).collect(),
+                items.iter().filter_map(|e| e.eval(ctx, rec)).map(Cow::into_owned).collect(),
             )),
             Expr::Cond(pairs) => pairs
                 .iter()
-                .find(|(c, _)| truthy(c.eval(ctx).as_deref()))
-                .and_then(|(_, v)| v.eval(ctx)),
+                .find(|(c, _)| truthy(c.eval(ctx, rec).as_deref()))
+                .and_then(|(_, v)| v.eval(ctx, rec)),
             Expr::IfElse(b) => {
-                if truthy(b[0].eval(ctx).as_deref()) {
-                    b[1].eval(ctx)
+                if truthy(b[0].eval(ctx, rec).as_deref()) {
+                    b[1].eval(ctx, rec)
                 } else {
-                    b[2].eval(ctx)
+                    b[2].eval(ctx, rec)
                 }
             }
             Expr::MergeDicts(args) => {
                 let mut out: Vec<(Cow<'a, str>, V<'a>)> = Vec::new();
                 for a in args {
-                    let Some(v) = a.eval(ctx) else { continue };
+                    let Some(v) = a.eval(ctx, rec) else { continue };
                     if let V::Obj(o) = v.as_ref() {
                         for (k, v) in o {
                             match out.iter_mut().find(|(k2, _)| k2 == k) {
@@ -627,7 +638,7 @@ impl Expr {
                 }
                 owned(V::Obj(out))
             }
-            Expr::ExcludeKeys(obj, keys) => match obj.eval(ctx)?.as_ref() {
+            Expr::ExcludeKeys(obj, keys) => match obj.eval(ctx, rec)?.as_ref() {
                 V::Obj(o) => owned(V::Obj(
                     o.iter()
                         .filter(|(k, _)| !keys.iter().any(|x| x == k))
@@ -637,8 +648,8 @@ impl Expr {
                 _ => None,
             },
             Expr::FlattenDict(sep, b) => {
-                let depth = integer_of(b[0].eval(ctx).as_deref())?;
-                match b[1].eval(ctx)?.as_ref() {
+                let depth = integer_of(b[0].eval(ctx, rec).as_deref())?;
+                match b[1].eval(ctx, rec)?.as_ref() {
                     V::Obj(o) => {
                         let mut out = Vec::with_capacity(o.len());
                         flatten_into(o, "", sep, if depth <= 0 { -1 } else { depth }, &mut out);
@@ -648,23 +659,23 @@ impl Expr {
                 }
             }
             Expr::ParseJson(a) => {
-                let v = a.eval(ctx)?;
+                let v = a.eval(ctx, rec)?;
                 let s = v.as_str()?;
                 value::parse_value(s).ok().map(|v| Cow::Owned(v.into_static()))
             }
-            Expr::TypeOf(a) => owned(V::str(a.eval(ctx).map_or("null", |v| v.type_name()))),
+            Expr::TypeOf(a) => owned(V::str(a.eval(ctx, rec).map_or("null", |v| v.type_name()))),
             Expr::Concat(args) => {
                 let mut s = String::new();
                 for a in args {
-                    let v = a.eval(ctx)?;
+                    let v = a.eval(ctx, rec)?;
                     s.push_str(&text_of(Some(&v))?);
                 }
                 owned(V::Str(Cow::Owned(s)))
             }
-            Expr::Lower(a) => owned(V::str(a.eval(ctx)?.as_str()?.to_lowercase())),
-            Expr::Upper(a) => owned(V::str(a.eval(ctx)?.as_str()?.to_uppercase())),
+            Expr::Lower(a) => owned(V::str(a.eval(ctx, rec)?.as_str()?.to_lowercase())),
+            Expr::Upper(a) => owned(V::str(a.eval(ctx, rec)?.as_str()?.to_uppercase())),
             Expr::Trim(a) => {
-                let v = a.eval(ctx)?;
+                let v = a.eval(ctx, rec)?;
                 let s = v.as_str()?;
                 if s.len() == s.trim().len() {
                     Some(v)
@@ -673,39 +684,39 @@ impl Expr {
                 }
             }
             Expr::Split(sep, a) => owned(V::Arr(
-                a.eval(ctx)?
+                a.eval(ctx, rec)?
                     .as_str()?
                     .split(sep.as_str())
                     .map(|p| V::str(p.to_string()))
                     .collect(),
             )),
             Expr::Replace(r) => {
-                let v = r.arg.eval(ctx)?;
+                let v = r.arg.eval(ctx, rec)?;
                 let s = v.as_str()?;
                 owned(V::str(r.apply(s)?))
             }
             Expr::Substring(b) => {
-                let from = integer_of(b[0].eval(ctx).as_deref())?.max(0) as usize;
-                let to = integer_of(b[1].eval(ctx).as_deref())?.max(0) as usize;
-                let v = b[2].eval(ctx)?;
+                let from = integer_of(b[0].eval(ctx, rec).as_deref())?.max(0) as usize;
+                let to = integer_of(b[1].eval(ctx, rec).as_deref())?.max(0) as usize;
+                let v = b[2].eval(ctx, rec)?;
                 let s = v.as_str()?;
                 owned(V::str(s.chars().skip(from).take(to.saturating_sub(from)).collect::<String>()))
             }
-            Expr::Not(a) => owned(V::Bool(!truthy(a.eval(ctx).as_deref()))),
-            Expr::And(args) => owned(V::Bool(args.iter().all(|a| truthy(a.eval(ctx).as_deref())))),
-            Expr::Or(args) => owned(V::Bool(args.iter().any(|a| truthy(a.eval(ctx).as_deref())))),
+            Expr::Not(a) => owned(V::Bool(!truthy(a.eval(ctx, rec).as_deref()))),
+            Expr::And(args) => owned(V::Bool(args.iter().all(|a| truthy(a.eval(ctx, rec).as_deref())))),
+            Expr::Or(args) => owned(V::Bool(args.iter().any(|a| truthy(a.eval(ctx, rec).as_deref())))),
             Expr::Equals(b) => {
-                let x = b[0].eval(ctx);
-                let y = b[1].eval(ctx);
+                let x = b[0].eval(ctx, rec);
+                let y = b[1].eval(ctx, rec);
                 let null = V::Null;
                 owned(V::Bool(json_eq(x.as_deref().unwrap_or(&null), y.as_deref().unwrap_or(&null))))
             }
             Expr::Contains(needle, a) => owned(V::Bool(
-                a.eval(ctx).as_deref().and_then(V::as_str).is_some_and(|s| s.contains(needle.as_str())),
+                a.eval(ctx, rec).as_deref().and_then(V::as_str).is_some_and(|s| s.contains(needle.as_str())),
             )),
             Expr::SampleMd5(b) => {
-                let pct = b[0].eval(ctx);
-                let key = b[1].eval(ctx);
+                let pct = b[0].eval(ctx, rec);
+                let key = b[1].eval(ctx, rec);
                 let hit = match (pct.as_deref(), key.as_deref()) {
                     (Some(p), Some(k)) => match (numeric(Some(p)), text_of(Some(k))) {
                         (Some(p), Some(k)) => sample_md5(p.as_f64(), &k),
@@ -715,27 +726,27 @@ impl Expr {
                 };
                 owned(V::Bool(hit))
             }
-            Expr::Arith(op, args) => arith(*op, args, ctx).map(Cow::Owned),
-            Expr::Round(a) => match numeric(a.eval(ctx).as_deref())? {
+            Expr::Arith(op, args) => arith(*op, args, ctx, rec).map(Cow::Owned),
+            Expr::Round(a) => match numeric(a.eval(ctx, rec).as_deref())? {
                 Num::F(f) => {
                     let r = f.round();
                     (r.abs() < 9.2e18).then(|| Cow::Owned(V::int(r as i64)))
                 }
                 n => owned(V::Num(n)),
             },
-            Expr::IsoToMs(a) => owned(V::int(time::iso_to_ms(a.eval(ctx)?.as_str()?)?)),
+            Expr::IsoToMs(a) => owned(V::int(time::iso_to_ms(a.eval(ctx, rec)?.as_str()?)?)),
             Expr::MsToIso(a) => {
-                let ms = match numeric(Some(a.eval(ctx)?.as_ref()))? {
+                let ms = match numeric(Some(a.eval(ctx, rec)?.as_ref()))? {
                     Num::F(f) if f.is_finite() && f.abs() < 9.0e15 => f.trunc() as i64,
                     Num::F(_) => return None,
                     n => n.as_i64()?,
                 };
                 owned(V::str(time::ms_to_iso(ms)?))
             }
-            Expr::ParseTime(p, a) => owned(V::int(p.parse_ms(a.eval(ctx)?.as_str()?)?)),
+            Expr::ParseTime(p, a) => owned(V::int(p.parse_ms(a.eval(ctx, rec)?.as_str()?)?)),
             Expr::IsoNow => owned(V::str(time::ms_to_iso(now_ms())?)),
             Expr::MsNow => owned(V::int(now_ms())),
-            Expr::Int96(a) => owned(V::int(time::int96_to_ms(a.eval(ctx)?.as_str()?)?)),
+            Expr::Int96(a) => owned(V::int(time::int96_to_ms(a.eval(ctx, rec)?.as_str()?)?)),
             Expr::Invalid => None,
         }
     }
@@ -771,8 +782,8 @@ pub fn sample_md5(percent: f64, key: &str) -> bool {
     ((u64::from_be_bytes(first) % 10_000) as f64) < percent * 100.0
 }
 
-fn arith<'a>(op: ArithOp, args: &[Expr], ctx: &V<'a>) -> Option<V<'a>> {
-    let mut nums = args.iter().map(|a| numeric(a.eval(ctx).as_deref()));
+fn arith<'a>(op: ArithOp, args: &[Expr], ctx: &V<'a>, rec: &Record<'a>) -> Option<V<'a>> {
+    let mut nums = args.iter().map(|a| numeric(a.eval(ctx, rec).as_deref()));
     let first = nums.next()??;
     let all_int = |n: Num| n.as_i64();
     match op {
@@ -814,15 +825,15 @@ mod tests {
 
     fn compile(sd: &str) -> Result<Expr, Vec<ConfigError>> {
         let mut errors = Vec::new();
-        let mut c = Compiler { errors: &mut errors, record_keys: KeySet::default() };
+        let mut c = Compiler { errors: &mut errors, record_keys: KeyIds::default() };
         let e = c.compile(&serde_json::from_str(sd).unwrap(), "f", true);
         if errors.is_empty() { Ok(e) } else { Err(errors) }
     }
 
     fn eval(sd: &str, record: &str) -> Option<String> {
         let e = compile(sd).unwrap();
-        let rec = value::parse_value(record).unwrap();
-        e.eval(&rec).map(|v| v.to_json())
+        let rec = Record::new(value::parse_value(record).unwrap());
+        e.eval(&rec.value, &rec).map(|v| v.to_json())
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! skips (validates without building) the top-level keys the converter never reads.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 
@@ -228,20 +228,42 @@ impl Hasher for Fnv {
     }
 }
 
-pub type KeySet = HashSet<String, BuildHasherDefault<Fnv>>;
+/// Top-level record keys the converter reads, each with its slot number.
+pub type KeyIds = HashMap<String, u32, BuildHasherDefault<Fnv>>;
 
 /// Which top-level keys of a record are materialised; the others are validated and skipped.
 #[derive(Clone, Debug)]
 pub enum Keys {
     All,
-    Only(KeySet),
+    Only(KeyIds),
 }
 
-impl Keys {
-    fn wants(&self, key: &str) -> bool {
-        match self {
-            Keys::All => true,
-            Keys::Only(set) => set.contains(key),
+/// A record: its top-level object and, when parsed for a converter, where each slot's key is.
+#[derive(Debug)]
+pub struct Record<'a> {
+    pub value: V<'a>,
+    /// `slots[id]` is the index in `value`'s entries of the key with slot `id`, or `NO_SLOT`.
+    /// Empty when the record was not parsed with slot numbers (CSV rows, previews).
+    slots: Vec<u32>,
+}
+
+const NO_SLOT: u32 = u32::MAX;
+
+impl<'a> Record<'a> {
+    /// A record whose keys are found by name.
+    pub fn new(value: V<'a>) -> Self {
+        Record { value, slots: Vec::new() }
+    }
+
+    /// The value of the key with slot `id`; `None` when absent. `key` serves records without slots.
+    #[inline]
+    pub fn slot(&self, id: u32, key: &str) -> Option<&V<'a>> {
+        if self.slots.is_empty() {
+            return self.value.get(key);
+        }
+        match (self.slots.get(id as usize), &self.value) {
+            (Some(&i), V::Obj(entries)) if i != NO_SLOT => entries.get(i as usize).map(|(_, v)| v),
+            _ => None,
         }
     }
 }
@@ -251,12 +273,16 @@ impl Keys {
 pub enum RecordError {
     #[error("not valid JSON: {0}")]
     Syntax(String),
+    #[error("not valid UTF-8 (byte {0})")]
+    Utf8(usize),
     #[error("a JSON {0} is not a record; each line must be one JSON object")]
     NotObject(&'static str),
 }
 
 /// Parses one JSON-lines record, keeping only the wanted top-level keys.
-pub fn parse_record<'a>(line: &'a [u8], keys: &Keys) -> Result<V<'a>, RecordError> {
+pub fn parse_record<'a>(line: &'a [u8], keys: &Keys) -> Result<Record<'a>, RecordError> {
+    // One validation pass for the whole line is cheaper than serde_json's per-string checks.
+    let text = std::str::from_utf8(line).map_err(|e| RecordError::Utf8(e.valid_up_to()))?;
     let first = line.iter().find(|b| !b.is_ascii_whitespace());
     let kind = match first {
         Some(b'{') | None => None,
@@ -269,16 +295,16 @@ pub fn parse_record<'a>(line: &'a [u8], keys: &Keys) -> Result<V<'a>, RecordErro
     };
     if let Some(kind) = kind {
         // Only a well-formed value is "not an object"; anything else is a syntax error.
-        if serde_json::from_slice::<IgnoredAny>(line).is_ok() {
+        if serde_json::from_str::<IgnoredAny>(text).is_ok() {
             return Err(RecordError::NotObject(kind));
         }
     }
-    let mut de = serde_json::Deserializer::from_slice(line);
-    let value = RecordSeed { keys }
+    let mut de = serde_json::Deserializer::from_str(text);
+    let record = RecordSeed { keys }
         .deserialize(&mut de)
         .map_err(|e| RecordError::Syntax(e.to_string()))?;
     de.end().map_err(|e| RecordError::Syntax(e.to_string()))?;
-    Ok(value)
+    Ok(record)
 }
 
 /// Parses any JSON text into a value that borrows from it.
@@ -403,49 +429,71 @@ struct RecordSeed<'k> {
 }
 
 impl<'de> DeserializeSeed<'de> for RecordSeed<'_> {
-    type Value = V<'de>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<V<'de>, D::Error> {
+    type Value = Record<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Record<'de>, D::Error> {
         d.deserialize_any(self)
     }
 }
 
 impl<'de> Visitor<'de> for RecordSeed<'_> {
-    type Value = V<'de>;
+    type Value = Record<'de>;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON object")
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<V<'de>, A::Error> {
-        let mut entries = Vec::with_capacity(16);
-        while let Some(k) = map.next_key_seed(KeySeed)? {
-            if self.keys.wants(&k) {
-                let v = map.next_value_seed(ValueSeed)?;
-                entries.push((k, v));
-            } else {
-                map.next_value::<IgnoredAny>()?;
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Record<'de>, A::Error> {
+        let mut entries: Vec<(Cow<'de, str>, V<'de>)> = Vec::with_capacity(16);
+        match self.keys {
+            Keys::All => {
+                while let Some(k) = map.next_key_seed(KeySeed)? {
+                    let v = map.next_value_seed(ValueSeed)?;
+                    entries.push((k, v));
+                }
+                dedupe_keys(&mut entries);
+                Ok(Record::new(V::Obj(entries)))
+            }
+            Keys::Only(ids) => {
+                let mut slots = vec![NO_SLOT; ids.len()];
+                while let Some(k) = map.next_key_seed(KeySeed)? {
+                    match ids.get(k.as_ref()) {
+                        Some(&id) => {
+                            let v = map.next_value_seed(ValueSeed)?;
+                            let slot = &mut slots[id as usize];
+                            if *slot == NO_SLOT {
+                                *slot = entries.len() as u32;
+                                entries.push((k, v));
+                            } else {
+                                // A repeated key keeps its last value.
+                                entries[*slot as usize].1 = v;
+                            }
+                        }
+                        None => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(Record { value: V::Obj(entries), slots })
             }
         }
-        dedupe_keys(&mut entries);
-        Ok(V::Obj(entries))
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<V<'de>, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<Record<'de>, A::Error> {
         Err(de::Error::custom("not an object: array"))
     }
-    fn visit_unit<E: de::Error>(self) -> Result<V<'de>, E> {
+    fn visit_unit<E: de::Error>(self) -> Result<Record<'de>, E> {
         Err(E::custom("not an object: null"))
     }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<V<'de>, E> {
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Record<'de>, E> {
         Err(E::custom("not an object: bool"))
     }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<V<'de>, E> {
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Record<'de>, E> {
         Err(E::custom("not an object: number"))
     }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<V<'de>, E> {
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Record<'de>, E> {
         Err(E::custom("not an object: number"))
     }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<V<'de>, E> {
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Record<'de>, E> {
         Err(E::custom("not an object: number"))
     }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<V<'de>, E> {
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Record<'de>, E> {
         Err(E::custom("not an object: string"))
     }
 }
@@ -457,7 +505,7 @@ mod tests {
     #[test]
     fn borrows_plain_strings_and_owns_escaped_ones() {
         let line = br#"{"a":"plain","b":"tab\there","c":{"d":[1,2.5,true,null]}}"#;
-        let v = parse_record(line, &Keys::All).unwrap();
+        let v = parse_record(line, &Keys::All).unwrap().value;
         assert!(matches!(v.get("a"), Some(V::Str(Cow::Borrowed("plain")))));
         assert!(matches!(v.get("b"), Some(V::Str(Cow::Owned(s))) if s == "tab\there"));
         assert_eq!(v.to_json(), r#"{"a":"plain","b":"tab\there","c":{"d":[1,2.5,true,null]}}"#);
@@ -465,17 +513,20 @@ mod tests {
 
     #[test]
     fn skips_unwanted_keys_but_still_validates_them() {
-        let mut set = KeySet::default();
-        set.insert("a".into());
-        let keys = Keys::Only(set);
-        let v = parse_record(br#"{"a":1,"b":{"x":[1,2]}}"#, &keys).unwrap();
-        assert_eq!(v.to_json(), r#"{"a":1}"#);
+        let mut ids = KeyIds::default();
+        ids.insert("a".into(), 0);
+        ids.insert("c".into(), 1);
+        let keys = Keys::Only(ids);
+        let r = parse_record(br#"{"a":1,"b":{"x":[1,2]},"a":2}"#, &keys).unwrap();
+        assert_eq!(r.value.to_json(), r#"{"a":2}"#);
+        assert_eq!(r.slot(0, "a").map(V::to_json).as_deref(), Some("2"));
+        assert!(r.slot(1, "c").is_none());
         assert!(parse_record(br#"{"a":1,"b":{"x":[1,2}}"#, &keys).is_err());
     }
 
     #[test]
     fn repeated_keys_keep_the_last_value() {
-        let v = parse_record(br#"{"a":1,"b":2,"a":3}"#, &Keys::All).unwrap();
+        let v = parse_record(br#"{"a":1,"b":2,"a":3}"#, &Keys::All).unwrap().value;
         assert_eq!(v.to_json(), r#"{"a":3,"b":2}"#);
     }
 
@@ -485,6 +536,7 @@ mod tests {
         assert!(matches!(parse_record(b"\"x\"", &Keys::All), Err(RecordError::NotObject("string"))));
         assert!(matches!(parse_record(b"{} {}", &Keys::All), Err(RecordError::Syntax(_))));
         assert!(matches!(parse_record(b"{\"a\":", &Keys::All), Err(RecordError::Syntax(_))));
+        assert!(matches!(parse_record(b"{\"a\":\"\xff\"}", &Keys::All), Err(RecordError::Utf8(6))));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::rc::Rc;
 use super::compress::Decompressed;
 use super::{classify, DecodeError, Limits, ReadStats, Rec};
 use crate::config::CsvOptions;
-use crate::datalang::V;
+use crate::datalang::{Record, V};
 
 /// Fails the read when one row grows past the record limit (the csv crate would buffer it whole).
 struct RowGuard<'r> {
@@ -144,7 +144,7 @@ pub(super) fn read(
                 f(n, Rec::Invalid { reason, raw: &raw })
             }
             None => {
-                let record = V::Obj(entries);
+                let record = Record::new(V::Obj(entries));
                 f(n, Rec::Ok { record: &record, line: None })
             }
         };

@@ -10,7 +10,7 @@ use std::ops::ControlFlow;
 
 use crate::config::{ConverterFile, FileType};
 use crate::datalang::value::{parse_record, RecordError};
-use crate::datalang::{Keys, V};
+use crate::datalang::{Keys, Record};
 pub use compress::{decompress, detect, Decompressed};
 pub use lines::{Chunk, LineFramer};
 
@@ -56,7 +56,7 @@ impl DecodeError {
 /// One record as the decoder delivers it.
 pub enum Rec<'a> {
     /// A record; `line` is its JSON text (JSON lines) or `None` (CSV, rebuilt from `record`).
-    Ok { record: &'a V<'a>, line: Option<&'a [u8]> },
+    Ok { record: &'a Record<'a>, line: Option<&'a [u8]> },
     /// Not a record (bad JSON, not an object, too long, ragged CSV row): the reason, and the raw text.
     Invalid { reason: String, raw: &'a [u8] },
 }
@@ -114,6 +114,7 @@ pub fn read_records<R: Read + Send>(
                                 raw: bytes,
                             },
                             Err(RecordError::Syntax(e)) => Rec::Invalid { reason: format!("record is not valid JSON: {e}"), raw: bytes },
+                            Err(RecordError::Utf8(at)) => Rec::Invalid { reason: format!("record is not valid UTF-8 (at byte {at})"), raw: bytes },
                         }
                     };
                     let flow = f(n, rec);
