@@ -9,7 +9,8 @@ use serde::Serialize;
 
 use crate::convert::{Converter, Origin, Outcome, Payload};
 use crate::datalang::Keys;
-use crate::decode::{read_records, DecodeError, Limits, Rec};
+use crate::json_out::{self, Style};
+use crate::decode::{convert_chunks, read_records, visit_chunk, Chunk, DecodeError, Limits, Rec};
 
 /// Exit status for bad input (converter, data, key).
 pub const EXIT_BAD_INPUT: i32 = 2;
@@ -72,63 +73,120 @@ pub enum ConvertEnd {
     OutputClosed(Summary, io::Error),
 }
 
-fn write_converted<W: Write>(out: &mut W, n: u64, payloads: &[Payload<'_, '_>]) -> io::Result<()> {
+fn write_converted(buf: &mut Vec<u8>, n: u64, payloads: &[Payload<'_, '_>]) {
     for p in payloads {
-        write!(out, "{{\"n\": {n}, \"outcome\": \"converted\", \"kind\": \"{}\", \"payload\": ", p.kind.as_str())?;
-        write_spaced(out, p)?;
-        out.write_all(b"}\n")?;
+        buf.extend_from_slice(b"{\"n\": ");
+        buf.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+        buf.extend_from_slice(b", \"outcome\": \"converted\", \"kind\": \"");
+        buf.extend_from_slice(p.kind.as_str().as_bytes());
+        buf.extend_from_slice(b"\", \"payload\": ");
+        json_out::write_object(buf, p.fields.iter().map(|(k, v)| (*k, v.as_ref())), Style::Spaced);
+        buf.extend_from_slice(b"}\n");
     }
-    Ok(())
+}
+
+impl Summary {
+    fn merge(&mut self, other: Summary) {
+        self.records += other.records;
+        self.converted += other.converted;
+        self.skipped += other.skipped;
+        self.invalid += other.invalid;
+        self.payloads += other.payloads;
+        for (k, v) in other.dropped_fields {
+            *self.dropped_fields.entry(k).or_insert(0) += v;
+        }
+    }
+}
+
+/// Converts one record: its output line(s) into `buf`, its outcome into `s`.
+fn convert_record(run: &ConvertRun<'_>, n: u64, rec: Rec<'_>, buf: &mut Vec<u8>, s: &mut Summary) {
+    s.records += 1;
+    match rec {
+        Rec::Ok { record, .. } => {
+            let c = run.converter.convert(record, n, Origin { bucket: run.bucket, key: run.key });
+            for d in &c.dropped {
+                match s.dropped_fields.get_mut(*d) {
+                    Some(count) => *count += 1,
+                    None => {
+                        s.dropped_fields.insert((*d).to_string(), 1);
+                    }
+                }
+            }
+            match c.outcome {
+                Outcome::Converted(payloads) => {
+                    s.converted += 1;
+                    s.payloads += payloads.len() as u64;
+                    write_converted(buf, n, &payloads);
+                }
+                Outcome::Skipped => {
+                    s.skipped += 1;
+                    let _ = writeln!(buf, "{{\"n\": {n}, \"outcome\": \"skipped\"}}");
+                }
+                Outcome::Invalid(reason) => {
+                    s.invalid += 1;
+                    write_invalid(buf, n, &reason);
+                }
+            }
+        }
+        Rec::Invalid { reason, .. } => {
+            s.invalid += 1;
+            write_invalid(buf, n, &reason);
+        }
+    }
 }
 
 /// Converts every record of `input`, one JSON line per payload or outcome to `out`.
+/// JSON lines with `threads` ≥ 2 are converted chunk by chunk on `threads` workers while
+/// another thread decompresses; the output order is the record order either way.
 pub fn convert<R: Read + Send, W: Write>(run: &ConvertRun<'_>, input: R, out: &mut W) -> ConvertEnd {
     let mut s = Summary::default();
     let mut write_err: Option<io::Error> = None;
-    let origin = Origin { bucket: run.bucket, key: run.key };
     let file = &run.converter.file;
-    let result = read_records(input, file, &file.record_keys, run.limits, run.threads, |n, rec| {
-        s.records += 1;
-        let written = match rec {
-            Rec::Ok { record, .. } => {
-                let c = run.converter.convert(record, n, origin);
-                for d in &c.dropped {
-                    match s.dropped_fields.get_mut(*d) {
-                        Some(count) => *count += 1,
-                        None => {
-                            s.dropped_fields.insert((*d).to_string(), 1);
-                        }
-                    }
-                }
-                match c.outcome {
-                    Outcome::Converted(payloads) => {
-                        s.converted += 1;
-                        s.payloads += payloads.len() as u64;
-                        write_converted(out, n, &payloads)
-                    }
-                    Outcome::Skipped => {
-                        s.skipped += 1;
-                        writeln!(out, "{{\"n\": {n}, \"outcome\": \"skipped\"}}")
-                    }
-                    Outcome::Invalid(reason) => {
-                        s.invalid += 1;
-                        write_invalid(out, n, &reason)
-                    }
-                }
-            }
-            Rec::Invalid { reason, .. } => {
-                s.invalid += 1;
-                write_invalid(out, n, &reason)
-            }
+    let result = if run.threads >= 2 && crate::decode::parallel_capable(file) {
+        let keys = &file.record_keys;
+        let work = |chunk: &Chunk| {
+            let mut buf = Vec::with_capacity(chunk.data.len() + chunk.data.len() / 4);
+            let mut part = Summary::default();
+            let _ = visit_chunk(chunk, keys, run.limits, &mut |n, rec| {
+                convert_record(run, n, rec, &mut buf, &mut part);
+                ControlFlow::Continue(())
+            });
+            (buf, part)
         };
-        match written {
-            Ok(()) => ControlFlow::Continue(()),
-            Err(e) => {
+        convert_chunks(input, file, run.limits, run.threads, work, |(buf, part)| {
+            s.merge(part);
+            match out.write_all(&buf) {
+                Ok(()) => ControlFlow::Continue(()),
+                Err(e) => {
+                    write_err = Some(e);
+                    ControlFlow::Break(())
+                }
+            }
+        })
+    } else {
+        let mut buf = Vec::with_capacity(OUT_BUF);
+        let r = read_records(input, file, &file.record_keys, run.limits, run.threads, |n, rec| {
+            convert_record(run, n, rec, &mut buf, &mut s);
+            if buf.len() < OUT_BUF {
+                return ControlFlow::Continue(());
+            }
+            let written = out.write_all(&buf);
+            buf.clear();
+            match written {
+                Ok(()) => ControlFlow::Continue(()),
+                Err(e) => {
+                    write_err = Some(e);
+                    ControlFlow::Break(())
+                }
+            }
+        });
+        if write_err.is_none() {
+            if let Err(e) = out.write_all(&buf) {
                 write_err = Some(e);
-                ControlFlow::Break(())
             }
         }
-    });
+        r
+    };
     let flushed = out.flush();
     match (write_err.or(flushed.err()), result) {
         (Some(e), _) => ConvertEnd::OutputClosed(s, e),
@@ -137,10 +195,13 @@ pub fn convert<R: Read + Send, W: Write>(run: &ConvertRun<'_>, input: R, out: &m
     }
 }
 
-fn write_invalid<W: Write>(out: &mut W, n: u64, reason: &str) -> io::Result<()> {
-    write!(out, "{{\"n\": {n}, \"outcome\": \"invalid\", \"error\": ")?;
-    serde_json::to_writer(&mut *out, reason).map_err(io::Error::other)?;
-    out.write_all(b"}\n")
+/// Output is handed to the writer in pieces of about this size.
+const OUT_BUF: usize = 256 << 10;
+
+fn write_invalid(buf: &mut Vec<u8>, n: u64, reason: &str) {
+    let _ = write!(buf, "{{\"n\": {n}, \"outcome\": \"invalid\", \"error\": ");
+    json_out::write_str(buf, reason);
+    buf.extend_from_slice(b"}\n");
 }
 
 /// One previewed record.

@@ -3,5 +3,6 @@
 pub mod config;
 pub mod convert;
 pub mod datalang;
+pub mod json_out;
 pub mod decode;
 pub mod cli;

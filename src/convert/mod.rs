@@ -83,6 +83,7 @@ pub struct Converter {
     /// Per field of `convertToAmplitudeFunc`: its type in each payload kind (`KINDS` order),
     /// worked out once here rather than by name per record.
     types: Vec<[Option<FieldType>; 4]>,
+    roles: Vec<Role>,
 }
 
 const KINDS: [Kind; 4] = [Kind::Event, Kind::Identify, Kind::GroupIdentify, Kind::Profile];
@@ -185,7 +186,8 @@ impl Converter {
             .iter()
             .map(|(name, _)| KINDS.map(|kind| fields::field_type(kind, name, mirror)))
             .collect();
-        Converter { file, flag_index, types }
+        let roles = file.fields.iter().map(|(name, _)| Role::of(name)).collect();
+        Converter { file, flag_index, types, roles }
     }
 
     /// Converts one record (the `n`-th of the object) into its outcome.
@@ -202,7 +204,7 @@ impl Converter {
         let skip = self
             .flag_index
             .is_some_and(|i| truthy(self.file.fields[i].1.eval(ctx, record).as_deref()));
-        let mut out: Vec<(usize, Cow<'r, V<'a>>)> = Vec::with_capacity(self.file.fields.len() + 2);
+        let mut out: Vec<(usize, Cow<'r, V<'a>>)> = Vec::with_capacity(self.file.fields.len());
         for (i, (_, expr)) in self.file.fields.iter().enumerate() {
             if Some(i) == self.flag_index {
                 continue;
@@ -216,59 +218,63 @@ impl Converter {
             DataType::UserProperties => Kind::Identify,
             DataType::GroupProperties => Kind::GroupIdentify,
             DataType::Profiles => Kind::Profile,
-            DataType::Event => match out.iter().find(|(i, _)| self.file.fields[*i].0 == "event_type").and_then(|(_, v)| v.as_str()) {
+            DataType::Event => match out.iter().find(|(i, _)| self.roles[*i] == Role::EventType).and_then(|(_, v)| v.as_str()) {
                 Some("$identify") => Kind::Identify,
                 Some("$groupidentify") => Kind::GroupIdentify,
                 _ => Kind::Event,
             },
         };
-        let mirror = self.file.strategy == Strategy::Mirror && matches!(kind, Kind::Event | Kind::Profile);
-        // 3. Field types; unknown fields dropped and counted.
-        let mut typed: Vec<(&'r str, Cow<'r, V<'a>>)> = Vec::with_capacity(out.len() + 2);
         let kind_index = KINDS.iter().position(|k| *k == kind).unwrap_or(0);
+        let mirror = self.file.strategy == Strategy::Mirror && matches!(kind, Kind::Event | Kind::Profile);
+        // 3. Field types (unknown fields dropped and counted), property operations, and
+        // 4. the ID rules, in one pass.
+        let mut typed: Vec<(&'r str, Cow<'r, V<'a>>)> = Vec::with_capacity(out.len() + 3);
+        let mut seen = Seen::default();
+        let mut removed_ids = Vec::new();
         for (i, v) in out {
             let name = self.file.fields[i].0.as_str();
-            let ty = match self.types[i][kind_index] {
-                Some(ty) => ty,
-                None => {
-                    if !(name == "event_type" && matches!(kind, Kind::Identify | Kind::GroupIdentify)) {
-                        dropped.push(name);
-                    }
-                    continue;
+            let role = self.roles[i];
+            let Some(ty) = self.types[i][kind_index] else {
+                if !(role == Role::EventType && matches!(kind, Kind::Identify | Kind::GroupIdentify)) {
+                    dropped.push(name);
                 }
+                continue;
             };
-            if skip {
+            if skip || v.is_null() {
                 continue;
             }
-            if v.is_null() {
-                continue;
-            }
-            match coerce(name, ty, v) {
-                Ok(v) => typed.push((name, v)),
+            let v = match coerce(name, ty, v) {
+                Ok(v) => v,
                 Err(reason) => return Outcome::Invalid(reason),
+            };
+            match role {
+                Role::UserId | Role::DeviceId => {
+                    if !v.as_str().is_some_and(usable_id) {
+                        removed_ids.push(format!("{name} {}", show(&v)));
+                        continue;
+                    }
+                    if role == Role::UserId {
+                        seen.user_id = true;
+                    } else {
+                        seen.device_id = true;
+                    }
+                }
+                Role::Properties => {
+                    if let Err(reason) = check_operations(name, &v) {
+                        return Outcome::Invalid(reason);
+                    }
+                }
+                Role::EventType => seen.event_type = true,
+                Role::InsertId => seen.insert_id = true,
+                Role::SkipSync => seen.skip_sync = true,
+                Role::MutationType => seen.mutation_type = Some(typed.len()),
+                Role::Other => {}
             }
+            typed.push((name, v));
         }
         if skip {
             return Outcome::Skipped;
         }
-        for (name, v) in &typed {
-            if matches!(*name, "user_properties" | "group_properties") {
-                if let Err(reason) = check_operations(name, v) {
-                    return Outcome::Invalid(reason);
-                }
-            }
-        }
-        // 4. IDs.
-        let mut removed_ids = Vec::new();
-        typed.retain(|(name, v)| {
-            let is_id = matches!(*name, "user_id" | "device_id");
-            let keep = !is_id || v.as_str().is_some_and(usable_id);
-            if !keep {
-                removed_ids.push(format!("{name} {}", show(v)));
-            }
-            keep
-        });
-        let has = |typed: &[(&str, Cow<V>)], f: &str| typed.iter().any(|(k, _)| *k == f);
         let why_no_id = || {
             if removed_ids.is_empty() {
                 "neither user_id nor device_id is set".to_string()
@@ -281,10 +287,10 @@ impl Converter {
         };
         match kind {
             Kind::Event | Kind::Identify => {
-                if !has(&typed, "user_id") && !has(&typed, "device_id") {
+                if !seen.user_id && !seen.device_id {
                     return Outcome::Invalid(why_no_id());
                 }
-                if kind == Kind::Event && !has(&typed, "event_type") {
+                if kind == Kind::Event && !seen.event_type {
                     return Outcome::Invalid("event_type: missing; every event needs an event_type".into());
                 }
             }
@@ -293,22 +299,22 @@ impl Converter {
         }
         // 5. Defaults.
         if kind == Kind::Event {
-            if !has(&typed, "$skip_user_properties_sync") {
+            if !seen.skip_sync {
                 typed.push(("$skip_user_properties_sync", Cow::Owned(V::Bool(true))));
             }
-            if !has(&typed, "insert_id") {
+            if !seen.insert_id {
                 typed.push(("insert_id", Cow::Owned(V::str(format!("{}/{}:{n}", origin.bucket, origin.key)))));
             }
         }
         // 6. Mirror.
         if mirror {
-            if !has(&typed, "user_id") {
+            if !seen.user_id {
                 return Outcome::Invalid(format!("user_id: the mirror strategy needs a usable user_id ({})", why_no_id()));
             }
-            match typed.iter().find(|(k, _)| *k == "mutation_type") {
+            match seen.mutation_type.map(|i| &typed[i].1) {
                 None => typed.push(("mutation_type", Cow::Owned(V::str("UPDATE")))),
-                Some((_, v)) if matches!(v.as_str(), Some("INSERT" | "UPDATE" | "DELETE")) => {}
-                Some((_, v)) => {
+                Some(v) if matches!(v.as_str(), Some("INSERT" | "UPDATE" | "DELETE")) => {}
+                Some(v) => {
                     return Outcome::Invalid(format!(
                         "mutation_type: expected \"INSERT\", \"UPDATE\" or \"DELETE\", got {}",
                         show(v)
@@ -318,6 +324,47 @@ impl Converter {
         }
         Outcome::Converted(vec![Payload { kind, fields: typed }])
     }
+}
+
+/// What a field of `convertToAmplitudeFunc` means to the rules, by its name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    UserId,
+    DeviceId,
+    EventType,
+    InsertId,
+    SkipSync,
+    MutationType,
+    /// `user_properties` / `group_properties`: operations must not mix with plain properties.
+    Properties,
+    Other,
+}
+
+impl Role {
+    fn of(name: &str) -> Role {
+        match name {
+            "user_id" => Role::UserId,
+            "device_id" => Role::DeviceId,
+            "event_type" => Role::EventType,
+            "insert_id" => Role::InsertId,
+            "$skip_user_properties_sync" => Role::SkipSync,
+            "mutation_type" => Role::MutationType,
+            "user_properties" | "group_properties" => Role::Properties,
+            _ => Role::Other,
+        }
+    }
+}
+
+/// Which rule-relevant fields a record kept.
+#[derive(Default)]
+struct Seen {
+    user_id: bool,
+    device_id: bool,
+    event_type: bool,
+    insert_id: bool,
+    skip_sync: bool,
+    /// Index in the typed fields.
+    mutation_type: Option<usize>,
 }
 
 /// One Group Identify object per `groups` type → value pair (a list value yields one per element).

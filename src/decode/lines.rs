@@ -20,6 +20,8 @@ pub struct Line {
     /// Non-zero when the line was longer than the record limit: its full length (its bytes
     /// were skipped, only the first ones are kept for the report).
     pub oversize: u64,
+    /// Empty or only white space: not a record, takes no record number.
+    pub blank: bool,
 }
 
 /// Whole lines, copied out of the decompressor's buffer.
@@ -27,6 +29,10 @@ pub struct Line {
 pub struct Chunk {
     pub data: Vec<u8>,
     pub lines: Vec<Line>,
+    /// The record number of the chunk's first record; blank lines take none.
+    pub first_n: u64,
+    /// Where the chunk stands in the object (0, 1, 2, …).
+    pub seq: u64,
 }
 
 impl Chunk {
@@ -43,6 +49,8 @@ pub struct LineFramer<'r> {
     eof: bool,
     /// An error met after some lines of a chunk: those lines go out first, the error next.
     pending: Option<DecodeError>,
+    next_n: u64,
+    next_seq: u64,
 }
 
 /// How much of an oversize line is kept for the error report.
@@ -50,21 +58,26 @@ const OVERSIZE_KEEP: usize = 1024;
 
 impl<'r> LineFramer<'r> {
     pub fn new(input: Decompressed<'r>, max_record: usize) -> Self {
-        LineFramer { input, max_record, at_start: true, eof: false, pending: None }
+        LineFramer { input, max_record, at_start: true, eof: false, pending: None, next_n: 0, next_seq: 0 }
     }
 
-    fn finish_line(chunk: &mut Chunk, start: usize, oversize: u64) {
+    fn finish_line(&mut self, chunk: &mut Chunk, start: usize, oversize: u64) {
         let mut end = chunk.data.len();
         if chunk.data[start..end].ends_with(b"\r") {
             end -= 1;
         }
-        chunk.lines.push(Line { start, end, oversize });
+        let blank = oversize == 0 && chunk.data[start..end].iter().all(u8::is_ascii_whitespace);
+        self.next_n += u64::from(!blank);
+        chunk.lines.push(Line { start, end, oversize, blank });
     }
 
     /// Fills `chunk` with the next lines; returns false once the input is exhausted and empty.
     pub fn next_chunk(&mut self, chunk: &mut Chunk) -> Result<bool, DecodeError> {
         chunk.data.clear();
         chunk.lines.clear();
+        chunk.first_n = self.next_n;
+        chunk.seq = self.next_seq;
+        self.next_seq += 1;
         if let Some(e) = self.pending.take() {
             return Err(e);
         }
@@ -92,9 +105,9 @@ impl<'r> LineFramer<'r> {
             if buf.is_empty() {
                 self.eof = true;
                 if skipped > 0 {
-                    Self::finish_line(chunk, line_start, skipped);
+                    self.finish_line(chunk, line_start, skipped);
                 } else if chunk.data.len() > line_start {
-                    Self::finish_line(chunk, line_start, 0);
+                    self.finish_line(chunk, line_start, 0);
                 }
                 return Ok(!chunk.lines.is_empty());
             }
@@ -110,16 +123,16 @@ impl<'r> LineFramer<'r> {
             match memchr::memchr(b'\n', buf) {
                 Some(i) => {
                     if skipped > 0 {
-                        Self::finish_line(chunk, line_start, skipped + i as u64);
+                        self.finish_line(chunk, line_start, skipped + i as u64);
                         skipped = 0;
                     } else {
                         chunk.data.extend_from_slice(&buf[..i]);
                         let len = chunk.data.len() - line_start;
                         if len > self.max_record {
                             chunk.data.truncate(line_start + OVERSIZE_KEEP);
-                            Self::finish_line(chunk, line_start, len as u64);
+                            self.finish_line(chunk, line_start, len as u64);
                         } else {
-                            Self::finish_line(chunk, line_start, 0);
+                            self.finish_line(chunk, line_start, 0);
                         }
                     }
                     self.input.consume(bom + i + 1);

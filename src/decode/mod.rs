@@ -86,47 +86,139 @@ pub fn read_records<R: Read + Send>(
             let counter = input.counter();
             let mut n = 0u64;
             let mut visit = |chunk: &Chunk| -> ControlFlow<()> {
-                for line in &chunk.lines {
-                    let bytes = chunk.line(line);
-                    if line.oversize == 0 && bytes.iter().all(u8::is_ascii_whitespace) {
-                        continue;
-                    }
-                    let rec = if line.oversize > 0 {
-                        Rec::Invalid {
-                            reason: format!(
-                                "record is longer than the limit of {} bytes ({} bytes); raise --max-record-bytes if it is genuine",
-                                limits.max_record_bytes, line.oversize
-                            ),
-                            raw: bytes,
-                        }
-                    } else {
-                        match parse_record(bytes, keys) {
-                            Ok(record) => {
-                                let flow = f(n, Rec::Ok { record: &record, line: Some(bytes) });
-                                n += 1;
-                                if flow.is_break() {
-                                    return flow;
-                                }
-                                continue;
-                            }
-                            Err(RecordError::NotObject(kind)) => Rec::Invalid {
-                                reason: format!("record is a JSON {kind}; each line must be one JSON object"),
-                                raw: bytes,
-                            },
-                            Err(RecordError::Syntax(e)) => Rec::Invalid { reason: format!("record is not valid JSON: {e}"), raw: bytes },
-                            Err(RecordError::Utf8(at)) => Rec::Invalid { reason: format!("record is not valid UTF-8 (at byte {at})"), raw: bytes },
-                        }
-                    };
-                    let flow = f(n, rec);
-                    n += 1;
-                    flow?;
-                }
-                ControlFlow::Continue(())
+                let flow = visit_chunk(chunk, keys, limits, &mut f);
+                n = chunk.first_n + chunk.lines.iter().filter(|l| !l.blank).count() as u64;
+                flow
             };
             LineFramer::new(input, limits.max_record_bytes).run(threads, &mut visit)?;
             Ok(ReadStats { records: n, decompressed_bytes: counter.get() })
         }
     }
+}
+
+/// Hands every record of a chunk of JSON lines to `f`, numbered from the chunk's `first_n`.
+pub fn visit_chunk(chunk: &Chunk, keys: &Keys, limits: Limits, f: &mut dyn FnMut(u64, Rec<'_>) -> ControlFlow<()>) -> ControlFlow<()> {
+    let mut n = chunk.first_n;
+    for line in &chunk.lines {
+        if line.blank {
+            continue;
+        }
+        let bytes = chunk.line(line);
+        let flow = if line.oversize > 0 {
+            let reason = format!(
+                "record is longer than the limit of {} bytes ({} bytes); raise --max-record-bytes if it is genuine",
+                limits.max_record_bytes, line.oversize
+            );
+            f(n, Rec::Invalid { reason, raw: bytes })
+        } else {
+            match parse_record(bytes, keys) {
+                Ok(record) => f(n, Rec::Ok { record: &record, line: Some(bytes) }),
+                Err(e) => {
+                    let reason = match e {
+                        RecordError::NotObject(kind) => format!("record is a JSON {kind}; each line must be one JSON object"),
+                        RecordError::Syntax(e) => format!("record is not valid JSON: {e}"),
+                        RecordError::Utf8(at) => format!("record is not valid UTF-8 (at byte {at})"),
+                    };
+                    f(n, Rec::Invalid { reason, raw: bytes })
+                }
+            }
+        };
+        n += 1;
+        flow?;
+    }
+    ControlFlow::Continue(())
+}
+
+/// Whether [`convert_chunks`] can spread this converter's input over several threads.
+pub fn parallel_capable(file: &ConverterFile) -> bool {
+    file.file_type == FileType::Json
+}
+
+/// JSON lines only: frames the object on one thread while `workers` threads run `work` on
+/// whole chunks; `sink` receives the results in the object's order, on the calling thread.
+/// Memory stays bounded: at most about `2 × workers + 2` chunks (1 MiB each) exist at once.
+pub fn convert_chunks<R: Read + Send, T: Send>(
+    raw: R,
+    file: &ConverterFile,
+    limits: Limits,
+    workers: usize,
+    work: impl Fn(&Chunk) -> T + Sync,
+    mut sink: impl FnMut(T) -> ControlFlow<()>,
+) -> Result<ReadStats, DecodeError> {
+    use std::collections::BTreeMap;
+    use std::sync::{mpsc, Arc, Mutex};
+
+    let input = decompress(raw, file.compression, limits)?;
+    let counter = input.counter();
+    let mut framer = LineFramer::new(input, limits.max_record_bytes);
+    let workers = workers.max(1);
+    let slots = 2 * workers + 2;
+    std::thread::scope(|s| {
+        let (job_tx, job_rx) = mpsc::sync_channel::<(u64, Result<Chunk, DecodeError>)>(workers);
+        let job_rx = Arc::new(Mutex::new(job_rx));
+        let (done_tx, done_rx) = mpsc::sync_channel::<(u64, Result<T, DecodeError>, Option<Chunk>)>(slots);
+        let (free_tx, free_rx) = mpsc::sync_channel::<Chunk>(slots);
+        for _ in 0..slots {
+            let _ = free_tx.send(Chunk::default());
+        }
+        // The framer: stops at the input's end, at an error, or when nobody listens any more.
+        s.spawn(move || loop {
+            let Ok(mut chunk) = free_rx.recv() else { return };
+            let item = match framer.next_chunk(&mut chunk) {
+                Ok(true) => (chunk.seq, Ok(chunk)),
+                Ok(false) => return,
+                // The error takes the place (sequence number) of the chunk it broke.
+                Err(e) => (chunk.seq, Err(e)),
+            };
+            let last = item.1.is_err();
+            if job_tx.send(item).is_err() || last {
+                return;
+            }
+        });
+        for _ in 0..workers {
+            let job_rx = Arc::clone(&job_rx);
+            let done_tx = done_tx.clone();
+            let work = &work;
+            s.spawn(move || loop {
+                let job = match job_rx.lock() {
+                    Ok(rx) => rx.recv(),
+                    Err(_) => return,
+                };
+                let sent = match job {
+                    Err(mpsc::RecvError) => return,
+                    Ok((seq, Ok(chunk))) => done_tx.send((seq, Ok(work(&chunk)), Some(chunk))),
+                    Ok((seq, Err(e))) => done_tx.send((seq, Err(e), None)),
+                };
+                if sent.is_err() {
+                    return;
+                }
+            });
+        }
+        drop(done_tx);
+        // In-order delivery; results that arrive early wait here (at most `slots` of them).
+        let mut waiting: BTreeMap<u64, Result<T, DecodeError>> = BTreeMap::new();
+        let mut next = 0u64;
+        let mut records_done = 0u64;
+        for (seq, result, chunk) in done_rx.iter() {
+            if let Some(chunk) = chunk {
+                records_done = records_done.max(chunk.first_n + chunk.lines.iter().filter(|l| !l.blank).count() as u64);
+                let _ = free_tx.send(chunk);
+            }
+            waiting.insert(seq, result);
+            while let Some(result) = waiting.remove(&next) {
+                next += 1;
+                match result {
+                    Ok(t) => {
+                        if sink(t).is_break() {
+                            return Ok(ReadStats { records: records_done, decompressed_bytes: counter.get() });
+                        }
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(ReadStats { records: records_done, decompressed_bytes: counter.get() })
+    })
 }
 
 /// Maps an error from a decompressing reader back to what it was.

@@ -1,0 +1,99 @@
+"""`make bench`: throughput and memory of `s3-import convert`, with every baseline measured in
+the same run on the same file, each figure the median of several runs.
+
+  (a) floor: the same decompressor + serde_json parsing every line into serde_json::Value
+  (b) our convert, output to /dev/null (MB/s of uncompressed input, events/s), one core
+  (c) b / a
+  (d) the same conversion in Python, written as a user would (bench/baseline.py); b / d
+  (e) peak RSS of convert
+  and the two-thread figure (decompression and conversion on separate threads, two cores).
+
+Settings (environment): BENCH_MB (uncompressed size, default 200), BENCH_RUNS (default 5),
+BENCH_PY_RUNS (default 3).
+"""
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(os.path.expanduser("~"), ".cache/s3-import/target"))
+RELEASE = os.path.join(TARGET, "release")
+WORK = os.path.join(TARGET, "bench")
+MB = int(os.environ.get("BENCH_MB", "200"))
+RUNS = int(os.environ.get("BENCH_RUNS", "5"))
+PY_RUNS = int(os.environ.get("BENCH_PY_RUNS", "3"))
+CONVERTER = os.path.join(ROOT, "bench", "converter.json")
+
+
+def pinned(cores, argv):
+    """Pins a command to cores when taskset exists (this machine is shared and noisy)."""
+    if subprocess.call(["which", "taskset"], stdout=subprocess.DEVNULL) == 0:
+        return ["taskset", "-c", cores] + argv
+    return argv
+
+
+def run(argv, stdout=subprocess.DEVNULL):
+    """Runs once: (wall seconds, peak RSS in KiB, stdout text or None)."""
+    start = time.perf_counter()
+    capture = stdout is not subprocess.DEVNULL
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE if capture else subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    text = proc.stdout.read().decode() if capture else None
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    if status != 0:
+        sys.exit(f"bench: {' '.join(argv)} failed with status {status}")
+    return elapsed, usage.ru_maxrss, text
+
+
+def median_of(n, argv):
+    runs = [run(argv) for _ in range(n)]
+    return statistics.median(r[0] for r in runs), max(r[1] for r in runs)
+
+
+def main():
+    os.makedirs(WORK, exist_ok=True)
+    data = os.path.join(WORK, f"events-{MB}MB.jsonl.gz")
+    meta_path = data + ".meta"
+    if not (os.path.exists(data) and os.path.exists(meta_path)):
+        print(f"generating {MB} MB of events …", flush=True)
+        _, _, text = run([os.path.join(RELEASE, "examples", "bench_gen"), data, str(MB * 1_000_000)], stdout=subprocess.PIPE)
+        with open(meta_path, "w") as f:
+            f.write(text)
+    meta = json.load(open(meta_path))
+    records, size = meta["records"], meta["bytes"]
+    mb = size / 1e6
+    print(f"input: {data}\n       {records} events, {mb:.1f} MB uncompressed, {os.path.getsize(data) / 1e6:.1f} MB gzip; median of {RUNS} runs\n")
+
+    floor_bin = os.path.join(RELEASE, "examples", "bench_floor")
+    inflate, _ = median_of(RUNS, pinned("0", [floor_bin, data, "inflate"]))
+    skip, _ = median_of(RUNS, pinned("0", [floor_bin, data, "skip"]))
+    floor, _ = median_of(RUNS, pinned("0", [floor_bin, data, "value"]))
+    convert = [os.path.join(RELEASE, "s3-import"), "convert", "--config", CONVERTER]
+    one, rss1 = median_of(RUNS, pinned("0", convert + ["--threads", "1", data]))
+    two, rss2 = median_of(RUNS, pinned("0,1", convert + ["--threads", "2", data]))
+    py, _ = median_of(PY_RUNS, pinned("0", [sys.executable, os.path.join(ROOT, "bench", "baseline.py"), data]))
+
+    rate = lambda secs: mb / secs
+    rows = [
+        ("inflate only (reference)", inflate),
+        ("validate lines, no tree (reference)", skip),
+        ("(a) floor: inflate + serde_json::Value", floor),
+        ("(b) s3-import convert, 1 thread", one),
+        ("    s3-import convert, 2 threads", two),
+        ("(d) Python baseline", py),
+    ]
+    print(f"{'measure':42} {'seconds':>8} {'MB/s':>8} {'events/s':>11}")
+    for name, secs in rows:
+        print(f"{name:42} {secs:8.2f} {rate(secs):8.1f} {records / secs:11,.0f}")
+    print()
+    print(f"(c) b / a (target >= 0.5):                 {floor / one:6.2f}")
+    print(f"    b / d (target >= 10):                  {py / one:6.2f}")
+    print(f"    2 threads / 1 thread (target >= 1.6):  {one / two:6.2f}")
+    print(f"(e) peak RSS of convert (target < 64 MB):  {rss1 / 1024:6.1f} MB (1 thread), {rss2 / 1024:.1f} MB (2 threads)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,163 @@
+//! Writing values and payloads as JSON text, fast: this runs once per output field.
+//!
+//! serde_json's serializer escapes byte by byte through a formatter; here strings are scanned
+//! eight bytes at a time for the three things JSON must escape, and most are copied whole.
+
+use crate::datalang::{Num, V};
+
+/// Separators: compact (`,` `:`) for the wire, spaced (`, ` `: `) for the CLI contract.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Style {
+    Compact,
+    Spaced,
+}
+
+impl Style {
+    fn comma(self) -> &'static [u8] {
+        match self {
+            Style::Compact => b",",
+            Style::Spaced => b", ",
+        }
+    }
+    fn colon(self) -> &'static [u8] {
+        match self {
+            Style::Compact => b":",
+            Style::Spaced => b": ",
+        }
+    }
+}
+
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// Whether any of the 8 bytes is a control character, `"` or `\`.
+#[inline]
+fn needs_escape(word: u64) -> bool {
+    let has_zero = |x: u64| x.wrapping_sub(LO) & !x & HI;
+    let control = word.wrapping_sub(LO * 0x20) & !word & HI;
+    control | has_zero(word ^ (LO * b'"' as u64)) | has_zero(word ^ (LO * b'\\' as u64)) != 0
+}
+
+/// Appends `s` as a JSON string.
+pub fn write_str(out: &mut Vec<u8>, s: &str) {
+    let bytes = s.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    let mut start = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        if i + 8 <= bytes.len() {
+            let word = u64::from_le_bytes(bytes[i..i + 8].try_into().unwrap_or([0; 8]));
+            if !needs_escape(word) {
+                i += 8;
+                continue;
+            }
+        }
+        let b = bytes[i];
+        let esc: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0..=0x1f => b"",
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        if esc.is_empty() {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[(b >> 4) as usize], HEX[(b & 0xf) as usize]]);
+        } else {
+            out.extend_from_slice(esc);
+        }
+        i += 1;
+        start = i;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+fn write_num(out: &mut Vec<u8>, n: Num) {
+    match n {
+        Num::I(i) => out.extend_from_slice(itoa::Buffer::new().format(i).as_bytes()),
+        Num::U(u) => out.extend_from_slice(itoa::Buffer::new().format(u).as_bytes()),
+        // serde_json's float text, so output matches what serde would write.
+        Num::F(f) if f.is_finite() => {
+            let _ = serde_json::to_writer(&mut *out, &f);
+        }
+        Num::F(_) => out.extend_from_slice(b"null"),
+    }
+}
+
+/// Appends `v` as JSON.
+pub fn write_value(out: &mut Vec<u8>, v: &V<'_>, style: Style) {
+    match v {
+        V::Null => out.extend_from_slice(b"null"),
+        V::Bool(true) => out.extend_from_slice(b"true"),
+        V::Bool(false) => out.extend_from_slice(b"false"),
+        V::Num(n) => write_num(out, *n),
+        V::Str(s) => write_str(out, s),
+        V::Arr(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.extend_from_slice(style.comma());
+                }
+                write_value(out, item, style);
+            }
+            out.push(b']');
+        }
+        V::Obj(entries) => write_object(out, entries.iter().map(|(k, v)| (k.as_ref(), v)), style),
+    }
+}
+
+/// Appends an object of `(key, value)` pairs.
+pub fn write_object<'v, 'a: 'v>(out: &mut Vec<u8>, entries: impl Iterator<Item = (&'v str, &'v V<'a>)>, style: Style) {
+    out.push(b'{');
+    for (i, (k, v)) in entries.enumerate() {
+        if i > 0 {
+            out.extend_from_slice(style.comma());
+        }
+        write_str(out, k);
+        out.extend_from_slice(style.colon());
+        write_value(out, v, style);
+    }
+    out.push(b'}');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::datalang::value::parse_value;
+
+    #[test]
+    fn strings_match_serde_json_escaping() {
+        let samples = [
+            "", "plain", "quote\"inside", "back\\slash", "tab\there", "nl\nand\rcr", "\u{1}\u{1f}\u{7f}",
+            "unicode é→🚀", "long string without anything to escape at all, really", "12345678\"",
+            "\u{8}\u{c}", "1234567\\", "ascii then é then \"",
+        ];
+        for s in samples {
+            let mut out = Vec::new();
+            write_str(&mut out, s);
+            assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(s).unwrap(), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn values_match_serde_json() {
+        let text = r#"{"a":[1,-2,2.5,1e+300,true,false,null],"b":{"c":"d\n","e":{}},"f":[],"g":18446744073709551615}"#;
+        let v = parse_value(text).unwrap();
+        let mut out = Vec::new();
+        write_value(&mut out, &v, Style::Compact);
+        assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(&v).unwrap());
+        let mut spaced = Vec::new();
+        write_value(&mut spaced, &parse_value(r#"{"a":[1,{"b":2}]}"#).unwrap(), Style::Spaced);
+        assert_eq!(String::from_utf8(spaced).unwrap(), r#"{"a": [1, {"b": 2}]}"#);
+    }
+}
