@@ -24,9 +24,14 @@ fn main() {
         let ok = match mode {
             "inflate" => true,
             "skip" => serde_json::from_slice::<serde::de::IgnoredAny>(&line).is_ok(),
-            _ => serde_json::from_slice::<serde_json::Value>(&line).map(|v| std::hint::black_box(v).is_object()).unwrap_or(false),
+            _ => serde_json::from_slice::<serde_json::Value>(&line)
+                .map(|v| std::hint::black_box(v).is_object())
+                .unwrap_or(false),
         };
         records += u64::from(ok);
     }
-    println!("{{\"records\": {records}, \"bytes\": {bytes}, \"seconds\": {}}}", start.elapsed().as_secs_f64());
+    println!(
+        "{{\"records\": {records}, \"bytes\": {bytes}, \"seconds\": {}}}",
+        start.elapsed().as_secs_f64()
+    );
 }

@@ -22,16 +22,59 @@ impl Rng {
     }
 }
 
-const EVENTS: &[&str] = &["Product Viewed", "Order Completed", "Search", "Add To Cart", "Page Viewed", "Sign Up"];
-const CITIES: &[&str] = &["München", "São Paulo", "Zürich", "東京", "New York", "Kraków", "Montréal"];
-const COUNTRIES: &[&str] = &["Germany", "Brazil", "Switzerland", "Japan", "United States", "Poland", "Canada"];
-const CATEGORIES: &[&str] = &["Küche & Haushalt", "Books \"Classics\"", "Électronique", "Garden/Outdoor", "Toys\tKids"];
-const QUERIES: &[&str] = &["red shoes", "\"exact phrase\"", "café crème", "back\\slash", "emoji 🚀 search", "tab\tseparated"];
+const EVENTS: &[&str] = &[
+    "Product Viewed",
+    "Order Completed",
+    "Search",
+    "Add To Cart",
+    "Page Viewed",
+    "Sign Up",
+];
+const CITIES: &[&str] = &[
+    "München",
+    "São Paulo",
+    "Zürich",
+    "東京",
+    "New York",
+    "Kraków",
+    "Montréal",
+];
+const COUNTRIES: &[&str] = &[
+    "Germany",
+    "Brazil",
+    "Switzerland",
+    "Japan",
+    "United States",
+    "Poland",
+    "Canada",
+];
+const CATEGORIES: &[&str] = &[
+    "Küche & Haushalt",
+    "Books \"Classics\"",
+    "Électronique",
+    "Garden/Outdoor",
+    "Toys\tKids",
+];
+const QUERIES: &[&str] = &[
+    "red shoes",
+    "\"exact phrase\"",
+    "café crème",
+    "back\\slash",
+    "emoji 🚀 search",
+    "tab\tseparated",
+];
 const PLATFORMS: &[(&str, &str)] = &[("iOS", "17.2"), ("Android", "14"), ("Web", "121")];
 
 fn uuid(r: &mut Rng) -> String {
     let (a, b) = (r.next(), r.next());
-    format!("{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}", a >> 32, (a >> 16) & 0xffff, a & 0xfff, b >> 48, b & 0xffff_ffff_ffff)
+    format!(
+        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xfff,
+        b >> 48,
+        b & 0xffff_ffff_ffff
+    )
 }
 
 fn time(r: &mut Rng) -> String {
@@ -47,7 +90,11 @@ fn time(r: &mut Rng) -> String {
 fn event(r: &mut Rng, out: &mut String) {
     let city = r.below(CITIES.len() as u64) as usize;
     let (platform, os_version) = PLATFORMS[r.below(3) as usize];
-    let device = if r.below(10) == 0 { String::new() } else { uuid(r) };
+    let device = if r.below(10) == 0 {
+        String::new()
+    } else {
+        uuid(r)
+    };
     let event_type = r.pick(EVENTS);
     let _ = write!(
         out,
@@ -84,8 +131,13 @@ fn escape(s: &str) -> String {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let path = args.get(1).expect("usage: bench_gen OUT.jsonl.gz MIN_BYTES");
-    let min: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(200_000_000);
+    let path = args
+        .get(1)
+        .expect("usage: bench_gen OUT.jsonl.gz MIN_BYTES");
+    let min: u64 = args
+        .get(2)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200_000_000);
     let file = std::fs::File::create(path).unwrap();
     let mut gz = flate2::write::GzEncoder::new(BufWriter::new(file), flate2::Compression::new(6));
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);

@@ -9,8 +9,8 @@ use serde::Serialize;
 
 use crate::convert::{Converter, Origin, Outcome, Payload};
 use crate::datalang::Keys;
-use crate::json_out::{self, Style};
 use crate::decode::{convert_chunks, read_records, visit_chunk, Chunk, DecodeError, Limits, Rec};
+use crate::json_out::{self, Style};
 
 /// Exit status for bad input (converter, data, key).
 pub const EXIT_BAD_INPUT: i32 = 2;
@@ -20,10 +20,18 @@ pub struct SpacedFormatter;
 
 impl serde_json::ser::Formatter for SpacedFormatter {
     fn begin_array_value<W: ?Sized + Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
-        if first { Ok(()) } else { w.write_all(b", ") }
+        if first {
+            Ok(())
+        } else {
+            w.write_all(b", ")
+        }
     }
     fn begin_object_key<W: ?Sized + Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
-        if first { Ok(()) } else { w.write_all(b", ") }
+        if first {
+            Ok(())
+        } else {
+            w.write_all(b", ")
+        }
     }
     fn begin_object_value<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
         w.write_all(b": ")
@@ -80,7 +88,11 @@ fn write_converted(buf: &mut Vec<u8>, n: u64, payloads: &[Payload<'_, '_>]) {
         buf.extend_from_slice(b", \"outcome\": \"converted\", \"kind\": \"");
         buf.extend_from_slice(p.kind.as_str().as_bytes());
         buf.extend_from_slice(b"\", \"payload\": ");
-        json_out::write_object(buf, p.fields.iter().map(|(k, v)| (*k, v.as_ref())), Style::Spaced);
+        json_out::write_object(
+            buf,
+            p.fields.iter().map(|(k, v)| (*k, v.as_ref())),
+            Style::Spaced,
+        );
         buf.extend_from_slice(b"}\n");
     }
 }
@@ -103,7 +115,14 @@ fn convert_record(run: &ConvertRun<'_>, n: u64, rec: Rec<'_>, buf: &mut Vec<u8>,
     s.records += 1;
     match rec {
         Rec::Ok { record, .. } => {
-            let c = run.converter.convert(record, n, Origin { bucket: run.bucket, key: run.key });
+            let c = run.converter.convert(
+                record,
+                n,
+                Origin {
+                    bucket: run.bucket,
+                    key: run.key,
+                },
+            );
             for d in &c.dropped {
                 match s.dropped_fields.get_mut(*d) {
                     Some(count) => *count += 1,
@@ -138,7 +157,11 @@ fn convert_record(run: &ConvertRun<'_>, n: u64, rec: Rec<'_>, buf: &mut Vec<u8>,
 /// Converts every record of `input`, one JSON line per payload or outcome to `out`.
 /// JSON lines with `threads` ≥ 2 are converted chunk by chunk on `threads` workers while
 /// another thread decompresses; the output order is the record order either way.
-pub fn convert<R: Read + Send, W: Write>(run: &ConvertRun<'_>, input: R, out: &mut W) -> ConvertEnd {
+pub fn convert<R: Read + Send, W: Write>(
+    run: &ConvertRun<'_>,
+    input: R,
+    out: &mut W,
+) -> ConvertEnd {
     let mut s = Summary::default();
     let mut write_err: Option<io::Error> = None;
     let file = &run.converter.file;
@@ -165,21 +188,28 @@ pub fn convert<R: Read + Send, W: Write>(run: &ConvertRun<'_>, input: R, out: &m
         })
     } else {
         let mut buf = Vec::with_capacity(OUT_BUF);
-        let r = read_records(input, file, &file.record_keys, run.limits, run.threads, |n, rec| {
-            convert_record(run, n, rec, &mut buf, &mut s);
-            if buf.len() < OUT_BUF {
-                return ControlFlow::Continue(());
-            }
-            let written = out.write_all(&buf);
-            buf.clear();
-            match written {
-                Ok(()) => ControlFlow::Continue(()),
-                Err(e) => {
-                    write_err = Some(e);
-                    ControlFlow::Break(())
+        let r = read_records(
+            input,
+            file,
+            &file.record_keys,
+            run.limits,
+            run.threads,
+            |n, rec| {
+                convert_record(run, n, rec, &mut buf, &mut s);
+                if buf.len() < OUT_BUF {
+                    return ControlFlow::Continue(());
                 }
-            }
-        });
+                let written = out.write_all(&buf);
+                buf.clear();
+                match written {
+                    Ok(()) => ControlFlow::Continue(()),
+                    Err(e) => {
+                        write_err = Some(e);
+                        ControlFlow::Break(())
+                    }
+                }
+            },
+        );
         if write_err.is_none() {
             if let Err(e) = out.write_all(&buf) {
                 write_err = Some(e);
@@ -223,45 +253,73 @@ fn to_json_value<T: Serialize>(v: &T) -> serde_json::Value {
 }
 
 /// The first `limit` records of `input`, each beside what it converts to.
-pub fn preview<R: Read + Send>(run: &ConvertRun<'_>, input: R, limit: u64) -> Result<Vec<PreviewItem>, DecodeError> {
+pub fn preview<R: Read + Send>(
+    run: &ConvertRun<'_>,
+    input: R,
+    limit: u64,
+) -> Result<Vec<PreviewItem>, DecodeError> {
     let mut items = Vec::new();
-    let origin = Origin { bucket: run.bucket, key: run.key };
+    let origin = Origin {
+        bucket: run.bucket,
+        key: run.key,
+    };
     if limit == 0 {
         return Ok(items);
     }
-    read_records(input, &run.converter.file, &Keys::All, run.limits, 1, |n, rec| {
-        let item = match rec {
-            Rec::Ok { record, .. } => {
-                let source = to_json_value(&record.value);
-                match run.converter.convert(record, n, origin).outcome {
-                    Outcome::Converted(p) => PreviewItem {
-                        n,
-                        source,
-                        outcome: "converted",
-                        kinds: p.iter().map(|p| p.kind.as_str()).collect(),
-                        payloads: Some(p.iter().map(to_json_value).collect()),
-                        error: None,
-                    },
-                    Outcome::Skipped => PreviewItem { n, source, outcome: "skipped", payloads: Some(Vec::new()), error: None, kinds: Vec::new() },
-                    Outcome::Invalid(e) => PreviewItem { n, source, outcome: "invalid", payloads: None, error: Some(e), kinds: Vec::new() },
+    read_records(
+        input,
+        &run.converter.file,
+        &Keys::All,
+        run.limits,
+        1,
+        |n, rec| {
+            let item = match rec {
+                Rec::Ok { record, .. } => {
+                    let source = to_json_value(&record.value);
+                    match run.converter.convert(record, n, origin).outcome {
+                        Outcome::Converted(p) => PreviewItem {
+                            n,
+                            source,
+                            outcome: "converted",
+                            kinds: p.iter().map(|p| p.kind.as_str()).collect(),
+                            payloads: Some(p.iter().map(to_json_value).collect()),
+                            error: None,
+                        },
+                        Outcome::Skipped => PreviewItem {
+                            n,
+                            source,
+                            outcome: "skipped",
+                            payloads: Some(Vec::new()),
+                            error: None,
+                            kinds: Vec::new(),
+                        },
+                        Outcome::Invalid(e) => PreviewItem {
+                            n,
+                            source,
+                            outcome: "invalid",
+                            payloads: None,
+                            error: Some(e),
+                            kinds: Vec::new(),
+                        },
+                    }
                 }
+                Rec::Invalid { reason, raw } => PreviewItem {
+                    n,
+                    source: serde_json::Value::String(String::from_utf8_lossy(raw).into_owned()),
+                    outcome: "invalid",
+                    payloads: None,
+                    error: Some(reason),
+                    kinds: Vec::new(),
+                },
+            };
+            items.push(item);
+            if items.len() as u64 >= limit {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
             }
-            Rec::Invalid { reason, raw } => PreviewItem {
-                n,
-                source: serde_json::Value::String(String::from_utf8_lossy(raw).into_owned()),
-                outcome: "invalid",
-                payloads: None,
-                error: Some(reason),
-                kinds: Vec::new(),
-            },
-        };
-        items.push(item);
-        if items.len() as u64 >= limit {
-            ControlFlow::Break(())
-        } else {
-            ControlFlow::Continue(())
-        }
-    })?;
+        },
+    )?;
     Ok(items)
 }
 
@@ -301,21 +359,50 @@ pub fn render_preview(items: &[PreviewItem], width: usize) -> String {
             "converted" => format!("record {} · converted → {}", item.n, item.kinds.join(", ")),
             other => format!("record {} · {other}", item.n),
         };
-        let _ = writeln!(out, "── {title} {}", "─".repeat(width.saturating_sub(title.chars().count() + 4)));
+        let _ = writeln!(
+            out,
+            "── {title} {}",
+            "─".repeat(width.saturating_sub(title.chars().count() + 4))
+        );
         let left: Vec<String> = match &item.source {
-            serde_json::Value::String(raw) if item.error.is_some() && item.payloads.is_none() && !raw.starts_with('{') => wrap(raw, col),
-            v => serde_json::to_string_pretty(v).unwrap_or_default().lines().map(str::to_string).collect(),
+            serde_json::Value::String(raw)
+                if item.error.is_some() && item.payloads.is_none() && !raw.starts_with('{') =>
+            {
+                wrap(raw, col)
+            }
+            v => serde_json::to_string_pretty(v)
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_string)
+                .collect(),
         };
         let right: Vec<String> = match (&item.payloads, &item.error) {
             (_, Some(e)) => wrap(&format!("invalid: {e}"), col),
-            (Some(p), None) if p.is_empty() => vec!["skipped (ignoreEventFlag is true)".to_string()],
+            (Some(p), None) if p.is_empty() => {
+                vec!["skipped (ignoreEventFlag is true)".to_string()]
+            }
             (Some(p), None) => p
                 .iter()
-                .flat_map(|v| serde_json::to_string_pretty(v).unwrap_or_default().lines().map(str::to_string).collect::<Vec<_>>())
+                .flat_map(|v| {
+                    serde_json::to_string_pretty(v)
+                        .unwrap_or_default()
+                        .lines()
+                        .map(str::to_string)
+                        .collect::<Vec<_>>()
+                })
                 .collect(),
             (None, None) => Vec::new(),
         };
-        let _ = writeln!(out, "{} │ {}", clip("source", col), if item.outcome == "converted" { "sent" } else { "result" });
+        let _ = writeln!(
+            out,
+            "{} │ {}",
+            clip("source", col),
+            if item.outcome == "converted" {
+                "sent"
+            } else {
+                "result"
+            }
+        );
         for i in 0..left.len().max(right.len()) {
             let l = left.get(i).map_or("", String::as_str);
             let r = right.get(i).map_or("", String::as_str);

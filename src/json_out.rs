@@ -71,7 +71,14 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
         out.extend_from_slice(&bytes[start..i]);
         if esc.is_empty() {
             const HEX: &[u8; 16] = b"0123456789abcdef";
-            out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[(b >> 4) as usize], HEX[(b & 0xf) as usize]]);
+            out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[(b >> 4) as usize],
+                HEX[(b & 0xf) as usize],
+            ]);
         } else {
             out.extend_from_slice(esc);
         }
@@ -117,7 +124,11 @@ pub fn write_value(out: &mut Vec<u8>, v: &V<'_>, style: Style) {
 }
 
 /// Appends an object of `(key, value)` pairs.
-pub fn write_object<'v, 'a: 'v>(out: &mut Vec<u8>, entries: impl Iterator<Item = (&'v str, &'v V<'a>)>, style: Style) {
+pub fn write_object<'v, 'a: 'v>(
+    out: &mut Vec<u8>,
+    entries: impl Iterator<Item = (&'v str, &'v V<'a>)>,
+    style: Style,
+) {
     out.push(b'{');
     for (i, (k, v)) in entries.enumerate() {
         if i > 0 {
@@ -138,14 +149,28 @@ mod tests {
     #[test]
     fn strings_match_serde_json_escaping() {
         let samples = [
-            "", "plain", "quote\"inside", "back\\slash", "tab\there", "nl\nand\rcr", "\u{1}\u{1f}\u{7f}",
-            "unicode é→🚀", "long string without anything to escape at all, really", "12345678\"",
-            "\u{8}\u{c}", "1234567\\", "ascii then é then \"",
+            "",
+            "plain",
+            "quote\"inside",
+            "back\\slash",
+            "tab\there",
+            "nl\nand\rcr",
+            "\u{1}\u{1f}\u{7f}",
+            "unicode é→🚀",
+            "long string without anything to escape at all, really",
+            "12345678\"",
+            "\u{8}\u{c}",
+            "1234567\\",
+            "ascii then é then \"",
         ];
         for s in samples {
             let mut out = Vec::new();
             write_str(&mut out, s);
-            assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(s).unwrap(), "{s:?}");
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                serde_json::to_string(s).unwrap(),
+                "{s:?}"
+            );
         }
     }
 
@@ -155,9 +180,19 @@ mod tests {
         let v = parse_value(text).unwrap();
         let mut out = Vec::new();
         write_value(&mut out, &v, Style::Compact);
-        assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(&v).unwrap());
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            serde_json::to_string(&v).unwrap()
+        );
         let mut spaced = Vec::new();
-        write_value(&mut spaced, &parse_value(r#"{"a":[1,{"b":2}]}"#).unwrap(), Style::Spaced);
-        assert_eq!(String::from_utf8(spaced).unwrap(), r#"{"a": [1, {"b": 2}]}"#);
+        write_value(
+            &mut spaced,
+            &parse_value(r#"{"a":[1,{"b":2}]}"#).unwrap(),
+            Style::Spaced,
+        );
+        assert_eq!(
+            String::from_utf8(spaced).unwrap(),
+            r#"{"a": [1, {"b": 2}]}"#
+        );
     }
 }

@@ -1,8 +1,8 @@
 //! s3-import: a self-hosted Amplitude S3 Import. The library does the work; binaries only wire.
 
+pub mod cli;
 pub mod config;
 pub mod convert;
 pub mod datalang;
-pub mod json_out;
 pub mod decode;
-pub mod cli;
+pub mod json_out;

@@ -29,7 +29,9 @@ fn transform(mut data: Vec<u8>, name: &mut String, steps: &[Value]) -> Vec<u8> {
             }
             Value::String(s) if s == "gzip_per_line" => {
                 name.push_str(".gz");
-                data.split_inclusive(|b| *b == b'\n').flat_map(gzip).collect()
+                data.split_inclusive(|b| *b == b'\n')
+                    .flat_map(gzip)
+                    .collect()
             }
             Value::String(s) if s == "zstd" => {
                 name.push_str(".zst");
@@ -90,7 +92,11 @@ fn load_case(dir: &Path) -> Case {
         Some(n) => {
             let mut name = n.clone();
             let data = std::fs::read(dir.join(&n)).unwrap();
-            let steps = spec.get("transform").and_then(Value::as_array).cloned().unwrap_or_default();
+            let steps = spec
+                .get("transform")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
             let data = transform(data, &mut name, &steps);
             (Some(name), data)
         }
@@ -98,7 +104,11 @@ fn load_case(dir: &Path) -> Case {
     };
     Case {
         dir: dir.to_path_buf(),
-        command: spec.get("command").and_then(Value::as_str).unwrap_or("convert").to_string(),
+        command: spec
+            .get("command")
+            .and_then(Value::as_str)
+            .unwrap_or("convert")
+            .to_string(),
         args: spec
             .get("args")
             .and_then(Value::as_array)
@@ -114,7 +124,10 @@ fn run(case: &Case, threads: Option<usize>) -> (i32, String, String) {
     let work = tempdir(&case.dir);
     std::fs::copy(case.dir.join("converter.json"), work.join("converter.json")).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_s3-import"));
-    cmd.current_dir(&work).arg(&case.command).args(["--config", "converter.json"]).args(&case.args);
+    cmd.current_dir(&work)
+        .arg(&case.command)
+        .args(["--config", "converter.json"])
+        .args(&case.args);
     if let Some(t) = threads {
         cmd.args(["--threads", &t.to_string()]);
     }
@@ -134,7 +147,11 @@ fn run(case: &Case, threads: Option<usize>) -> (i32, String, String) {
 
 fn tempdir(case_dir: &Path) -> PathBuf {
     let name = case_dir.file_name().unwrap().to_string_lossy().into_owned();
-    let dir = std::env::temp_dir().join(format!("s3-import-golden-{}-{name}-{}", std::process::id(), rand_suffix()));
+    let dir = std::env::temp_dir().join(format!(
+        "s3-import-golden-{}-{name}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
@@ -149,16 +166,32 @@ fn rand_suffix() -> u64 {
 fn golden_cases() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
     let update = std::env::var_os("UPDATE_GOLDEN").is_some();
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root).unwrap().filter_map(Result::ok).map(|e| e.path()).filter(|p| p.is_dir()).collect();
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
     dirs.sort();
-    assert!(dirs.len() >= 30, "expected the golden cases under {}", root.display());
+    assert!(
+        dirs.len() >= 30,
+        "expected the golden cases under {}",
+        root.display()
+    );
     let mut failures = Vec::new();
     for dir in &dirs {
         let case = load_case(dir);
-        let thread_variants: &[Option<usize>] = if case.command == "convert" { &[Some(1), Some(2)] } else { &[None] };
+        let thread_variants: &[Option<usize>] = if case.command == "convert" {
+            &[Some(1), Some(2)]
+        } else {
+            &[None]
+        };
         for threads in thread_variants {
             let (code, out, err) = run(&case, *threads);
-            let name = format!("{} (threads {threads:?})", dir.file_name().unwrap().to_string_lossy());
+            let name = format!(
+                "{} (threads {threads:?})",
+                dir.file_name().unwrap().to_string_lossy()
+            );
             if update {
                 std::fs::write(dir.join("expected.out"), &out).unwrap();
                 std::fs::write(dir.join("expected.err"), &err).unwrap();
@@ -166,15 +199,27 @@ fn golden_cases() {
             let want_out = std::fs::read_to_string(dir.join("expected.out")).unwrap_or_default();
             let want_err = std::fs::read_to_string(dir.join("expected.err")).unwrap_or_default();
             if code != case.exit {
-                failures.push(format!("{name}: exit {code}, expected {}\nstderr: {err}", case.exit));
+                failures.push(format!(
+                    "{name}: exit {code}, expected {}\nstderr: {err}",
+                    case.exit
+                ));
             }
             if out != want_out {
-                failures.push(format!("{name}: stdout differs\n--- expected\n{want_out}\n--- got\n{out}"));
+                failures.push(format!(
+                    "{name}: stdout differs\n--- expected\n{want_out}\n--- got\n{out}"
+                ));
             }
             if err != want_err {
-                failures.push(format!("{name}: stderr differs\n--- expected\n{want_err}\n--- got\n{err}"));
+                failures.push(format!(
+                    "{name}: stderr differs\n--- expected\n{want_err}\n--- got\n{err}"
+                ));
             }
         }
     }
-    assert!(failures.is_empty(), "{} golden failure(s):\n\n{}", failures.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} golden failure(s):\n\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
 }

@@ -11,7 +11,11 @@ use s3_import::convert::Converter;
 use s3_import::decode::Limits;
 
 #[derive(Parser)]
-#[command(name = "s3-import", version, about = "Self-hosted Amplitude S3 Import: convert, preview and validate converter files")]
+#[command(
+    name = "s3-import",
+    version,
+    about = "Self-hosted Amplitude S3 Import: convert, preview and validate converter files"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -100,7 +104,9 @@ fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size like 10MiB"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 10MiB"))?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" => 1_000,
@@ -111,9 +117,14 @@ fn parse_size(s: &str) -> Result<u64, String> {
         "gib" => 1 << 30,
         "t" | "tb" => 1_000_000_000_000,
         "tib" => 1 << 40,
-        other => return Err(format!("unknown size unit {other:?} (use B, KiB, MiB, GiB, TiB)")),
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?} (use B, KiB, MiB, GiB, TiB)"
+            ))
+        }
     };
-    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
@@ -122,14 +133,17 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 }
 
 fn load_converter(path: &PathBuf) -> Result<Converter, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read the converter file: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("{}: cannot read the converter file: {e}", path.display()))?;
     Converter::load(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn open_input(file: Option<&str>) -> Result<Box<dyn Read + Send>, String> {
     match file {
         None | Some("-") => Ok(Box::new(io::stdin())),
-        Some(path) => File::open(path).map(|f| Box::new(f) as Box<dyn Read + Send>).map_err(|e| format!("{path}: cannot open: {e}")),
+        Some(path) => File::open(path)
+            .map(|f| Box::new(f) as Box<dyn Read + Send>)
+            .map_err(|e| format!("{path}: cannot open: {e}")),
     }
 }
 
@@ -193,7 +207,13 @@ fn run_preview(a: PreviewArgs) -> ExitCode {
         Err(e) => return fail(e),
     };
     let key = a.key.clone().unwrap_or_else(|| a.file.clone());
-    let run = ConvertRun { converter: &converter, bucket: &a.bucket, key: &key, limits: a.limits.limits(), threads: 1 };
+    let run = ConvertRun {
+        converter: &converter,
+        bucket: &a.bucket,
+        key: &key,
+        limits: a.limits.limits(),
+        threads: 1,
+    };
     let items = match cli::preview(&run, input, a.limit) {
         Ok(items) => items,
         Err(e) => return fail(format!("{}: {e}", a.file)),
@@ -201,7 +221,10 @@ fn run_preview(a: PreviewArgs) -> ExitCode {
     let text = if a.json {
         cli::preview_json(&items) + "\n"
     } else {
-        let width = std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()).unwrap_or(if io::stdout().is_terminal() { 120 } else { 100 });
+        let width = std::env::var("COLUMNS")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(if io::stdout().is_terminal() { 120 } else { 100 });
         cli::render_preview(&items, width)
     };
     let _ = io::stdout().write_all(text.as_bytes());
@@ -217,7 +240,12 @@ fn run_preview(a: PreviewArgs) -> ExitCode {
 fn run_validate(a: ValidateArgs) -> ExitCode {
     let text = match std::fs::read_to_string(&a.config) {
         Ok(t) => t,
-        Err(e) => return fail(format!("{}: cannot read the converter file: {e}", a.config.display())),
+        Err(e) => {
+            return fail(format!(
+                "{}: cannot read the converter file: {e}",
+                a.config.display()
+            ))
+        }
     };
     match Converter::load(&text) {
         Ok(_) => {

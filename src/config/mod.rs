@@ -18,7 +18,10 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn new(path: &str, message: impl Into<String>) -> Self {
-        ConfigError { path: path.to_string(), message: message.into() }
+        ConfigError {
+            path: path.to_string(),
+            message: message.into(),
+        }
     }
 }
 
@@ -41,7 +44,11 @@ impl fmt::Display for ConfigErrors {
         match self.0.as_slice() {
             [] => f.write_str("invalid converter"),
             [one] => write!(f, "{one}"),
-            [first, rest @ ..] => write!(f, "{first} (and {} more problem(s); run `s3-import validate`)", rest.len()),
+            [first, rest @ ..] => write!(
+                f,
+                "{first} (and {} more problem(s); run `s3-import validate`)",
+                rest.len()
+            ),
         }
     }
 }
@@ -87,7 +94,12 @@ pub struct CsvOptions {
 
 impl Default for CsvOptions {
     fn default() -> Self {
-        CsvOptions { delimiter: b',', quote: b'"', escape: None, header: true }
+        CsvOptions {
+            delimiter: b',',
+            quote: b'"',
+            escape: None,
+            header: true,
+        }
     }
 }
 
@@ -112,10 +124,16 @@ impl ConverterFile {
     /// Parses and checks a converter file.
     pub fn load(text: &str) -> Result<Self, ConfigErrors> {
         let root: J = serde_json::from_str(text).map_err(|e| {
-            ConfigErrors(vec![ConfigError::new("", format!("converter file is not valid JSON: {e}"))])
+            ConfigErrors(vec![ConfigError::new(
+                "",
+                format!("converter file is not valid JSON: {e}"),
+            )])
         })?;
         let mut errors = Vec::new();
-        let file = Loader { errors: &mut errors }.root(&root);
+        let file = Loader {
+            errors: &mut errors,
+        }
+        .root(&root);
         match file {
             Some(f) if errors.is_empty() => Ok(f),
             _ => Err(ConfigErrors(errors)),
@@ -124,7 +142,9 @@ impl ConverterFile {
 
     /// Whether `key` matches `keyValidatorConfig.filterPattern` (whole key, as Java `matches()`).
     pub fn key_matches(&self, key: &str) -> bool {
-        self.filter.as_ref().is_none_or(|re| re.is_match(key).unwrap_or(false))
+        self.filter
+            .as_ref()
+            .is_none_or(|re| re.is_match(key).unwrap_or(false))
     }
 
     pub fn filter_pattern(&self) -> Option<&str> {
@@ -168,15 +188,30 @@ impl Loader<'_> {
     fn unknown_keys(&mut self, m: &Map<String, J>, path: &str, known: &[&'static str]) {
         for k in m.keys() {
             if !known.contains(&k.as_str()) {
-                let hint = did_you_mean(k, known).map(|n| format!(" (did you mean \"{n}\"?)")).unwrap_or_default();
+                let hint = did_you_mean(k, known)
+                    .map(|n| format!(" (did you mean \"{n}\"?)"))
+                    .unwrap_or_default();
                 self.err(&child_path(path, k), format!("unknown key {k:?}{hint}"));
             }
         }
     }
 
-    fn choice<T: Copy>(&mut self, m: &Map<String, J>, path: &str, key: &str, options: &[(&str, T)], default: Option<T>) -> Option<T> {
+    fn choice<T: Copy>(
+        &mut self,
+        m: &Map<String, J>,
+        path: &str,
+        key: &str,
+        options: &[(&str, T)],
+        default: Option<T>,
+    ) -> Option<T> {
         let p = child_path(path, key);
-        let names = || options.iter().map(|(n, _)| format!("\"{n}\"")).collect::<Vec<_>>().join(", ");
+        let names = || {
+            options
+                .iter()
+                .map(|(n, _)| format!("\"{n}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         match m.get(key) {
             None => {
                 if default.is_none() {
@@ -185,14 +220,24 @@ impl Loader<'_> {
                 default
             }
             Some(J::String(s)) => {
-                let found = options.iter().find(|(n, _)| n.eq_ignore_ascii_case(s)).map(|(_, t)| *t);
+                let found = options
+                    .iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case(s))
+                    .map(|(_, t)| *t);
                 if found.is_none() {
                     self.err(&p, format!("unknown value {s:?}; one of {}", names()));
                 }
                 found
             }
             Some(other) => {
-                self.err(&p, format!("expected a string, one of {}, got {}", names(), kind_of(other)));
+                self.err(
+                    &p,
+                    format!(
+                        "expected a string, one of {}, got {}",
+                        names(),
+                        kind_of(other)
+                    ),
+                );
                 None
             }
         }
@@ -200,19 +245,26 @@ impl Loader<'_> {
 
     fn root(&mut self, root: &J) -> Option<ConverterFile> {
         let m = self.object(root, "")?;
-        self.unknown_keys(m, "", &["config_name", "converterConfig", "keyValidatorConfig"]);
+        self.unknown_keys(
+            m,
+            "",
+            &["config_name", "converterConfig", "keyValidatorConfig"],
+        );
         let name = match m.get("config_name") {
             None => Vec::new(),
             Some(J::String(s)) => vec![s.clone()],
-            Some(J::Array(a)) if a.iter().all(J::is_string) => {
-                a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect()
-            }
+            Some(J::Array(a)) if a.iter().all(J::is_string) => a
+                .iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect(),
             Some(_) => {
                 self.err("config_name", "expected a string or an array of strings");
                 Vec::new()
             }
         };
-        let filter = m.get("keyValidatorConfig").and_then(|kv| self.key_validator(kv));
+        let filter = m
+            .get("keyValidatorConfig")
+            .and_then(|kv| self.key_validator(kv));
         let Some(cc) = m.get("converterConfig") else {
             self.err("converterConfig", "missing; the converter needs converterConfig with fileType, compressionType and convertToAmplitudeFunc");
             return None;
@@ -230,17 +282,25 @@ impl Loader<'_> {
         let p = child_path(path, "filterPattern");
         match m.get("filterPattern") {
             None => None,
-            Some(J::String(pattern)) => match fancy_regex::Regex::new(pattern)
-                .and_then(|_| fancy_regex::Regex::new(&format!("^(?:{pattern})$")))
-            {
-                Ok(re) => Some(re),
-                Err(e) => {
-                    self.err(&p, format!("invalid regex {pattern:?}: {e}"));
-                    None
+            Some(J::String(pattern)) => {
+                // Compile the pattern alone first, so error positions refer to what was written.
+                let checked = match fancy_regex::Regex::new(pattern) {
+                    Ok(_) => fancy_regex::Regex::new(&format!("^(?:{pattern})$")),
+                    Err(e) => Err(e),
+                };
+                match checked {
+                    Ok(re) => Some(re),
+                    Err(e) => {
+                        self.err(&p, format!("invalid regex {pattern:?}: {e}"));
+                        None
+                    }
                 }
-            },
+            }
             Some(other) => {
-                self.err(&p, format!("expected a regex string, got {}", kind_of(other)));
+                self.err(
+                    &p,
+                    format!("expected a regex string, got {}", kind_of(other)),
+                );
                 None
             }
         }
@@ -248,7 +308,9 @@ impl Loader<'_> {
 
     fn csv_options(&mut self, v: &J, path: &str) -> CsvOptions {
         let mut opts = CsvOptions::default();
-        let Some(m) = self.object(v, path) else { return opts };
+        let Some(m) = self.object(v, path) else {
+            return opts;
+        };
         self.unknown_keys(m, path, &["delimiter", "quote", "escape", "header"]);
         let one_char = |l: &mut Self, key: &str, nullable: bool| -> Option<Option<u8>> {
             let p = child_path(path, key);
@@ -257,7 +319,13 @@ impl Loader<'_> {
                 J::String(s) if s.len() == 1 && s.is_ascii() => Some(Some(s.as_bytes()[0])),
                 J::String(s) if s == "\\t" => Some(Some(b'\t')),
                 other => {
-                    l.err(&p, format!("expected one ASCII character{}, got {other}", if nullable { " or null" } else { "" }));
+                    l.err(
+                        &p,
+                        format!(
+                            "expected one ASCII character{}, got {other}",
+                            if nullable { " or null" } else { "" }
+                        ),
+                    );
                     None
                 }
             }
@@ -274,7 +342,10 @@ impl Loader<'_> {
         match m.get("header") {
             None => {}
             Some(J::Bool(b)) => opts.header = *b,
-            Some(other) => self.err(&child_path(path, "header"), format!("expected true or false, got {other}")),
+            Some(other) => self.err(
+                &child_path(path, "header"),
+                format!("expected true or false, got {other}"),
+            ),
         }
         if opts.delimiter == opts.quote {
             self.err(path, "delimiter and quote must differ");
@@ -288,9 +359,27 @@ impl Loader<'_> {
         self.unknown_keys(
             m,
             path,
-            &["fileType", "compressionType", "ignoreEventFlag", "csv", "dataType", "importStrategy", "convertToAmplitudeFunc"],
+            &[
+                "fileType",
+                "compressionType",
+                "ignoreEventFlag",
+                "csv",
+                "dataType",
+                "importStrategy",
+                "convertToAmplitudeFunc",
+            ],
         );
-        let file_type = self.choice(m, path, "fileType", &[("json", FileType::Json), ("csv", FileType::Csv), ("parquet", FileType::Parquet)], None);
+        let file_type = self.choice(
+            m,
+            path,
+            "fileType",
+            &[
+                ("json", FileType::Json),
+                ("csv", FileType::Csv),
+                ("parquet", FileType::Parquet),
+            ],
+            None,
+        );
         if file_type == Some(FileType::Parquet) {
             self.err(
                 &child_path(path, "fileType"),
@@ -301,7 +390,12 @@ impl Loader<'_> {
             m,
             path,
             "compressionType",
-            &[("none", Compression::None), ("gzip", Compression::Gzip), ("zstd", Compression::Zstd), ("auto", Compression::Auto)],
+            &[
+                ("none", Compression::None),
+                ("gzip", Compression::Gzip),
+                ("zstd", Compression::Zstd),
+                ("auto", Compression::Auto),
+            ],
             None,
         );
         let data_type = self.choice(
@@ -317,21 +411,49 @@ impl Loader<'_> {
             Some(DataType::Event),
         );
         let explicit_strategy = m.contains_key("importStrategy");
-        let default_strategy = if data_type == Some(DataType::Profiles) { Strategy::Mirror } else { Strategy::AppendOnly };
-        let strategy = self.choice(m, path, "importStrategy", &[("append_only", Strategy::AppendOnly), ("mirror", Strategy::Mirror)], Some(default_strategy));
+        let default_strategy = if data_type == Some(DataType::Profiles) {
+            Strategy::Mirror
+        } else {
+            Strategy::AppendOnly
+        };
+        let strategy = self.choice(
+            m,
+            path,
+            "importStrategy",
+            &[
+                ("append_only", Strategy::AppendOnly),
+                ("mirror", Strategy::Mirror),
+            ],
+            Some(default_strategy),
+        );
         match (data_type, strategy) {
             (Some(DataType::Profiles), Some(Strategy::AppendOnly)) if explicit_strategy => {
-                self.err(&child_path(path, "importStrategy"), "dataType \"profiles\" supports only the \"mirror\" strategy");
+                self.err(
+                    &child_path(path, "importStrategy"),
+                    "dataType \"profiles\" supports only the \"mirror\" strategy",
+                );
             }
-            (Some(DataType::UserProperties | DataType::GroupProperties), Some(Strategy::Mirror)) => {
-                self.err(&child_path(path, "importStrategy"), "user and group properties support only the \"append_only\" strategy");
+            (
+                Some(DataType::UserProperties | DataType::GroupProperties),
+                Some(Strategy::Mirror),
+            ) => {
+                self.err(
+                    &child_path(path, "importStrategy"),
+                    "user and group properties support only the \"append_only\" strategy",
+                );
             }
             _ => {}
         }
-        let csv = m.get("csv").map(|v| self.csv_options(v, &child_path(path, "csv"))).unwrap_or_default();
+        let csv = m
+            .get("csv")
+            .map(|v| self.csv_options(v, &child_path(path, "csv")))
+            .unwrap_or_default();
 
         let func_path = child_path(path, "convertToAmplitudeFunc");
-        let mut compiler = Compiler { errors: &mut *self.errors, record_keys: KeyIds::default() };
+        let mut compiler = Compiler {
+            errors: &mut *self.errors,
+            record_keys: KeyIds::default(),
+        };
         let fields: Vec<(String, Expr)> = match m.get("convertToAmplitudeFunc") {
             None => {
                 compiler.errors.push(ConfigError::new(&func_path, "missing; map Amplitude fields to your record, e.g. {\"event_type\": \"action\", \"user_id\": \"uid\"}"));
@@ -339,10 +461,21 @@ impl Loader<'_> {
             }
             Some(J::Object(f)) => f
                 .iter()
-                .map(|(k, sd)| (k.clone(), compiler.compile(sd, &child_path(&func_path, k), true)))
+                .map(|(k, sd)| {
+                    (
+                        k.clone(),
+                        compiler.compile(sd, &child_path(&func_path, k), true),
+                    )
+                })
                 .collect(),
             Some(other) => {
-                compiler.errors.push(ConfigError::new(&func_path, format!("expected an object of field → SOURCE_DESCRIPTION, got {}", kind_of(other))));
+                compiler.errors.push(ConfigError::new(
+                    &func_path,
+                    format!(
+                        "expected an object of field → SOURCE_DESCRIPTION, got {}",
+                        kind_of(other)
+                    ),
+                ));
                 Vec::new()
             }
         };
@@ -351,7 +484,9 @@ impl Loader<'_> {
         let ignore_flag = match m.get("ignoreEventFlag") {
             None => None,
             Some(J::String(flag)) => {
-                if m.get("convertToAmplitudeFunc").is_some_and(J::is_object) && !fields.iter().any(|(k, _)| k == flag) {
+                if m.get("convertToAmplitudeFunc").is_some_and(J::is_object)
+                    && !fields.iter().any(|(k, _)| k == flag)
+                {
                     self.err(
                         &child_path(path, "ignoreEventFlag"),
                         format!("names {flag:?}, but convertToAmplitudeFunc has no such field to compute it"),
@@ -360,7 +495,10 @@ impl Loader<'_> {
                 Some(flag.clone())
             }
             Some(other) => {
-                self.err(&child_path(path, "ignoreEventFlag"), format!("expected a field name, got {}", kind_of(other)));
+                self.err(
+                    &child_path(path, "ignoreEventFlag"),
+                    format!("expected a field name, got {}", kind_of(other)),
+                );
                 None
             }
         };
@@ -427,13 +565,25 @@ mod tests {
 
     #[test]
     fn parquet_and_strategy_conflicts_fail_to_load() {
-        let base = |extra: &str| format!(r#"{{"converterConfig":{{"fileType":"json","compressionType":"none","convertToAmplitudeFunc":{{}}{extra}}}}}"#);
-        assert!(errors(&base(r#","dataType":"profiles","importStrategy":"append_only""#))[0].contains("only the \"mirror\""));
-        assert!(errors(&base(r#","dataType":"user_properties","importStrategy":"mirror""#))[0].contains("only the \"append_only\""));
+        let base = |extra: &str| {
+            format!(
+                r#"{{"converterConfig":{{"fileType":"json","compressionType":"none","convertToAmplitudeFunc":{{}}{extra}}}}}"#
+            )
+        };
+        assert!(errors(&base(
+            r#","dataType":"profiles","importStrategy":"append_only""#
+        ))[0]
+            .contains("only the \"mirror\""));
+        assert!(errors(&base(
+            r#","dataType":"user_properties","importStrategy":"mirror""#
+        ))[0]
+            .contains("only the \"append_only\""));
         assert!(errors(&base(r#","ignoreEventFlag":"$ignore""#))[0].contains("no such field"));
         let f = ConverterFile::load(&base(r#","dataType":"profiles""#)).unwrap();
         assert_eq!(f.strategy, Strategy::Mirror);
-        let p = errors(r#"{"converterConfig":{"fileType":"parquet","compressionType":"none","convertToAmplitudeFunc":{}}}"#);
+        let p = errors(
+            r#"{"converterConfig":{"fileType":"parquet","compressionType":"none","convertToAmplitudeFunc":{}}}"#,
+        );
         assert!(p[0].contains("not supported yet"), "{p:?}");
     }
 }

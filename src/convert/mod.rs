@@ -37,7 +37,10 @@ pub struct Payload<'r, 'a> {
 
 impl Payload<'_, '_> {
     pub fn get(&self, name: &str) -> Option<&V<'_>> {
-        self.fields.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_ref())
+        self.fields
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_ref())
     }
 }
 
@@ -86,15 +89,39 @@ pub struct Converter {
     roles: Vec<Role>,
 }
 
-const KINDS: [Kind; 4] = [Kind::Event, Kind::Identify, Kind::GroupIdentify, Kind::Profile];
+const KINDS: [Kind; 4] = [
+    Kind::Event,
+    Kind::Identify,
+    Kind::GroupIdentify,
+    Kind::Profile,
+];
 
 const BAD_IDS: [&str; 13] = [
-    "anonymous", "nil", "none", "null", "n/a", "na", "undefined", "unknown",
-    "00000000-0000-0000-0000-000000000000", "{}", "lmy47d", "0", "-1",
+    "anonymous",
+    "nil",
+    "none",
+    "null",
+    "n/a",
+    "na",
+    "undefined",
+    "unknown",
+    "00000000-0000-0000-0000-000000000000",
+    "{}",
+    "lmy47d",
+    "0",
+    "-1",
 ];
 
 const PROPERTY_OPS: [&str; 9] = [
-    "$set", "$setOnce", "$add", "$append", "$prepend", "$unset", "$preInsert", "$postInsert", "$remove",
+    "$set",
+    "$setOnce",
+    "$add",
+    "$append",
+    "$prepend",
+    "$unset",
+    "$preInsert",
+    "$postInsert",
+    "$remove",
 ];
 
 /// Whether a `user_id`/`device_id` is usable: at least 5 characters and not a placeholder.
@@ -149,7 +176,9 @@ fn coerce<'r, 'a>(name: &str, ty: FieldType, v: Cow<'r, V<'a>>) -> Result<Cow<'r
         (FieldType::Obj, V::Obj(_)) => Ok(v),
         (FieldType::Obj, _) => Err(format!("{name}: expected an object, got {}", show(&v))),
         (FieldType::Bool, V::Bool(_)) => Ok(v),
-        (FieldType::Bool, V::Str(s)) if s.eq_ignore_ascii_case("true") || s.eq_ignore_ascii_case("false") => {
+        (FieldType::Bool, V::Str(s))
+            if s.eq_ignore_ascii_case("true") || s.eq_ignore_ascii_case("false") =>
+        {
             Ok(Cow::Owned(V::Bool(s.eq_ignore_ascii_case("true"))))
         }
         (FieldType::Bool, _) => Err(format!("{name}: expected true or false, got {}", show(&v))),
@@ -159,8 +188,12 @@ fn coerce<'r, 'a>(name: &str, ty: FieldType, v: Cow<'r, V<'a>>) -> Result<Cow<'r
 /// An object of property operations must hold only operations.
 fn check_operations(name: &str, v: &V<'_>) -> Result<(), String> {
     let V::Obj(entries) = v else { return Ok(()) };
-    let op = entries.iter().find(|(k, _)| PROPERTY_OPS.contains(&k.as_ref()));
-    let plain = entries.iter().find(|(k, _)| !PROPERTY_OPS.contains(&k.as_ref()));
+    let op = entries
+        .iter()
+        .find(|(k, _)| PROPERTY_OPS.contains(&k.as_ref()));
+    let plain = entries
+        .iter()
+        .find(|(k, _)| !PROPERTY_OPS.contains(&k.as_ref()));
     match (op, plain) {
         (Some((op, _)), Some((plain, _))) => Err(format!(
             "{name}: mixes the operation {op:?} with the plain property {plain:?}; put plain properties inside \"$set\""
@@ -187,17 +220,33 @@ impl Converter {
             .map(|(name, _)| KINDS.map(|kind| fields::field_type(kind, name, mirror)))
             .collect();
         let roles = file.fields.iter().map(|(name, _)| Role::of(name)).collect();
-        Converter { file, flag_index, types, roles }
+        Converter {
+            file,
+            flag_index,
+            types,
+            roles,
+        }
     }
 
     /// Converts one record (the `n`-th of the object) into its outcome.
-    pub fn convert<'r, 'a>(&'r self, record: &'r Record<'a>, n: u64, origin: Origin<'_>) -> Converted<'r, 'a> {
+    pub fn convert<'r, 'a>(
+        &'r self,
+        record: &'r Record<'a>,
+        n: u64,
+        origin: Origin<'_>,
+    ) -> Converted<'r, 'a> {
         let mut dropped = Vec::new();
         let outcome = self.outcome(record, n, origin, &mut dropped);
         Converted { outcome, dropped }
     }
 
-    fn outcome<'r, 'a>(&'r self, record: &'r Record<'a>, n: u64, origin: Origin<'_>, dropped: &mut Vec<&'r str>) -> Outcome<'r, 'a> {
+    fn outcome<'r, 'a>(
+        &'r self,
+        record: &'r Record<'a>,
+        n: u64,
+        origin: Origin<'_>,
+        dropped: &mut Vec<&'r str>,
+    ) -> Outcome<'r, 'a> {
         let ctx = &record.value;
         // 1. Skip (decided first, applied after the drop count: `dropped_fields` describes
         // the mapping, so it counts every record, as the CLI contract's example does).
@@ -218,14 +267,19 @@ impl Converter {
             DataType::UserProperties => Kind::Identify,
             DataType::GroupProperties => Kind::GroupIdentify,
             DataType::Profiles => Kind::Profile,
-            DataType::Event => match out.iter().find(|(i, _)| self.roles[*i] == Role::EventType).and_then(|(_, v)| v.as_str()) {
+            DataType::Event => match out
+                .iter()
+                .find(|(i, _)| self.roles[*i] == Role::EventType)
+                .and_then(|(_, v)| v.as_str())
+            {
                 Some("$identify") => Kind::Identify,
                 Some("$groupidentify") => Kind::GroupIdentify,
                 _ => Kind::Event,
             },
         };
         let kind_index = KINDS.iter().position(|k| *k == kind).unwrap_or(0);
-        let mirror = self.file.strategy == Strategy::Mirror && matches!(kind, Kind::Event | Kind::Profile);
+        let mirror =
+            self.file.strategy == Strategy::Mirror && matches!(kind, Kind::Event | Kind::Profile);
         // 3. Field types (unknown fields dropped and counted), property operations, and
         // 4. the ID rules, in one pass.
         let mut typed: Vec<(&'r str, Cow<'r, V<'a>>)> = Vec::with_capacity(out.len() + 3);
@@ -235,7 +289,9 @@ impl Converter {
             let name = self.file.fields[i].0.as_str();
             let role = self.roles[i];
             let Some(ty) = self.types[i][kind_index] else {
-                if !(role == Role::EventType && matches!(kind, Kind::Identify | Kind::GroupIdentify)) {
+                if !(role == Role::EventType
+                    && matches!(kind, Kind::Identify | Kind::GroupIdentify))
+                {
                     dropped.push(name);
                 }
                 continue;
@@ -291,7 +347,9 @@ impl Converter {
                     return Outcome::Invalid(why_no_id());
                 }
                 if kind == Kind::Event && !seen.event_type {
-                    return Outcome::Invalid("event_type: missing; every event needs an event_type".into());
+                    return Outcome::Invalid(
+                        "event_type: missing; every event needs an event_type".into(),
+                    );
                 }
             }
             Kind::GroupIdentify => return group_identifies(typed),
@@ -303,13 +361,19 @@ impl Converter {
                 typed.push(("$skip_user_properties_sync", Cow::Owned(V::Bool(true))));
             }
             if !seen.insert_id {
-                typed.push(("insert_id", Cow::Owned(V::str(format!("{}/{}:{n}", origin.bucket, origin.key)))));
+                typed.push((
+                    "insert_id",
+                    Cow::Owned(V::str(format!("{}/{}:{n}", origin.bucket, origin.key))),
+                ));
             }
         }
         // 6. Mirror.
         if mirror {
             if !seen.user_id {
-                return Outcome::Invalid(format!("user_id: the mirror strategy needs a usable user_id ({})", why_no_id()));
+                return Outcome::Invalid(format!(
+                    "user_id: the mirror strategy needs a usable user_id ({})",
+                    why_no_id()
+                ));
             }
             match seen.mutation_type.map(|i| &typed[i].1) {
                 None => typed.push(("mutation_type", Cow::Owned(V::str("UPDATE")))),
@@ -322,7 +386,10 @@ impl Converter {
                 }
             }
         }
-        Outcome::Converted(vec![Payload { kind, fields: typed }])
+        Outcome::Converted(vec![Payload {
+            kind,
+            fields: typed,
+        }])
     }
 }
 
@@ -371,10 +438,14 @@ struct Seen {
 fn group_identifies<'r, 'a>(typed: Vec<(&'r str, Cow<'r, V<'a>>)>) -> Outcome<'r, 'a> {
     let get = |f: &str| typed.iter().find(|(k, _)| *k == f).map(|(_, v)| v);
     let Some(props) = get("group_properties") else {
-        return Outcome::Invalid("group_properties: missing; a group identify needs a group_properties object".into());
+        return Outcome::Invalid(
+            "group_properties: missing; a group identify needs a group_properties object".into(),
+        );
     };
     let Some(V::Obj(groups)) = get("groups").map(|v| v.as_ref()) else {
-        return Outcome::Invalid("groups: missing; a group identify needs groups with at least one type → value".into());
+        return Outcome::Invalid(
+            "groups: missing; a group identify needs groups with at least one type → value".into(),
+        );
     };
     let mut payloads = Vec::new();
     for (group_type, value) in groups {
@@ -387,7 +458,12 @@ fn group_identifies<'r, 'a>(typed: Vec<(&'r str, Cow<'r, V<'a>>)>) -> Outcome<'r
                 V::Str(s) => s.clone(),
                 V::Num(n) => match n.to_text() {
                     Some(t) => Cow::Owned(t),
-                    None => return Outcome::Invalid(format!("groups.{group_type}: {} is not a group value", show(v))),
+                    None => {
+                        return Outcome::Invalid(format!(
+                            "groups.{group_type}: {} is not a group value",
+                            show(v)
+                        ))
+                    }
                 },
                 other => {
                     return Outcome::Invalid(format!(
@@ -407,7 +483,9 @@ fn group_identifies<'r, 'a>(typed: Vec<(&'r str, Cow<'r, V<'a>>)>) -> Outcome<'r
         }
     }
     if payloads.is_empty() {
-        return Outcome::Invalid("groups: empty; a group identify needs at least one type → value".into());
+        return Outcome::Invalid(
+            "groups: empty; a group identify needs at least one type → value".into(),
+        );
     }
     Outcome::Converted(payloads)
 }
@@ -423,7 +501,14 @@ mod tests {
         ))
         .unwrap();
         let rec = Record::new(parse_value(record).unwrap());
-        let r = c.convert(&rec, 7, Origin { bucket: "b", key: "k.json" });
+        let r = c.convert(
+            &rec,
+            7,
+            Origin {
+                bucket: "b",
+                key: "k.json",
+            },
+        );
         let dropped = r.dropped.iter().map(|s| s.to_string()).collect();
         let text = match r.outcome {
             Outcome::Converted(p) => serde_json::to_string(&p).unwrap(),
@@ -443,14 +528,28 @@ mod tests {
 
     #[test]
     fn unsigned_overflow_is_invalid_not_truncated() {
-        let (t, _) = conv(r#"{"event_type":"e","user_id":"u","time":"t"}"#, "", r#"{"e":"x","u":"user-1","t":18446744073709551615}"#);
-        assert_eq!(t, "invalid: time: integer 18446744073709551615 is out of range");
+        let (t, _) = conv(
+            r#"{"event_type":"e","user_id":"u","time":"t"}"#,
+            "",
+            r#"{"e":"x","u":"user-1","t":18446744073709551615}"#,
+        );
+        assert_eq!(
+            t,
+            "invalid: time: integer 18446744073709551615 is out of range"
+        );
     }
 
     #[test]
     fn mutation_type_is_dropped_without_mirror() {
-        let (t, d) = conv(r#"{"event_type":"e","user_id":"u","mutation_type":["value","DELETE"]}"#, "", r#"{"e":"x","u":"user-1"}"#);
-        assert_eq!(t, r#"[{"event_type":"x","user_id":"user-1","$skip_user_properties_sync":true,"insert_id":"b/k.json:7"}]"#);
+        let (t, d) = conv(
+            r#"{"event_type":"e","user_id":"u","mutation_type":["value","DELETE"]}"#,
+            "",
+            r#"{"e":"x","u":"user-1"}"#,
+        );
+        assert_eq!(
+            t,
+            r#"[{"event_type":"x","user_id":"user-1","$skip_user_properties_sync":true,"insert_id":"b/k.json:7"}]"#
+        );
         assert_eq!(d, vec!["mutation_type"]);
     }
 }

@@ -17,7 +17,11 @@ pub use value::{json_eq, KeyIds, Keys, Num, Record, V};
 pub enum Expr {
     /// A string SD: whole key first, then the dotted walk (`dotted` holds the segments).
     /// `slot`/`first_slot` are set when it reads the record itself (top-level keys).
-    Field { key: String, slot: Option<u32>, dotted: Option<(Vec<String>, Option<u32>)> },
+    Field {
+        key: String,
+        slot: Option<u32>,
+        dotted: Option<(Vec<String>, Option<u32>)>,
+    },
     /// A string argument of `path`: one key, or an array index; `slot` when it reads the record.
     Key(String, Option<u32>),
     Path(Vec<Expr>),
@@ -83,13 +87,59 @@ enum Piece {
 
 /// Every operator name, with aliases, for "did you mean".
 pub const OPERATORS: &[&str] = &[
-    "path", "value", "any", "dict", "array", "condition", "cond", "ifelse", "merge_dicts",
-    "exclude_keys", "flatten_dict", "parse_json_element", "parse_json_object", "typeof", "concat",
-    "lowercase", "lower", "uppercase", "upper", "trim", "split", "replace_with", "substring",
-    "bool", "not", "!", "and", "&&", "or", "||", "equals", "eq", "=", "contains", "is_substring",
-    "sample_md5", "int", "add", "+", "addf", "subtract", "-", "multiply", "*", "divide", "/",
-    "round", "iso_time_to_ms", "ms_to_iso_time", "parse_time_to_ms", "iso_time_now",
-    "ms_time_now", "int96_time_to_ms",
+    "path",
+    "value",
+    "any",
+    "dict",
+    "array",
+    "condition",
+    "cond",
+    "ifelse",
+    "merge_dicts",
+    "exclude_keys",
+    "flatten_dict",
+    "parse_json_element",
+    "parse_json_object",
+    "typeof",
+    "concat",
+    "lowercase",
+    "lower",
+    "uppercase",
+    "upper",
+    "trim",
+    "split",
+    "replace_with",
+    "substring",
+    "bool",
+    "not",
+    "!",
+    "and",
+    "&&",
+    "or",
+    "||",
+    "equals",
+    "eq",
+    "=",
+    "contains",
+    "is_substring",
+    "sample_md5",
+    "int",
+    "add",
+    "+",
+    "addf",
+    "subtract",
+    "-",
+    "multiply",
+    "*",
+    "divide",
+    "/",
+    "round",
+    "iso_time_to_ms",
+    "ms_to_iso_time",
+    "parse_time_to_ms",
+    "iso_time_now",
+    "ms_time_now",
+    "int96_time_to_ms",
 ];
 
 /// Appends `key` to a JSON path.
@@ -115,7 +165,11 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for (i, ca) in a.chars().enumerate() {
         let mut cur = vec![i + 1];
         for (j, cb) in b.iter().enumerate() {
-            cur.push((prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1));
+            cur.push(
+                (prev[j] + usize::from(ca != *cb))
+                    .min(prev[j + 1] + 1)
+                    .min(cur[j] + 1),
+            );
         }
         prev = cur;
     }
@@ -190,7 +244,13 @@ impl Compiler<'_> {
         }
     }
 
-    fn args(&mut self, args: &[serde_json::Value], path: &str, top: bool, from: usize) -> Vec<Expr> {
+    fn args(
+        &mut self,
+        args: &[serde_json::Value],
+        path: &str,
+        top: bool,
+        from: usize,
+    ) -> Vec<Expr> {
         args.iter()
             .enumerate()
             .skip(from)
@@ -198,7 +258,13 @@ impl Compiler<'_> {
             .collect()
     }
 
-    fn raw_string(&mut self, args: &[serde_json::Value], i: usize, path: &str, what: &str) -> Option<String> {
+    fn raw_string(
+        &mut self,
+        args: &[serde_json::Value],
+        i: usize,
+        path: &str,
+        what: &str,
+    ) -> Option<String> {
         match &args[i] {
             serde_json::Value::String(s) => Some(s.clone()),
             other => {
@@ -251,7 +317,10 @@ impl Compiler<'_> {
             };
             return self.err(
                 path,
-                format!("{op:?} takes {want} argument(s) ({form}), got {}", args.len()),
+                format!(
+                    "{op:?} takes {want} argument(s) ({form}), got {}",
+                    args.len()
+                ),
             );
         }
         let one = |c: &mut Self| Box::new(c.compile(&args[0], &index_path(path, 1), top));
@@ -273,7 +342,10 @@ impl Compiler<'_> {
             "value" => Expr::Value(V::from(&args[0])),
             "bool" => match &args[0] {
                 serde_json::Value::Bool(b) => Expr::Value(V::Bool(*b)),
-                other => self.err(&index_path(path, 1), format!("\"bool\" takes true or false, got {other}")),
+                other => self.err(
+                    &index_path(path, 1),
+                    format!("\"bool\" takes true or false, got {other}"),
+                ),
             },
             "int" => match args[0].as_i64() {
                 Some(i) => Expr::Value(V::int(i)),
@@ -295,7 +367,13 @@ impl Compiler<'_> {
             "divide" | "/" => Expr::Arith(ArithOp::Div, self.args(args, path, top, 0)),
             "dict" => {
                 if args.len() % 2 != 0 {
-                    return self.err(path, format!("\"dict\" takes key/SD pairs, got {} argument(s)", args.len()));
+                    return self.err(
+                        path,
+                        format!(
+                            "\"dict\" takes key/SD pairs, got {} argument(s)",
+                            args.len()
+                        ),
+                    );
                 }
                 let mut entries = Vec::new();
                 for i in (0..args.len()).step_by(2) {
@@ -311,7 +389,10 @@ impl Compiler<'_> {
                 if args.len() % 2 != 0 {
                     return self.err(
                         path,
-                        format!("{op:?} takes BOOL, SD pairs, got {} argument(s)", args.len()),
+                        format!(
+                            "{op:?} takes BOOL, SD pairs, got {} argument(s)",
+                            args.len()
+                        ),
                     );
                 }
                 let all = self.args(args, path, top, 0);
@@ -323,7 +404,10 @@ impl Compiler<'_> {
                 Expr::Cond(pairs)
             }
             "ifelse" => {
-                let [a, b, c]: [Expr; 3] = self.args(args, path, top, 0).try_into().unwrap_or_else(|_| unreachable!());
+                let [a, b, c]: [Expr; 3] = self
+                    .args(args, path, top, 0)
+                    .try_into()
+                    .unwrap_or_else(|_| unreachable!());
                 Expr::IfElse(Box::new([a, b, c]))
             }
             "exclude_keys" => {
@@ -358,7 +442,10 @@ impl Compiler<'_> {
                 let sep = self.raw_string(args, 0, path, "the separator");
                 let arg = Box::new(self.compile(&args[1], &index_path(path, 2), top));
                 match sep {
-                    Some(s) if s.is_empty() => self.err(&index_path(path, 1), "the separator of \"split\" must not be empty"),
+                    Some(s) if s.is_empty() => self.err(
+                        &index_path(path, 1),
+                        "the separator of \"split\" must not be empty",
+                    ),
                     Some(s) => Expr::Split(s, arg),
                     None => Expr::Invalid,
                 }
@@ -386,22 +473,35 @@ impl Compiler<'_> {
                 };
                 match fancy_regex::Regex::new(&re) {
                     Ok(regex) => match parse_replacement(&rep, &regex) {
-                        Ok(replacement) => Expr::Replace(Box::new(Replace { regex, replacement, arg })),
+                        Ok(replacement) => Expr::Replace(Box::new(Replace {
+                            regex,
+                            replacement,
+                            arg,
+                        })),
                         Err(e) => self.err(&index_path(path, 2), e),
                     },
                     Err(e) => self.err(&index_path(path, 1), format!("invalid regex {re:?}: {e}")),
                 }
             }
             "substring" => {
-                let [a, b, c]: [Expr; 3] = self.args(args, path, top, 0).try_into().unwrap_or_else(|_| unreachable!());
+                let [a, b, c]: [Expr; 3] = self
+                    .args(args, path, top, 0)
+                    .try_into()
+                    .unwrap_or_else(|_| unreachable!());
                 Expr::Substring(Box::new([a, b, c]))
             }
             "equals" | "eq" | "=" => {
-                let [a, b]: [Expr; 2] = self.args(args, path, top, 0).try_into().unwrap_or_else(|_| unreachable!());
+                let [a, b]: [Expr; 2] = self
+                    .args(args, path, top, 0)
+                    .try_into()
+                    .unwrap_or_else(|_| unreachable!());
                 Expr::Equals(Box::new([a, b]))
             }
             "sample_md5" => {
-                let [a, b]: [Expr; 2] = self.args(args, path, top, 0).try_into().unwrap_or_else(|_| unreachable!());
+                let [a, b]: [Expr; 2] = self
+                    .args(args, path, top, 0)
+                    .try_into()
+                    .unwrap_or_else(|_| unreachable!());
                 Expr::SampleMd5(Box::new([a, b]))
             }
             _ => unreachable!("operator {op} has an arity but no compiler"),
@@ -437,7 +537,9 @@ fn parse_replacement(rep: &str, regex: &fancy_regex::Regex) -> Result<Vec<Piece>
                         .ok_or("unclosed ${ in replacement")?;
                     let name: String = chars[i + 2..i + 2 + end].iter().collect();
                     if !regex.capture_names().any(|n| n == Some(name.as_str())) {
-                        return Err(format!("replacement refers to group {name:?}, which the regex does not have"));
+                        return Err(format!(
+                            "replacement refers to group {name:?}, which the regex does not have"
+                        ));
                     }
                     out.push(Piece::Named(name));
                     i += end + 3;
@@ -445,7 +547,9 @@ fn parse_replacement(rep: &str, regex: &fancy_regex::Regex) -> Result<Vec<Piece>
                     let mut j = i + 1;
                     let first = chars.get(j).and_then(|c| c.to_digit(10)).ok_or("a $ in the replacement must be followed by a group number or {name}; write \\$ for a literal $")? as usize;
                     if first > groups {
-                        return Err(format!("replacement refers to group {first}, but the regex has {groups}"));
+                        return Err(format!(
+                            "replacement refers to group {first}, but the regex has {groups}"
+                        ));
                     }
                     let mut n = first;
                     j += 1;
@@ -535,7 +639,13 @@ fn lookup<'r, 'a>(ctx: &'r V<'a>, key: &str) -> Option<&'r V<'a>> {
     }
 }
 
-fn flatten_into<'a>(obj: &[(Cow<'a, str>, V<'a>)], prefix: &str, sep: &str, levels: i64, out: &mut Vec<(Cow<'a, str>, V<'a>)>) {
+fn flatten_into<'a>(
+    obj: &[(Cow<'a, str>, V<'a>)],
+    prefix: &str,
+    sep: &str,
+    levels: i64,
+    out: &mut Vec<(Cow<'a, str>, V<'a>)>,
+) {
     for (k, v) in obj {
         let key: Cow<'a, str> = if prefix.is_empty() {
             k.clone()
@@ -606,11 +716,18 @@ impl Expr {
             Expr::Dict(entries) => owned(V::Obj(
                 entries
                     .iter()
-                    .filter_map(|(k, e)| e.eval(ctx, rec).map(|v| (Cow::Owned(k.clone()), v.into_owned())))
+                    .filter_map(|(k, e)| {
+                        e.eval(ctx, rec)
+                            .map(|v| (Cow::Owned(k.clone()), v.into_owned()))
+                    })
                     .collect(),
             )),
             Expr::Array(items) => owned(V::Arr(
-                items.iter().filter_map(|e| e.eval(ctx, rec)).map(Cow::into_owned).collect(),
+                items
+                    .iter()
+                    .filter_map(|e| e.eval(ctx, rec))
+                    .map(Cow::into_owned)
+                    .collect(),
             )),
             Expr::Cond(pairs) => pairs
                 .iter()
@@ -661,7 +778,9 @@ impl Expr {
             Expr::ParseJson(a) => {
                 let v = a.eval(ctx, rec)?;
                 let s = v.as_str()?;
-                value::parse_value(s).ok().map(|v| Cow::Owned(v.into_static()))
+                value::parse_value(s)
+                    .ok()
+                    .map(|v| Cow::Owned(v.into_static()))
             }
             Expr::TypeOf(a) => owned(V::str(a.eval(ctx, rec).map_or("null", |v| v.type_name()))),
             Expr::Concat(args) => {
@@ -700,19 +819,34 @@ impl Expr {
                 let to = integer_of(b[1].eval(ctx, rec).as_deref())?.max(0) as usize;
                 let v = b[2].eval(ctx, rec)?;
                 let s = v.as_str()?;
-                owned(V::str(s.chars().skip(from).take(to.saturating_sub(from)).collect::<String>()))
+                owned(V::str(
+                    s.chars()
+                        .skip(from)
+                        .take(to.saturating_sub(from))
+                        .collect::<String>(),
+                ))
             }
             Expr::Not(a) => owned(V::Bool(!truthy(a.eval(ctx, rec).as_deref()))),
-            Expr::And(args) => owned(V::Bool(args.iter().all(|a| truthy(a.eval(ctx, rec).as_deref())))),
-            Expr::Or(args) => owned(V::Bool(args.iter().any(|a| truthy(a.eval(ctx, rec).as_deref())))),
+            Expr::And(args) => owned(V::Bool(
+                args.iter().all(|a| truthy(a.eval(ctx, rec).as_deref())),
+            )),
+            Expr::Or(args) => owned(V::Bool(
+                args.iter().any(|a| truthy(a.eval(ctx, rec).as_deref())),
+            )),
             Expr::Equals(b) => {
                 let x = b[0].eval(ctx, rec);
                 let y = b[1].eval(ctx, rec);
                 let null = V::Null;
-                owned(V::Bool(json_eq(x.as_deref().unwrap_or(&null), y.as_deref().unwrap_or(&null))))
+                owned(V::Bool(json_eq(
+                    x.as_deref().unwrap_or(&null),
+                    y.as_deref().unwrap_or(&null),
+                )))
             }
             Expr::Contains(needle, a) => owned(V::Bool(
-                a.eval(ctx, rec).as_deref().and_then(V::as_str).is_some_and(|s| s.contains(needle.as_str())),
+                a.eval(ctx, rec)
+                    .as_deref()
+                    .and_then(V::as_str)
+                    .is_some_and(|s| s.contains(needle.as_str())),
             )),
             Expr::SampleMd5(b) => {
                 let pct = b[0].eval(ctx, rec);
@@ -788,7 +922,11 @@ fn arith<'a>(op: ArithOp, args: &[Expr], ctx: &V<'a>, rec: &Record<'a>) -> Optio
     let all_int = |n: Num| n.as_i64();
     match op {
         ArithOp::Add | ArithOp::AddF | ArithOp::Mul => {
-            let mut int_acc = if op == ArithOp::AddF { None } else { all_int(first) };
+            let mut int_acc = if op == ArithOp::AddF {
+                None
+            } else {
+                all_int(first)
+            };
             let mut f_acc = first.as_f64();
             for n in nums {
                 let n = n?;
@@ -798,7 +936,11 @@ fn arith<'a>(op: ArithOp, args: &[Expr], ctx: &V<'a>, rec: &Record<'a>) -> Optio
                     (Some(a), Some(b)) => a.checked_mul(b),
                     _ => None,
                 };
-                f_acc = if add { f_acc + n.as_f64() } else { f_acc * n.as_f64() };
+                f_acc = if add {
+                    f_acc + n.as_f64()
+                } else {
+                    f_acc * n.as_f64()
+                };
             }
             match int_acc {
                 Some(i) => Some(V::int(i)),
@@ -808,9 +950,15 @@ fn arith<'a>(op: ArithOp, args: &[Expr], ctx: &V<'a>, rec: &Record<'a>) -> Optio
         ArithOp::Sub | ArithOp::Div => {
             let second = nums.next()??;
             match (all_int(first), all_int(second), op) {
-                (Some(a), Some(b), ArithOp::Sub) => a.checked_sub(b).map(V::int).or_else(|| V::float(a as f64 - b as f64)),
+                (Some(a), Some(b), ArithOp::Sub) => a
+                    .checked_sub(b)
+                    .map(V::int)
+                    .or_else(|| V::float(a as f64 - b as f64)),
                 (Some(_), Some(0), _) => None,
-                (Some(a), Some(b), _) => a.checked_div(b).map(V::int).or_else(|| V::float(a as f64 / b as f64)),
+                (Some(a), Some(b), _) => a
+                    .checked_div(b)
+                    .map(V::int)
+                    .or_else(|| V::float(a as f64 / b as f64)),
                 (_, _, ArithOp::Sub) => V::float(first.as_f64() - second.as_f64()),
                 _ if second.as_f64() == 0.0 => None,
                 _ => V::float(first.as_f64() / second.as_f64()),
@@ -825,9 +973,16 @@ mod tests {
 
     fn compile(sd: &str) -> Result<Expr, Vec<ConfigError>> {
         let mut errors = Vec::new();
-        let mut c = Compiler { errors: &mut errors, record_keys: KeyIds::default() };
+        let mut c = Compiler {
+            errors: &mut errors,
+            record_keys: KeyIds::default(),
+        };
         let e = c.compile(&serde_json::from_str(sd).unwrap(), "f", true);
-        if errors.is_empty() { Ok(e) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(e)
+        } else {
+            Err(errors)
+        }
     }
 
     fn eval(sd: &str, record: &str) -> Option<String> {
@@ -846,7 +1001,14 @@ mod tests {
         assert!(parse_replacement("$3", &re).is_err());
         assert!(parse_replacement("${nope}", &re).is_err());
         assert!(parse_replacement("cost $", &re).is_err());
-        assert_eq!(eval(r#"["replace_with","(\\w+)@(\\w+)","$2 at $1","e"]"#, r#"{"e":"bob@site"}"#).unwrap(), r#""site at bob""#);
+        assert_eq!(
+            eval(
+                r#"["replace_with","(\\w+)@(\\w+)","$2 at $1","e"]"#,
+                r#"{"e":"bob@site"}"#
+            )
+            .unwrap(),
+            r#""site at bob""#
+        );
     }
 
     #[test]
@@ -854,21 +1016,36 @@ mod tests {
         // md5("user-1") = 0x6f6d… ; the bucket is the first 8 bytes, big-endian, mod 10000.
         let digest = Md5::digest(b"user-1");
         let bucket = u64::from_be_bytes(digest[..8].try_into().unwrap()) % 10_000;
-        assert_eq!(sample_md5(bucket as f64 / 100.0, "user-1"), false);
-        assert_eq!(sample_md5((bucket + 1) as f64 / 100.0, "user-1"), true);
+        assert!(!sample_md5(bucket as f64 / 100.0, "user-1"));
+        assert!(sample_md5((bucket + 1) as f64 / 100.0, "user-1"));
         assert!(sample_md5(100.0, "anything"));
         assert!(!sample_md5(0.0, "anything"));
     }
 
     #[test]
     fn arithmetic_types() {
-        assert_eq!(eval(r#"["add","a","b"]"#, r#"{"a":1,"b":"2"}"#).unwrap(), "3");
-        assert_eq!(eval(r#"["addf","a","b"]"#, r#"{"a":1,"b":2}"#).unwrap(), "3.0");
-        assert_eq!(eval(r#"["add","a",["int",9223372036854775807]]"#, r#"{"a":1}"#).unwrap(), "9.223372036854776e+18");
-        assert_eq!(eval(r#"["divide","a","b"]"#, r#"{"a":-7,"b":2}"#).unwrap(), "-3");
+        assert_eq!(
+            eval(r#"["add","a","b"]"#, r#"{"a":1,"b":"2"}"#).unwrap(),
+            "3"
+        );
+        assert_eq!(
+            eval(r#"["addf","a","b"]"#, r#"{"a":1,"b":2}"#).unwrap(),
+            "3.0"
+        );
+        assert_eq!(
+            eval(r#"["add","a",["int",9223372036854775807]]"#, r#"{"a":1}"#).unwrap(),
+            "9.223372036854776e+18"
+        );
+        assert_eq!(
+            eval(r#"["divide","a","b"]"#, r#"{"a":-7,"b":2}"#).unwrap(),
+            "-3"
+        );
         assert_eq!(eval(r#"["divide","a","b"]"#, r#"{"a":7,"b":0}"#), None);
         assert_eq!(eval(r#"["divide","a","b"]"#, r#"{"a":7.0,"b":0}"#), None);
-        assert_eq!(eval(r#"["multiply","a","missing"]"#, r#"{"a":7}"#).unwrap(), "0");
+        assert_eq!(
+            eval(r#"["multiply","a","missing"]"#, r#"{"a":7}"#).unwrap(),
+            "0"
+        );
         assert_eq!(eval(r#"["subtract","a","b"]"#, r#"{"a":"x","b":1}"#), None);
         assert_eq!(eval(r#"["round","a"]"#, r#"{"a":-2.5}"#).unwrap(), "-3");
     }
@@ -876,7 +1053,10 @@ mod tests {
     #[test]
     fn suggestions_for_typos() {
         let errs = compile(r#"["iso_time_to_msx","t"]"#).unwrap_err();
-        assert_eq!(errs[0].to_string(), r#"f: unknown operator "iso_time_to_msx" (did you mean "iso_time_to_ms"?)"#);
+        assert_eq!(
+            errs[0].to_string(),
+            r#"f: unknown operator "iso_time_to_msx" (did you mean "iso_time_to_ms"?)"#
+        );
         assert_eq!(did_you_mean("zzzzzz", OPERATORS), None);
     }
 }

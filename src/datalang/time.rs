@@ -65,7 +65,8 @@ impl Parts {
             return None;
         }
         let days = days_from_civil(self.year, self.month, self.day);
-        let secs = i64::from(self.hour) * 3600 + i64::from(self.minute) * 60 + i64::from(self.second);
+        let secs =
+            i64::from(self.hour) * 3600 + i64::from(self.minute) * 60 + i64::from(self.second);
         Some(days * MS_PER_DAY + (secs - self.offset_s) * 1000 + i64::from(self.millis))
     }
 }
@@ -143,9 +144,8 @@ impl Cursor<'_> {
             }
             Colon::Forbidden => self.digits(2)?,
             Colon::Any => {
-                if self.eat(b':') {
-                    self.digits(2)?
-                } else if matches!(self.peek(), Some(b'0'..=b'9')) {
+                // `±HH:MM`, `±HHMM` or `±HH`.
+                if self.eat(b':') || matches!(self.peek(), Some(b'0'..=b'9')) {
                     self.digits(2)?
                 } else {
                     0
@@ -169,7 +169,10 @@ enum Colon {
 /// `YYYY-MM-DD`, then optionally `T` or one space and `HH:MM[:SS[.fraction]]`, then optionally
 /// `Z`, `±HH:MM`, `±HHMM` or `±HH`. Anything else is `None`.
 pub fn iso_to_ms(text: &str) -> Option<i64> {
-    let mut c = Cursor { b: text.as_bytes(), i: 0 };
+    let mut c = Cursor {
+        b: text.as_bytes(),
+        i: 0,
+    };
     let mut p = Parts {
         year: i64::from(c.digits(4)?),
         ..Parts::default()
@@ -236,10 +239,28 @@ pub fn int96_to_ms(b64: &str) -> Option<i64> {
 }
 
 const MONTHS: [&str; 12] = [
-    "january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
-    "november", "december",
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
 ];
-const WEEKDAYS: [&str; 7] = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"];
+const WEEKDAYS: [&str; 7] = [
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+    "sunday",
+];
 
 #[derive(Clone, Debug, PartialEq)]
 enum Tok {
@@ -296,7 +317,9 @@ impl TimePattern {
                 let mut lit = String::new();
                 loop {
                     match chars.get(j) {
-                        None => return Err(format!("unterminated quote in time pattern {pattern:?}")),
+                        None => {
+                            return Err(format!("unterminated quote in time pattern {pattern:?}"))
+                        }
                         Some('\'') if chars.get(j + 1) == Some(&'\'') => {
                             lit.push('\'');
                             j += 2;
@@ -356,7 +379,10 @@ impl TimePattern {
 
     /// Epoch ms of `text`, UTC unless the pattern carries an offset; `None` when it does not match.
     pub fn parse_ms(&self, text: &str) -> Option<i64> {
-        let mut c = Cursor { b: text.as_bytes(), i: 0 };
+        let mut c = Cursor {
+            b: text.as_bytes(),
+            i: 0,
+        };
         let mut p = Parts {
             year: 1970,
             month: 1,
@@ -389,7 +415,11 @@ impl TimePattern {
                 Tok::MonthShort | Tok::MonthLong => {
                     let rest = &text[c.i..];
                     let (idx, len) = MONTHS.iter().enumerate().find_map(|(k, name)| {
-                        let len = if *tok == Tok::MonthShort { 3 } else { name.len() };
+                        let len = if *tok == Tok::MonthShort {
+                            3
+                        } else {
+                            name.len()
+                        };
                         rest.get(..len)
                             .filter(|s| s.eq_ignore_ascii_case(&name[..len]))
                             .map(|_| (k, len))
@@ -400,7 +430,11 @@ impl TimePattern {
                 Tok::WeekdayShort | Tok::WeekdayLong => {
                     let rest = &text[c.i..];
                     let len = WEEKDAYS.iter().find_map(|name| {
-                        let len = if *tok == Tok::WeekdayShort { 3 } else { name.len() };
+                        let len = if *tok == Tok::WeekdayShort {
+                            3
+                        } else {
+                            name.len()
+                        };
                         rest.get(..len)
                             .filter(|s| s.eq_ignore_ascii_case(&name[..len]))
                             .map(|_| len)
@@ -470,7 +504,10 @@ mod tests {
 
     #[test]
     fn iso_round_trip_and_bounds() {
-        assert_eq!(ms_to_iso(1_682_899_207_123).unwrap(), "2023-05-01T00:00:07.123Z");
+        assert_eq!(
+            ms_to_iso(1_682_899_207_123).unwrap(),
+            "2023-05-01T00:00:07.123Z"
+        );
         assert_eq!(ms_to_iso(-1).unwrap(), "1969-12-31T23:59:59.999Z");
         assert_eq!(ms_to_iso(i64::MAX), None);
         for ms in [0, 951_782_400_000, 4_102_444_800_000, -62_135_596_800_000] {
@@ -488,14 +525,38 @@ mod tests {
     #[test]
     fn java_patterns() {
         let p = |pat: &str, text: &str| TimePattern::compile(pat).unwrap().parse_ms(text);
-        assert_eq!(p("M/d/yyyy H:mm:ss", "1/1/2021 5:06:07"), Some(1_609_477_567_000));
-        assert_eq!(p("dd MMM yyyy hh:mm a", "03 Feb 2021 01:30 PM"), Some(1_612_359_000_000));
-        assert_eq!(p("dd MMM yyyy hh:mm a", "03 Feb 2021 12:30 AM"), Some(1_612_312_200_000));
-        assert_eq!(p("EEEE, MMMM d, yy", "Wednesday, February 3, 21"), Some(1_612_310_400_000));
-        assert_eq!(p("yyyyMMddHHmmssSSS", "20210203133000250"), Some(1_612_359_000_250));
-        assert_eq!(p("yyyy-MM-dd'T'HH:mm:ssXXX", "2021-02-03T15:30:00+02:00"), Some(1_612_359_000_000));
-        assert_eq!(p("yyyy-MM-dd'T'HH:mm:ssXXX", "2021-02-03T13:30:00Z"), Some(1_612_359_000_000));
-        assert_eq!(p("yyyy-MM-dd HH:mm:ss Z", "2021-02-03 08:30:00 -0500"), Some(1_612_359_000_000));
+        assert_eq!(
+            p("M/d/yyyy H:mm:ss", "1/1/2021 5:06:07"),
+            Some(1_609_477_567_000)
+        );
+        assert_eq!(
+            p("dd MMM yyyy hh:mm a", "03 Feb 2021 01:30 PM"),
+            Some(1_612_359_000_000)
+        );
+        assert_eq!(
+            p("dd MMM yyyy hh:mm a", "03 Feb 2021 12:30 AM"),
+            Some(1_612_312_200_000)
+        );
+        assert_eq!(
+            p("EEEE, MMMM d, yy", "Wednesday, February 3, 21"),
+            Some(1_612_310_400_000)
+        );
+        assert_eq!(
+            p("yyyyMMddHHmmssSSS", "20210203133000250"),
+            Some(1_612_359_000_250)
+        );
+        assert_eq!(
+            p("yyyy-MM-dd'T'HH:mm:ssXXX", "2021-02-03T15:30:00+02:00"),
+            Some(1_612_359_000_000)
+        );
+        assert_eq!(
+            p("yyyy-MM-dd'T'HH:mm:ssXXX", "2021-02-03T13:30:00Z"),
+            Some(1_612_359_000_000)
+        );
+        assert_eq!(
+            p("yyyy-MM-dd HH:mm:ss Z", "2021-02-03 08:30:00 -0500"),
+            Some(1_612_359_000_000)
+        );
         assert_eq!(p("''yyyy''", "'2021'"), Some(1_609_459_200_000));
         assert_eq!(p("yyyy-MM-dd", "2021-02-30"), None);
         assert_eq!(p("yyyy-MM-dd", "2021-02-03 extra"), None);

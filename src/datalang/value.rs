@@ -219,7 +219,11 @@ impl Hasher for Fnv {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
         for b in bytes {
             h ^= u64::from(*b);
             h = h.wrapping_mul(0x0100_0000_01b3);
@@ -252,7 +256,10 @@ const NO_SLOT: u32 = u32::MAX;
 impl<'a> Record<'a> {
     /// A record whose keys are found by name.
     pub fn new(value: V<'a>) -> Self {
-        Record { value, slots: Vec::new() }
+        Record {
+            value,
+            slots: Vec::new(),
+        }
     }
 
     /// The value of the key with slot `id`; `None` when absent. `key` serves records without slots.
@@ -471,7 +478,10 @@ impl<'de> Visitor<'de> for RecordSeed<'_> {
                         }
                     }
                 }
-                Ok(Record { value: V::Obj(entries), slots })
+                Ok(Record {
+                    value: V::Obj(entries),
+                    slots,
+                })
             }
         }
     }
@@ -508,7 +518,10 @@ mod tests {
         let v = parse_record(line, &Keys::All).unwrap().value;
         assert!(matches!(v.get("a"), Some(V::Str(Cow::Borrowed("plain")))));
         assert!(matches!(v.get("b"), Some(V::Str(Cow::Owned(s))) if s == "tab\there"));
-        assert_eq!(v.to_json(), r#"{"a":"plain","b":"tab\there","c":{"d":[1,2.5,true,null]}}"#);
+        assert_eq!(
+            v.to_json(),
+            r#"{"a":"plain","b":"tab\there","c":{"d":[1,2.5,true,null]}}"#
+        );
     }
 
     #[test]
@@ -526,17 +539,34 @@ mod tests {
 
     #[test]
     fn repeated_keys_keep_the_last_value() {
-        let v = parse_record(br#"{"a":1,"b":2,"a":3}"#, &Keys::All).unwrap().value;
+        let v = parse_record(br#"{"a":1,"b":2,"a":3}"#, &Keys::All)
+            .unwrap()
+            .value;
         assert_eq!(v.to_json(), r#"{"a":3,"b":2}"#);
     }
 
     #[test]
     fn non_objects_and_trailing_text_are_errors() {
-        assert!(matches!(parse_record(b"[1]", &Keys::All), Err(RecordError::NotObject("array"))));
-        assert!(matches!(parse_record(b"\"x\"", &Keys::All), Err(RecordError::NotObject("string"))));
-        assert!(matches!(parse_record(b"{} {}", &Keys::All), Err(RecordError::Syntax(_))));
-        assert!(matches!(parse_record(b"{\"a\":", &Keys::All), Err(RecordError::Syntax(_))));
-        assert!(matches!(parse_record(b"{\"a\":\"\xff\"}", &Keys::All), Err(RecordError::Utf8(6))));
+        assert!(matches!(
+            parse_record(b"[1]", &Keys::All),
+            Err(RecordError::NotObject("array"))
+        ));
+        assert!(matches!(
+            parse_record(b"\"x\"", &Keys::All),
+            Err(RecordError::NotObject("string"))
+        ));
+        assert!(matches!(
+            parse_record(b"{} {}", &Keys::All),
+            Err(RecordError::Syntax(_))
+        ));
+        assert!(matches!(
+            parse_record(b"{\"a\":", &Keys::All),
+            Err(RecordError::Syntax(_))
+        ));
+        assert!(matches!(
+            parse_record(b"{\"a\":\"\xff\"}", &Keys::All),
+            Err(RecordError::Utf8(6))
+        ));
     }
 
     #[test]

@@ -103,10 +103,15 @@ impl Read for Capped<'_> {
                     e
                 } else {
                     let detail = match e.kind() {
-                        io::ErrorKind::UnexpectedEof => "truncated: the stream ends in the middle of a frame".to_string(),
+                        io::ErrorKind::UnexpectedEof => {
+                            "truncated: the stream ends in the middle of a frame".to_string()
+                        }
                         _ => e.to_string(),
                     };
-                    io::Error::other(CodecError { codec: self.codec, detail })
+                    io::Error::other(CodecError {
+                        codec: self.codec,
+                        detail,
+                    })
                 });
             }
         };
@@ -125,7 +130,7 @@ struct MultiGz<R: BufRead> {
 }
 
 enum GzState<R: BufRead> {
-    Member(GzDecoder<R>),
+    Member(Box<GzDecoder<R>>),
     Between(R),
 }
 
@@ -154,16 +159,23 @@ impl<R: BufRead> Read for MultiGz<R> {
                                 return Ok(0);
                             }
                             if b.iter().any(|x| *x != 0) {
-                                return Err(io::Error::new(io::ErrorKind::InvalidData, "data after the zero padding that follows the last gzip member"));
+                                return Err(io::Error::new(
+                                    io::ErrorKind::InvalidData,
+                                    "data after the zero padding that follows the last gzip member",
+                                ));
                             }
                             let len = b.len();
                             r.consume(len);
                         }
                     }
-                    if head[0] != GZIP_MAGIC[0] || head.get(1).is_some_and(|b| *b != GZIP_MAGIC[1]) {
-                        return Err(io::Error::new(io::ErrorKind::InvalidData, "data after the last gzip member is not gzip (trailing garbage)"));
+                    if head[0] != GZIP_MAGIC[0] || head.get(1).is_some_and(|b| *b != GZIP_MAGIC[1])
+                    {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "data after the last gzip member is not gzip (trailing garbage)",
+                        ));
                     }
-                    self.state = Some(GzState::Member(GzDecoder::new(r)));
+                    self.state = Some(GzState::Member(Box::new(GzDecoder::new(r))));
                 }
             }
         }
@@ -197,7 +209,11 @@ impl BufRead for Decompressed<'_> {
 }
 
 /// Opens the decompressed stream of `raw` as the converter says (`auto`: by magic bytes).
-pub fn decompress<'r, R: Read + Send + 'r>(raw: R, compression: Compression, limits: Limits) -> Result<Decompressed<'r>, DecodeError> {
+pub fn decompress<'r, R: Read + Send + 'r>(
+    raw: R,
+    compression: Compression,
+    limits: Limits,
+) -> Result<Decompressed<'r>, DecodeError> {
     let mut raw = BufReader::with_capacity(BUF, Source(raw));
     // Up to four bytes decide the codec; a short first read must not fool the sniffer.
     let mut prefix = Vec::with_capacity(4);
@@ -214,28 +230,48 @@ pub fn decompress<'r, R: Read + Send + 'r>(raw: R, compression: Compression, lim
     let codec = match compression {
         Compression::Auto => sniffed,
         Compression::Gzip if !prefix.is_empty() && sniffed != Compression::Gzip => {
-            return Err(DecodeError::NotCompressed { codec: "gzip", magic: "1f 8b" })
+            return Err(DecodeError::NotCompressed {
+                codec: "gzip",
+                magic: "1f 8b",
+            })
         }
         Compression::Zstd if !prefix.is_empty() && sniffed != Compression::Zstd => {
-            return Err(DecodeError::NotCompressed { codec: "zstd", magic: "28 b5 2f fd" })
+            return Err(DecodeError::NotCompressed {
+                codec: "zstd",
+                magic: "28 b5 2f fd",
+            })
         }
         other => other,
     };
     let joined = BufReader::with_capacity(BUF, Cursor::new(prefix).chain(raw));
     let (inner, name): (Box<dyn Read + Send + 'r>, &'static str) = match codec {
-        Compression::Gzip => (Box::new(MultiGz { state: Some(GzState::Between(joined)) }), "gzip"),
+        Compression::Gzip => (
+            Box::new(MultiGz {
+                state: Some(GzState::Between(joined)),
+            }),
+            "gzip",
+        ),
         Compression::Zstd => {
-            let d = zstd::stream::read::Decoder::with_buffer(joined).map_err(|e| DecodeError::Corrupt {
-                codec: "zstd",
-                offset: 0,
-                detail: e.to_string(),
+            let d = zstd::stream::read::Decoder::with_buffer(joined).map_err(|e| {
+                DecodeError::Corrupt {
+                    codec: "zstd",
+                    offset: 0,
+                    detail: e.to_string(),
+                }
             })?;
             (Box::new(ZstdChecked { inner: d }), "zstd")
         }
         Compression::None | Compression::Auto => (Box::new(joined), "plain"),
     };
-    let capped = Capped { inner, codec: name, count: Counter::default(), limit: limits.max_decompressed_bytes };
-    Ok(Decompressed { reader: BufReader::with_capacity(BUF, capped) })
+    let capped = Capped {
+        inner,
+        codec: name,
+        count: Counter::default(),
+        limit: limits.max_decompressed_bytes,
+    };
+    Ok(Decompressed {
+        reader: BufReader::with_capacity(BUF, capped),
+    })
 }
 
 /// Makes sure nothing but zstd frames follows the last frame.
@@ -252,7 +288,10 @@ impl<R: BufRead> Read for ZstdChecked<R> {
         // At the end, the underlying reader must be drained: leftover bytes mean a cut frame.
         let rest = self.inner.get_mut().fill_buf()?;
         if !rest.is_empty() {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "trailing data that is not a zstd frame"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "trailing data that is not a zstd frame",
+            ));
         }
         Ok(0)
     }

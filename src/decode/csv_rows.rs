@@ -59,7 +59,11 @@ pub(super) fn read(
     let counter = input.counter();
     let since_row = Rc::new(Cell::new(0));
     // The csv reader reads ahead by its buffer: allow that much on top of the record limit.
-    let guard = RowGuard { inner: input, since_row: since_row.clone(), limit: limits.max_record_bytes as u64 + (64 << 10) };
+    let guard = RowGuard {
+        inner: input,
+        since_row: since_row.clone(),
+        limit: limits.max_record_bytes as u64 + (64 << 10),
+    };
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
@@ -79,11 +83,18 @@ pub(super) fn read(
             Ok(false) => break,
             Err(e) => {
                 return Err(match e.into_kind() {
-                    csv::ErrorKind::Io(io) if io.get_ref().is_some_and(|i| i.is::<RowTooLong>()) => {
-                        DecodeError::RowTooLong { record: n, limit: limits.max_record_bytes }
+                    csv::ErrorKind::Io(io)
+                        if io.get_ref().is_some_and(|i| i.is::<RowTooLong>()) =>
+                    {
+                        DecodeError::RowTooLong {
+                            record: n,
+                            limit: limits.max_record_bytes,
+                        }
                     }
                     csv::ErrorKind::Io(io) => classify(io, counter.get()),
-                    other => DecodeError::Csv { detail: format!("{other:?} at record {n}") },
+                    other => DecodeError::Csv {
+                        detail: format!("{other:?} at record {n}"),
+                    },
                 })
             }
         }
@@ -102,11 +113,19 @@ pub(super) fn read(
                     .iter()
                     .enumerate()
                     .map(|(i, c)| {
-                        String::from_utf8(c.to_vec()).map_err(|_| DecodeError::Csv { detail: format!("header column {} is not valid UTF-8", i + 1) })
+                        String::from_utf8(c.to_vec()).map_err(|_| DecodeError::Csv {
+                            detail: format!("header column {} is not valid UTF-8", i + 1),
+                        })
                     })
                     .collect::<Result<Vec<_>, _>>()?;
-                if let Some((i, dup)) = names.iter().enumerate().find(|(i, a)| names[..*i].contains(a)) {
-                    return Err(DecodeError::Csv { detail: format!("the header names column {dup:?} twice (column {})", i + 1) });
+                if let Some((i, dup)) = names
+                    .iter()
+                    .enumerate()
+                    .find(|(i, a)| names[..*i].contains(a))
+                {
+                    return Err(DecodeError::Csv {
+                        detail: format!("the header names column {dup:?} twice (column {})", i + 1),
+                    });
                 }
                 header = Some(names);
                 continue;
@@ -119,7 +138,11 @@ pub(super) fn read(
         let mut entries = Vec::with_capacity(row.len());
         let mut invalid = None;
         if row.len() > width {
-            invalid = Some(format!("row has {} fields, but the header names {} columns", row.len(), width));
+            invalid = Some(format!(
+                "row has {} fields, but the header names {} columns",
+                row.len(),
+                width
+            ));
         } else {
             for (i, cell) in row.iter().enumerate() {
                 if cell.is_empty() {
@@ -145,7 +168,13 @@ pub(super) fn read(
             }
             None => {
                 let record = Record::new(V::Obj(entries));
-                f(n, Rec::Ok { record: &record, line: None })
+                f(
+                    n,
+                    Rec::Ok {
+                        record: &record,
+                        line: None,
+                    },
+                )
             }
         };
         n += 1;
@@ -153,5 +182,8 @@ pub(super) fn read(
             break;
         }
     }
-    Ok(ReadStats { records: n, decompressed_bytes: counter.get() })
+    Ok(ReadStats {
+        records: n,
+        decompressed_bytes: counter.get(),
+    })
 }

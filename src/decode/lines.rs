@@ -58,7 +58,15 @@ const OVERSIZE_KEEP: usize = 1024;
 
 impl<'r> LineFramer<'r> {
     pub fn new(input: Decompressed<'r>, max_record: usize) -> Self {
-        LineFramer { input, max_record, at_start: true, eof: false, pending: None, next_n: 0, next_seq: 0 }
+        LineFramer {
+            input,
+            max_record,
+            at_start: true,
+            eof: false,
+            pending: None,
+            next_n: 0,
+            next_seq: 0,
+        }
     }
 
     fn finish_line(&mut self, chunk: &mut Chunk, start: usize, oversize: u64) {
@@ -68,7 +76,12 @@ impl<'r> LineFramer<'r> {
         }
         let blank = oversize == 0 && chunk.data[start..end].iter().all(u8::is_ascii_whitespace);
         self.next_n += u64::from(!blank);
-        chunk.lines.push(Line { start, end, oversize, blank });
+        chunk.lines.push(Line {
+            start,
+            end,
+            oversize,
+            blank,
+        });
     }
 
     /// Fills `chunk` with the next lines; returns false once the input is exhausted and empty.
@@ -160,7 +173,11 @@ impl<'r> LineFramer<'r> {
     }
 
     /// Hands every chunk to `visit`, framing on a second thread when `threads` ≥ 2.
-    pub fn run(mut self, threads: usize, visit: &mut dyn FnMut(&Chunk) -> ControlFlow<()>) -> Result<(), DecodeError> {
+    pub fn run(
+        mut self,
+        threads: usize,
+        visit: &mut dyn FnMut(&Chunk) -> ControlFlow<()>,
+    ) -> Result<(), DecodeError> {
         if threads < 2 {
             let mut chunk = Chunk::default();
             while self.next_chunk(&mut chunk)? {
@@ -177,7 +194,9 @@ impl<'r> LineFramer<'r> {
                 let _ = empty_tx.send(Chunk::default());
             }
             s.spawn(move || loop {
-                let Ok(mut chunk) = empty_rx.recv() else { return };
+                let Ok(mut chunk) = empty_rx.recv() else {
+                    return;
+                };
                 match self.next_chunk(&mut chunk) {
                     Ok(true) => {
                         if full_tx.send(Ok(chunk)).is_err() {

@@ -25,7 +25,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_decompressed_bytes: 64 << 30, max_record_bytes: 10 << 20 }
+        Limits {
+            max_decompressed_bytes: 64 << 30,
+            max_record_bytes: 10 << 20,
+        }
     }
 }
 
@@ -33,9 +36,16 @@ impl Default for Limits {
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
     #[error("corrupt {codec} data after {offset} decompressed bytes: {detail}")]
-    Corrupt { codec: &'static str, offset: u64, detail: String },
+    Corrupt {
+        codec: &'static str,
+        offset: u64,
+        detail: String,
+    },
     #[error("compressionType is {codec}, but the data does not start with the {codec} signature ({magic}); if it is already decompressed (e.g. stored with Content-Encoding), use compressionType \"auto\" or \"none\"")]
-    NotCompressed { codec: &'static str, magic: &'static str },
+    NotCompressed {
+        codec: &'static str,
+        magic: &'static str,
+    },
     #[error("decompressed size exceeds the limit of {limit} bytes (raise the max-decompressed-bytes limit if the file is genuine)")]
     TooLarge { limit: u64 },
     #[error("CSV row {record} is longer than the limit of {limit} bytes (an unclosed quote?)")]
@@ -56,7 +66,10 @@ impl DecodeError {
 /// One record as the decoder delivers it.
 pub enum Rec<'a> {
     /// A record; `line` is its JSON text (JSON lines) or `None` (CSV, rebuilt from `record`).
-    Ok { record: &'a Record<'a>, line: Option<&'a [u8]> },
+    Ok {
+        record: &'a Record<'a>,
+        line: Option<&'a [u8]>,
+    },
     /// Not a record (bad JSON, not an object, too long, ragged CSV row): the reason, and the raw text.
     Invalid { reason: String, raw: &'a [u8] },
 }
@@ -91,13 +104,21 @@ pub fn read_records<R: Read + Send>(
                 flow
             };
             LineFramer::new(input, limits.max_record_bytes).run(threads, &mut visit)?;
-            Ok(ReadStats { records: n, decompressed_bytes: counter.get() })
+            Ok(ReadStats {
+                records: n,
+                decompressed_bytes: counter.get(),
+            })
         }
     }
 }
 
 /// Hands every record of a chunk of JSON lines to `f`, numbered from the chunk's `first_n`.
-pub fn visit_chunk(chunk: &Chunk, keys: &Keys, limits: Limits, f: &mut dyn FnMut(u64, Rec<'_>) -> ControlFlow<()>) -> ControlFlow<()> {
+pub fn visit_chunk(
+    chunk: &Chunk,
+    keys: &Keys,
+    limits: Limits,
+    f: &mut dyn FnMut(u64, Rec<'_>) -> ControlFlow<()>,
+) -> ControlFlow<()> {
     let mut n = chunk.first_n;
     for line in &chunk.lines {
         if line.blank {
@@ -112,12 +133,22 @@ pub fn visit_chunk(chunk: &Chunk, keys: &Keys, limits: Limits, f: &mut dyn FnMut
             f(n, Rec::Invalid { reason, raw: bytes })
         } else {
             match parse_record(bytes, keys) {
-                Ok(record) => f(n, Rec::Ok { record: &record, line: Some(bytes) }),
+                Ok(record) => f(
+                    n,
+                    Rec::Ok {
+                        record: &record,
+                        line: Some(bytes),
+                    },
+                ),
                 Err(e) => {
                     let reason = match e {
-                        RecordError::NotObject(kind) => format!("record is a JSON {kind}; each line must be one JSON object"),
+                        RecordError::NotObject(kind) => {
+                            format!("record is a JSON {kind}; each line must be one JSON object")
+                        }
                         RecordError::Syntax(e) => format!("record is not valid JSON: {e}"),
-                        RecordError::Utf8(at) => format!("record is not valid UTF-8 (at byte {at})"),
+                        RecordError::Utf8(at) => {
+                            format!("record is not valid UTF-8 (at byte {at})")
+                        }
                     };
                     f(n, Rec::Invalid { reason, raw: bytes })
                 }
@@ -156,14 +187,17 @@ pub fn convert_chunks<R: Read + Send, T: Send>(
     std::thread::scope(|s| {
         let (job_tx, job_rx) = mpsc::sync_channel::<(u64, Result<Chunk, DecodeError>)>(workers);
         let job_rx = Arc::new(Mutex::new(job_rx));
-        let (done_tx, done_rx) = mpsc::sync_channel::<(u64, Result<T, DecodeError>, Option<Chunk>)>(slots);
+        let (done_tx, done_rx) =
+            mpsc::sync_channel::<(u64, Result<T, DecodeError>, Option<Chunk>)>(slots);
         let (free_tx, free_rx) = mpsc::sync_channel::<Chunk>(slots);
         for _ in 0..slots {
             let _ = free_tx.send(Chunk::default());
         }
         // The framer: stops at the input's end, at an error, or when nobody listens any more.
         s.spawn(move || loop {
-            let Ok(mut chunk) = free_rx.recv() else { return };
+            let Ok(mut chunk) = free_rx.recv() else {
+                return;
+            };
             let item = match framer.next_chunk(&mut chunk) {
                 Ok(true) => (chunk.seq, Ok(chunk)),
                 Ok(false) => return,
@@ -201,7 +235,8 @@ pub fn convert_chunks<R: Read + Send, T: Send>(
         let mut records_done = 0u64;
         for (seq, result, chunk) in done_rx.iter() {
             if let Some(chunk) = chunk {
-                records_done = records_done.max(chunk.first_n + chunk.lines.iter().filter(|l| !l.blank).count() as u64);
+                records_done = records_done
+                    .max(chunk.first_n + chunk.lines.iter().filter(|l| !l.blank).count() as u64);
                 let _ = free_tx.send(chunk);
             }
             waiting.insert(seq, result);
@@ -210,24 +245,43 @@ pub fn convert_chunks<R: Read + Send, T: Send>(
                 match result {
                     Ok(t) => {
                         if sink(t).is_break() {
-                            return Ok(ReadStats { records: records_done, decompressed_bytes: counter.get() });
+                            return Ok(ReadStats {
+                                records: records_done,
+                                decompressed_bytes: counter.get(),
+                            });
                         }
                     }
                     Err(e) => return Err(e),
                 }
             }
         }
-        Ok(ReadStats { records: records_done, decompressed_bytes: counter.get() })
+        Ok(ReadStats {
+            records: records_done,
+            decompressed_bytes: counter.get(),
+        })
     })
 }
 
 /// Maps an error from a decompressing reader back to what it was.
 pub(crate) fn classify(e: io::Error, offset: u64) -> DecodeError {
-    match e.get_ref().and_then(|inner| inner.downcast_ref::<compress::CapExceeded>()) {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<compress::CapExceeded>())
+    {
         Some(cap) => DecodeError::TooLarge { limit: cap.0 },
-        None => match e.get_ref().and_then(|inner| inner.downcast_ref::<compress::CodecError>()) {
-            Some(c) => DecodeError::Corrupt { codec: c.codec, offset, detail: c.detail.clone() },
-            None => DecodeError::Io { offset, detail: e.to_string() },
+        None => match e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<compress::CodecError>())
+        {
+            Some(c) => DecodeError::Corrupt {
+                codec: c.codec,
+                offset,
+                detail: c.detail.clone(),
+            },
+            None => DecodeError::Io {
+                offset,
+                detail: e.to_string(),
+            },
         },
     }
 }
