@@ -1,1 +1,269 @@
-fn main() {}
+//! The `s3-import` command line as a user meets it: help, stdin, exit codes, large inputs that
+//! cross chunk boundaries on several threads, a stream cut in the middle, a closed pipe.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Command, Output, Stdio};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_s3-import"))
+}
+
+fn tempdir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("s3-import-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+const CONVERTER: &str = r#"{"converterConfig": {"fileType": "json", "compressionType": "auto",
+  "convertToAmplitudeFunc": {"event_type": "e", "user_id": "u", "time": ["iso_time_to_ms", "t"]}}}"#;
+
+/// Lines of varied length (so chunk boundaries fall everywhere), with blank and bad lines mixed in.
+fn big_input(records: usize) -> (Vec<u8>, Vec<Option<String>>) {
+    let mut text = Vec::new();
+    let mut expected = Vec::new(); // event_type per record, None for invalid ones
+    for i in 0..records {
+        if i % 97 == 0 {
+            text.extend_from_slice(b"\n  \r\n");
+        }
+        if i % 1013 == 0 {
+            text.extend_from_slice(b"{\"e\": broken\n");
+            expected.push(None);
+            continue;
+        }
+        let pad = "é".repeat(i % 300);
+        let line = format!("{{\"e\":\"ev-{i}\",\"u\":\"user-{}\",\"t\":\"2024-01-01T00:00:00Z\",\"pad\":\"{pad}\"}}\n", i % 50);
+        text.extend_from_slice(line.as_bytes());
+        expected.push(Some(format!("ev-{i}")));
+    }
+    (text, expected)
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+fn convert(dir: &std::path::Path, file: &str, threads: usize) -> Output {
+    bin()
+        .current_dir(dir)
+        .args([
+            "convert",
+            "--config",
+            "c.json",
+            "--threads",
+            &threads.to_string(),
+            file,
+        ])
+        .output()
+        .unwrap()
+}
+
+/// Every record appears once, in order, numbered 0..N, with its own content.
+fn check_order(stdout: &[u8], expected: &[Option<String>]) -> usize {
+    let mut count = 0;
+    for (i, line) in stdout
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .enumerate()
+    {
+        let v: serde_json::Value = serde_json::from_slice(line).unwrap();
+        assert_eq!(v["n"], i as u64, "record numbers run in order without gaps");
+        match &expected[i] {
+            Some(e) => assert_eq!(v["payload"]["event_type"], e.as_str(), "record {i}"),
+            None => assert_eq!(v["outcome"], "invalid", "record {i}"),
+        }
+        count += 1;
+    }
+    count
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for (sub, flag) in [
+        ("convert", "--max-record-bytes"),
+        ("preview", "--limit"),
+        ("validate", "--config"),
+    ] {
+        let out = bin().args([sub, "--help"]).output().unwrap();
+        assert!(out.status.success(), "{sub} --help");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains(flag),
+            "{sub} --help mentions {flag}"
+        );
+    }
+    let out = bin().arg("--help").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("convert") && text.contains("preview") && text.contains("validate"));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let out = bin().args(["convert", "--no-such-flag"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = bin()
+        .args([
+            "convert",
+            "--config",
+            "x.json",
+            "--max-record-bytes",
+            "10 parsecs",
+            "f",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown size unit"));
+    let out = bin()
+        .args(["validate", "--config", "/nonexistent/c.json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).starts_with("error: /nonexistent/c.json: cannot read")
+    );
+}
+
+#[test]
+fn reads_standard_input() {
+    let dir = tempdir("stdin");
+    std::fs::write(dir.join("c.json"), CONVERTER).unwrap();
+    for args in [vec!["-"], vec![]] {
+        let mut child = bin()
+            .current_dir(&dir)
+            .args(["convert", "--config", "c.json", "--bucket", "b"])
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(&gzip(b"{\"e\":\"x\",\"u\":\"user-1\"}\n"))
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        let line = String::from_utf8(out.stdout).unwrap();
+        assert!(line.contains("\"insert_id\": \"b/-:0\""), "{line}");
+    }
+}
+
+#[test]
+fn large_input_is_identical_and_ordered_on_any_number_of_threads() {
+    let dir = tempdir("large");
+    std::fs::write(dir.join("c.json"), CONVERTER).unwrap();
+    let (text, expected) = big_input(20_000); // ≈ 8 MB: several 1 MiB chunks
+    std::fs::write(dir.join("in.jsonl.gz"), gzip(&text)).unwrap();
+    let one = convert(&dir, "in.jsonl.gz", 1);
+    assert!(one.status.success());
+    assert_eq!(check_order(&one.stdout, &expected), expected.len());
+    for threads in [2, 3, 5] {
+        let many = convert(&dir, "in.jsonl.gz", threads);
+        assert!(many.status.success());
+        assert!(
+            one.stdout == many.stdout,
+            "output with {threads} threads equals the single-thread output"
+        );
+        assert_eq!(one.stderr, many.stderr, "summary with {threads} threads");
+    }
+    let summary: serde_json::Value = serde_json::from_slice(one.stderr.trim_ascii_end()).unwrap();
+    let invalid = expected.iter().filter(|e| e.is_none()).count() as u64;
+    assert_eq!(summary["records"], expected.len() as u64);
+    assert_eq!(summary["invalid"], invalid);
+    assert_eq!(summary["converted"], expected.len() as u64 - invalid);
+}
+
+#[test]
+fn a_stream_cut_after_several_chunks_fails_after_delivering_what_came_before() {
+    let dir = tempdir("cut");
+    std::fs::write(dir.join("c.json"), CONVERTER).unwrap();
+    let (text, expected) = big_input(20_000);
+    let gz = gzip(&text);
+    std::fs::write(dir.join("cut.jsonl.gz"), &gz[..gz.len() * 2 / 3]).unwrap();
+    for threads in [1, 2, 4] {
+        let out = convert(&dir, "cut.jsonl.gz", threads);
+        assert_eq!(out.status.code(), Some(2), "threads {threads}");
+        let delivered = check_order(&out.stdout, &expected);
+        assert!(
+            delivered > 1000 && delivered < expected.len(),
+            "threads {threads}: {delivered} records before the cut"
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        let last = err.lines().last().unwrap();
+        assert!(
+            last.starts_with("error: cut.jsonl.gz: corrupt gzip data after "),
+            "{last}"
+        );
+        assert!(
+            last.ends_with(&format!("(after {delivered} records)")),
+            "{last}"
+        );
+    }
+}
+
+#[test]
+fn a_closed_pipe_stops_quietly() {
+    let dir = tempdir("pipe");
+    std::fs::write(dir.join("c.json"), CONVERTER).unwrap();
+    let (text, _) = big_input(20_000);
+    std::fs::write(dir.join("in.jsonl"), &text).unwrap();
+    for threads in ["1", "2"] {
+        let mut child = bin()
+            .current_dir(&dir)
+            .args([
+                "convert",
+                "--config",
+                "c.json",
+                "--threads",
+                threads,
+                "in.jsonl",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        assert!(first.starts_with("{\"n\": 0"));
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(1), "threads {threads}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+#[test]
+fn preview_stops_at_the_limit() {
+    let dir = tempdir("preview");
+    std::fs::write(dir.join("c.json"), CONVERTER).unwrap();
+    let (text, _) = big_input(2_000);
+    std::fs::write(dir.join("in.jsonl"), &text).unwrap();
+    let out = bin()
+        .current_dir(&dir)
+        .args([
+            "preview", "--config", "c.json", "--json", "--limit", "3", "in.jsonl",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let items: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let items = items.as_array().unwrap();
+    assert_eq!(items.len(), 3);
+    assert_eq!(
+        items[0]["outcome"], "invalid",
+        "line 0 is broken on purpose"
+    );
+    assert_eq!(items[1]["source"]["e"], "ev-1");
+    assert_eq!(items[2]["payloads"][0]["event_type"], "ev-2");
+}
