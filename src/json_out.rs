@@ -120,6 +120,44 @@ pub fn write_value(out: &mut Vec<u8>, v: &V<'_>, style: Style) {
             out.push(b']');
         }
         V::Obj(entries) => write_object(out, entries.iter().map(|(k, v)| (k.as_ref(), v)), style),
+        V::Raw(text) => write_raw(out, text, style),
+    }
+}
+
+/// Copies validated JSON text, dropping white space outside strings and writing the style's
+/// separators; strings (escapes included) are copied as they are.
+fn write_raw(out: &mut Vec<u8>, text: &str, style: Style) {
+    let bytes = text.as_bytes();
+    out.reserve(bytes.len() + bytes.len() / 8);
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                // The closing quote is the first `"` that no backslash escapes.
+                let start = i;
+                i += 1;
+                loop {
+                    match memchr::memchr2(b'"', b'\\', &bytes[i..]) {
+                        Some(j) if bytes[i + j] == b'\\' => i += j + 2,
+                        Some(j) => {
+                            i += j + 1;
+                            break;
+                        }
+                        None => {
+                            i = bytes.len();
+                            break;
+                        }
+                    }
+                }
+                out.extend_from_slice(&bytes[start..i.min(bytes.len())]);
+                continue;
+            }
+            b' ' | b'\t' | b'\n' | b'\r' => {}
+            b',' => out.extend_from_slice(style.comma()),
+            b':' => out.extend_from_slice(style.colon()),
+            c => out.push(c),
+        }
+        i += 1;
     }
 }
 
@@ -171,6 +209,20 @@ mod tests {
                 serde_json::to_string(s).unwrap(),
                 "{s:?}"
             );
+        }
+    }
+
+    #[test]
+    fn raw_text_is_normalised_like_a_tree() {
+        let text = "{ \"a\" : [1, 2.5 ,\"x, y: \\\"z\\\\\"],\n\t\"b\":{}, \"c\" : \"\\u00e9\" }";
+        for style in [Style::Compact, Style::Spaced] {
+            let mut raw = Vec::new();
+            write_value(&mut raw, &V::Raw(text), style);
+            let mut tree = Vec::new();
+            write_value(&mut tree, &parse_value(text).unwrap(), style);
+            let raw = String::from_utf8(raw).unwrap();
+            // Identical but for the escape of "é", which raw text keeps as it was written.
+            assert_eq!(raw.replace("\\u00e9", "é"), String::from_utf8(tree).unwrap(), "{raw}");
         }
     }
 

@@ -454,7 +454,7 @@ impl Loader<'_> {
             errors: &mut *self.errors,
             record_keys: KeyIds::default(),
         };
-        let fields: Vec<(String, Expr)> = match m.get("convertToAmplitudeFunc") {
+        let mut fields: Vec<(String, Expr)> = match m.get("convertToAmplitudeFunc") {
             None => {
                 compiler.errors.push(ConfigError::new(&func_path, "missing; map Amplitude fields to your record, e.g. {\"event_type\": \"action\", \"user_id\": \"uid\"}"));
                 Vec::new()
@@ -479,7 +479,17 @@ impl Loader<'_> {
                 Vec::new()
             }
         };
-        let record_keys = Keys::Only(compiler.record_keys);
+        // A field that passes a top-level record value through whole (`"event_properties":
+        // "event_properties"`) lets the parser keep that value as text: no tree is built and
+        // it is written out as it came. Other reads of the same key parse it when they run.
+        let mut raw = vec![false; compiler.record_keys.len()];
+        for (_, expr) in fields.iter_mut() {
+            if let Expr::Field { slot: Some(id), raw_ok, .. } = expr {
+                *raw_ok = true;
+                raw[*id as usize] = true;
+            }
+        }
+        let record_keys = Keys::Only { ids: compiler.record_keys, raw };
 
         let ignore_flag = match m.get("ignoreEventFlag") {
             None => None,

@@ -174,6 +174,7 @@ fn coerce<'r, 'a>(name: &str, ty: FieldType, v: Cow<'r, V<'a>>) -> Result<Cow<'r
         (FieldType::Str, V::Bool(b)) => Ok(Cow::Owned(V::str(if *b { "true" } else { "false" }))),
         (FieldType::Str, _) => Err(format!("{name}: expected a string, got {}", show(&v))),
         (FieldType::Obj, V::Obj(_)) => Ok(v),
+        (FieldType::Obj, V::Raw(text)) if text.starts_with('{') => Ok(v),
         (FieldType::Obj, _) => Err(format!("{name}: expected an object, got {}", show(&v))),
         (FieldType::Bool, V::Bool(_)) => Ok(v),
         (FieldType::Bool, V::Str(s))
@@ -187,6 +188,9 @@ fn coerce<'r, 'a>(name: &str, ty: FieldType, v: Cow<'r, V<'a>>) -> Result<Cow<'r
 
 /// An object of property operations must hold only operations.
 fn check_operations(name: &str, v: &V<'_>) -> Result<(), String> {
+    if let V::Raw(_) = v {
+        return v.resolved().map_or(Ok(()), |tree| check_operations(name, &tree));
+    }
     let V::Obj(entries) = v else { return Ok(()) };
     let op = entries
         .iter()
@@ -442,20 +446,21 @@ fn group_identifies<'r, 'a>(typed: Vec<(&'r str, Cow<'r, V<'a>>)>) -> Outcome<'r
             "group_properties: missing; a group identify needs a group_properties object".into(),
         );
     };
-    let Some(V::Obj(groups)) = get("groups").map(|v| v.as_ref()) else {
+    let groups = get("groups").and_then(|v| v.resolved());
+    let Some(V::Obj(groups)) = groups else {
         return Outcome::Invalid(
             "groups: missing; a group identify needs groups with at least one type → value".into(),
         );
     };
     let mut payloads = Vec::new();
-    for (group_type, value) in groups {
+    for (group_type, value) in &groups {
         let values: Vec<&V<'a>> = match value {
             V::Arr(items) => items.iter().collect(),
             other => vec![other],
         };
         for v in values {
             let text = match v {
-                V::Str(s) => s.clone(),
+                V::Str(s) => Cow::Owned(s.to_string()),
                 V::Num(n) => match n.to_text() {
                     Some(t) => Cow::Owned(t),
                     None => {
@@ -475,7 +480,7 @@ fn group_identifies<'r, 'a>(typed: Vec<(&'r str, Cow<'r, V<'a>>)>) -> Outcome<'r
             payloads.push(Payload {
                 kind: Kind::GroupIdentify,
                 fields: vec![
-                    ("group_type", Cow::Owned(V::Str(group_type.clone()))),
+                    ("group_type", Cow::Owned(V::str(group_type.to_string()))),
                     ("group_value", Cow::Owned(V::Str(text))),
                     ("group_properties", props.clone()),
                 ],

@@ -17,10 +17,12 @@ pub use value::{json_eq, KeyIds, Keys, Num, Record, V};
 pub enum Expr {
     /// A string SD: whole key first, then the dotted walk (`dotted` holds the segments).
     /// `slot`/`first_slot` are set when it reads the record itself (top-level keys).
+    /// `raw_ok`: the value goes straight to a payload field, so a `V::Raw` may stay raw.
     Field {
         key: String,
         slot: Option<u32>,
         dotted: Option<(Vec<String>, Option<u32>)>,
+        raw_ok: bool,
     },
     /// A string argument of `path`: one key, or an array index; `slot` when it reads the record.
     Key(String, Option<u32>),
@@ -215,7 +217,7 @@ impl Compiler<'_> {
                     let first = top.then(|| self.slot(&segs[0]));
                     (segs, first)
                 });
-                Expr::Field { key: s.clone(), slot, dotted }
+                Expr::Field { key: s.clone(), slot, dotted, raw_ok: false }
             }
             J::Object(map) => Expr::Dict(
                 map.iter()
@@ -678,25 +680,40 @@ impl Expr {
     /// record, for the top-level keys found by slot.
     pub fn eval<'r, 'a>(&'r self, ctx: &'r V<'a>, rec: &'r Record<'a>) -> Out<'r, 'a> {
         match self {
-            Expr::Field { key, slot, dotted } => {
+            Expr::Field { key, slot, dotted, raw_ok } => {
                 let whole = match slot {
                     Some(id) => rec.slot(*id, key),
                     None => lookup(ctx, key),
                 };
                 if let Some(v) = whole {
-                    return Some(Cow::Borrowed(v));
+                    return match v {
+                        V::Raw(_) if !raw_ok => v.resolved().map(Cow::Owned),
+                        _ => Some(Cow::Borrowed(v)),
+                    };
                 }
                 let (segs, first) = dotted.as_ref()?;
-                let mut cur = match first {
+                let root = match first {
                     Some(id) => rec.slot(*id, &segs[0])?,
                     None => lookup(ctx, &segs[0])?,
                 };
+                if let V::Raw(_) = root {
+                    let tree = root.resolved()?;
+                    let mut cur = &tree;
+                    for seg in &segs[1..] {
+                        cur = lookup(cur, seg)?;
+                    }
+                    return Some(Cow::Owned(cur.clone()));
+                }
+                let mut cur = root;
                 for seg in &segs[1..] {
                     cur = lookup(cur, seg)?;
                 }
                 Some(Cow::Borrowed(cur))
             }
-            Expr::Key(key, Some(id)) => rec.slot(*id, key).map(Cow::Borrowed),
+            Expr::Key(key, Some(id)) => match rec.slot(*id, key)? {
+                raw @ V::Raw(_) => raw.resolved().map(Cow::Owned),
+                v => Some(Cow::Borrowed(v)),
+            },
             Expr::Key(key, None) => lookup(ctx, key).map(Cow::Borrowed),
             Expr::Path(steps) => {
                 let mut cur: Cow<'r, V<'a>> = Cow::Borrowed(ctx);

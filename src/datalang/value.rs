@@ -75,6 +75,10 @@ pub enum V<'a> {
     Arr(Vec<V<'a>>),
     /// Keys are unique (a repeated key keeps its last value, as serde_json does).
     Obj(Vec<(Cow<'a, str>, V<'a>)>),
+    /// A validated JSON object or array kept as its source text: a top-level record value
+    /// that the converter passes through whole. It is parsed only if something looks inside
+    /// ([`V::resolved`]); the converter's expressions never see it otherwise.
+    Raw(&'a str),
 }
 
 impl<'a> V<'a> {
@@ -109,9 +113,19 @@ impl<'a> V<'a> {
         matches!(self, V::Null)
     }
 
+    /// A `Raw` value parsed into a tree; any other value as it is.
+    pub fn resolved(&self) -> Option<V<'a>> {
+        match self {
+            V::Raw(text) => parse_value(text).ok(),
+            other => Some(other.clone()),
+        }
+    }
+
     /// The name `typeof` gives this value.
     pub fn type_name(&self) -> &'static str {
         match self {
+            V::Raw(text) if text.starts_with('[') => "list",
+            V::Raw(_) => "dict",
             V::Null => "null",
             V::Bool(_) => "bool",
             V::Num(_) => "number",
@@ -134,6 +148,7 @@ impl<'a> V<'a> {
                     .map(|(k, v)| (Cow::Owned(k.into_owned()), v.into_static()))
                     .collect(),
             ),
+            V::Raw(text) => parse_value(text).map_or(V::Null, V::into_static),
         }
     }
 
@@ -146,6 +161,10 @@ impl<'a> V<'a> {
 /// JSON equality: numbers by value, objects regardless of key order.
 pub fn json_eq(a: &V<'_>, b: &V<'_>) -> bool {
     match (a, b) {
+        (V::Raw(_), _) | (_, V::Raw(_)) => match (a.resolved(), b.resolved()) {
+            (Some(x), Some(y)) => json_eq(&x, &y),
+            _ => false,
+        },
         (V::Null, V::Null) => true,
         (V::Bool(x), V::Bool(y)) => x == y,
         (V::Num(x), V::Num(y)) => x.value_eq(*y),
@@ -206,6 +225,10 @@ impl Serialize for V<'_> {
                 }
                 map.end()
             }
+            V::Raw(text) => match parse_value(text) {
+                Ok(v) => v.serialize(s),
+                Err(_) => s.serialize_unit(),
+            },
         }
     }
 }
@@ -239,7 +262,8 @@ pub type KeyIds = HashMap<String, u32, BuildHasherDefault<Fnv>>;
 #[derive(Clone, Debug)]
 pub enum Keys {
     All,
-    Only(KeyIds),
+    /// These keys, by slot; a slot marked in `raw` keeps an object or array value as `V::Raw`.
+    Only { ids: KeyIds, raw: Vec<bool> },
 }
 
 /// A record: its top-level object and, when parsed for a converter, where each slot's key is.
@@ -458,12 +482,21 @@ impl<'de> Visitor<'de> for RecordSeed<'_> {
                 dedupe_keys(&mut entries);
                 Ok(Record::new(V::Obj(entries)))
             }
-            Keys::Only(ids) => {
+            Keys::Only { ids, raw } => {
                 let mut slots = vec![NO_SLOT; ids.len()];
                 while let Some(k) = map.next_key_seed(KeySeed)? {
                     match ids.get(k.as_ref()) {
                         Some(&id) => {
-                            let v = map.next_value_seed(ValueSeed)?;
+                            let v = if raw[id as usize] {
+                                let text = map.next_value::<&'de serde_json::value::RawValue>()?.get();
+                                if text.starts_with(['{', '[']) {
+                                    V::Raw(text)
+                                } else {
+                                    parse_value(text).map_err(de::Error::custom)?
+                                }
+                            } else {
+                                map.next_value_seed(ValueSeed)?
+                            };
                             let slot = &mut slots[id as usize];
                             if *slot == NO_SLOT {
                                 *slot = entries.len() as u32;
@@ -529,7 +562,7 @@ mod tests {
         let mut ids = KeyIds::default();
         ids.insert("a".into(), 0);
         ids.insert("c".into(), 1);
-        let keys = Keys::Only(ids);
+        let keys = Keys::Only { ids, raw: vec![false, false] };
         let r = parse_record(br#"{"a":1,"b":{"x":[1,2]},"a":2}"#, &keys).unwrap();
         assert_eq!(r.value.to_json(), r#"{"a":2}"#);
         assert_eq!(r.slot(0, "a").map(V::to_json).as_deref(), Some("2"));
@@ -575,5 +608,25 @@ mod tests {
         let b = parse_value(r#"{"y":[1,"s"],"x":1.0}"#).unwrap();
         assert!(json_eq(&a, &b));
         assert!(!json_eq(&V::str("1"), &V::int(1)));
+    }
+}
+
+#[cfg(test)]
+mod raw_tests {
+    use super::*;
+
+    #[test]
+    fn raw_slots_keep_objects_as_text_and_scalars_as_values() {
+        let mut ids = KeyIds::default();
+        ids.insert("o".into(), 0);
+        ids.insert("s".into(), 1);
+        let keys = Keys::Only { ids, raw: vec![true, true] };
+        let r = parse_record(br#"{"o": {"a": [1, "x"]}, "s": "plain"}"#, &keys).unwrap();
+        assert!(matches!(r.slot(0, "o"), Some(V::Raw(r#"{"a": [1, "x"]}"#))));
+        assert!(matches!(r.slot(1, "s"), Some(V::Str(_))));
+        assert_eq!(r.slot(0, "o").unwrap().type_name(), "dict");
+        assert_eq!(r.slot(0, "o").unwrap().to_json(), r#"{"a":[1,"x"]}"#);
+        let parsed = parse_value(r#"{"a":[1,"x"]}"#).unwrap();
+        assert!(json_eq(r.slot(0, "o").unwrap(), &parsed));
     }
 }
