@@ -38,6 +38,19 @@ fn needs_escape(word: u64) -> bool {
     control | has_zero(word ^ (LO * b'"' as u64)) | has_zero(word ^ (LO * b'\\' as u64)) != 0
 }
 
+/// Which bytes JSON must escape in a string.
+static ESCAPED: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        t[b] = true;
+        b += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t
+};
+
 /// Appends `s` as a JSON string.
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
@@ -54,6 +67,10 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
             }
         }
         let b = bytes[i];
+        if !ESCAPED[b as usize] {
+            i += 1;
+            continue;
+        }
         let esc: &[u8] = match b {
             b'"' => b"\\\"",
             b'\\' => b"\\\\",

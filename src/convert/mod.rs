@@ -87,6 +87,7 @@ pub struct Converter {
     /// worked out once here rather than by name per record.
     types: Vec<[Option<FieldType>; 4]>,
     roles: Vec<Role>,
+    event_type_index: Option<usize>,
 }
 
 const KINDS: [Kind; 4] = [
@@ -224,11 +225,13 @@ impl Converter {
             .map(|(name, _)| KINDS.map(|kind| fields::field_type(kind, name, mirror)))
             .collect();
         let roles = file.fields.iter().map(|(name, _)| Role::of(name)).collect();
+        let event_type_index = file.fields.iter().position(|(name, _)| name == "event_type");
         Converter {
             file,
             flag_index,
             types,
             roles,
+            event_type_index,
         }
     }
 
@@ -257,25 +260,16 @@ impl Converter {
         let skip = self
             .flag_index
             .is_some_and(|i| truthy(self.file.fields[i].1.eval(ctx, record).as_deref()));
-        let mut out: Vec<(usize, Cow<'r, V<'a>>)> = Vec::with_capacity(self.file.fields.len());
-        for (i, (_, expr)) in self.file.fields.iter().enumerate() {
-            if Some(i) == self.flag_index {
-                continue;
-            }
-            if let Some(v) = expr.eval(ctx, record) {
-                out.push((i, v));
-            }
-        }
-        // 2. Kind.
+        // 2. Kind: for events, `event_type` is evaluated first (once) and decides it.
+        let mut event_type = match (self.file.data_type, self.event_type_index) {
+            (DataType::Event, Some(i)) => self.file.fields[i].1.eval(ctx, record),
+            _ => None,
+        };
         let kind = match self.file.data_type {
             DataType::UserProperties => Kind::Identify,
             DataType::GroupProperties => Kind::GroupIdentify,
             DataType::Profiles => Kind::Profile,
-            DataType::Event => match out
-                .iter()
-                .find(|(i, _)| self.roles[*i] == Role::EventType)
-                .and_then(|(_, v)| v.as_str())
-            {
+            DataType::Event => match event_type.as_deref().and_then(V::as_str) {
                 Some("$identify") => Kind::Identify,
                 Some("$groupidentify") => Kind::GroupIdentify,
                 _ => Kind::Event,
@@ -286,11 +280,21 @@ impl Converter {
             self.file.strategy == Strategy::Mirror && matches!(kind, Kind::Event | Kind::Profile);
         // 3. Field types (unknown fields dropped and counted), property operations, and
         // 4. the ID rules, in one pass.
-        let mut typed: Vec<(&'r str, Cow<'r, V<'a>>)> = Vec::with_capacity(out.len() + 3);
+        let mut typed: Vec<(&'r str, Cow<'r, V<'a>>)> =
+            Vec::with_capacity(self.file.fields.len() + 3);
         let mut seen = Seen::default();
         let mut removed_ids = Vec::new();
-        for (i, v) in out {
-            let name = self.file.fields[i].0.as_str();
+        for (i, (name, expr)) in self.file.fields.iter().enumerate() {
+            if Some(i) == self.flag_index {
+                continue;
+            }
+            let value = if Some(i) == self.event_type_index && self.file.data_type == DataType::Event {
+                event_type.take()
+            } else {
+                expr.eval(ctx, record)
+            };
+            let Some(v) = value else { continue };
+            let name = name.as_str();
             let role = self.roles[i];
             let Some(ty) = self.types[i][kind_index] else {
                 if !(role == Role::EventType
