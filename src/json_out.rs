@@ -239,7 +239,11 @@ mod tests {
             write_value(&mut tree, &parse_value(text).unwrap(), style);
             let raw = String::from_utf8(raw).unwrap();
             // Identical but for the escape of "é", which raw text keeps as it was written.
-            assert_eq!(raw.replace("\\u00e9", "é"), String::from_utf8(tree).unwrap(), "{raw}");
+            assert_eq!(
+                raw.replace("\\u00e9", "é"),
+                String::from_utf8(tree).unwrap(),
+                "{raw}"
+            );
         }
     }
 

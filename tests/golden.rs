@@ -223,3 +223,41 @@ fn golden_cases() {
         failures.join("\n\n")
     );
 }
+
+fn operators_in(v: &Value, found: &mut std::collections::BTreeSet<String>) {
+    match v {
+        Value::Array(items) => {
+            if let Some(Value::String(op)) = items.first() {
+                found.insert(op.clone());
+            }
+            items.iter().for_each(|i| operators_in(i, found));
+        }
+        Value::Object(map) => map.values().for_each(|i| operators_in(i, found)),
+        _ => {}
+    }
+}
+
+#[test]
+fn every_operator_and_alias_has_a_golden_case() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let mut found = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(&root).unwrap().filter_map(Result::ok) {
+        let path = entry.path().join("converter.json");
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            if let Ok(v) = serde_json::from_str::<Value>(&text) {
+                if let Some(func) = v.pointer("/converterConfig/convertToAmplitudeFunc") {
+                    operators_in(func, &mut found);
+                }
+            }
+        }
+    }
+    let missing: Vec<&str> = s3_import::datalang::OPERATORS
+        .iter()
+        .copied()
+        .filter(|op| !found.contains(*op))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "operators without a golden case: {missing:?}"
+    );
+}

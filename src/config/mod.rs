@@ -484,12 +484,20 @@ impl Loader<'_> {
         // it is written out as it came. Other reads of the same key parse it when they run.
         let mut raw = vec![false; compiler.record_keys.len()];
         for (_, expr) in fields.iter_mut() {
-            if let Expr::Field { slot: Some(id), raw_ok, .. } = expr {
+            if let Expr::Field {
+                slot: Some(id),
+                raw_ok,
+                ..
+            } = expr
+            {
                 *raw_ok = true;
                 raw[*id as usize] = true;
             }
         }
-        let record_keys = Keys::Only { ids: compiler.record_keys, raw };
+        let record_keys = Keys::Only {
+            ids: compiler.record_keys,
+            raw,
+        };
 
         let ignore_flag = match m.get("ignoreEventFlag") {
             None => None,

@@ -190,7 +190,9 @@ fn coerce<'r, 'a>(name: &str, ty: FieldType, v: Cow<'r, V<'a>>) -> Result<Cow<'r
 /// An object of property operations must hold only operations.
 fn check_operations(name: &str, v: &V<'_>) -> Result<(), String> {
     if let V::Raw(_) = v {
-        return v.resolved().map_or(Ok(()), |tree| check_operations(name, &tree));
+        return v
+            .resolved()
+            .map_or(Ok(()), |tree| check_operations(name, &tree));
     }
     let V::Obj(entries) = v else { return Ok(()) };
     let op = entries
@@ -225,7 +227,10 @@ impl Converter {
             .map(|(name, _)| KINDS.map(|kind| fields::field_type(kind, name, mirror)))
             .collect();
         let roles = file.fields.iter().map(|(name, _)| Role::of(name)).collect();
-        let event_type_index = file.fields.iter().position(|(name, _)| name == "event_type");
+        let event_type_index = file
+            .fields
+            .iter()
+            .position(|(name, _)| name == "event_type");
         Converter {
             file,
             flag_index,
@@ -288,11 +293,12 @@ impl Converter {
             if Some(i) == self.flag_index {
                 continue;
             }
-            let value = if Some(i) == self.event_type_index && self.file.data_type == DataType::Event {
-                event_type.take()
-            } else {
-                expr.eval(ctx, record)
-            };
+            let value =
+                if Some(i) == self.event_type_index && self.file.data_type == DataType::Event {
+                    event_type.take()
+                } else {
+                    expr.eval(ctx, record)
+                };
             let Some(v) = value else { continue };
             let name = name.as_str();
             let role = self.roles[i];

@@ -680,7 +680,12 @@ impl Expr {
     /// record, for the top-level keys found by slot.
     pub fn eval<'r, 'a>(&'r self, ctx: &'r V<'a>, rec: &'r Record<'a>) -> Out<'r, 'a> {
         match self {
-            Expr::Field { key, slot, dotted, raw_ok } => {
+            Expr::Field {
+                key,
+                slot,
+                dotted,
+                raw_ok,
+            } => {
                 let whole = match slot {
                     Some(id) => rec.slot(*id, key),
                     None => lookup(ctx, key),

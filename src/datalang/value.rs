@@ -263,7 +263,10 @@ pub type KeyIds = HashMap<String, u32, BuildHasherDefault<Fnv>>;
 pub enum Keys {
     All,
     /// These keys, by slot; a slot marked in `raw` keeps an object or array value as `V::Raw`.
-    Only { ids: KeyIds, raw: Vec<bool> },
+    Only {
+        ids: KeyIds,
+        raw: Vec<bool>,
+    },
 }
 
 /// A record: its top-level object and, when parsed for a converter, where each slot's key is.
@@ -488,7 +491,8 @@ impl<'de> Visitor<'de> for RecordSeed<'_> {
                     match ids.get(k.as_ref()) {
                         Some(&id) => {
                             let v = if raw[id as usize] {
-                                let text = map.next_value::<&'de serde_json::value::RawValue>()?.get();
+                                let text =
+                                    map.next_value::<&'de serde_json::value::RawValue>()?.get();
                                 if text.starts_with(['{', '[']) {
                                     V::Raw(text)
                                 } else {
@@ -562,7 +566,10 @@ mod tests {
         let mut ids = KeyIds::default();
         ids.insert("a".into(), 0);
         ids.insert("c".into(), 1);
-        let keys = Keys::Only { ids, raw: vec![false, false] };
+        let keys = Keys::Only {
+            ids,
+            raw: vec![false, false],
+        };
         let r = parse_record(br#"{"a":1,"b":{"x":[1,2]},"a":2}"#, &keys).unwrap();
         assert_eq!(r.value.to_json(), r#"{"a":2}"#);
         assert_eq!(r.slot(0, "a").map(V::to_json).as_deref(), Some("2"));
@@ -620,7 +627,10 @@ mod raw_tests {
         let mut ids = KeyIds::default();
         ids.insert("o".into(), 0);
         ids.insert("s".into(), 1);
-        let keys = Keys::Only { ids, raw: vec![true, true] };
+        let keys = Keys::Only {
+            ids,
+            raw: vec![true, true],
+        };
         let r = parse_record(br#"{"o": {"a": [1, "x"]}, "s": "plain"}"#, &keys).unwrap();
         assert!(matches!(r.slot(0, "o"), Some(V::Raw(r#"{"a": [1, "x"]}"#))));
         assert!(matches!(r.slot(1, "s"), Some(V::Str(_))));
