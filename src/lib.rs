@@ -5,4 +5,5 @@ pub mod config;
 pub mod convert;
 pub mod datalang;
 pub mod decode;
+pub mod emulator;
 pub mod json_out;

@@ -29,6 +29,39 @@ enum Command {
     Preview(PreviewArgs),
     /// Load a converter file and report every problem with its JSON path
     Validate(ValidateArgs),
+    /// Run a local Amplitude-compatible ingestion endpoint (dry runs, demo, tests)
+    Emulator(EmulatorArgs),
+}
+
+#[derive(Args)]
+struct EmulatorArgs {
+    /// Address to listen on (port 0 picks a free port; the bound address is printed)
+    #[arg(long, default_value = "127.0.0.1:8787")]
+    listen: std::net::SocketAddr,
+    /// Where accepted payloads are appended as JSON lines
+    #[arg(long, value_name = "DIR")]
+    data_dir: PathBuf,
+    /// The only API key accepted [default: any non-empty key]
+    #[arg(long)]
+    api_key: Option<String>,
+    /// Events per second allowed per device or user; more get 429 [default: no limit]
+    #[arg(long)]
+    eps_limit: Option<u32>,
+    /// Share of requests that fail with 500 (after ingesting) or 503 (before), 0–1
+    #[arg(long, default_value_t = 0.0)]
+    fail_rate: f64,
+    /// Share of requests whose connection is cut after ingesting, 0–1
+    #[arg(long, default_value_t = 0.0)]
+    drop_rate: f64,
+    /// Latency added to every request, in milliseconds
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+    /// Events per request before 413
+    #[arg(long, default_value_t = 2000)]
+    max_events: usize,
+    /// Seed of the fault generator
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
 }
 
 #[derive(Args)]
@@ -261,11 +294,51 @@ fn run_validate(a: ValidateArgs) -> ExitCode {
     }
 }
 
+fn run_emulator(a: EmulatorArgs) -> ExitCode {
+    for (name, rate) in [("--fail-rate", a.fail_rate), ("--drop-rate", a.drop_rate)] {
+        if !(0.0..=1.0).contains(&rate) {
+            return fail(format!("{name} must be between 0 and 1, got {rate}"));
+        }
+    }
+    let config = s3_import::emulator::EmulatorConfig {
+        api_key: a.api_key,
+        eps_limit: a.eps_limit,
+        fail_rate: a.fail_rate,
+        drop_rate: a.drop_rate,
+        latency: std::time::Duration::from_millis(a.latency_ms),
+        max_events: a.max_events,
+        seed: a.seed,
+        ..s3_import::emulator::EmulatorConfig::new(a.data_dir)
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let served = runtime.block_on(s3_import::emulator::serve(a.listen, config, |addr| {
+        println!("listening on http://{addr}");
+        let _ = io::stdout().flush();
+    }));
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: emulator on {}: {e}", a.listen);
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Convert(a) => run_convert(a),
         Command::Preview(a) => run_preview(a),
         Command::Validate(a) => run_validate(a),
+        Command::Emulator(a) => run_emulator(a),
     }
 }

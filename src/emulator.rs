@@ -1,0 +1,564 @@
+//! `s3-import emulator`: a local Amplitude-compatible ingestion endpoint for the demo, the tests
+//! and dry runs. It validates like Amplitude (amplitude-reference.md §6–9), drops repeated
+//! `insert_id`s per device for 7 days, throttles hot devices/users with 429, can inject faults,
+//! appends what it accepted to JSON-lines files and reports counts at `GET /stats`.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::{json, Map, Value};
+
+use crate::convert::usable_id;
+
+const DEDUPE_WINDOW_MS: i64 = 7 * 24 * 3600 * 1000;
+
+/// How the emulator behaves.
+#[derive(Clone, Debug)]
+pub struct EmulatorConfig {
+    /// Where accepted payloads are appended (`events.jsonl`, `identify.jsonl`, …).
+    pub data_dir: PathBuf,
+    /// The only API key accepted; `None` accepts any non-empty key.
+    pub api_key: Option<String>,
+    /// Events per second allowed per device (or user); `None`: no limit.
+    pub eps_limit: Option<u32>,
+    /// Share of requests answered 500 (after ingesting) or 503 (before), 0.0–1.0.
+    pub fail_rate: f64,
+    /// Share of requests whose connection is cut after ingesting, 0.0–1.0.
+    pub drop_rate: f64,
+    /// Added to every request.
+    pub latency: Duration,
+    /// Events per request (HTTP V2 and Batch).
+    pub max_events: usize,
+    /// Body bytes (decompressed) for HTTP V2 and mutations; Batch allows 20 MB.
+    pub max_body_bytes: usize,
+    /// Seed of the fault generator, for repeatable runs.
+    pub seed: u64,
+}
+
+impl EmulatorConfig {
+    pub fn new(data_dir: PathBuf) -> Self {
+        EmulatorConfig {
+            data_dir,
+            api_key: None,
+            eps_limit: None,
+            fail_rate: 0.0,
+            drop_rate: 0.0,
+            latency: Duration::ZERO,
+            max_events: 2000,
+            max_body_bytes: 1 << 20,
+            seed: 42,
+        }
+    }
+}
+
+#[derive(Default, serde::Serialize)]
+struct Stats {
+    requests: BTreeMap<String, BTreeMap<u16, u64>>,
+    events: u64,
+    duplicates: u64,
+    identifies: u64,
+    group_identifies: u64,
+    mutations: u64,
+    throttled_events: u64,
+    dropped_connections: u64,
+}
+
+struct Inner {
+    stats: Stats,
+    /// (device or user, insert_id) → epoch ms first seen.
+    seen: HashMap<(String, String), i64>,
+    /// Per device/user: times of recently accepted events.
+    recent: HashMap<String, VecDeque<Instant>>,
+    rng: u64,
+}
+
+struct App {
+    config: EmulatorConfig,
+    inner: Mutex<Inner>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Inner {
+    fn roll(&mut self) -> f64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        (self.rng >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn count(&mut self, route: &str, code: u16) {
+        *self
+            .stats
+            .requests
+            .entry(route.to_string())
+            .or_default()
+            .entry(code)
+            .or_insert(0) += 1;
+    }
+}
+
+fn reply(code: StatusCode, body: Value) -> Response {
+    (code, axum::Json(body)).into_response()
+}
+
+/// A response whose declared length is never delivered: the client sees the connection drop.
+fn cut_connection() -> Response {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-length", "1000")
+        .body(Body::from("{"))
+        .unwrap_or_default()
+}
+
+fn body_bytes(headers: &HeaderMap, body: &Bytes) -> Result<Vec<u8>, Response> {
+    let gz = headers
+        .get("content-encoding")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+    if !gz {
+        return Ok(body.to_vec());
+    }
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(&body[..])
+        .take(64 << 20)
+        .read_to_end(&mut out)
+        .map_err(|_| {
+            reply(
+                StatusCode::BAD_REQUEST,
+                json!({"code": 400, "error": "Invalid JSON request body"}),
+            )
+        })?;
+    Ok(out)
+}
+
+fn id_of(event: &Map<String, Value>) -> Option<String> {
+    let usable = |k: &str| {
+        event
+            .get(k)
+            .and_then(Value::as_str)
+            .filter(|s| usable_id(s))
+            .map(str::to_string)
+    };
+    usable("device_id").or_else(|| usable("user_id").map(|u| format!("user:{u}")))
+}
+
+impl App {
+    fn append(&self, file: &str, lines: &[Value]) {
+        if lines.is_empty() {
+            return;
+        }
+        let mut text = Vec::new();
+        for l in lines {
+            let _ = serde_json::to_writer(&mut text, l);
+            text.push(b'\n');
+        }
+        let path = self.config.data_dir.join(file);
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = f.write_all(&text);
+        }
+    }
+
+    /// Faults decided before the request is handled: `Some` answers 503 without ingesting.
+    fn fault_before(&self, inner: &mut Inner) -> Option<Response> {
+        if self.config.fail_rate > 0.0 && inner.roll() < self.config.fail_rate / 2.0 {
+            return Some(reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"code": 503, "error": "Service Unavailable"}),
+            ));
+        }
+        None
+    }
+
+    /// Faults after ingesting: a 500 or a cut connection (the client cannot know it landed).
+    fn fault_after(&self, inner: &mut Inner) -> Option<Response> {
+        if self.config.fail_rate > 0.0 && inner.roll() < self.config.fail_rate / 2.0 {
+            return Some(reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({"code": 500, "error": "Internal Server Error"}),
+            ));
+        }
+        if self.config.drop_rate > 0.0 && inner.roll() < self.config.drop_rate {
+            inner.stats.dropped_connections += 1;
+            return Some(cut_connection());
+        }
+        None
+    }
+
+    /// HTTP V2, Batch and mutations: validate, throttle, dedupe, ingest.
+    fn events(
+        &self,
+        route: &str,
+        headers: &HeaderMap,
+        body: &Bytes,
+        list_key: &str,
+        max_bytes: usize,
+    ) -> Response {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let response = self.events_locked(&mut inner, headers, body, list_key, max_bytes);
+        inner.count(route, response.status().as_u16());
+        response
+    }
+
+    fn check_key(&self, key: Option<&str>) -> Result<(), Response> {
+        match key {
+            None | Some("") => Err(reply(
+                StatusCode::BAD_REQUEST,
+                json!({"code": 400, "error": "Request missing required field", "missing_field": "api_key"}),
+            )),
+            Some(k) if self.config.api_key.as_deref().is_some_and(|want| want != k) => Err(reply(
+                StatusCode::BAD_REQUEST,
+                json!({"code": 400, "error": "Invalid API key"}),
+            )),
+            Some(_) => Ok(()),
+        }
+    }
+
+    fn events_locked(
+        &self,
+        inner: &mut Inner,
+        headers: &HeaderMap,
+        body: &Bytes,
+        list_key: &str,
+        max_bytes: usize,
+    ) -> Response {
+        if let Some(r) = self.fault_before(inner) {
+            return r;
+        }
+        let bytes = match body_bytes(headers, body) {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
+        if bytes.len() > max_bytes {
+            return reply(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                json!({"code": 413, "error": "Payload too large"}),
+            );
+        }
+        let Ok(Value::Object(req)) = serde_json::from_slice::<Value>(&bytes) else {
+            return reply(
+                StatusCode::BAD_REQUEST,
+                json!({"code": 400, "error": "Invalid JSON request body"}),
+            );
+        };
+        if let Err(r) = self.check_key(req.get("api_key").and_then(Value::as_str)) {
+            return r;
+        }
+        let Some(Value::Array(items)) = req.get(list_key) else {
+            return reply(
+                StatusCode::BAD_REQUEST,
+                json!({"code": 400, "error": "Request missing required field", "missing_field": list_key}),
+            );
+        };
+        if items.len() > self.config.max_events {
+            return reply(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                json!({"code": 413, "error": "Payload too large"}),
+            );
+        }
+        // Validation: every problem, by field, with the indexes of the events that have it.
+        let mut invalid: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        let mut missing: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        let mut events = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let event = if list_key == "mutations" {
+                match item.get("mutation_type").and_then(Value::as_str) {
+                    Some("INSERT" | "UPDATE" | "DELETE") => {}
+                    _ => invalid.entry("mutation_type").or_default().push(i),
+                }
+                item.get("event").or_else(|| item.get("profile"))
+            } else {
+                Some(item)
+            };
+            let Some(Value::Object(e)) = event else {
+                invalid.entry("event").or_default().push(i);
+                continue;
+            };
+            let is_profile = item.get("profile").is_some();
+            if !is_profile
+                && !e
+                    .get("event_type")
+                    .is_some_and(|t| t.as_str().is_some_and(|s| !s.is_empty()))
+            {
+                missing.entry("event_type").or_default().push(i);
+            }
+            if id_of(e).is_none() {
+                missing
+                    .entry(if is_profile { "user_id" } else { "device_id" })
+                    .or_default()
+                    .push(i);
+            }
+            if e.get("time").is_some_and(|t| !(t.is_i64() || t.is_u64())) {
+                invalid.entry("time").or_default().push(i);
+            }
+            events.push((i, e, item));
+        }
+        if !invalid.is_empty() || !missing.is_empty() {
+            return reply(
+                StatusCode::BAD_REQUEST,
+                json!({"code": 400, "error": "Invalid field values on some events",
+                       "events_with_invalid_fields": invalid, "events_with_missing_fields": missing}),
+            );
+        }
+        // Throttling per device/user over the last second.
+        if let Some(limit) = self.config.eps_limit {
+            let now = Instant::now();
+            let mut per_id: HashMap<String, u32> = HashMap::new();
+            let mut throttled_events = Vec::new();
+            let mut throttled_devices = Map::new();
+            let mut throttled_users = Map::new();
+            for (i, e, _) in &events {
+                let Some(id) = id_of(e) else { continue };
+                let window = inner.recent.entry(id.clone()).or_default();
+                while window
+                    .front()
+                    .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(1))
+                {
+                    window.pop_front();
+                }
+                let n = per_id.entry(id.clone()).or_insert(0);
+                *n += 1;
+                if window.len() as u32 + *n > limit {
+                    throttled_events.push(*i);
+                    let eps = json!(window.len() as u32 + *n);
+                    match id.strip_prefix("user:") {
+                        Some(user) => throttled_users.insert(user.to_string(), eps),
+                        None => throttled_devices.insert(id.clone(), eps),
+                    };
+                }
+            }
+            if !throttled_events.is_empty() {
+                inner.stats.throttled_events += throttled_events.len() as u64;
+                return reply(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    json!({"code": 429, "error": "Too many requests for some devices and users", "eps_threshold": limit,
+                           "throttled_devices": throttled_devices, "throttled_users": throttled_users,
+                           "throttled_events": throttled_events}),
+                );
+            }
+            for (_, e, _) in &events {
+                if let Some(id) = id_of(e) {
+                    inner.recent.entry(id).or_default().push_back(now);
+                }
+            }
+        }
+        // Dedupe by (device or user, insert_id) over 7 days, then ingest.
+        let now = now_ms();
+        let mut accepted = Vec::new();
+        for (_, e, item) in &events {
+            if let (Some(id), Some(ins)) = (id_of(e), e.get("insert_id").and_then(Value::as_str)) {
+                let key = (id, ins.to_string());
+                match inner.seen.get(&key) {
+                    Some(t) if now - t < DEDUPE_WINDOW_MS => {
+                        inner.stats.duplicates += 1;
+                        continue;
+                    }
+                    _ => {
+                        inner.seen.insert(key, now);
+                    }
+                }
+            }
+            accepted.push((*item).clone());
+        }
+        let n = accepted.len() as u64;
+        if list_key == "mutations" {
+            inner.stats.mutations += n;
+            self.append("mutations.jsonl", &accepted);
+        } else {
+            inner.stats.events += n;
+            self.append("events.jsonl", &accepted);
+        }
+        if let Some(r) = self.fault_after(inner) {
+            return r;
+        }
+        reply(
+            StatusCode::OK,
+            json!({"code": 200, "events_ingested": items.len(), "payload_size_bytes": bytes.len(), "server_upload_time": now}),
+        )
+    }
+
+    /// Identify and Group Identify: form-encoded `api_key` and `identification`.
+    fn identify(&self, route: &str, headers: &HeaderMap, body: &Bytes, group: bool) -> Response {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let response = self.identify_locked(&mut inner, headers, body, group);
+        inner.count(route, response.status().as_u16());
+        response
+    }
+
+    fn identify_locked(
+        &self,
+        inner: &mut Inner,
+        headers: &HeaderMap,
+        body: &Bytes,
+        group: bool,
+    ) -> Response {
+        if let Some(r) = self.fault_before(inner) {
+            return r;
+        }
+        let bytes = match body_bytes(headers, body) {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
+        if bytes.len() > self.config.max_body_bytes {
+            return reply(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                json!({"code": 413, "error": "Payload too large"}),
+            );
+        }
+        let form: HashMap<String, String> =
+            serde_urlencoded::from_bytes(&bytes).unwrap_or_default();
+        if let Err(r) = self.check_key(form.get("api_key").map(String::as_str)) {
+            return r;
+        }
+        let items = match form
+            .get("identification")
+            .map(|t| serde_json::from_str::<Value>(t))
+        {
+            Some(Ok(Value::Array(a))) => a,
+            Some(Ok(o @ Value::Object(_))) => vec![o],
+            _ => {
+                return reply(
+                    StatusCode::BAD_REQUEST,
+                    json!({"code": 400, "error": "missing_event"}),
+                )
+            }
+        };
+        let limit = if group { 1024 } else { self.config.max_events };
+        if items.len() > limit {
+            return reply(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                json!({"code": 413, "error": "Payload too large"}),
+            );
+        }
+        let valid = items.iter().all(|i| match i {
+            Value::Object(o) if group => {
+                o.get("group_type").is_some_and(Value::is_string)
+                    && o.get("group_value").is_some_and(Value::is_string)
+                    && o.get("group_properties").is_some_and(Value::is_object)
+            }
+            Value::Object(o) => id_of(o).is_some(),
+            _ => false,
+        });
+        if !valid {
+            return reply(
+                StatusCode::BAD_REQUEST,
+                json!({"code": 400, "error": "missing_event"}),
+            );
+        }
+        if group {
+            inner.stats.group_identifies += items.len() as u64;
+            self.append("groupidentify.jsonl", &items);
+        } else {
+            inner.stats.identifies += items.len() as u64;
+            self.append("identify.jsonl", &items);
+        }
+        if let Some(r) = self.fault_after(inner) {
+            return r;
+        }
+        (StatusCode::OK, "success").into_response()
+    }
+}
+
+async fn delayed(app: &App) {
+    if !app.config.latency.is_zero() {
+        tokio::time::sleep(app.config.latency).await;
+    }
+}
+
+/// The emulator's routes, ready to serve.
+pub fn router(config: EmulatorConfig) -> Router {
+    let seed = config.seed.max(1);
+    let app = Arc::new(App {
+        config,
+        inner: Mutex::new(Inner {
+            stats: Stats::default(),
+            seen: HashMap::new(),
+            recent: HashMap::new(),
+            rng: seed,
+        }),
+    });
+    Router::new()
+        .route(
+            "/2/httpapi",
+            post(
+                |State(a): State<Arc<App>>, h: HeaderMap, b: Bytes| async move {
+                    delayed(&a).await;
+                    a.events("/2/httpapi", &h, &b, "events", a.config.max_body_bytes)
+                },
+            ),
+        )
+        .route(
+            "/batch",
+            post(
+                |State(a): State<Arc<App>>, h: HeaderMap, b: Bytes| async move {
+                    delayed(&a).await;
+                    a.events("/batch", &h, &b, "events", 20 << 20)
+                },
+            ),
+        )
+        .route(
+            "/mutations",
+            post(
+                |State(a): State<Arc<App>>, h: HeaderMap, b: Bytes| async move {
+                    delayed(&a).await;
+                    a.events("/mutations", &h, &b, "mutations", a.config.max_body_bytes)
+                },
+            ),
+        )
+        .route(
+            "/identify",
+            post(
+                |State(a): State<Arc<App>>, h: HeaderMap, b: Bytes| async move {
+                    delayed(&a).await;
+                    a.identify("/identify", &h, &b, false)
+                },
+            ),
+        )
+        .route(
+            "/groupidentify",
+            post(
+                |State(a): State<Arc<App>>, h: HeaderMap, b: Bytes| async move {
+                    delayed(&a).await;
+                    a.identify("/groupidentify", &h, &b, true)
+                },
+            ),
+        )
+        .route(
+            "/stats",
+            get(|State(a): State<Arc<App>>| async move {
+                let inner = a.inner.lock().unwrap_or_else(|p| p.into_inner());
+                axum::Json(serde_json::to_value(&inner.stats).unwrap_or_default())
+            }),
+        )
+        .with_state(app)
+}
+
+/// Serves the emulator on `listen` until the process ends; returns the bound address first
+/// through `bound` (port 0 picks a free port).
+pub async fn serve(
+    listen: SocketAddr,
+    config: EmulatorConfig,
+    bound: impl FnOnce(SocketAddr),
+) -> std::io::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)?;
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    bound(listener.local_addr()?);
+    axum::serve(listener, router(config)).await
+}
