@@ -125,24 +125,27 @@ fn cut_connection() -> Response {
         .unwrap_or_default()
 }
 
-fn body_bytes(headers: &HeaderMap, body: &Bytes) -> Result<Vec<u8>, Response> {
+/// The request body, gzip-decoded when sent so; `None` when it does not decode.
+fn body_bytes(headers: &HeaderMap, body: &Bytes) -> Option<Vec<u8>> {
     let gz = headers
         .get("content-encoding")
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
     if !gz {
-        return Ok(body.to_vec());
+        return Some(body.to_vec());
     }
     let mut out = Vec::new();
     flate2::read::MultiGzDecoder::new(&body[..])
         .take(64 << 20)
         .read_to_end(&mut out)
-        .map_err(|_| {
-            reply(
-                StatusCode::BAD_REQUEST,
-                json!({"code": 400, "error": "Invalid JSON request body"}),
-            )
-        })?;
-    Ok(out)
+        .ok()?;
+    Some(out)
+}
+
+fn undecodable() -> Response {
+    reply(
+        StatusCode::BAD_REQUEST,
+        json!({"code": 400, "error": "Invalid JSON request body"}),
+    )
 }
 
 fn id_of(event: &Map<String, Value>) -> Option<String> {
@@ -217,17 +220,18 @@ impl App {
         response
     }
 
-    fn check_key(&self, key: Option<&str>) -> Result<(), Response> {
+    /// The response for a missing or wrong API key, if it is.
+    fn key_problem(&self, key: Option<&str>) -> Option<Response> {
         match key {
-            None | Some("") => Err(reply(
+            None | Some("") => Some(reply(
                 StatusCode::BAD_REQUEST,
                 json!({"code": 400, "error": "Request missing required field", "missing_field": "api_key"}),
             )),
-            Some(k) if self.config.api_key.as_deref().is_some_and(|want| want != k) => Err(reply(
+            Some(k) if self.config.api_key.as_deref().is_some_and(|want| want != k) => Some(reply(
                 StatusCode::BAD_REQUEST,
                 json!({"code": 400, "error": "Invalid API key"}),
             )),
-            Some(_) => Ok(()),
+            Some(_) => None,
         }
     }
 
@@ -242,9 +246,8 @@ impl App {
         if let Some(r) = self.fault_before(inner) {
             return r;
         }
-        let bytes = match body_bytes(headers, body) {
-            Ok(b) => b,
-            Err(r) => return r,
+        let Some(bytes) = body_bytes(headers, body) else {
+            return undecodable();
         };
         if bytes.len() > max_bytes {
             return reply(
@@ -258,7 +261,7 @@ impl App {
                 json!({"code": 400, "error": "Invalid JSON request body"}),
             );
         };
-        if let Err(r) = self.check_key(req.get("api_key").and_then(Value::as_str)) {
+        if let Some(r) = self.key_problem(req.get("api_key").and_then(Value::as_str)) {
             return r;
         }
         let Some(Value::Array(items)) = req.get(list_key) else {
@@ -292,11 +295,11 @@ impl App {
                 continue;
             };
             let is_profile = item.get("profile").is_some();
-            if !is_profile
-                && !e
-                    .get("event_type")
-                    .is_some_and(|t| t.as_str().is_some_and(|s| !s.is_empty()))
-            {
+            let has_type = e
+                .get("event_type")
+                .and_then(Value::as_str)
+                .is_some_and(|s| !s.is_empty());
+            if !is_profile && !has_type {
                 missing.entry("event_type").or_default().push(i);
             }
             if id_of(e).is_none() {
@@ -412,9 +415,8 @@ impl App {
         if let Some(r) = self.fault_before(inner) {
             return r;
         }
-        let bytes = match body_bytes(headers, body) {
-            Ok(b) => b,
-            Err(r) => return r,
+        let Some(bytes) = body_bytes(headers, body) else {
+            return undecodable();
         };
         if bytes.len() > self.config.max_body_bytes {
             return reply(
@@ -424,7 +426,7 @@ impl App {
         }
         let form: HashMap<String, String> =
             serde_urlencoded::from_bytes(&bytes).unwrap_or_default();
-        if let Err(r) = self.check_key(form.get("api_key").map(String::as_str)) {
+        if let Some(r) = self.key_problem(form.get("api_key").map(String::as_str)) {
             return r;
         }
         let items = match form
