@@ -7,3 +7,4 @@ pub mod datalang;
 pub mod decode;
 pub mod emulator;
 pub mod json_out;
+pub mod sink;
