@@ -23,7 +23,7 @@ fmt: ## Format the code
 	$(CARGO) fmt --all
 
 bench: ## Throughput and memory figures against baselines measured in the same run
-	$(CARGO) build --release --locked --bin s3-import --example bench_gen --example bench_floor
+	$(CARGO) build --release --locked --bin s3-import --example bench_gen --example bench_floor --example bench_deliver
 	python3 bench/run.py
 
 demo: build ## Convert the example files and print a readable report

@@ -19,6 +19,9 @@ use axum::Router;
 use serde_json::{json, Map, Value};
 
 use crate::convert::usable_id;
+use crate::datalang::value::parse_value;
+use crate::datalang::V;
+use crate::json_out::{self, Style};
 
 const DEDUPE_WINDOW_MS: i64 = 7 * 24 * 3600 * 1000;
 
@@ -85,6 +88,8 @@ struct Inner {
 struct App {
     config: EmulatorConfig,
     inner: Mutex<Inner>,
+    /// Appends to the data files, one at a time.
+    files: Mutex<()>,
 }
 
 fn now_ms() -> i64 {
@@ -148,6 +153,13 @@ fn undecodable() -> Response {
     )
 }
 
+fn id_of_v(event: &V<'_>) -> Option<String> {
+    let usable = |k: &str| event.get(k).and_then(V::as_str).filter(|s| usable_id(s));
+    usable("device_id")
+        .map(str::to_string)
+        .or_else(|| usable("user_id").map(|u| format!("user:{u}")))
+}
+
 fn id_of(event: &Map<String, Value>) -> Option<String> {
     let usable = |k: &str| {
         event
@@ -161,21 +173,26 @@ fn id_of(event: &Map<String, Value>) -> Option<String> {
 
 impl App {
     fn append(&self, file: &str, lines: &[Value]) {
-        if lines.is_empty() {
-            return;
-        }
         let mut text = Vec::new();
         for l in lines {
             let _ = serde_json::to_writer(&mut text, l);
             text.push(b'\n');
         }
+        self.append_bytes(file, &text);
+    }
+
+    fn append_bytes(&self, file: &str, text: &[u8]) {
+        if text.is_empty() {
+            return;
+        }
+        let _one_at_a_time = self.files.lock().unwrap_or_else(|p| p.into_inner());
         let path = self.config.data_dir.join(file);
         if let Ok(mut f) = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
         {
-            let _ = f.write_all(&text);
+            let _ = f.write_all(text);
         }
     }
 
@@ -206,6 +223,10 @@ impl App {
     }
 
     /// HTTP V2, Batch and mutations: validate, throttle, dedupe, ingest.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn events(
         &self,
         route: &str,
@@ -214,9 +235,8 @@ impl App {
         list_key: &str,
         max_bytes: usize,
     ) -> Response {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let response = self.events_locked(&mut inner, headers, body, list_key, max_bytes);
-        inner.count(route, response.status().as_u16());
+        let response = self.events_checked(headers, body, list_key, max_bytes);
+        self.lock().count(route, response.status().as_u16());
         response
     }
 
@@ -235,15 +255,17 @@ impl App {
         }
     }
 
-    fn events_locked(
+    /// Decoding and validation run without the lock, so requests in flight overlap; throttling,
+    /// dedupe and ingesting hold it. Bodies are read with the project's borrowed value parser:
+    /// a `serde_json::Value` per event made the emulator, not the client, the bottleneck.
+    fn events_checked(
         &self,
-        inner: &mut Inner,
         headers: &HeaderMap,
         body: &Bytes,
         list_key: &str,
         max_bytes: usize,
     ) -> Response {
-        if let Some(r) = self.fault_before(inner) {
+        if let Some(r) = self.fault_before(&mut self.lock()) {
             return r;
         }
         let Some(bytes) = body_bytes(headers, body) else {
@@ -255,16 +277,19 @@ impl App {
                 json!({"code": 413, "error": "Payload too large"}),
             );
         }
-        let Ok(Value::Object(req)) = serde_json::from_slice::<Value>(&bytes) else {
-            return reply(
-                StatusCode::BAD_REQUEST,
-                json!({"code": 400, "error": "Invalid JSON request body"}),
-            );
+        let Some(req) = std::str::from_utf8(&bytes)
+            .ok()
+            .and_then(|t| parse_value(t).ok())
+        else {
+            return undecodable();
         };
-        if let Some(r) = self.key_problem(req.get("api_key").and_then(Value::as_str)) {
+        if !matches!(req, V::Obj(_)) {
+            return undecodable();
+        }
+        if let Some(r) = self.key_problem(req.get("api_key").and_then(V::as_str)) {
             return r;
         }
-        let Some(Value::Array(items)) = req.get(list_key) else {
+        let Some(V::Arr(items)) = req.get(list_key) else {
             return reply(
                 StatusCode::BAD_REQUEST,
                 json!({"code": 400, "error": "Request missing required field", "missing_field": list_key}),
@@ -279,39 +304,44 @@ impl App {
         // Validation: every problem, by field, with the indexes of the events that have it.
         let mut invalid: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
         let mut missing: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-        let mut events = Vec::with_capacity(items.len());
+        let mut events: Vec<(usize, Option<String>, &V)> = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
             let event = if list_key == "mutations" {
-                match item.get("mutation_type").and_then(Value::as_str) {
-                    Some("INSERT" | "UPDATE" | "DELETE") => {}
-                    _ => invalid.entry("mutation_type").or_default().push(i),
+                if !matches!(
+                    item.get("mutation_type").and_then(V::as_str),
+                    Some("INSERT" | "UPDATE" | "DELETE")
+                ) {
+                    invalid.entry("mutation_type").or_default().push(i);
                 }
                 item.get("event").or_else(|| item.get("profile"))
             } else {
                 Some(item)
             };
-            let Some(Value::Object(e)) = event else {
+            let Some(e @ V::Obj(_)) = event else {
                 invalid.entry("event").or_default().push(i);
                 continue;
             };
             let is_profile = item.get("profile").is_some();
             let has_type = e
                 .get("event_type")
-                .and_then(Value::as_str)
+                .and_then(V::as_str)
                 .is_some_and(|s| !s.is_empty());
             if !is_profile && !has_type {
                 missing.entry("event_type").or_default().push(i);
             }
-            if id_of(e).is_none() {
+            let id = id_of_v(e);
+            if id.is_none() {
                 missing
                     .entry(if is_profile { "user_id" } else { "device_id" })
                     .or_default()
                     .push(i);
             }
-            if e.get("time").is_some_and(|t| !(t.is_i64() || t.is_u64())) {
+            if e.get("time")
+                .is_some_and(|t| !matches!(t, V::Num(n) if n.is_integer()))
+            {
                 invalid.entry("time").or_default().push(i);
             }
-            events.push((i, e, item));
+            events.push((i, id, item));
         }
         if !invalid.is_empty() || !missing.is_empty() {
             return reply(
@@ -320,15 +350,17 @@ impl App {
                        "events_with_invalid_fields": invalid, "events_with_missing_fields": missing}),
             );
         }
+        let mut guard = self.lock();
+        let inner = &mut *guard;
         // Throttling per device/user over the last second.
         if let Some(limit) = self.config.eps_limit {
             let now = Instant::now();
-            let mut per_id: HashMap<String, u32> = HashMap::new();
+            let mut per_id: HashMap<&str, u32> = HashMap::new();
             let mut throttled_events = Vec::new();
             let mut throttled_devices = Map::new();
             let mut throttled_users = Map::new();
-            for (i, e, _) in &events {
-                let Some(id) = id_of(e) else { continue };
+            for (i, id, _) in &events {
+                let Some(id) = id else { continue };
                 let window = inner.recent.entry(id.clone()).or_default();
                 while window
                     .front()
@@ -336,7 +368,7 @@ impl App {
                 {
                     window.pop_front();
                 }
-                let n = per_id.entry(id.clone()).or_insert(0);
+                let n = per_id.entry(id.as_str()).or_insert(0);
                 *n += 1;
                 if window.len() as u32 + *n > limit {
                     throttled_events.push(*i);
@@ -356,39 +388,62 @@ impl App {
                            "throttled_events": throttled_events}),
                 );
             }
-            for (_, e, _) in &events {
-                if let Some(id) = id_of(e) {
-                    inner.recent.entry(id).or_default().push_back(now);
+            for (_, id, _) in &events {
+                if let Some(id) = id {
+                    inner.recent.entry(id.clone()).or_default().push_back(now);
                 }
             }
         }
-        // Dedupe by (device or user, insert_id) over 7 days, then ingest.
+        // Dedupe by (device or user, insert_id) over 7 days under the lock; render and append
+        // outside it, so concurrent requests only queue for the bookkeeping.
         let now = now_ms();
-        let mut accepted = Vec::new();
-        for (_, e, item) in &events {
-            if let (Some(id), Some(ins)) = (id_of(e), e.get("insert_id").and_then(Value::as_str)) {
-                let key = (id, ins.to_string());
-                match inner.seen.get(&key) {
-                    Some(t) if now - t < DEDUPE_WINDOW_MS => {
-                        inner.stats.duplicates += 1;
-                        continue;
+        let mut keep = Vec::with_capacity(events.len());
+        for (_, id, item) in events {
+            let event = if list_key == "mutations" {
+                item.get("event").or_else(|| item.get("profile"))
+            } else {
+                Some(item)
+            };
+            if let (Some(id), Some(ins)) = (
+                id,
+                event.and_then(|e| e.get("insert_id")).and_then(V::as_str),
+            ) {
+                match inner.seen.entry((id, ins.to_string())) {
+                    std::collections::hash_map::Entry::Occupied(mut seen) => {
+                        if now - *seen.get() < DEDUPE_WINDOW_MS {
+                            inner.stats.duplicates += 1;
+                            continue;
+                        }
+                        seen.insert(now);
                     }
-                    _ => {
-                        inner.seen.insert(key, now);
+                    std::collections::hash_map::Entry::Vacant(slot) => {
+                        slot.insert(now);
                     }
                 }
             }
-            accepted.push((*item).clone());
+            keep.push(item);
         }
-        let n = accepted.len() as u64;
         if list_key == "mutations" {
-            inner.stats.mutations += n;
-            self.append("mutations.jsonl", &accepted);
+            inner.stats.mutations += keep.len() as u64;
         } else {
-            inner.stats.events += n;
-            self.append("events.jsonl", &accepted);
+            inner.stats.events += keep.len() as u64;
         }
-        if let Some(r) = self.fault_after(inner) {
+        let after = self.fault_after(inner);
+        drop(guard);
+        let mut out = Vec::with_capacity(bytes.len());
+        for item in keep {
+            json_out::write_value(&mut out, item, Style::Compact);
+            out.push(b'\n');
+        }
+        self.append_bytes(
+            if list_key == "mutations" {
+                "mutations.jsonl"
+            } else {
+                "events.jsonl"
+            },
+            &out,
+        );
+        if let Some(r) = after {
             return r;
         }
         reply(
@@ -495,6 +550,7 @@ pub fn router(config: EmulatorConfig) -> Router {
             recent: HashMap::new(),
             rng: seed,
         }),
+        files: Mutex::new(()),
     });
     Router::new()
         .route(

@@ -315,3 +315,22 @@ async fn identifies_group_identifies_and_mutations_go_to_their_apis() {
         "form encoding round-trips: {identify}"
     );
 }
+
+#[tokio::test]
+async fn a_stream_of_payloads_is_delivered_as_it_arrives() {
+    let (base, _) = emulator("stream", |c| c.latency = Duration::from_millis(20)).await;
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let producer = tokio::spawn(async move {
+        for item in events(6000) {
+            tx.send(item).await.unwrap();
+        }
+    });
+    let mut s = settings(&base);
+    s.batch_events = 500;
+    let d = s3_import::sink::deliver_stream(&reqwest::Client::new(), &s, rx, soon(30)).await;
+    producer.await.unwrap();
+    assert_accounted(&d, 6000);
+    assert_eq!(d.sent(), 6000);
+    assert_eq!(d.requests, 12);
+    assert_eq!(stats(&base).await["events"], 6000);
+}

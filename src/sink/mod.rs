@@ -246,38 +246,100 @@ pub async fn deliver(
     items: Vec<Item>,
     deadline: Instant,
 ) -> Delivery {
-    let shared = Arc::new(Shared {
-        settings: settings.clone(),
-        client: client.clone(),
-        permits: Semaphore::new(settings.max_in_flight.max(1)),
-        deadline,
-        stop: AtomicBool::new(false),
-        fatal: Mutex::new(None),
-        fates: Mutex::new(Vec::with_capacity(items.len())),
-        requests: AtomicU64::new(0),
-        retries: AtomicU64::new(0),
-        throttled: AtomicU64::new(0),
-        rng: AtomicU64::new(0x2545_F491_4F6C_DD1D ^ deadline.elapsed().as_nanos() as u64),
-    });
-    let mut tasks = JoinSet::new();
-    for job in request::batches(settings, items) {
-        let shared = Arc::clone(&shared);
-        tasks.spawn(async move { run_job(shared, job).await });
+    let mut driver = Driver::new(client, settings, deadline);
+    for item in items {
+        driver.push(item).await;
     }
-    while tasks.join_next().await.is_some() {}
-    let fatal = shared
-        .fatal
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take();
-    let mut fates = std::mem::take(&mut *shared.fates.lock().unwrap_or_else(|p| p.into_inner()));
-    fates.sort_by_key(|f| f.0);
-    Delivery {
-        fates,
-        fatal,
-        requests: shared.requests.load(Ordering::Relaxed),
-        retries: shared.retries.load(Ordering::Relaxed),
-        throttled: shared.throttled.load(Ordering::Relaxed),
+    driver.finish().await
+}
+
+/// Delivers items as they arrive on `items`, batching them per API, until the sending side
+/// closes and every item has a fate (or `deadline` passes: the rest come back as `NotSent`).
+/// Memory stays bounded: at most `2 × max_in_flight` batches exist beside the open ones;
+/// the channel pushes back on the producer when they are all busy.
+pub async fn deliver_stream(
+    client: &reqwest::Client,
+    settings: &SinkSettings,
+    mut items: tokio::sync::mpsc::Receiver<Item>,
+    deadline: Instant,
+) -> Delivery {
+    let mut driver = Driver::new(client, settings, deadline);
+    while let Some(item) = items.recv().await {
+        driver.push(item).await;
+    }
+    driver.finish().await
+}
+
+/// Batches items as they come and keeps a bounded number of batches on their way.
+struct Driver {
+    shared: Arc<Shared>,
+    tasks: JoinSet<()>,
+    batcher: request::Batcher,
+    limit: usize,
+}
+
+impl Driver {
+    fn new(client: &reqwest::Client, settings: &SinkSettings, deadline: Instant) -> Self {
+        let shared = Arc::new(Shared {
+            settings: settings.clone(),
+            client: client.clone(),
+            permits: Semaphore::new(settings.max_in_flight.max(1)),
+            deadline,
+            stop: AtomicBool::new(false),
+            fatal: Mutex::new(None),
+            fates: Mutex::new(Vec::new()),
+            requests: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            throttled: AtomicU64::new(0),
+            rng: AtomicU64::new(0x2545_F491_4F6C_DD1D ^ u64::from(std::process::id())),
+        });
+        Driver {
+            shared,
+            tasks: JoinSet::new(),
+            batcher: request::Batcher::new(settings),
+            limit: 2 * settings.max_in_flight.max(1),
+        }
+    }
+
+    fn spawn(&mut self, job: Job) {
+        let shared = Arc::clone(&self.shared);
+        self.tasks.spawn(async move { run_job(shared, job).await });
+    }
+
+    async fn push(&mut self, item: Item) {
+        if let Some(job) = self.batcher.push(item) {
+            while self.tasks.len() >= self.limit {
+                self.tasks.join_next().await;
+            }
+            self.spawn(job);
+        }
+    }
+
+    async fn finish(mut self) -> Delivery {
+        let batcher = std::mem::replace(
+            &mut self.batcher,
+            request::Batcher::new(&self.shared.settings),
+        );
+        for job in batcher.finish() {
+            self.spawn(job);
+        }
+        while self.tasks.join_next().await.is_some() {}
+        let shared = &self.shared;
+        let fatal = shared
+            .fatal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let mut fates =
+            std::mem::take(&mut *shared.fates.lock().unwrap_or_else(|p| p.into_inner()));
+        fates.sort_by_key(|f| f.0);
+        Delivery {
+            fates,
+            fatal,
+            requests: shared.requests.load(Ordering::Relaxed),
+            retries: shared.retries.load(Ordering::Relaxed),
+            throttled: shared.throttled.load(Ordering::Relaxed),
+        }
     }
 }
 

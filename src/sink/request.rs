@@ -76,30 +76,54 @@ fn item_len(route: Route, item: &Item) -> usize {
     json + 48 // separator, and the mutation wrapper when there is one
 }
 
-/// Splits items into batches per route, bounded by the route's count and byte limits.
-pub(crate) fn batches(settings: &SinkSettings, items: Vec<Item>) -> Vec<Job> {
-    let mut open: HashMap<Route, (Vec<Item>, usize)> = HashMap::new();
-    let mut jobs = Vec::new();
-    for item in items {
-        let route = Route::of(&item, settings.event_api);
-        let (max_count, max_bytes) = route.limits(settings);
-        let len = item_len(route, &item);
-        let (batch, bytes) = open.entry(route).or_default();
-        if !batch.is_empty() && (batch.len() >= max_count || *bytes + len > max_bytes) {
-            jobs.push(Job::new(route, std::mem::take(batch), 0));
-            *bytes = 0;
+/// Groups items into batches per route, bounded by each route's count and byte limits.
+pub(crate) struct Batcher {
+    api: EventApi,
+    limits: HashMap<Route, (usize, usize)>,
+    open: HashMap<Route, (Vec<Item>, usize)>,
+}
+
+impl Batcher {
+    pub(crate) fn new(settings: &SinkSettings) -> Self {
+        let routes = [
+            Route::Events(settings.event_api),
+            Route::Identify,
+            Route::GroupIdentify,
+            Route::Mutations,
+        ];
+        let limits = routes.iter().map(|r| (*r, r.limits(settings))).collect();
+        Batcher {
+            api: settings.event_api,
+            limits,
+            open: HashMap::new(),
         }
+    }
+
+    /// Adds an item; returns a full batch when this item does not fit the open one.
+    pub(crate) fn push(&mut self, item: Item) -> Option<Job> {
+        let route = Route::of(&item, self.api);
+        let (max_count, max_bytes) = self.limits[&route];
+        let len = item_len(route, &item);
+        let (batch, bytes) = self.open.entry(route).or_default();
+        let full = (!batch.is_empty() && (batch.len() >= max_count || *bytes + len > max_bytes))
+            .then(|| {
+                *bytes = 0;
+                Job::new(route, std::mem::take(batch), 0)
+            });
         *bytes += len;
         batch.push(item);
+        full
     }
-    let mut rest: Vec<(Route, (Vec<Item>, usize))> = open.into_iter().collect();
-    rest.sort_by_key(|(r, _)| r.path());
-    jobs.extend(
+
+    /// The batches still open.
+    pub(crate) fn finish(self) -> Vec<Job> {
+        let mut rest: Vec<(Route, (Vec<Item>, usize))> = self.open.into_iter().collect();
+        rest.sort_by_key(|(r, _)| r.path());
         rest.into_iter()
             .filter(|(_, (b, _))| !b.is_empty())
-            .map(|(r, (b, _))| Job::new(r, b, 0)),
-    );
-    jobs
+            .map(|(r, (b, _))| Job::new(r, b, 0))
+            .collect()
+    }
 }
 
 fn json_body(settings: &SinkSettings, route: Route, items: &[Item]) -> Vec<u8> {
@@ -312,5 +336,94 @@ fn describe(e: &reqwest::Error) -> String {
             source = inner.source();
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_400_naming_events_rejects_exactly_those_with_their_reasons() {
+        let body = json!({"code": 400, "error": "Invalid field values on some events",
+            "events_with_invalid_fields": {"time": [1, 9]}, "events_with_missing_fields": {"event_type": [2]},
+            "silenced_events": [3]});
+        match bad_request(&body, 5) {
+            Answer::PartlyRejected(r) => {
+                assert_eq!(r.len(), 3, "index 9 is outside the batch and ignored");
+                assert_eq!(
+                    r[&1],
+                    "time: invalid value (400 events_with_invalid_fields)"
+                );
+                assert_eq!(
+                    r[&2],
+                    "event_type: missing (400 events_with_missing_fields)"
+                );
+                assert!(r[&3].contains("silenced"));
+            }
+            _ => panic!("expected a partial rejection"),
+        }
+    }
+
+    #[test]
+    fn configuration_errors_are_fatal_and_other_400s_reject_the_batch() {
+        assert!(
+            matches!(bad_request(&json!({"error": "Invalid API key"}), 3), Answer::Fatal(m) if m.contains("API key"))
+        );
+        let missing =
+            json!({"error": "Request missing required field", "missing_field": "api_key"});
+        assert!(matches!(bad_request(&missing, 3), Answer::Fatal(m) if m.contains("api_key")));
+        assert!(
+            matches!(bad_request(&json!({"error": "Invalid JSON request body"}), 3), Answer::Rejected(m) if m.contains("Invalid JSON"))
+        );
+        // Index lists that name nothing in this batch must not cause an endless resend.
+        let outside = json!({"error": "x", "events_with_invalid_fields": {"time": [7]}});
+        assert!(matches!(bad_request(&outside, 3), Answer::Rejected(_)));
+    }
+
+    #[test]
+    fn daily_quota_ids_are_spelled_like_throttle_ids() {
+        let ids = quota_ids(&["dev-1".into()], &["u-1".into()]);
+        assert!(ids.contains("dev-1") && ids.contains("user:u-1"));
+    }
+
+    #[test]
+    fn batches_respect_count_and_byte_limits_per_route() {
+        let mut settings = SinkSettings::new("k", "http://x");
+        settings.batch_events = 3;
+        let item = |n, kind, len| Item {
+            n,
+            kind,
+            mutation: None,
+            throttle_id: None,
+            json: "x".repeat(len),
+        };
+        let mut b = Batcher::new(&settings);
+        let mut jobs = Vec::new();
+        for n in 0..7 {
+            jobs.extend(b.push(item(n, Kind::Event, 10)));
+        }
+        jobs.extend(b.push(item(7, Kind::Identify, 10)));
+        jobs.extend(b.finish());
+        let sizes: Vec<(Route, usize)> = jobs.iter().map(|j| (j.route, j.items.len())).collect();
+        assert_eq!(
+            sizes,
+            vec![
+                (Route::Events(EventApi::HttpV2), 3),
+                (Route::Events(EventApi::HttpV2), 3),
+                (Route::Events(EventApi::HttpV2), 1),
+                (Route::Identify, 1)
+            ]
+        );
+        // Bytes: three 400 kB events cannot share a 1 MB request.
+        let mut b = Batcher::new(&SinkSettings::new("k", "http://x"));
+        let full: Vec<Job> = (0..3)
+            .filter_map(|n| b.push(item(n, Kind::Event, 400_000)))
+            .collect();
+        assert_eq!(full.len(), 1);
+        assert_eq!(full[0].items.len(), 2);
+        // Form encoding triples quotes: identify batches count encoded bytes.
+        assert_eq!(form_len("a\"b c"), 1 + 3 + 1 + 1 + 1);
     }
 }
