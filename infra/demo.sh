@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# The demo: validate the example converters, preview and convert the example files, and print
-# a readable report. Usage: infra/demo.sh PATH/TO/s3-import
+# The demo: validate the example converters, preview a file, convert and deliver the example
+# files to a local Amplitude-compatible emulator, and print a readable report.
+# Usage: infra/demo.sh PATH/TO/s3-import
 set -euo pipefail
 bin="${1:?usage: infra/demo.sh PATH/TO/s3-import}"
 here="$(cd "$(dirname "$0")" && pwd)"
 work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
+emulator_pid=""
+cleanup() {
+  [ -n "$emulator_pid" ] && kill "$emulator_pid" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
 conv="$here/examples/converters"
 data="$here/examples/data"
 
@@ -18,39 +24,41 @@ say "2. Data Preview of the events file (first 3 records)"
 gzip -c "$data/events-2024-03-01.jsonl" > "$work/events-2024-03-01.json.gz"
 COLUMNS=110 "$bin" preview --config "$conv/events.json" --limit 3 --key events/2024/03/01.json.gz "$work/events-2024-03-01.json.gz"
 
-say "3. Convert every record (as the importer will send them)"
-report() { # name, converter, file, key
-  local name=$1 c=$2 f=$3 key=$4
-  "$bin" convert --config "$c" --bucket demo-bucket --key "$key" "$f" > "$work/$name.out" 2> "$work/$name.err"
-  python3 - "$work/$name.out" "$work/$name.err" "$key" <<'PY'
-import json, sys
-out, err, key = sys.argv[1:]
-summary = json.loads(open(err).read().strip().splitlines()[-1])
-kinds = {}
-invalid = []
-for line in open(out):
-    r = json.loads(line)
-    if r["outcome"] == "converted":
-        kinds[r["kind"]] = kinds.get(r["kind"], 0) + 1
-    elif r["outcome"] == "invalid":
-        invalid.append((r["n"], r["error"]))
-print(f"  s3://demo-bucket/{key}")
-print(f"    records {summary['records']}: converted {summary['converted']}, skipped {summary['skipped']}, invalid {summary['invalid']}")
-print(f"    payloads: " + ", ".join(f"{v} {k}" for k, v in sorted(kinds.items())))
-if summary["dropped_fields"]:
-    print("    fields Amplitude does not know (dropped): " + ", ".join(f"{k} ×{v}" for k, v in summary["dropped_fields"].items()))
-for n, e in invalid:
-    print(f"    record {n} invalid: {e}")
-assert summary["records"] == summary["converted"] + summary["skipped"] + summary["invalid"], "counts must add up"
-PY
-}
-report events "$conv/events.json" "$work/events-2024-03-01.json.gz" events/2024/03/01.json.gz
-report users "$conv/users.json" "$data/users-2024-03.csv" users/2024-03.csv
+say "3. Start a local Amplitude-compatible endpoint (the emulator)"
+"$bin" emulator --listen 127.0.0.1:0 --data-dir "$work/received" > "$work/emulator.out" &
+emulator_pid=$!
+for _ in $(seq 50); do grep -q listening "$work/emulator.out" 2>/dev/null && break; sleep 0.1; done
+endpoint="$(sed -n 's/^listening on //p' "$work/emulator.out")"
+[ -n "$endpoint" ] || { echo "the emulator did not start" >&2; exit 1; }
+echo "  $endpoint"
 
-say "4. One converted event, as it will be sent"
-grep -m1 '"Order Completed"' "$work/events.out" | python3 -m json.tool --no-ensure-ascii
+say "4. Convert and deliver each file"
+export AMPLITUDE_API_KEY=demo-key
+cp "$data/users-2024-03.csv" "$work/"
+cd "$work"
+"$bin" send --config "$conv/events.json" --endpoint "$endpoint" --bucket demo-bucket \
+  --key events/2024/03/01.json.gz events-2024-03-01.json.gz
+"$bin" send --config "$conv/users.json" --endpoint "$endpoint" --bucket demo-bucket \
+  --key users/2024-03.csv users-2024-03.csv
+echo "  … and the events file once more (a redelivered notification):"
+"$bin" send --config "$conv/events.json" --endpoint "$endpoint" --bucket demo-bucket \
+  --key events/2024/03/01.json.gz events-2024-03-01.json.gz | sed -n 's/^  payloads/    payloads/p'
+
+say "5. What the endpoint received"
+python3 - "$endpoint" "$work/received" <<'PY'
+import json, sys, urllib.request, os
+endpoint, received = sys.argv[1:]
+stats = json.load(urllib.request.urlopen(endpoint + "/stats"))
+print(f"  events ingested {stats['events']}, duplicates dropped by insert_id {stats['duplicates']}, "
+      f"identifies {stats['identifies']}, group identifies {stats['group_identifies']}")
+print("  requests: " + ", ".join(f"{route} {codes}" for route, codes in stats["requests"].items()))
+with open(os.path.join(received, "events.jsonl")) as f:
+    first = json.loads(f.readline())
+print("  one event as the endpoint stored it:")
+print("    " + json.dumps(first, ensure_ascii=False, indent=2).replace("\n", "\n    "))
+PY
 
 say "Done."
-echo "  Every record ended in exactly one counted outcome (records = converted + skipped + invalid)."
-echo "  Coming with the pipeline issue: the same files dropped into S3 on a local AWS stack,"
-echo "  claimed, deduplicated and delivered to the local Amplitude endpoint emulator."
+echo "  Every record ended in exactly one counted outcome: converted (then sent or rejected), skipped or invalid."
+echo "  Coming with the pipeline issue: the same files dropped into S3 on a local AWS stack, claimed"
+echo "  exactly once, deduplicated across files for 7 days in DynamoDB, and delivered the same way."

@@ -425,3 +425,118 @@ pub fn preview_json(items: &[PreviewItem]) -> String {
 pub fn summary_line(s: &Summary) -> String {
     spaced(s)
 }
+
+/// The outcome of `send`: what conversion and delivery made of every record.
+#[derive(Debug, Default, Serialize)]
+pub struct SendSummary {
+    pub records: u64,
+    pub converted: u64,
+    pub skipped: u64,
+    pub invalid: u64,
+    pub payloads: u64,
+    pub sent: u64,
+    pub rejected: u64,
+    pub not_sent: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fatal: Option<String>,
+    /// The first problems, with their record numbers.
+    pub errors: Vec<String>,
+}
+
+const MAX_ERRORS: usize = 20;
+
+/// Converts a local file and delivers its payloads (`send`): conversion runs on a blocking
+/// thread and feeds the sender through a bounded channel, so memory stays bounded.
+pub async fn send<R: Read + Send + 'static>(
+    converter: std::sync::Arc<Converter>,
+    bucket: String,
+    key: String,
+    limits: Limits,
+    input: R,
+    settings: &crate::sink::SinkSettings,
+    deadline: tokio::time::Instant,
+) -> Result<SendSummary, DecodeError> {
+    use crate::sink::{deliver_stream, Fate, Item};
+    let (tx, rx) = tokio::sync::mpsc::channel::<Item>(4096);
+    let conversion = tokio::task::spawn_blocking(move || {
+        let mut s = SendSummary::default();
+        let origin = Origin {
+            bucket: &bucket,
+            key: &key,
+        };
+        let file = &converter.file;
+        let read = read_records(input, file, &file.record_keys, limits, 2, |n, rec| {
+            s.records += 1;
+            let reason = match rec {
+                Rec::Ok { record, .. } => match converter.convert(record, n, origin).outcome {
+                    Outcome::Converted(payloads) => {
+                        s.converted += 1;
+                        for p in &payloads {
+                            s.payloads += 1;
+                            if tx.blocking_send(Item::from_payload(n, p)).is_err() {
+                                return ControlFlow::Break(());
+                            }
+                        }
+                        None
+                    }
+                    Outcome::Skipped => {
+                        s.skipped += 1;
+                        None
+                    }
+                    Outcome::Invalid(reason) => Some(reason),
+                },
+                Rec::Invalid { reason, .. } => Some(reason),
+            };
+            if let Some(reason) = reason {
+                s.invalid += 1;
+                if s.errors.len() < MAX_ERRORS {
+                    s.errors.push(format!("record {n}: invalid: {reason}"));
+                }
+            }
+            ControlFlow::Continue(())
+        });
+        (s, read)
+    });
+    let client = reqwest::Client::new();
+    let delivery = deliver_stream(&client, settings, rx, deadline).await;
+    let (mut s, read) = conversion.await.map_err(|e| DecodeError::Io {
+        offset: 0,
+        detail: e.to_string(),
+    })?;
+    read?;
+    for (n, _, fate) in &delivery.fates {
+        match fate {
+            Fate::Sent => s.sent += 1,
+            Fate::Rejected(why) => {
+                s.rejected += 1;
+                if s.errors.len() < MAX_ERRORS {
+                    s.errors
+                        .push(format!("record {n}: rejected by the endpoint: {why}"));
+                }
+            }
+            Fate::NotSent(why) => {
+                s.not_sent += 1;
+                if s.errors.len() < MAX_ERRORS {
+                    s.errors.push(format!("record {n}: not sent: {why}"));
+                }
+            }
+        }
+    }
+    s.fatal = delivery.fatal;
+    Ok(s)
+}
+
+/// The summary of `send` for a person.
+pub fn render_send(name: &str, s: &SendSummary) -> String {
+    let mut out = format!(
+        "{name}\n  records {}: converted {}, skipped {}, invalid {}\n  payloads {}: sent {}, rejected {}, not sent {}\n",
+        s.records, s.converted, s.skipped, s.invalid, s.payloads, s.sent, s.rejected, s.not_sent
+    );
+    if let Some(f) = &s.fatal {
+        let _ = writeln!(out, "  delivery stopped: {f}");
+    }
+    for e in &s.errors {
+        let _ = writeln!(out, "  {e}");
+    }
+    out
+}

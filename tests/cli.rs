@@ -267,3 +267,104 @@ fn preview_stops_at_the_limit() {
     assert_eq!(items[1]["source"]["e"], "ev-1");
     assert_eq!(items[2]["payloads"][0]["event_type"], "ev-2");
 }
+
+/// The emulator binary on a free port; killed when dropped.
+struct Emulator(std::process::Child, String);
+
+impl Emulator {
+    fn start(dir: &std::path::Path, extra: &[&str]) -> Emulator {
+        let mut child = bin()
+            .args(["emulator", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.join("emulator"))
+            .args(extra)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let base = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap()
+            .to_string();
+        Emulator(child, base)
+    }
+}
+
+/// A plain HTTP/1.0 GET, enough for the emulator's JSON endpoints.
+fn http_get_json(base: &str, path: &str) -> serde_json::Value {
+    let addr = base.strip_prefix("http://").unwrap();
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    write!(conn, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut response = String::new();
+    conn.read_to_string(&mut response).unwrap();
+    let body = response.split("\r\n\r\n").nth(1).unwrap();
+    serde_json::from_str(body).unwrap()
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn send_converts_and_delivers_a_file_and_accounts_for_every_record() {
+    let dir = tempdir("send");
+    std::fs::write(dir.join("c.json"), CONVERTER).unwrap();
+    let (text, expected) = big_input(3000);
+    std::fs::write(dir.join("in.jsonl.gz"), gzip(&text)).unwrap();
+    let emulator = Emulator::start(&dir, &["--fail-rate", "0.2"]);
+    let send = |key_env: &str| {
+        bin()
+            .current_dir(&dir)
+            .env("AMPLITUDE_API_KEY", key_env)
+            .args([
+                "send",
+                "--config",
+                "c.json",
+                "--endpoint",
+                &emulator.1,
+                "--json",
+                "in.jsonl.gz",
+            ])
+            .output()
+            .unwrap()
+    };
+    let out = send("test-key");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let invalid = expected.iter().filter(|e| e.is_none()).count() as u64;
+    assert_eq!(s["records"], 3000);
+    assert_eq!(s["invalid"], invalid);
+    assert_eq!(s["sent"], 3000 - invalid, "{s}");
+    assert_eq!(s["not_sent"], 0);
+    // Sending the same file again is safe: the endpoint's insert_id dedupe absorbs it.
+    assert!(send("test-key").status.success());
+    let stats = http_get_json(&emulator.1, "/stats");
+    assert_eq!(stats["events"], 3000 - invalid);
+    assert_eq!(stats["duplicates"], 3000 - invalid);
+    // No key: a clear error before anything is read.
+    let out = bin()
+        .current_dir(&dir)
+        .env_remove("AMPLITUDE_API_KEY")
+        .args([
+            "send",
+            "--config",
+            "c.json",
+            "--endpoint",
+            &emulator.1,
+            "in.jsonl.gz",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("$AMPLITUDE_API_KEY"));
+}

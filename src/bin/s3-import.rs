@@ -31,6 +31,49 @@ enum Command {
     Validate(ValidateArgs),
     /// Run a local Amplitude-compatible ingestion endpoint (dry runs, demo, tests)
     Emulator(EmulatorArgs),
+    /// Convert a local file and deliver it to Amplitude or a compatible endpoint
+    Send(SendArgs),
+}
+
+#[derive(Args)]
+struct SendArgs {
+    /// The converter file (Amplitude S3 Import format)
+    #[arg(long, value_name = "CONVERTER.json")]
+    config: PathBuf,
+    /// Endpoint base URL (the emulator, or any compatible endpoint); overrides --region
+    #[arg(long, value_name = "URL")]
+    endpoint: Option<String>,
+    /// Amplitude region: us or eu
+    #[arg(long, default_value = "us")]
+    region: String,
+    /// Name of the environment variable that holds the API key (never pass keys as flags)
+    #[arg(long, default_value = "AMPLITUDE_API_KEY")]
+    api_key_env: String,
+    /// Send events to the Batch API (/batch) instead of HTTP V2 (/2/httpapi)
+    #[arg(long)]
+    batch_api: bool,
+    /// Requests in flight at once
+    #[arg(long, default_value_t = 8)]
+    in_flight: usize,
+    /// Gzip request bodies
+    #[arg(long)]
+    gzip: bool,
+    /// Give up on what is not confirmed after this many seconds
+    #[arg(long, default_value_t = 600)]
+    deadline_secs: u64,
+    /// Bucket name used for default insert_ids
+    #[arg(long, default_value = "local")]
+    bucket: String,
+    /// Object key used for default insert_ids and checked against filterPattern [default: FILE]
+    #[arg(long)]
+    key: Option<String>,
+    /// Print the summary as JSON
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    limits: InputLimits,
+    #[arg(value_name = "FILE")]
+    file: String,
 }
 
 #[derive(Args)]
@@ -333,6 +376,86 @@ fn run_emulator(a: EmulatorArgs) -> ExitCode {
     }
 }
 
+fn run_send(a: SendArgs) -> ExitCode {
+    let converter = match load_converter(&a.config) {
+        Ok(c) => std::sync::Arc::new(c),
+        Err(e) => return fail(e),
+    };
+    let key = a.key.clone().unwrap_or_else(|| a.file.clone());
+    if !converter.file.key_matches(&key) {
+        return fail(format!(
+            "key {key:?} does not match keyValidatorConfig.filterPattern {:?}",
+            converter.file.filter_pattern().unwrap_or_default()
+        ));
+    }
+    let base_url = match (a.endpoint.clone(), a.region.to_ascii_lowercase().as_str()) {
+        (Some(url), _) => url,
+        (None, "us") => s3_import::sink::Region::Us.base_url().to_string(),
+        (None, "eu") => s3_import::sink::Region::Eu.base_url().to_string(),
+        (None, other) => return fail(format!("--region must be us or eu, got {other:?}")),
+    };
+    let api_key = match std::env::var(&a.api_key_env) {
+        Ok(k) if !k.is_empty() => k,
+        _ => {
+            return fail(format!(
+                "the API key is read from ${}, which is not set",
+                a.api_key_env
+            ))
+        }
+    };
+    let mut settings = s3_import::sink::SinkSettings::new(api_key, base_url);
+    settings.event_api = if a.batch_api {
+        s3_import::sink::EventApi::Batch
+    } else {
+        s3_import::sink::EventApi::HttpV2
+    };
+    settings.max_in_flight = a.in_flight.max(1);
+    settings.gzip = a.gzip;
+    let input = match File::open(&a.file) {
+        Ok(f) => f,
+        Err(e) => return fail(format!("{}: cannot open: {e}", a.file)),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(a.deadline_secs);
+    let result = runtime.block_on(cli::send(
+        converter,
+        a.bucket.clone(),
+        key,
+        a.limits.limits(),
+        input,
+        &settings,
+        deadline,
+    ));
+    match result {
+        Ok(s) => {
+            if a.json {
+                println!("{}", serde_json::to_string(&s).unwrap_or_default());
+            } else {
+                let title = match &a.key {
+                    Some(key) => format!("s3://{}/{key} (from {})", a.bucket, a.file),
+                    None => a.file.clone(),
+                };
+                print!("{}", cli::render_send(&title, &s));
+            }
+            if s.fatal.is_some() || s.not_sent > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => fail(format!("{}: {e}", a.file)),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -340,5 +463,6 @@ fn main() -> ExitCode {
         Command::Preview(a) => run_preview(a),
         Command::Validate(a) => run_validate(a),
         Command::Emulator(a) => run_emulator(a),
+        Command::Send(a) => run_send(a),
     }
 }
