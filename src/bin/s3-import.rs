@@ -14,7 +14,7 @@ use s3_import::decode::Limits;
 #[command(
     name = "s3-import",
     version,
-    about = "Self-hosted Amplitude S3 Import: convert, preview and validate converter files"
+    about = "Self-hosted Amplitude S3 Import: validate, preview and run converter files; deliver to Amplitude or a local emulator"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -137,7 +137,7 @@ struct ConvertArgs {
     /// Object key used for default insert_ids and checked against filterPattern [default: FILE]
     #[arg(long)]
     key: Option<String>,
-    /// Threads: 2 decompresses on one and converts on the other [default: min(2, cores)]
+    /// Conversion threads for JSON lines: with N >= 2, one more thread decompresses while N convert 1 MiB chunks, output in record order [default: min(2, cores)]
     #[arg(long)]
     threads: Option<usize>,
     #[command(flatten)]
