@@ -4,10 +4,12 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/s3-import/target
 CARGO ?= cargo
 BIN := $(CARGO_TARGET_DIR)/release/s3-import
 
-.PHONY: help build test lint fmt bench demo clean
+TOOLS_PY := $${S3_IMPORT_TOOLS:-$(HOME)/.cache/s3-import/tools}/localstack-venv/bin/python
+
+.PHONY: help build test lint fmt bench demo clean stack-install stack-up stack-down stack-check
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 build: ## Build the release binary (target dir: $CARGO_TARGET_DIR)
 	$(CARGO) build --release --locked
@@ -16,7 +18,7 @@ lint: ## rustfmt check and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
-test: lint ## Lint, then every test (unit, golden, CLI)
+test: lint ## Lint, then every test (unit, golden, CLI, sender against the emulator)
 	$(CARGO) test --locked
 
 fmt: ## Format the code
@@ -26,8 +28,20 @@ bench: ## Throughput and memory figures against baselines measured in the same r
 	$(CARGO) build --release --locked --bin s3-import --example bench_gen --example bench_floor --example bench_deliver
 	python3 bench/run.py
 
-demo: build ## Convert the example files and print a readable report
+demo: build ## Convert the example files, deliver them to a local emulator, print a report
 	bash infra/demo.sh "$(BIN)"
+
+stack-install: ## Install the local AWS stack (LocalStack: S3, SQS, DynamoDB; no Docker)
+	infra/localstack/install.sh
+
+stack-up: ## Start the local AWS stack on 127.0.0.1:4566 (installs it first if needed)
+	infra/localstack/stack.sh up
+
+stack-down: ## Stop the local AWS stack
+	infra/localstack/stack.sh down
+
+stack-check: stack-up ## Check notifications, conditional writes, transactions and TTL on the stack
+	$(TOOLS_PY) infra/localstack/smoke.py
 
 clean: ## Remove build output
 	$(CARGO) clean
