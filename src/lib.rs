@@ -7,4 +7,5 @@ pub mod datalang;
 pub mod decode;
 pub mod emulator;
 pub mod json_out;
+pub mod notify;
 pub mod sink;

@@ -1,0 +1,406 @@
+//! Every event shape that can name an object → object references.
+//!
+//! S3 notifications (direct, inside SQS messages, inside SNS envelopes in SQS), EventBridge
+//! "Object Created" events, and the scan mode's own messages. Keys in S3 notifications are
+//! form-URL-encoded (`+` is a space, then percent-decoding as UTF-8); EventBridge carries keys
+//! as they are. Parsing is deliberately tolerant: emulators leave fields out and AWS keeps
+//! adding some (`eventVersion` 2.1 … 2.x), so only what the importer needs is required.
+//! Test events, deletions and other non-create events, "folder" keys ending in `/` and
+//! zero-byte objects are acknowledged as ignored, with the reason, never processed.
+
+use serde_json::Value;
+
+/// An object to import, as the notice named it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectRef {
+    pub bucket: String,
+    pub key: String,
+    pub version_id: Option<String>,
+    pub size: Option<u64>,
+    pub etag: Option<String>,
+    /// Orders events of the same key (S3 notifications and EventBridge).
+    pub sequencer: Option<String>,
+}
+
+/// Why a notice names nothing to import. Each is acknowledged and counted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ignored {
+    /// `s3:TestEvent`, sent when a notification configuration is saved.
+    TestEvent,
+    /// A deletion, restore, tagging or any other event that is not a creation.
+    NotCreated(String),
+    /// A key ending in `/`: a console "folder".
+    Folder(String),
+    /// A zero-byte object: nothing to read.
+    Empty(String),
+}
+
+/// What one notice (one S3 record, one EventBridge event, one scan message) asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Notice {
+    Import(ObjectRef),
+    Ignore(Ignored),
+}
+
+/// One message's notices, with the message id for SQS partial-batch responses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// The SQS `messageId`, when the notices came in an SQS message.
+    pub message_id: Option<String>,
+    /// The notices, or why the message could not be read (it then goes back to the queue,
+    /// and after `maxReceiveCount` to the dead-letter queue).
+    pub notices: Result<Vec<Notice>, String>,
+}
+
+/// A key that cannot be decoded.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("bad percent escape at byte {0} of the key")]
+    BadEscape(usize),
+    #[error("the decoded key is not valid UTF-8")]
+    NotUtf8,
+}
+
+/// Decodes a key from an S3 notification: `+` → space first, then percent-decoding as UTF-8.
+/// (`%2B` is a literal `+`; `a+b.json` in a notification is the key `a b.json`.)
+pub fn decode_key(raw: &str) -> Result<String, KeyError> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = |b: u8| (b as char).to_digit(16);
+                match (
+                    bytes.get(i + 1).and_then(|b| hex(*b)),
+                    bytes.get(i + 2).and_then(|b| hex(*b)),
+                ) {
+                    (Some(h), Some(l)) => {
+                        out.push((h * 16 + l) as u8);
+                        i += 2;
+                    }
+                    _ => return Err(KeyError::BadEscape(i)),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).map_err(|_| KeyError::NotUtf8)
+}
+
+fn text(v: &Value, path: &[&str]) -> Option<String> {
+    let mut cur = v;
+    for p in path {
+        cur = cur.get(p)?;
+    }
+    match cur {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn number(v: &Value, path: &[&str]) -> Option<u64> {
+    let mut cur = v;
+    for p in path {
+        cur = cur.get(p)?;
+    }
+    cur.as_u64()
+        .or_else(|| cur.as_str().and_then(|s| s.parse().ok()))
+}
+
+/// Classifies an object that a notice names.
+fn object_notice(object: ObjectRef) -> Notice {
+    if object.key.ends_with('/') {
+        return Notice::Ignore(Ignored::Folder(object.key));
+    }
+    if object.size == Some(0) {
+        return Notice::Ignore(Ignored::Empty(object.key));
+    }
+    Notice::Import(object)
+}
+
+/// One record of an S3 notification (`{"Records": [...]}`).
+fn s3_record(r: &Value) -> Result<Notice, String> {
+    let event = text(r, &["eventName"]).unwrap_or_default();
+    if !event.starts_with("ObjectCreated:") {
+        return Ok(Notice::Ignore(Ignored::NotCreated(event)));
+    }
+    let bucket = text(r, &["s3", "bucket", "name"]).ok_or("S3 record without s3.bucket.name")?;
+    let raw_key = text(r, &["s3", "object", "key"]).ok_or("S3 record without s3.object.key")?;
+    let key = decode_key(&raw_key).map_err(|e| format!("S3 record key {raw_key:?}: {e}"))?;
+    Ok(object_notice(ObjectRef {
+        bucket,
+        key,
+        version_id: text(r, &["s3", "object", "versionId"])
+            .filter(|v| !v.is_empty() && v != "null"),
+        size: number(r, &["s3", "object", "size"]),
+        etag: text(r, &["s3", "object", "eTag"]),
+        sequencer: text(r, &["s3", "object", "sequencer"]),
+    }))
+}
+
+/// An S3 notification document: its records, or a test event.
+fn s3_notification(doc: &Value) -> Result<Vec<Notice>, String> {
+    if text(doc, &["Event"]).as_deref() == Some("s3:TestEvent") {
+        return Ok(vec![Notice::Ignore(Ignored::TestEvent)]);
+    }
+    let records = doc
+        .get("Records")
+        .and_then(Value::as_array)
+        .ok_or("no Records in the S3 notification")?;
+    records.iter().map(s3_record).collect()
+}
+
+/// An EventBridge event from S3.
+fn eventbridge(doc: &Value) -> Result<Vec<Notice>, String> {
+    let kind = text(doc, &["detail-type"]).unwrap_or_default();
+    if kind != "Object Created" {
+        return Ok(vec![Notice::Ignore(Ignored::NotCreated(kind))]);
+    }
+    let detail = doc
+        .get("detail")
+        .ok_or("EventBridge event without detail")?;
+    // EventBridge carries keys as they are: no form decoding.
+    Ok(vec![object_notice(ObjectRef {
+        bucket: text(detail, &["bucket", "name"])
+            .ok_or("EventBridge event without detail.bucket.name")?,
+        key: text(detail, &["object", "key"])
+            .ok_or("EventBridge event without detail.object.key")?,
+        version_id: text(detail, &["object", "version-id"]),
+        size: number(detail, &["object", "size"]),
+        etag: text(detail, &["object", "etag"]),
+        sequencer: text(detail, &["object", "sequencer"]),
+    })])
+}
+
+/// The scan mode's own message: `{"s3import": {"bucket", "key", "version_id"?, "size"?, "etag"?}}`,
+/// keys as they are.
+fn scan_message(doc: &Value) -> Result<Vec<Notice>, String> {
+    let m = doc.get("s3import").ok_or("not a scan message")?;
+    Ok(vec![object_notice(ObjectRef {
+        bucket: text(m, &["bucket"]).ok_or("scan message without bucket")?,
+        key: text(m, &["key"]).ok_or("scan message without key")?,
+        version_id: text(m, &["version_id"]),
+        size: number(m, &["size"]),
+        etag: text(m, &["etag"]),
+        sequencer: None,
+    })])
+}
+
+/// What a document (an SQS body, or a whole invocation event) holds.
+fn document(doc: &Value) -> Result<Vec<Notice>, String> {
+    if doc.get("s3import").is_some() {
+        return scan_message(doc);
+    }
+    if text(doc, &["source"]).as_deref() == Some("aws.s3") && doc.get("detail-type").is_some() {
+        return eventbridge(doc);
+    }
+    // SNS envelope: the S3 notification is the JSON text in `Message`.
+    if text(doc, &["Type"]).as_deref() == Some("Notification") {
+        let inner = text(doc, &["Message"]).ok_or("SNS envelope without Message")?;
+        let inner: Value =
+            serde_json::from_str(&inner).map_err(|e| format!("SNS Message is not JSON: {e}"))?;
+        return document(&inner);
+    }
+    if doc.get("Records").is_some() || doc.get("Event").is_some() {
+        return s3_notification(doc);
+    }
+    Err("not an S3 notification, EventBridge event or scan message".into())
+}
+
+/// Every message in an invocation event. An SQS event yields one message per SQS record
+/// (each with its `messageId`); any other shape yields one message without an id.
+pub fn messages(event: &Value) -> Vec<Message> {
+    let records = event.get("Records").and_then(Value::as_array);
+    let is_sqs = records.is_some_and(|r| {
+        r.iter()
+            .any(|x| text(x, &["eventSource"]).as_deref() == Some("aws:sqs"))
+    });
+    if !is_sqs {
+        return vec![Message {
+            message_id: None,
+            notices: document(event),
+        }];
+    }
+    records
+        .into_iter()
+        .flatten()
+        .map(|r| Message {
+            message_id: text(r, &["messageId"]),
+            notices: match text(r, &["body"]) {
+                None => Err("SQS record without body".into()),
+                Some(body) => serde_json::from_str::<Value>(&body)
+                    .map_err(|e| format!("SQS body is not JSON: {e}"))
+                    .and_then(|doc| document(&doc)),
+            },
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// An S3 notification record as AWS writes it (eventVersion 2.1 and later).
+    fn s3_record_json(version: &str, event: &str, key: &str, size: u64) -> Value {
+        json!({
+            "eventVersion": version, "eventSource": "aws:s3", "awsRegion": "eu-west-1",
+            "eventTime": "2026-11-28T10:00:00.000Z", "eventName": event,
+            "userIdentity": {"principalId": "AWS:EXAMPLE"}, "requestParameters": {"sourceIPAddress": "203.0.113.1"},
+            "responseElements": {"x-amz-request-id": "R", "x-amz-id-2": "I"},
+            "s3": {"s3SchemaVersion": "1.0", "configurationId": "import",
+                   "bucket": {"name": "events-bucket", "ownerIdentity": {"principalId": "O"}, "arn": "arn:aws:s3:::events-bucket"},
+                   "object": {"key": key, "size": size, "eTag": "0123abcd", "versionId": "v1", "sequencer": "0065A1B2C3D4E5F601"}}
+        })
+    }
+
+    fn sqs(bodies: &[(&str, Value)]) -> Value {
+        json!({"Records": bodies.iter().map(|(id, body)| json!({
+            "messageId": id, "receiptHandle": "h", "body": body.to_string(),
+            "attributes": {"ApproximateReceiveCount": "1"}, "messageAttributes": {},
+            "md5OfBody": "x", "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:eu-west-1:1:q", "awsRegion": "eu-west-1"
+        })).collect::<Vec<_>>()})
+    }
+
+    fn keys(m: &Message) -> Vec<String> {
+        m.notices
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|n| match n {
+                Notice::Import(o) => o.key.clone(),
+                Notice::Ignore(i) => format!("{i:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn keys_are_form_decoded_as_aws_encodes_them() {
+        let cases = [
+            ("a+b.json", "a b.json"),
+            ("a%2Bb.json", "a+b.json"),
+            ("dt%3D2024-01-01/x.json", "dt=2024-01-01/x.json"),
+            ("logs/10%3A47%3A07.log", "logs/10:47:07.log"),
+            ("%C3%A9.json", "é.json"),
+            ("%281%29+copy.csv", "(1) copy.csv"),
+            ("in/my%20file%2B1%20%C3%A9.txt", "in/my file+1 é.txt"), // LocalStack's spelling
+            ("in%2Fmy+file%2B1+%C3%A9.txt", "in/my file+1 é.txt"),   // moto's spelling
+            ("plain/key.json", "plain/key.json"),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(decode_key(raw).as_deref(), Ok(want), "{raw}");
+        }
+        assert_eq!(decode_key("bad%2"), Err(KeyError::BadEscape(3)));
+        assert_eq!(decode_key("bad%zz"), Err(KeyError::BadEscape(3)));
+        assert_eq!(decode_key("%ff%fe"), Err(KeyError::NotUtf8));
+    }
+
+    #[test]
+    fn direct_s3_notifications_of_any_event_version() {
+        for version in ["2.1", "2.2", "2.3", "2.6"] {
+            let event = json!({"Records": [s3_record_json(version, "ObjectCreated:Put", "events/a+b.json.gz", 10)]});
+            let m = messages(&event);
+            assert_eq!(m.len(), 1);
+            assert_eq!(m[0].message_id, None);
+            assert_eq!(
+                m[0].notices,
+                Ok(vec![Notice::Import(ObjectRef {
+                    bucket: "events-bucket".into(),
+                    key: "events/a b.json.gz".into(),
+                    version_id: Some("v1".into()),
+                    size: Some(10),
+                    etag: Some("0123abcd".into()),
+                    sequencer: Some("0065A1B2C3D4E5F601".into()),
+                })]),
+                "eventVersion {version}"
+            );
+        }
+    }
+
+    #[test]
+    fn sqs_messages_with_several_records_sns_envelopes_and_test_events() {
+        let two = json!({"Records": [
+            s3_record_json("2.1", "ObjectCreated:Put", "a.json", 5),
+            s3_record_json("2.1", "ObjectCreated:CompleteMultipartUpload", "b%3Ac.json", 9),
+        ]});
+        let sns = json!({"Type": "Notification", "MessageId": "sns-1", "TopicArn": "arn:aws:sns:eu-west-1:1:t",
+            "Message": json!({"Records": [s3_record_json("2.1", "ObjectCreated:Copy", "via+sns.json", 3)]}).to_string()});
+        let test = json!({"Service": "Amazon S3", "Event": "s3:TestEvent", "Time": "2026-11-28T10:00:00.000Z", "Bucket": "events-bucket"});
+        let mixed = json!({"Records": [
+            s3_record_json("2.1", "ObjectRemoved:Delete", "gone.json", 0),
+            s3_record_json("2.1", "ObjectCreated:Put", "folder/", 0),
+            s3_record_json("2.1", "ObjectCreated:Put", "empty.json", 0),
+        ]});
+        let event = sqs(&[
+            ("m1", two),
+            ("m2", sns),
+            ("m3", test),
+            ("m4", mixed),
+            ("m5", json!({"hello": 1})),
+        ]);
+        let m = messages(&event);
+        assert_eq!(
+            m.iter()
+                .map(|m| m.message_id.clone().unwrap())
+                .collect::<Vec<_>>(),
+            ["m1", "m2", "m3", "m4", "m5"]
+        );
+        assert_eq!(keys(&m[0]), ["a.json", "b:c.json"]);
+        assert_eq!(keys(&m[1]), ["via sns.json"]);
+        assert_eq!(m[2].notices, Ok(vec![Notice::Ignore(Ignored::TestEvent)]));
+        assert_eq!(
+            m[3].notices,
+            Ok(vec![
+                Notice::Ignore(Ignored::NotCreated("ObjectRemoved:Delete".into())),
+                Notice::Ignore(Ignored::Folder("folder/".into())),
+                Notice::Ignore(Ignored::Empty("empty.json".into())),
+            ])
+        );
+        assert!(m[4]
+            .notices
+            .as_ref()
+            .unwrap_err()
+            .contains("not an S3 notification"));
+    }
+
+    #[test]
+    fn eventbridge_keys_are_taken_as_they_are() {
+        let event = json!({"version": "0", "id": "e", "detail-type": "Object Created", "source": "aws.s3",
+            "account": "1", "time": "2026-11-28T10:00:00Z", "region": "eu-west-1", "resources": ["arn:aws:s3:::b"],
+            "detail": {"version": "0", "bucket": {"name": "b"},
+                       "object": {"key": "raw/2023-08-08T14:03:40 a+b.json", "size": 198, "etag": "e1", "version-id": "v9", "sequencer": "s"},
+                       "request-id": "r", "requester": "1", "reason": "PutObject"}});
+        let m = messages(&event);
+        assert_eq!(keys(&m[0]), ["raw/2023-08-08T14:03:40 a+b.json"]);
+        let deleted = json!({"detail-type": "Object Deleted", "source": "aws.s3", "detail": {}});
+        assert_eq!(
+            messages(&deleted)[0].notices,
+            Ok(vec![Notice::Ignore(Ignored::NotCreated(
+                "Object Deleted".into()
+            ))])
+        );
+    }
+
+    #[test]
+    fn emulator_notifications_without_optional_fields_still_parse() {
+        // moto leaves out userIdentity, requestParameters, sequencer, …
+        let sparse = json!({"Records": [{"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": "b"}, "object": {"key": "k%2Fx", "size": 4}}}]});
+        assert_eq!(keys(&messages(&sparse)[0]), ["k/x"]);
+        let broken = json!({"Records": [{"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": "b"}, "object": {"key": "bad%zz"}}}]});
+        assert!(messages(&broken)[0]
+            .notices
+            .as_ref()
+            .unwrap_err()
+            .contains("bad percent escape"));
+    }
+
+    #[test]
+    fn scan_messages_name_keys_as_they_are() {
+        let scan = json!({"s3import": {"bucket": "b", "key": "events/a+b.json", "size": 12, "etag": "\"e\""}});
+        assert_eq!(keys(&messages(&scan)[0]), ["events/a+b.json"]);
+    }
+}
