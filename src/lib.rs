@@ -1,5 +1,6 @@
 //! s3-import: a self-hosted Amplitude S3 Import. The library does the work; binaries only wire.
 
+pub mod claims;
 pub mod cli;
 pub mod config;
 pub mod convert;

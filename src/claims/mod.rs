@@ -1,0 +1,424 @@
+//! Exactly-once file claims: the port the pipeline uses, and an in-memory adapter.
+//!
+//! One claim per (source, bucket, key). Claiming succeeds when no claim exists, or when the
+//! claim is `InProgress` and its lease has expired (a takeover that resumes from the
+//! checkpoint). Every later write carries the owner token and only succeeds while that owner
+//! still holds the claim. `Completed` is final (as in Amplitude, an overwritten key is not
+//! imported again); `Failed` keeps a permanent reason and is re-importable only on purpose
+//! (`reset_failed`). Losing a race is an outcome, not an error. Times are epoch seconds and every
+//! comparison uses the stored lease, never the absence of an item (TTL deletes lazily).
+//! The DynamoDB adapter (pipeline issue) must pass the same `contract` suite.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Mutex;
+
+/// The object a claim is about. `source` scopes claims between importers sharing a table.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ClaimKey {
+    pub source: String,
+    pub bucket: String,
+    pub key: String,
+}
+
+/// The state of a claim as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClaimState {
+    InProgress {
+        owner: String,
+        lease_until: i64,
+        checkpoint: u64,
+    },
+    Completed {
+        summary: String,
+    },
+    Failed {
+        reason: String,
+    },
+}
+
+/// What `claim` found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    /// This invocation owns the object; resume after `checkpoint` records (0: from the start).
+    Acquired { checkpoint: u64, takeover: bool },
+    /// Another owner holds a live lease: acknowledge, the holder will finish or expire.
+    HeldByOther { lease_until: i64 },
+    /// Imported before: never again.
+    AlreadyCompleted,
+    /// Failed for good before; `s3-import retry` resets it on purpose.
+    AlreadyFailed { reason: String },
+}
+
+/// Whether a write conditional on ownership went through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Held {
+    Yes,
+    /// The lease expired and someone else took over, or the claim changed: stop writing.
+    Lost,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store could not be reached or answered with a retryable error.
+    #[error("claims store unavailable: {0}")]
+    Unavailable(String),
+    /// The store refused the request for good (permissions, missing table, …).
+    #[error("claims store refused: {0}")]
+    Refused(String),
+}
+
+/// The claims port. Times are epoch seconds, passed in so that tests can move the clock.
+pub trait ClaimStore: Send + Sync {
+    fn claim(
+        &self,
+        key: &ClaimKey,
+        owner: &str,
+        lease_until: i64,
+        now: i64,
+    ) -> impl Future<Output = Result<ClaimOutcome, StoreError>> + Send;
+    /// Records progress and extends the lease, if `owner` still holds the claim.
+    fn checkpoint(
+        &self,
+        key: &ClaimKey,
+        owner: &str,
+        records_confirmed: u64,
+        lease_until: i64,
+    ) -> impl Future<Output = Result<Held, StoreError>> + Send;
+    fn complete(
+        &self,
+        key: &ClaimKey,
+        owner: &str,
+        summary: &str,
+    ) -> impl Future<Output = Result<Held, StoreError>> + Send;
+    fn fail(
+        &self,
+        key: &ClaimKey,
+        owner: &str,
+        reason: &str,
+    ) -> impl Future<Output = Result<Held, StoreError>> + Send;
+    /// Leaves the claim resumable now (the lease ends at once), keeping its checkpoint.
+    fn release(
+        &self,
+        key: &ClaimKey,
+        owner: &str,
+        now: i64,
+    ) -> impl Future<Output = Result<Held, StoreError>> + Send;
+    /// Makes a `Failed` claim importable again; true when there was one.
+    fn reset_failed(&self, key: &ClaimKey)
+        -> impl Future<Output = Result<bool, StoreError>> + Send;
+    fn get(
+        &self,
+        key: &ClaimKey,
+    ) -> impl Future<Output = Result<Option<ClaimState>, StoreError>> + Send;
+}
+
+/// Claims in memory, for unit tests of the pipeline and for the CLI's local runs.
+#[derive(Default)]
+pub struct MemoryClaims {
+    items: Mutex<HashMap<ClaimKey, ClaimState>>,
+}
+
+impl MemoryClaims {
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<ClaimKey, ClaimState>) -> T) -> T {
+        f(&mut self.items.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Applies `change` when `owner` holds the claim.
+    fn if_owner(&self, key: &ClaimKey, owner: &str, change: impl FnOnce(&mut ClaimState)) -> Held {
+        self.with(|items| {
+            let state = items.get_mut(key);
+            let owned =
+                matches!(&state, Some(ClaimState::InProgress { owner: o, .. }) if o == owner);
+            match state {
+                Some(state) if owned => {
+                    change(state);
+                    Held::Yes
+                }
+                _ => Held::Lost,
+            }
+        })
+    }
+}
+
+impl ClaimStore for MemoryClaims {
+    async fn claim(
+        &self,
+        key: &ClaimKey,
+        owner: &str,
+        lease_until: i64,
+        now: i64,
+    ) -> Result<ClaimOutcome, StoreError> {
+        Ok(self.with(|items| {
+            let (checkpoint, takeover) = match items.get(key) {
+                None => (0, false),
+                Some(ClaimState::Completed { .. }) => return ClaimOutcome::AlreadyCompleted,
+                Some(ClaimState::Failed { reason }) => {
+                    return ClaimOutcome::AlreadyFailed {
+                        reason: reason.clone(),
+                    }
+                }
+                Some(ClaimState::InProgress {
+                    lease_until: held, ..
+                }) if *held >= now => return ClaimOutcome::HeldByOther { lease_until: *held },
+                Some(ClaimState::InProgress { checkpoint, .. }) => (*checkpoint, true),
+            };
+            items.insert(
+                key.clone(),
+                ClaimState::InProgress {
+                    owner: owner.to_string(),
+                    lease_until,
+                    checkpoint,
+                },
+            );
+            ClaimOutcome::Acquired {
+                checkpoint,
+                takeover,
+            }
+        }))
+    }
+
+    async fn checkpoint(
+        &self,
+        key: &ClaimKey,
+        owner: &str,
+        records_confirmed: u64,
+        lease_until: i64,
+    ) -> Result<Held, StoreError> {
+        Ok(self.if_owner(key, owner, |state| {
+            if let ClaimState::InProgress {
+                lease_until: l,
+                checkpoint: c,
+                ..
+            } = state
+            {
+                *l = lease_until;
+                *c = records_confirmed.max(*c);
+            }
+        }))
+    }
+
+    async fn complete(
+        &self,
+        key: &ClaimKey,
+        owner: &str,
+        summary: &str,
+    ) -> Result<Held, StoreError> {
+        Ok(self.if_owner(key, owner, |state| {
+            *state = ClaimState::Completed {
+                summary: summary.to_string(),
+            }
+        }))
+    }
+
+    async fn fail(&self, key: &ClaimKey, owner: &str, reason: &str) -> Result<Held, StoreError> {
+        Ok(self.if_owner(key, owner, |state| {
+            *state = ClaimState::Failed {
+                reason: reason.to_string(),
+            }
+        }))
+    }
+
+    async fn release(&self, key: &ClaimKey, owner: &str, now: i64) -> Result<Held, StoreError> {
+        Ok(self.if_owner(key, owner, |state| {
+            if let ClaimState::InProgress { lease_until, .. } = state {
+                *lease_until = now - 1;
+            }
+        }))
+    }
+
+    async fn reset_failed(&self, key: &ClaimKey) -> Result<bool, StoreError> {
+        Ok(self.with(|items| match items.get(key) {
+            Some(ClaimState::Failed { .. }) => items.remove(key).is_some(),
+            _ => false,
+        }))
+    }
+
+    async fn get(&self, key: &ClaimKey) -> Result<Option<ClaimState>, StoreError> {
+        Ok(self.with(|items| items.get(key).cloned()))
+    }
+}
+
+/// The behaviour every adapter must have; run against each (memory here, DynamoDB in LocalStack).
+pub mod contract {
+    use super::*;
+
+    fn key(name: &str) -> ClaimKey {
+        ClaimKey {
+            source: "contract".into(),
+            bucket: "bucket".into(),
+            key: name.into(),
+        }
+    }
+
+    /// Runs every check; `unique` makes keys unique per run for shared stores.
+    pub async fn run<S: ClaimStore>(store: &S, unique: &str) {
+        let now = 1_800_000_000;
+        let k = key(&format!("{unique}/a b+c.json"));
+
+        // First claim wins; a second owner loses while the lease lives.
+        assert_eq!(
+            store.claim(&k, "owner-1", now + 60, now).await.unwrap(),
+            ClaimOutcome::Acquired {
+                checkpoint: 0,
+                takeover: false
+            }
+        );
+        assert_eq!(
+            store.claim(&k, "owner-2", now + 60, now + 1).await.unwrap(),
+            ClaimOutcome::HeldByOther {
+                lease_until: now + 60
+            }
+        );
+        // Progress is written only by the owner.
+        assert_eq!(
+            store
+                .checkpoint(&k, "owner-1", 500, now + 120)
+                .await
+                .unwrap(),
+            Held::Yes
+        );
+        assert_eq!(
+            store
+                .checkpoint(&k, "owner-2", 900, now + 120)
+                .await
+                .unwrap(),
+            Held::Lost
+        );
+        // The lease expires: a takeover resumes from the checkpoint, and the old owner is locked out.
+        assert_eq!(
+            store
+                .claim(&k, "owner-3", now + 300, now + 121)
+                .await
+                .unwrap(),
+            ClaimOutcome::Acquired {
+                checkpoint: 500,
+                takeover: true
+            }
+        );
+        assert_eq!(
+            store
+                .checkpoint(&k, "owner-1", 600, now + 400)
+                .await
+                .unwrap(),
+            Held::Lost
+        );
+        assert_eq!(
+            store.complete(&k, "owner-1", "late").await.unwrap(),
+            Held::Lost
+        );
+        // Completed is final, whoever asks and however late.
+        assert_eq!(
+            store
+                .complete(&k, "owner-3", "{\"records\":1000}")
+                .await
+                .unwrap(),
+            Held::Yes
+        );
+        assert_eq!(
+            store
+                .claim(&k, "owner-4", now + 10_000, now + 9_000)
+                .await
+                .unwrap(),
+            ClaimOutcome::AlreadyCompleted
+        );
+        assert_eq!(
+            store.get(&k).await.unwrap(),
+            Some(ClaimState::Completed {
+                summary: "{\"records\":1000}".into()
+            })
+        );
+
+        // Release leaves the claim resumable at once, with its checkpoint.
+        let r = key(&format!("{unique}/released.json"));
+        store.claim(&r, "owner-1", now + 60, now).await.unwrap();
+        store.checkpoint(&r, "owner-1", 42, now + 60).await.unwrap();
+        assert_eq!(
+            store.release(&r, "owner-1", now + 1).await.unwrap(),
+            Held::Yes
+        );
+        assert_eq!(
+            store.claim(&r, "owner-2", now + 60, now + 1).await.unwrap(),
+            ClaimOutcome::Acquired {
+                checkpoint: 42,
+                takeover: true
+            }
+        );
+
+        // Failed keeps its reason until reset on purpose.
+        let f = key(&format!("{unique}/corrupt.json.gz"));
+        store.claim(&f, "owner-1", now + 60, now).await.unwrap();
+        assert_eq!(
+            store
+                .fail(&f, "owner-1", "corrupt gzip data")
+                .await
+                .unwrap(),
+            Held::Yes
+        );
+        assert_eq!(
+            store.claim(&f, "owner-2", now + 60, now + 1).await.unwrap(),
+            ClaimOutcome::AlreadyFailed {
+                reason: "corrupt gzip data".into()
+            }
+        );
+        assert!(store.reset_failed(&f).await.unwrap());
+        assert!(!store.reset_failed(&f).await.unwrap());
+        assert_eq!(
+            store.claim(&f, "owner-2", now + 60, now + 1).await.unwrap(),
+            ClaimOutcome::Acquired {
+                checkpoint: 0,
+                takeover: false
+            }
+        );
+
+        // Claims are scoped by source.
+        let other = ClaimKey {
+            source: "other-source".into(),
+            ..k.clone()
+        };
+        assert_eq!(
+            store.claim(&other, "owner-9", now + 60, now).await.unwrap(),
+            ClaimOutcome::Acquired {
+                checkpoint: 0,
+                takeover: false
+            }
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn memory_claims_meet_the_contract() {
+        contract::run(&MemoryClaims::default(), "mem").await;
+    }
+
+    #[tokio::test]
+    async fn ten_concurrent_claims_one_winner() {
+        let store = std::sync::Arc::new(MemoryClaims::default());
+        let key = ClaimKey {
+            source: "s".into(),
+            bucket: "b".into(),
+            key: "k".into(),
+        };
+        let mut tasks = Vec::new();
+        for i in 0..10 {
+            let (store, key) = (store.clone(), key.clone());
+            tasks.push(tokio::spawn(async move {
+                store
+                    .claim(&key, &format!("owner-{i}"), 100, 0)
+                    .await
+                    .unwrap()
+            }));
+        }
+        let mut won = 0;
+        for t in tasks {
+            if matches!(t.await.unwrap(), ClaimOutcome::Acquired { .. }) {
+                won += 1;
+            }
+        }
+        assert_eq!(won, 1);
+    }
+}
