@@ -552,52 +552,34 @@ pub fn router(config: EmulatorConfig) -> Router {
         }),
         files: Mutex::new(()),
     });
+    let events = |route: &'static str, list_key: &'static str, max_bytes: Option<usize>| {
+        post(
+            move |State(a): State<Arc<App>>, h: HeaderMap, b: Bytes| async move {
+                delayed(&a).await;
+                a.events(
+                    route,
+                    &h,
+                    &b,
+                    list_key,
+                    max_bytes.unwrap_or(a.config.max_body_bytes),
+                )
+            },
+        )
+    };
+    let identify = |route: &'static str, group: bool| {
+        post(
+            move |State(a): State<Arc<App>>, h: HeaderMap, b: Bytes| async move {
+                delayed(&a).await;
+                a.identify(route, &h, &b, group)
+            },
+        )
+    };
     Router::new()
-        .route(
-            "/2/httpapi",
-            post(
-                |State(a): State<Arc<App>>, h: HeaderMap, b: Bytes| async move {
-                    delayed(&a).await;
-                    a.events("/2/httpapi", &h, &b, "events", a.config.max_body_bytes)
-                },
-            ),
-        )
-        .route(
-            "/batch",
-            post(
-                |State(a): State<Arc<App>>, h: HeaderMap, b: Bytes| async move {
-                    delayed(&a).await;
-                    a.events("/batch", &h, &b, "events", 20 << 20)
-                },
-            ),
-        )
-        .route(
-            "/mutations",
-            post(
-                |State(a): State<Arc<App>>, h: HeaderMap, b: Bytes| async move {
-                    delayed(&a).await;
-                    a.events("/mutations", &h, &b, "mutations", a.config.max_body_bytes)
-                },
-            ),
-        )
-        .route(
-            "/identify",
-            post(
-                |State(a): State<Arc<App>>, h: HeaderMap, b: Bytes| async move {
-                    delayed(&a).await;
-                    a.identify("/identify", &h, &b, false)
-                },
-            ),
-        )
-        .route(
-            "/groupidentify",
-            post(
-                |State(a): State<Arc<App>>, h: HeaderMap, b: Bytes| async move {
-                    delayed(&a).await;
-                    a.identify("/groupidentify", &h, &b, true)
-                },
-            ),
-        )
+        .route("/2/httpapi", events("/2/httpapi", "events", None))
+        .route("/batch", events("/batch", "events", Some(20 << 20)))
+        .route("/mutations", events("/mutations", "mutations", None))
+        .route("/identify", identify("/identify", false))
+        .route("/groupidentify", identify("/groupidentify", true))
         .route(
             "/stats",
             get(|State(a): State<Arc<App>>| async move {

@@ -337,6 +337,17 @@ fn run_validate(a: ValidateArgs) -> ExitCode {
     }
 }
 
+/// The async runtime for the subcommands that talk HTTP.
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: cannot start the async runtime: {e}");
+            ExitCode::from(1)
+        })
+}
+
 fn run_emulator(a: EmulatorArgs) -> ExitCode {
     for (name, rate) in [("--fail-rate", a.fail_rate), ("--drop-rate", a.drop_rate)] {
         if !(0.0..=1.0).contains(&rate) {
@@ -353,15 +364,9 @@ fn run_emulator(a: EmulatorArgs) -> ExitCode {
         seed: a.seed,
         ..s3_import::emulator::EmulatorConfig::new(a.data_dir)
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     let served = runtime.block_on(s3_import::emulator::serve(a.listen, config, |addr| {
         println!("listening on http://{addr}");
@@ -415,15 +420,9 @@ fn run_send(a: SendArgs) -> ExitCode {
         Ok(f) => f,
         Err(e) => return fail(format!("{}: cannot open: {e}", a.file)),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(a.deadline_secs);
     let result = runtime.block_on(cli::send(
