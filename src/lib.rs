@@ -6,6 +6,7 @@ pub mod config;
 pub mod convert;
 pub mod datalang;
 pub mod decode;
+pub mod dedupe;
 pub mod emulator;
 pub mod json_out;
 pub mod notify;
