@@ -74,6 +74,8 @@ struct Stats {
     mutations: u64,
     throttled_events: u64,
     dropped_connections: u64,
+    /// Requests whose body came with `Content-Encoding: gzip`.
+    gzip_requests: u64,
 }
 
 struct Inner {
@@ -106,7 +108,8 @@ impl Inner {
         (self.rng >> 11) as f64 / (1u64 << 53) as f64
     }
 
-    fn count(&mut self, route: &str, code: u16) {
+    fn count(&mut self, route: &str, headers: &HeaderMap, code: u16) {
+        self.stats.gzip_requests += u64::from(is_gzip(headers));
         *self
             .stats
             .requests
@@ -131,11 +134,14 @@ fn cut_connection() -> Response {
 }
 
 /// The request body, gzip-decoded when sent so; `None` when it does not decode.
-fn body_bytes(headers: &HeaderMap, body: &Bytes) -> Option<Vec<u8>> {
-    let gz = headers
+fn is_gzip(headers: &HeaderMap) -> bool {
+    headers
         .get("content-encoding")
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
-    if !gz {
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"))
+}
+
+fn body_bytes(headers: &HeaderMap, body: &Bytes) -> Option<Vec<u8>> {
+    if !is_gzip(headers) {
         return Some(body.to_vec());
     }
     let mut out = Vec::new();
@@ -236,7 +242,8 @@ impl App {
         max_bytes: usize,
     ) -> Response {
         let response = self.events_checked(headers, body, list_key, max_bytes);
-        self.lock().count(route, response.status().as_u16());
+        self.lock()
+            .count(route, headers, response.status().as_u16());
         response
     }
 
@@ -456,7 +463,7 @@ impl App {
     fn identify(&self, route: &str, headers: &HeaderMap, body: &Bytes, group: bool) -> Response {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let response = self.identify_locked(&mut inner, headers, body, group);
-        inner.count(route, response.status().as_u16());
+        inner.count(route, headers, response.status().as_u16());
         response
     }
 

@@ -150,13 +150,13 @@ fn tempdir(case_dir: &Path) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "s3-import-golden-{}-{name}-{}",
         std::process::id(),
-        rand_suffix()
+        next_case_id()
     ));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
 
-fn rand_suffix() -> u64 {
+fn next_case_id() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     N.fetch_add(1, Ordering::Relaxed)

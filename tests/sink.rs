@@ -100,7 +100,12 @@ async fn gzip_bodies_are_accepted() {
     s.gzip = true;
     let d = deliver(&reqwest::Client::new(), &s, events(300), soon(30)).await;
     assert_eq!(d.sent(), 300);
-    assert_eq!(stats(&base).await["events"], 300);
+    let st = stats(&base).await;
+    assert_eq!(st["events"], 300);
+    assert_eq!(
+        st["gzip_requests"], d.requests,
+        "every request went gzipped: {st}"
+    );
 }
 
 #[tokio::test]

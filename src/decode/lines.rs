@@ -39,6 +39,11 @@ impl Chunk {
     pub fn line(&self, l: &Line) -> &[u8] {
         &self.data[l.start..l.end]
     }
+
+    /// The record number after this chunk's last record.
+    pub fn end_n(&self) -> u64 {
+        self.first_n + self.lines.iter().filter(|l| !l.blank).count() as u64
+    }
 }
 
 /// Splits a decompressed stream into lines, bounded by the record limit.

@@ -100,7 +100,7 @@ pub fn read_records<R: Read + Send>(
             let mut n = 0u64;
             let mut visit = |chunk: &Chunk| -> ControlFlow<()> {
                 let flow = visit_chunk(chunk, keys, limits, &mut f);
-                n = chunk.first_n + chunk.lines.iter().filter(|l| !l.blank).count() as u64;
+                n = chunk.end_n();
                 flow
             };
             LineFramer::new(input, limits.max_record_bytes).run(threads, &mut visit)?;
@@ -235,8 +235,7 @@ pub fn convert_chunks<R: Read + Send, T: Send>(
         let mut records_done = 0u64;
         for (seq, result, chunk) in done_rx.iter() {
             if let Some(chunk) = chunk {
-                records_done = records_done
-                    .max(chunk.first_n + chunk.lines.iter().filter(|l| !l.blank).count() as u64);
+                records_done = records_done.max(chunk.end_n());
                 let _ = free_tx.send(chunk);
             }
             waiting.insert(seq, result);
