@@ -1,5 +1,6 @@
 //! s3-import: a self-hosted Amplitude S3 Import. The library does the work; binaries only wire.
 
+pub mod aws;
 pub mod claims;
 pub mod cli;
 pub mod config;
@@ -10,4 +11,10 @@ pub mod dedupe;
 pub mod emulator;
 pub mod json_out;
 pub mod notify;
+pub mod ops;
+pub mod pipeline;
+pub mod queue;
+pub mod report;
+pub mod settings;
 pub mod sink;
+pub mod source;

@@ -33,6 +33,70 @@ enum Command {
     Emulator(EmulatorArgs),
     /// Convert a local file and deliver it to Amplitude or a compatible endpoint
     Send(SendArgs),
+    /// Import one S3 object now (claims, dedupe and reports as the Lambda function does)
+    Import(ImportArgs),
+    /// List a bucket prefix and import (or queue) every object without a final claim
+    Scan(ScanArgs),
+    /// Poll an SQS queue and import what it announces, like the Lambda trigger
+    Worker(WorkerArgs),
+    /// List the claims of this source: state, counts, report location or failure reason
+    Status(StatusArgs),
+    /// Import a FAILED object again (after fixing the converter, permissions or the file)
+    Retry(ImportArgs),
+    /// Create the tables, bucket, queue and notification (local stack or a dev account)
+    Setup(SetupArgs),
+}
+
+#[derive(Args)]
+struct ImportArgs {
+    /// The object, as s3://bucket/key
+    #[arg(value_name = "S3_URL")]
+    object: String,
+}
+
+#[derive(Args)]
+struct ScanArgs {
+    #[arg(long)]
+    bucket: String,
+    /// Key prefix to list [default: S3I_PREFIX]
+    #[arg(long)]
+    prefix: Option<String>,
+    /// Queue the objects (to S3I_QUEUE_URL) instead of importing them here
+    #[arg(long)]
+    enqueue: bool,
+}
+
+#[derive(Args)]
+struct WorkerArgs {
+    /// The queue that the bucket notifies [default: S3I_QUEUE_URL]
+    #[arg(long, value_name = "URL")]
+    queue_url: Option<String>,
+    /// Exit after this many seconds without a message (default: run until stopped)
+    #[arg(long, value_name = "SECS")]
+    idle_exit: Option<u64>,
+    /// Seconds before an unfinished message is received again
+    #[arg(long, default_value_t = 5, value_name = "SECS")]
+    retry_after: u64,
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    /// One JSON object per claim
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct SetupArgs {
+    /// The bucket to watch (created if missing)
+    #[arg(long)]
+    bucket: String,
+    /// The queue the bucket notifies (created if missing, with a dead-letter queue)
+    #[arg(long)]
+    queue: String,
+    /// Only keys under this prefix are announced
+    #[arg(long, default_value = "")]
+    prefix: String,
 }
 
 #[derive(Args)]
@@ -463,5 +527,168 @@ fn main() -> ExitCode {
         Command::Validate(a) => run_validate(a),
         Command::Emulator(a) => run_emulator(a),
         Command::Send(a) => run_send(a),
+        Command::Import(a) => run_importer(Job::Import(a)),
+        Command::Scan(a) => run_importer(Job::Scan(a)),
+        Command::Worker(a) => run_importer(Job::Worker(a)),
+        Command::Status(a) => run_importer(Job::Status(a)),
+        Command::Retry(a) => run_importer(Job::Retry(a)),
+        Command::Setup(a) => run_setup(a),
     }
+}
+
+enum Job {
+    Import(ImportArgs),
+    Scan(ScanArgs),
+    Worker(WorkerArgs),
+    Status(StatusArgs),
+    Retry(ImportArgs),
+}
+
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("S3I_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .try_init();
+}
+
+/// The subcommands that run the importer against AWS (or a local stack).
+fn run_importer(job: Job) -> ExitCode {
+    init_logs();
+    let settings = match s3_import::settings::Settings::from_env() {
+        Ok(s) => s,
+        Err(problems) => {
+            eprintln!("error: the settings are not usable:");
+            for p in problems {
+                eprintln!("  - {p}");
+            }
+            eprintln!("(the README's \"Settings\" section lists every variable)");
+            return ExitCode::from(EXIT_BAD_INPUT as u8);
+        }
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    rt.block_on(async move {
+        let clients = s3_import::aws::Clients::from_env().await;
+        let queue_url = settings.queue_url.clone();
+        let pipeline = s3_import::aws::pipeline(&clients, settings);
+        let owner = format!("cli-{}", std::process::id());
+        let print = |text: &str| {
+            print!("{text}");
+            let _ = io::stdout().flush();
+        };
+        let object = |url: &str| s3_import::ops::object_ref(url);
+        match job {
+            Job::Import(a) => {
+                let obj = match object(&a.object) {
+                    Ok(o) => o,
+                    Err(e) => return fail(e),
+                };
+                let outcome = pipeline.import_to_end(&obj, &owner).await;
+                print(&s3_import::ops::render_outcome(&obj, &outcome));
+                outcome_code(&outcome)
+            }
+            Job::Retry(a) => {
+                let obj = match object(&a.object) {
+                    Ok(o) => o,
+                    Err(e) => return fail(e),
+                };
+                match pipeline.retry(&obj, &owner).await {
+                    Ok(outcome) => {
+                        print(&s3_import::ops::render_outcome(&obj, &outcome));
+                        outcome_code(&outcome)
+                    }
+                    Err(e) => fail(e),
+                }
+            }
+            Job::Scan(a) => {
+                let prefix = a.prefix.unwrap_or_else(|| pipeline.settings.prefix.clone());
+                match pipeline
+                    .scan(&a.bucket, &prefix, a.enqueue, &owner, print)
+                    .await
+                {
+                    Ok(summary) => {
+                        println!("{summary}");
+                        if summary.failed + summary.other > 0 {
+                            ExitCode::from(1)
+                        } else {
+                            ExitCode::SUCCESS
+                        }
+                    }
+                    Err(e) => fail(e),
+                }
+            }
+            Job::Status(a) => match pipeline.status(a.json).await {
+                Ok(text) => {
+                    print(&text);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            },
+            Job::Worker(a) => {
+                let Some(url) = a.queue_url.or(queue_url) else {
+                    return fail("worker: give --queue-url or set S3I_QUEUE_URL");
+                };
+                let idle = a.idle_exit.map(std::time::Duration::from_secs);
+                let retry = std::time::Duration::from_secs(a.retry_after);
+                match s3_import::ops::work_queue(&pipeline, &clients.sqs, &url, idle, retry, print)
+                    .await
+                {
+                    Ok(n) => {
+                        eprintln!("worker: {n} messages handled, queue idle");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => fail(e),
+                }
+            }
+        }
+    })
+}
+
+/// 0 when the object is done (or was before), 1 otherwise.
+fn outcome_code(outcome: &s3_import::pipeline::ObjectOutcome) -> ExitCode {
+    use s3_import::pipeline::ObjectOutcome as O;
+    match outcome {
+        O::Completed(_) | O::AlreadyCompleted | O::Ignored(_) => ExitCode::SUCCESS,
+        _ => ExitCode::from(1),
+    }
+}
+
+fn run_setup(a: SetupArgs) -> ExitCode {
+    init_logs();
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let env = |name: &str, default: &str| {
+        std::env::var(name)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| default.to_string())
+    };
+    let claims = env("S3I_CLAIMS_TABLE", "s3-import-claims");
+    let dedupe = env("S3I_DEDUPE_TABLE", "s3-import-dedupe");
+    let dedupe = (dedupe != "off").then_some(dedupe);
+    rt.block_on(async move {
+        let clients = s3_import::aws::Clients::from_env().await;
+        match s3_import::aws::setup(
+            &clients,
+            &claims,
+            dedupe.as_deref(),
+            &a.bucket,
+            &a.queue,
+            &a.prefix,
+        )
+        .await
+        {
+            Ok(url) => {
+                println!("{url}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        }
+    })
 }

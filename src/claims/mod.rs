@@ -10,6 +10,8 @@
 //! The DynamoDB adapter (pipeline issue) must pass the same `contract` suite.
 
 use std::collections::HashMap;
+
+pub mod dynamo;
 use std::future::Future;
 use std::sync::Mutex;
 
@@ -28,6 +30,9 @@ pub enum ClaimState {
         owner: String,
         lease_until: i64,
         checkpoint: u64,
+        /// The counts of the records before the checkpoint (the report's JSON), so that a
+        /// resumed import reports the whole object.
+        progress: String,
     },
     Completed {
         summary: String,
@@ -41,7 +46,12 @@ pub enum ClaimState {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClaimOutcome {
     /// This invocation owns the object; resume after `checkpoint` records (0: from the start).
-    Acquired { checkpoint: u64, takeover: bool },
+    Acquired {
+        checkpoint: u64,
+        takeover: bool,
+        /// The progress stored with the checkpoint ("" when starting afresh).
+        progress: String,
+    },
     /// Another owner holds a live lease: acknowledge, the holder will finish or expire.
     HeldByOther { lease_until: i64 },
     /// Imported before: never again.
@@ -83,6 +93,7 @@ pub trait ClaimStore: Send + Sync {
         key: &ClaimKey,
         owner: &str,
         records_confirmed: u64,
+        progress: &str,
         lease_until: i64,
     ) -> impl Future<Output = Result<Held, StoreError>> + Send;
     fn complete(
@@ -111,6 +122,11 @@ pub trait ClaimStore: Send + Sync {
         &self,
         key: &ClaimKey,
     ) -> impl Future<Output = Result<Option<ClaimState>, StoreError>> + Send;
+    /// Every claim of `source` (for `s3-import status`), in no particular order.
+    fn list(
+        &self,
+        source: &str,
+    ) -> impl Future<Output = Result<Vec<(ClaimKey, ClaimState)>, StoreError>> + Send;
 }
 
 /// Claims in memory, for unit tests of the pipeline and for the CLI's local runs.
@@ -150,8 +166,8 @@ impl ClaimStore for MemoryClaims {
         now: i64,
     ) -> Result<ClaimOutcome, StoreError> {
         Ok(self.with(|items| {
-            let (checkpoint, takeover) = match items.get(key) {
-                None => (0, false),
+            let (checkpoint, takeover, progress) = match items.get(key) {
+                None => (0, false, String::new()),
                 Some(ClaimState::Completed { .. }) => return ClaimOutcome::AlreadyCompleted,
                 Some(ClaimState::Failed { reason }) => {
                     return ClaimOutcome::AlreadyFailed {
@@ -161,7 +177,11 @@ impl ClaimStore for MemoryClaims {
                 Some(ClaimState::InProgress {
                     lease_until: held, ..
                 }) if *held >= now => return ClaimOutcome::HeldByOther { lease_until: *held },
-                Some(ClaimState::InProgress { checkpoint, .. }) => (*checkpoint, true),
+                Some(ClaimState::InProgress {
+                    checkpoint,
+                    progress,
+                    ..
+                }) => (*checkpoint, true, progress.clone()),
             };
             items.insert(
                 key.clone(),
@@ -169,11 +189,13 @@ impl ClaimStore for MemoryClaims {
                     owner: owner.to_string(),
                     lease_until,
                     checkpoint,
+                    progress: progress.clone(),
                 },
             );
             ClaimOutcome::Acquired {
                 checkpoint,
                 takeover,
+                progress,
             }
         }))
     }
@@ -183,17 +205,22 @@ impl ClaimStore for MemoryClaims {
         key: &ClaimKey,
         owner: &str,
         records_confirmed: u64,
+        progress: &str,
         lease_until: i64,
     ) -> Result<Held, StoreError> {
         Ok(self.if_owner(key, owner, |state| {
             if let ClaimState::InProgress {
                 lease_until: l,
                 checkpoint: c,
+                progress: p,
                 ..
             } = state
             {
                 *l = lease_until;
-                *c = records_confirmed.max(*c);
+                if records_confirmed >= *c {
+                    *c = records_confirmed;
+                    *p = progress.to_string();
+                }
             }
         }))
     }
@@ -237,6 +264,16 @@ impl ClaimStore for MemoryClaims {
     async fn get(&self, key: &ClaimKey) -> Result<Option<ClaimState>, StoreError> {
         Ok(self.with(|items| items.get(key).cloned()))
     }
+
+    async fn list(&self, source: &str) -> Result<Vec<(ClaimKey, ClaimState)>, StoreError> {
+        Ok(self.with(|items| {
+            items
+                .iter()
+                .filter(|(k, _)| k.source == source)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        }))
+    }
 }
 
 /// The behaviour every adapter must have; run against each (memory here, DynamoDB in LocalStack).
@@ -261,7 +298,8 @@ pub mod contract {
             store.claim(&k, "owner-1", now + 60, now).await.unwrap(),
             ClaimOutcome::Acquired {
                 checkpoint: 0,
-                takeover: false
+                takeover: false,
+                progress: String::new()
             }
         );
         assert_eq!(
@@ -273,14 +311,14 @@ pub mod contract {
         // Progress is written only by the owner.
         assert_eq!(
             store
-                .checkpoint(&k, "owner-1", 500, now + 120)
+                .checkpoint(&k, "owner-1", 500, "{\"read\":500}", now + 120)
                 .await
                 .unwrap(),
             Held::Yes
         );
         assert_eq!(
             store
-                .checkpoint(&k, "owner-2", 900, now + 120)
+                .checkpoint(&k, "owner-2", 900, "{}", now + 120)
                 .await
                 .unwrap(),
             Held::Lost
@@ -293,12 +331,13 @@ pub mod contract {
                 .unwrap(),
             ClaimOutcome::Acquired {
                 checkpoint: 500,
-                takeover: true
+                takeover: true,
+                progress: "{\"read\":500}".into()
             }
         );
         assert_eq!(
             store
-                .checkpoint(&k, "owner-1", 600, now + 400)
+                .checkpoint(&k, "owner-1", 600, "{}", now + 400)
                 .await
                 .unwrap(),
             Held::Lost
@@ -332,7 +371,10 @@ pub mod contract {
         // Release leaves the claim resumable at once, with its checkpoint.
         let r = key(&format!("{unique}/released.json"));
         store.claim(&r, "owner-1", now + 60, now).await.unwrap();
-        store.checkpoint(&r, "owner-1", 42, now + 60).await.unwrap();
+        store
+            .checkpoint(&r, "owner-1", 42, "p42", now + 60)
+            .await
+            .unwrap();
         assert_eq!(
             store.release(&r, "owner-1", now + 1).await.unwrap(),
             Held::Yes
@@ -341,7 +383,8 @@ pub mod contract {
             store.claim(&r, "owner-2", now + 60, now + 1).await.unwrap(),
             ClaimOutcome::Acquired {
                 checkpoint: 42,
-                takeover: true
+                takeover: true,
+                progress: "p42".into()
             }
         );
 
@@ -367,20 +410,47 @@ pub mod contract {
             store.claim(&f, "owner-2", now + 60, now + 1).await.unwrap(),
             ClaimOutcome::Acquired {
                 checkpoint: 0,
-                takeover: false
+                takeover: false,
+                progress: String::new()
             }
+        );
+
+        // The stored state reads back whole, and listing finds the source's claims.
+        match store.get(&r).await.unwrap() {
+            Some(ClaimState::InProgress {
+                owner,
+                lease_until,
+                checkpoint,
+                progress,
+            }) => assert_eq!(
+                (owner.as_str(), lease_until, checkpoint, progress.as_str()),
+                ("owner-2", now + 60, 42, "p42")
+            ),
+            other => panic!("unexpected {other:?}"),
+        }
+        let listed = store.list("contract").await.unwrap();
+        for want in [&k, &r, &f] {
+            assert!(
+                listed.iter().any(|(key, _)| key == want),
+                "{want:?} not listed"
+            );
+        }
+        assert_eq!(
+            store.get(&key(&format!("{unique}/never"))).await.unwrap(),
+            None
         );
 
         // Claims are scoped by source.
         let other = ClaimKey {
-            source: "other-source".into(),
+            source: format!("other-source-{unique}"),
             ..k.clone()
         };
         assert_eq!(
             store.claim(&other, "owner-9", now + 60, now).await.unwrap(),
             ClaimOutcome::Acquired {
                 checkpoint: 0,
-                takeover: false
+                takeover: false,
+                progress: String::new()
             }
         );
     }

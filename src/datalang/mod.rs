@@ -368,7 +368,7 @@ impl Compiler<'_> {
             "subtract" | "-" => Expr::Arith(ArithOp::Sub, self.args(args, path, top, 0)),
             "divide" | "/" => Expr::Arith(ArithOp::Div, self.args(args, path, top, 0)),
             "dict" => {
-                if args.len() % 2 != 0 {
+                if !args.len().is_multiple_of(2) {
                     return self.err(
                         path,
                         format!(
@@ -388,7 +388,7 @@ impl Compiler<'_> {
                 Expr::Dict(entries)
             }
             "condition" | "cond" => {
-                if args.len() % 2 != 0 {
+                if !args.len().is_multiple_of(2) {
                     return self.err(
                         path,
                         format!(

@@ -13,6 +13,8 @@ use std::sync::Mutex;
 
 pub use crate::claims::StoreError;
 
+pub mod dynamo;
+
 /// Amplitude ignores a repeated insert_id for 7 days; so do we.
 pub const WINDOW_SECS: i64 = 7 * 24 * 3600;
 
@@ -71,6 +73,10 @@ pub trait DedupeStore: Send + Sync {
         events: &[(DedupeKey, RecordRef)],
         now: i64,
     ) -> impl Future<Output = Result<Vec<Verdict>, StoreError>> + Send;
+    /// Requests made to the store so far (for reports and benchmarks).
+    fn requests(&self) -> u64 {
+        0
+    }
 }
 
 /// Dedupe in memory, for unit tests of the pipeline and local runs.

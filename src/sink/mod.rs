@@ -133,6 +133,9 @@ impl Item {
     }
 }
 
+/// Fates by record number, and the JSON of the rejected payloads among them.
+pub type Settled = (Vec<(u64, Kind, Fate)>, Vec<(u64, String)>);
+
 /// What became of one payload.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Fate {
@@ -147,6 +150,8 @@ pub enum Fate {
 #[derive(Debug, Default)]
 pub struct Delivery {
     pub fates: Vec<(u64, Kind, Fate)>,
+    /// The JSON of each rejected payload, by record number.
+    pub rejected_payloads: Vec<(u64, String)>,
     /// Set when delivery stopped on a permanent configuration error (bad API key, …).
     pub fatal: Option<String>,
     pub requests: u64,
@@ -181,6 +186,8 @@ struct Shared {
     stop: AtomicBool,
     fatal: Mutex<Option<String>>,
     fates: Mutex<Vec<(u64, Kind, Fate)>>,
+    /// The JSON of rejected payloads, for the report's rejected records.
+    rejected: Mutex<Vec<(u64, String)>>,
     requests: AtomicU64,
     retries: AtomicU64,
     throttled: AtomicU64,
@@ -191,6 +198,10 @@ impl Shared {
     fn settle(&self, items: &[Item], fate: &Fate) {
         let mut fates = self.fates.lock().unwrap_or_else(|p| p.into_inner());
         fates.extend(items.iter().map(|i| (i.n, i.kind, fate.clone())));
+        if matches!(fate, Fate::Rejected(_)) {
+            let mut rejected = self.rejected.lock().unwrap_or_else(|p| p.into_inner());
+            rejected.extend(items.iter().map(|i| (i.n, i.json.clone())));
+        }
     }
 
     /// Full jitter: a random wait between zero and the capped exponential step.
@@ -271,7 +282,8 @@ pub async fn deliver_stream(
 }
 
 /// Batches items as they come and keeps a bounded number of batches on their way.
-struct Driver {
+/// Fates can be taken as they settle (`take_settled`) or all at the end (`finish`).
+pub struct Driver {
     shared: Arc<Shared>,
     tasks: JoinSet<()>,
     batcher: request::Batcher,
@@ -279,7 +291,7 @@ struct Driver {
 }
 
 impl Driver {
-    fn new(client: &reqwest::Client, settings: &SinkSettings, deadline: Instant) -> Self {
+    pub fn new(client: &reqwest::Client, settings: &SinkSettings, deadline: Instant) -> Self {
         let shared = Arc::new(Shared {
             settings: settings.clone(),
             client: client.clone(),
@@ -288,6 +300,7 @@ impl Driver {
             stop: AtomicBool::new(false),
             fatal: Mutex::new(None),
             fates: Mutex::new(Vec::new()),
+            rejected: Mutex::new(Vec::new()),
             requests: AtomicU64::new(0),
             retries: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
@@ -306,7 +319,8 @@ impl Driver {
         self.tasks.spawn(async move { run_job(shared, job).await });
     }
 
-    async fn push(&mut self, item: Item) {
+    /// Adds an item; waits while the bounded number of batches are all on their way.
+    pub async fn push(&mut self, item: Item) {
         if let Some(job) = self.batcher.push(item) {
             while self.tasks.len() >= self.limit {
                 self.tasks.join_next().await;
@@ -315,7 +329,41 @@ impl Driver {
         }
     }
 
-    async fn finish(mut self) -> Delivery {
+    /// The fates settled since the last call, and the JSON of the rejected payloads among them.
+    pub fn take_settled(&self) -> Settled {
+        let fates =
+            std::mem::take(&mut *self.shared.fates.lock().unwrap_or_else(|p| p.into_inner()));
+        let rejected = std::mem::take(
+            &mut *self
+                .shared
+                .rejected
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        (fates, rejected)
+    }
+
+    /// The permanent error that stopped delivery, if any.
+    pub fn fatal(&self) -> Option<String> {
+        self.shared
+            .fatal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Requests, retries and throttled answers so far.
+    pub fn counters(&self) -> (u64, u64, u64) {
+        let s = &self.shared;
+        (
+            s.requests.load(Ordering::Relaxed),
+            s.retries.load(Ordering::Relaxed),
+            s.throttled.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Sends what is still batched and waits until every item has a fate (or the deadline).
+    pub async fn finish(mut self) -> Delivery {
         let batcher = std::mem::replace(
             &mut self.batcher,
             request::Batcher::new(&self.shared.settings),
@@ -333,8 +381,11 @@ impl Driver {
         let mut fates =
             std::mem::take(&mut *shared.fates.lock().unwrap_or_else(|p| p.into_inner()));
         fates.sort_by_key(|f| f.0);
+        let rejected_payloads =
+            std::mem::take(&mut *shared.rejected.lock().unwrap_or_else(|p| p.into_inner()));
         Delivery {
             fates,
+            rejected_payloads,
             fatal,
             requests: shared.requests.load(Ordering::Relaxed),
             retries: shared.retries.load(Ordering::Relaxed),

@@ -1,0 +1,294 @@
+//! Small helpers shared by the DynamoDB, S3 and SQS adapters, and building the SDK clients
+//! once. The same code runs against AWS and a local stack: only `AWS_ENDPOINT_URL` (and dummy
+//! credentials) differ.
+
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+use aws_sdk_dynamodb::types::AttributeValue;
+use std::collections::HashMap;
+
+use crate::claims::StoreError;
+
+/// A string attribute.
+pub fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+/// A number attribute.
+pub fn n(v: i64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+/// A string attribute of an item.
+pub fn text<'a>(item: &'a HashMap<String, AttributeValue>, name: &str) -> Option<&'a str> {
+    item.get(name)?.as_s().ok().map(String::as_str)
+}
+
+/// A number attribute of an item.
+pub fn num(item: &HashMap<String, AttributeValue>, name: &str) -> Option<i64> {
+    item.get(name)?.as_n().ok()?.parse().ok()
+}
+
+/// Error codes that no retry will fix.
+const PERMANENT: &[&str] = &[
+    "ResourceNotFoundException",
+    "AccessDeniedException",
+    "ValidationException",
+    "UnrecognizedClientException",
+    "InvalidSignatureException",
+    "MissingAuthenticationTokenException",
+];
+
+/// A service error of the claims or dedupe table, classified as retryable or not.
+pub fn store_error<E: ProvideErrorMetadata + std::fmt::Display>(e: E) -> StoreError {
+    let code = e.code().unwrap_or("");
+    let detail = match e.message() {
+        Some(m) => format!("{code}: {m}"),
+        None if code.is_empty() => e.to_string(),
+        None => code.to_string(),
+    };
+    if PERMANENT.contains(&code) {
+        StoreError::Refused(detail)
+    } else {
+        StoreError::Unavailable(detail)
+    }
+}
+
+/// The SDK configuration from the environment (region, credentials, `AWS_ENDPOINT_URL`).
+pub async fn sdk_config() -> aws_config::SdkConfig {
+    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+}
+
+/// An S3 client; path-style addressing when an endpoint is set (local stacks serve buckets
+/// under the path, not as host names).
+pub fn s3_client(config: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
+    let local = std::env::var_os("AWS_ENDPOINT_URL").is_some()
+        || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
+    let conf = aws_sdk_s3::config::Builder::from(config)
+        .force_path_style(local)
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+/// The SDK clients, built once per process.
+#[derive(Clone)]
+pub struct Clients {
+    pub s3: aws_sdk_s3::Client,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub sqs: aws_sdk_sqs::Client,
+}
+
+impl Clients {
+    pub async fn from_env() -> Clients {
+        let config = sdk_config().await;
+        Clients {
+            s3: s3_client(&config),
+            dynamodb: aws_sdk_dynamodb::Client::new(&config),
+            sqs: aws_sdk_sqs::Client::new(&config),
+        }
+    }
+}
+
+/// The importer on AWS services (or a local stack).
+pub type AwsPipeline = crate::pipeline::Pipeline<
+    crate::claims::dynamo::DynamoClaims,
+    crate::dedupe::dynamo::DynamoDedupe,
+    crate::source::s3::S3Source,
+    crate::queue::SqsQueue,
+>;
+
+pub fn pipeline(clients: &Clients, settings: crate::settings::Settings) -> AwsPipeline {
+    let claims =
+        crate::claims::dynamo::DynamoClaims::new(clients.dynamodb.clone(), &settings.claims_table);
+    let dedupe = settings
+        .dedupe_table
+        .as_ref()
+        .map(|t| crate::dedupe::dynamo::DynamoDedupe::new(clients.dynamodb.clone(), t));
+    let queue = crate::queue::SqsQueue::new(clients.sqs.clone(), settings.queue_url.clone());
+    crate::pipeline::Pipeline::new(
+        claims,
+        dedupe,
+        crate::source::s3::S3Source::new(clients.s3.clone()),
+        queue,
+        settings,
+        crate::pipeline::system_clock(),
+    )
+}
+
+fn sdk_text<E: std::error::Error + 'static>(e: E) -> String {
+    aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string()
+}
+
+/// Creates a table keyed by the string `pk` (on-demand) unless it exists; `ttl` names the
+/// epoch-seconds attribute that expires items.
+pub async fn ensure_table(
+    ddb: &aws_sdk_dynamodb::Client,
+    name: &str,
+    ttl: Option<&str>,
+) -> Result<(), String> {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+        TimeToLiveSpecification,
+    };
+    let created = ddb
+        .create_table()
+        .table_name(name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("pk")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .map_err(sdk_text)?,
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("pk")
+                .key_type(KeyType::Hash)
+                .build()
+                .map_err(sdk_text)?,
+        )
+        .send()
+        .await;
+    match created {
+        Ok(_) => {}
+        Err(e) => {
+            let e = e.into_service_error();
+            if !e.is_resource_in_use_exception() {
+                return Err(format!("creating table {name}: {}", sdk_text(e)));
+            }
+            return Ok(());
+        }
+    }
+    for _ in 0..100 {
+        let d = ddb
+            .describe_table()
+            .table_name(name)
+            .send()
+            .await
+            .map_err(sdk_text)?;
+        let active = d
+            .table()
+            .and_then(|t| t.table_status())
+            .is_some_and(|s| *s == aws_sdk_dynamodb::types::TableStatus::Active);
+        if active {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    if let Some(attr) = ttl {
+        ddb.update_time_to_live()
+            .table_name(name)
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder()
+                    .enabled(true)
+                    .attribute_name(attr)
+                    .build()
+                    .map_err(sdk_text)?,
+            )
+            .send()
+            .await
+            .map_err(|e| format!("enabling TTL on {name}: {}", sdk_text(e)))?;
+    }
+    Ok(())
+}
+
+/// The local (or development) setup the demo and the tests use; production uses
+/// `template.yaml`. Creates, when missing: the two tables (TTL on the dedupe table), the
+/// bucket, a queue with a dead-letter queue, and the bucket's notification of created objects
+/// under `prefix` to the queue. Returns the queue URL.
+pub async fn setup(
+    clients: &Clients,
+    claims_table: &str,
+    dedupe_table: Option<&str>,
+    bucket: &str,
+    queue: &str,
+    prefix: &str,
+) -> Result<String, String> {
+    use aws_sdk_s3::types::{
+        Event, FilterRule, FilterRuleName, NotificationConfiguration,
+        NotificationConfigurationFilter, QueueConfiguration, S3KeyFilter,
+    };
+    use aws_sdk_sqs::types::QueueAttributeName;
+    ensure_table(&clients.dynamodb, claims_table, None).await?;
+    if let Some(t) = dedupe_table {
+        ensure_table(&clients.dynamodb, t, Some("expires_at")).await?;
+    }
+    if let Err(e) = clients.s3.create_bucket().bucket(bucket).send().await {
+        let e = e.into_service_error();
+        if !(e.is_bucket_already_owned_by_you() || e.is_bucket_already_exists()) {
+            return Err(format!("creating bucket {bucket}: {}", sdk_text(e)));
+        }
+    }
+    let dlq = clients
+        .sqs
+        .create_queue()
+        .queue_name(format!("{queue}-dlq"))
+        .send()
+        .await
+        .map_err(|e| format!("creating queue {queue}-dlq: {}", sdk_text(e)))?;
+    let dlq_url = dlq.queue_url().unwrap_or_default().to_string();
+    let arn_of = |url: String| {
+        let sqs = clients.sqs.clone();
+        async move {
+            let a = sqs
+                .get_queue_attributes()
+                .queue_url(&url)
+                .attribute_names(QueueAttributeName::QueueArn)
+                .send()
+                .await
+                .map_err(sdk_text)?;
+            a.attributes()
+                .and_then(|m| m.get(&QueueAttributeName::QueueArn))
+                .cloned()
+                .ok_or_else(|| format!("no ARN for {url}"))
+        }
+    };
+    let dlq_arn = arn_of(dlq_url).await?;
+    let q = clients
+        .sqs
+        .create_queue()
+        .queue_name(queue)
+        .attributes(QueueAttributeName::VisibilityTimeout, "60")
+        .attributes(
+            QueueAttributeName::RedrivePolicy,
+            serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"}).to_string(),
+        )
+        .send()
+        .await
+        .map_err(|e| format!("creating queue {queue}: {}", sdk_text(e)))?;
+    let url = q.queue_url().unwrap_or_default().to_string();
+    let arn = arn_of(url.clone()).await?;
+    let mut qc = QueueConfiguration::builder()
+        .id("s3-import")
+        .queue_arn(arn)
+        .events(Event::S3ObjectCreated);
+    if !prefix.is_empty() {
+        qc = qc.filter(
+            NotificationConfigurationFilter::builder()
+                .key(
+                    S3KeyFilter::builder()
+                        .filter_rules(
+                            FilterRule::builder()
+                                .name(FilterRuleName::Prefix)
+                                .value(prefix)
+                                .build(),
+                        )
+                        .build(),
+                )
+                .build(),
+        );
+    }
+    clients
+        .s3
+        .put_bucket_notification_configuration()
+        .bucket(bucket)
+        .notification_configuration(
+            NotificationConfiguration::builder()
+                .queue_configurations(qc.build().map_err(sdk_text)?)
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| format!("notification on {bucket}: {}", sdk_text(e)))?;
+    Ok(url)
+}

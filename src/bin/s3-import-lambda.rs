@@ -1,0 +1,53 @@
+//! The Lambda entry: reads and checks the settings and builds the SDK clients once per cold
+//! start, then hands every event (SQS, direct S3, EventBridge, scan messages) to the pipeline.
+//! SQS batches answer with `batchItemFailures` naming exactly the messages to retry; other
+//! event sources get an error when something must be retried, so that Lambda retries them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lambda_runtime::{service_fn, Error, LambdaEvent};
+use serde_json::Value;
+use tokio::time::Instant;
+
+use s3_import::pipeline::lambda_response;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("S3I_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_current_span(false)
+        .without_time()
+        .init();
+    let settings = match s3_import::settings::Settings::from_env() {
+        Ok(s) => s,
+        Err(problems) => {
+            let text = problems.join("; ");
+            tracing::error!(problems = %text, "settings are not usable");
+            return Err(format!("settings are not usable: {text}").into());
+        }
+    };
+    let clients = s3_import::aws::Clients::from_env().await;
+    let pipeline = Arc::new(s3_import::aws::pipeline(&clients, settings));
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+        let pipeline = pipeline.clone();
+        async move {
+            // The context's deadline is epoch milliseconds; a missing or past one leaves no
+            // time, and every object is then handed back for retry rather than claimed.
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let left = Duration::from_millis(event.context.deadline.saturating_sub(now_ms));
+            let deadline = Instant::now() + left;
+            let result = pipeline
+                .handle_event(&event.payload, deadline, &event.context.request_id)
+                .await;
+            lambda_response(&event.payload, &result).map_err(Error::from)
+        }
+    }))
+    .await
+}

@@ -1,0 +1,332 @@
+//! The importer's operations as the CLI and the Lambda entry run them: import one object to
+//! the end, scan a prefix, work a queue, list claims, retry a failed object. Over the ports,
+//! so that the in-memory adapters can test them; the worker alone needs SQS.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::claims::{ClaimKey, ClaimState, ClaimStore};
+use crate::dedupe::DedupeStore;
+use crate::notify::ObjectRef;
+use crate::pipeline::{continuation, Enqueue, ObjectOutcome, Pipeline};
+use crate::report::Progress;
+use crate::source::ObjectSource;
+
+/// Parses `s3://bucket/key`.
+pub fn object_ref(url: &str) -> Result<ObjectRef, String> {
+    let u = crate::settings::S3Url::parse(url)?;
+    if u.key.is_empty() {
+        return Err(format!("`{url}` names no object"));
+    }
+    Ok(ObjectRef {
+        bucket: u.bucket,
+        key: u.key,
+        version_id: None,
+        size: None,
+        etag: None,
+        sequencer: None,
+    })
+}
+
+/// One object's outcome for a person: a line, then its counts and first errors.
+pub fn render_outcome(obj: &ObjectRef, outcome: &ObjectOutcome) -> String {
+    let mut out = format!("s3://{}/{}: {}\n", obj.bucket, obj.key, outcome.label());
+    if let ObjectOutcome::Completed(r) | ObjectOutcome::Failed(r) = outcome {
+        let c = &r.counts;
+        let _ = writeln!(
+            out,
+            "  records {}: converted {}, skipped {}, invalid {}",
+            c.records, c.converted, c.skipped, c.invalid
+        );
+        let _ = writeln!(
+            out,
+            "  payloads {}: sent {}, duplicates {}, rejected {}{}",
+            c.payloads,
+            c.sent,
+            c.duplicates,
+            c.rejected,
+            if c.not_sent > 0 {
+                format!(", not sent {}", c.not_sent)
+            } else {
+                String::new()
+            }
+        );
+        let _ = writeln!(
+            out,
+            "  invocations {}, {} ms, converter {}",
+            r.invocations,
+            (r.finished_ms - r.started_ms).max(0),
+            r.config_version
+        );
+        for e in r.first_errors.iter().take(5) {
+            let _ = writeln!(out, "  {e}");
+        }
+        for part in &r.rejects {
+            let _ = writeln!(out, "  rejects: {part}");
+        }
+    }
+    out
+}
+
+impl<C, D, S, Q> Pipeline<C, D, S, Q>
+where
+    C: ClaimStore,
+    D: DedupeStore + 'static,
+    S: ObjectSource,
+    Q: Enqueue,
+{
+    /// Imports one object, continuing at once after each pause (each run at most
+    /// `max_run`), until it has a final outcome.
+    pub async fn import_to_end(&self, obj: &ObjectRef, owner: &str) -> ObjectOutcome {
+        let mut runs = 0u32;
+        loop {
+            runs += 1;
+            let deadline = Instant::now() + self.settings.max_run;
+            let outcome = self.import(obj, deadline, &format!("{owner}/{runs}")).await;
+            if !matches!(outcome, ObjectOutcome::Paused { .. }) {
+                return outcome;
+            }
+        }
+    }
+
+    /// Lists `prefix` and imports (or, with `enqueue`, queues) every object that has no final
+    /// claim: objects whose notification was lost, and those that predate the importer.
+    pub async fn scan(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        enqueue: bool,
+        owner: &str,
+        mut report: impl FnMut(&str),
+    ) -> Result<ScanSummary, String> {
+        let listed = self
+            .source
+            .list(bucket, prefix)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut s = ScanSummary {
+            listed: listed.len(),
+            ..ScanSummary::default()
+        };
+        for o in listed {
+            if o.key.ends_with('/')
+                || o.size == 0
+                || self.settings.excludes(bucket, &o.key).is_some()
+            {
+                s.ignored += 1;
+                continue;
+            }
+            let key = ClaimKey {
+                source: self.settings.source.clone(),
+                bucket: bucket.to_string(),
+                key: o.key.clone(),
+            };
+            match self.claims.get(&key).await.map_err(|e| e.to_string())? {
+                Some(ClaimState::Completed { .. }) => {
+                    s.completed_before += 1;
+                    continue;
+                }
+                Some(ClaimState::Failed { .. }) => {
+                    s.failed_before += 1;
+                    continue;
+                }
+                _ => {}
+            }
+            let obj = ObjectRef {
+                bucket: bucket.to_string(),
+                key: o.key.clone(),
+                version_id: None,
+                size: Some(o.size),
+                etag: o.etag.clone(),
+                sequencer: None,
+            };
+            if enqueue {
+                self.queue.enqueue(continuation(&obj)).await?;
+                s.enqueued += 1;
+                report(&format!("s3://{bucket}/{}: queued\n", o.key));
+                continue;
+            }
+            let outcome = self.import_to_end(&obj, owner).await;
+            report(&render_outcome(&obj, &outcome));
+            match outcome {
+                ObjectOutcome::Completed(_) => s.imported += 1,
+                ObjectOutcome::Failed(_) => s.failed += 1,
+                _ => s.other += 1,
+            }
+        }
+        Ok(s)
+    }
+
+    /// Every claim of this source, for a person (`--json`: one JSON object per line).
+    pub async fn status(&self, json: bool) -> Result<String, String> {
+        let mut claims = self
+            .claims
+            .list(&self.settings.source)
+            .await
+            .map_err(|e| e.to_string())?;
+        claims.sort_by(|a, b| (&a.0.bucket, &a.0.key).cmp(&(&b.0.bucket, &b.0.key)));
+        let mut out = String::new();
+        for (key, state) in &claims {
+            let (label, detail) = match state {
+                ClaimState::Completed { summary } => {
+                    let v: serde_json::Value = serde_json::from_str(summary).unwrap_or_default();
+                    let c = &v["counts"];
+                    (
+                        "COMPLETED",
+                        format!(
+                            "records {} sent {} duplicates {} invalid {} rejected {}  {}",
+                            c["records"],
+                            c["sent"],
+                            c["duplicates"],
+                            c["invalid"],
+                            c["rejected"],
+                            v["report"].as_str().unwrap_or("")
+                        ),
+                    )
+                }
+                ClaimState::Failed { reason } => ("FAILED", reason.clone()),
+                ClaimState::InProgress {
+                    checkpoint,
+                    progress,
+                    lease_until,
+                    ..
+                } => {
+                    let p = Progress::parse(progress);
+                    (
+                        "IN_PROGRESS",
+                        format!(
+                            "checkpoint {checkpoint} (sent {}), lease until {lease_until}",
+                            p.counts.sent
+                        ),
+                    )
+                }
+            };
+            if json {
+                let _ = writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"bucket": key.bucket, "key": key.key, "state": label, "detail": detail})
+                );
+            } else {
+                let _ = writeln!(out, "{label:<12} s3://{}/{}  {detail}", key.bucket, key.key);
+            }
+        }
+        if !json && claims.is_empty() {
+            out.push_str("no claims yet\n");
+        }
+        Ok(out)
+    }
+
+    /// Makes a FAILED object importable again and imports it.
+    pub async fn retry(&self, obj: &ObjectRef, owner: &str) -> Result<ObjectOutcome, String> {
+        let key = ClaimKey {
+            source: self.settings.source.clone(),
+            bucket: obj.bucket.clone(),
+            key: obj.key.clone(),
+        };
+        match self.claims.get(&key).await.map_err(|e| e.to_string())? {
+            Some(ClaimState::Failed { .. }) => {}
+            Some(ClaimState::Completed { .. }) => {
+                return Err(format!(
+                    "s3://{}/{} was imported already; completed objects are never imported again",
+                    obj.bucket, obj.key
+                ))
+            }
+            Some(ClaimState::InProgress { .. }) => {
+                return Err(format!(
+                    "s3://{}/{} is in progress; it resumes by itself",
+                    obj.bucket, obj.key
+                ))
+            }
+            None => {}
+        }
+        self.claims
+            .reset_failed(&key)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(self.import_to_end(obj, owner).await)
+    }
+}
+
+/// What a scan found and did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ScanSummary {
+    pub listed: usize,
+    pub ignored: usize,
+    pub completed_before: usize,
+    pub failed_before: usize,
+    pub imported: usize,
+    pub failed: usize,
+    pub enqueued: usize,
+    pub other: usize,
+}
+
+impl std::fmt::Display for ScanSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "listed {}: imported {}, failed {}, queued {}, other {}; skipped: completed before {}, failed before {}, ignored {}",
+            self.listed, self.imported, self.failed, self.enqueued, self.other,
+            self.completed_before, self.failed_before, self.ignored
+        )
+    }
+}
+
+/// Polls `url` and runs each batch through the handler, like Lambda's SQS trigger:
+/// finished messages are deleted, the others come back after `retry_after`. Stops after
+/// `idle_exit` with no message (if set).
+pub async fn work_queue(
+    pipeline: &crate::aws::AwsPipeline,
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    idle_exit: Option<Duration>,
+    retry_after: Duration,
+    mut report: impl FnMut(&str),
+) -> Result<u64, String> {
+    let mut handled = 0u64;
+    let mut idle_since = Instant::now();
+    let mut batch = 0u64;
+    loop {
+        let wait = idle_exit.map_or(10, |d| d.as_secs().clamp(1, 10) as i32);
+        let received = crate::queue::receive(sqs, url, wait).await?;
+        if received.handles.is_empty() {
+            if idle_exit.is_some_and(|d| idle_since.elapsed() >= d) {
+                return Ok(handled);
+            }
+            continue;
+        }
+        batch += 1;
+        let deadline = Instant::now() + pipeline.settings.max_run;
+        let result = pipeline
+            .handle_event(
+                &received.event,
+                deadline,
+                &format!("worker-{}-{batch}", std::process::id()),
+            )
+            .await;
+        for m in &result.messages {
+            for (obj, outcome) in &m.objects {
+                report(&render_outcome(obj, outcome));
+            }
+            for i in &m.ignored {
+                report(&format!("ignored: {i:?}\n"));
+            }
+            if let Some(e) = &m.error {
+                report(&format!("unreadable message {:?}: {e}\n", m.message_id));
+            }
+        }
+        let failed = result.failed_message_ids();
+        crate::queue::settle(
+            sqs,
+            url,
+            &received.handles,
+            &failed,
+            retry_after.as_secs() as i32,
+        )
+        .await?;
+        handled += received.handles.len() as u64;
+        idle_since = Instant::now();
+    }
+}

@@ -1,0 +1,246 @@
+//! What happened to one object: counts that add up, the first errors, and the file of
+//! invalid and rejected records.
+//!
+//! Counts are kept for confirmed records only (those before the checkpoint), so that an
+//! object imported over several invocations reports each record exactly once:
+//! records = converted + skipped + invalid, and payloads = sent + duplicates + rejected
+//! (+ not_sent while the object is unfinished).
+
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::PathBuf;
+
+/// How many error lines a report and a claim keep (the rejects file has them all).
+pub const FIRST_ERRORS: usize = 20;
+/// The longest raw record copied into the rejects file; longer ones are cut and marked.
+pub const MAX_RAW_BYTES: usize = 64 * 1024;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Counts {
+    /// Records read (lines or rows; blank lines and the CSV header are not records).
+    pub records: u64,
+    pub converted: u64,
+    pub skipped: u64,
+    pub invalid: u64,
+    /// Payloads the converted records produced (events, identifies, group identifies).
+    pub payloads: u64,
+    pub sent: u64,
+    /// Events dropped because another record sent their insert_id within 7 days.
+    pub duplicates: u64,
+    pub rejected: u64,
+    pub not_sent: u64,
+}
+
+impl Counts {
+    /// Whether the counts add up (for a finished object, `not_sent` is 0).
+    pub fn add_up(&self) -> bool {
+        self.records == self.converted + self.skipped + self.invalid
+            && self.payloads == self.sent + self.duplicates + self.rejected + self.not_sent
+    }
+
+    pub fn add(&mut self, o: &Counts) {
+        self.records += o.records;
+        self.converted += o.converted;
+        self.skipped += o.skipped;
+        self.invalid += o.invalid;
+        self.payloads += o.payloads;
+        self.sent += o.sent;
+        self.duplicates += o.duplicates;
+        self.rejected += o.rejected;
+        self.not_sent += o.not_sent;
+    }
+}
+
+/// What a claim carries between invocations of one object.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Progress {
+    pub counts: Counts,
+    /// The rejects files written so far (keys in the reports bucket).
+    pub parts: Vec<String>,
+    pub first_errors: Vec<String>,
+    pub invocations: u32,
+    /// Epoch milliseconds of the first invocation.
+    pub started_ms: i64,
+}
+
+impl Progress {
+    pub fn parse(text: &str) -> Progress {
+        serde_json::from_str(text).unwrap_or_default()
+    }
+}
+
+/// The per-object report, written as JSON under the reports prefix.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Report {
+    pub bucket: String,
+    pub key: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version_id: Option<String>,
+    /// `COMPLETED` or `FAILED`.
+    pub outcome: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The converter file's ETag.
+    pub config_version: String,
+    pub counts: Counts,
+    pub invocations: u32,
+    pub started_ms: i64,
+    pub finished_ms: i64,
+    /// Requests to the endpoint and to the dedupe table in the last invocation.
+    pub http_requests: u64,
+    pub http_retries: u64,
+    pub throttled: u64,
+    pub dedupe_requests: u64,
+    /// Where the invalid and rejected records are (s3:// URLs), in record order.
+    pub rejects: Vec<String>,
+    pub first_errors: Vec<String>,
+}
+
+/// The invalid and rejected records of one invocation, one JSON line each, in a temp file.
+pub struct RejectsFile {
+    path: PathBuf,
+    out: Option<std::io::BufWriter<std::fs::File>>,
+    pub lines: u64,
+}
+
+#[derive(Serialize)]
+struct RejectLine<'a> {
+    record: u64,
+    outcome: &'a str,
+    reason: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    raw: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload: Option<&'a serde_json::value::RawValue>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    truncated: bool,
+}
+
+impl RejectsFile {
+    pub fn new(tag: &str) -> RejectsFile {
+        let safe: String = tag
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        RejectsFile {
+            path: std::env::temp_dir().join(format!("s3-import-rejects-{safe}.jsonl")),
+            out: None,
+            lines: 0,
+        }
+    }
+
+    /// One rejects line as text: an invalid record with its raw text, or a rejected
+    /// payload with the JSON that was sent.
+    pub fn line(
+        n: u64,
+        outcome: &str,
+        reason: &str,
+        raw: Option<&[u8]>,
+        payload: Option<&str>,
+    ) -> String {
+        let (raw, truncated) = match raw {
+            Some(r) if r.len() > MAX_RAW_BYTES => {
+                let mut cut = MAX_RAW_BYTES;
+                while cut > 0 && (r[cut] & 0xC0) == 0x80 {
+                    cut -= 1;
+                }
+                (Some(String::from_utf8_lossy(&r[..cut])), true)
+            }
+            Some(r) => (Some(String::from_utf8_lossy(r)), false),
+            None => (None, false),
+        };
+        let payload =
+            payload.and_then(|p| serde_json::from_str::<&serde_json::value::RawValue>(p).ok());
+        serde_json::to_string(&RejectLine {
+            record: n,
+            outcome,
+            reason,
+            raw: raw.as_deref(),
+            payload,
+            truncated,
+        })
+        .unwrap_or_default()
+    }
+
+    pub fn write(&mut self, line: &str) -> std::io::Result<()> {
+        if self.out.is_none() {
+            self.out = Some(std::io::BufWriter::new(std::fs::File::create(&self.path)?));
+        }
+        if let Some(out) = &mut self.out {
+            out.write_all(line.as_bytes())?;
+            out.write_all(b"\n")?;
+        }
+        self.lines += 1;
+        Ok(())
+    }
+
+    /// Closes the file; its path when it holds any line.
+    pub fn finish(&mut self) -> std::io::Result<Option<PathBuf>> {
+        match self.out.take() {
+            Some(mut out) => {
+                out.flush()?;
+                Ok(Some(self.path.clone()))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+impl Drop for RejectsFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_add_up_only_when_every_record_and_payload_has_one_outcome() {
+        let mut c = Counts {
+            records: 10,
+            converted: 7,
+            skipped: 2,
+            invalid: 1,
+            payloads: 8,
+            sent: 5,
+            duplicates: 2,
+            rejected: 1,
+            not_sent: 0,
+        };
+        assert!(c.add_up());
+        c.sent -= 1;
+        assert!(!c.add_up());
+        c.not_sent = 1;
+        assert!(c.add_up());
+    }
+
+    #[test]
+    fn reject_lines_keep_the_raw_record_and_cut_long_ones_on_a_char_boundary() {
+        let l = RejectsFile::line(7, "invalid", "bad JSON", Some(b"{\"a\":"), None);
+        assert_eq!(
+            l,
+            r#"{"record":7,"outcome":"invalid","reason":"bad JSON","raw":"{\"a\":"}"#
+        );
+        let l = RejectsFile::line(
+            3,
+            "rejected",
+            "invalid field time",
+            None,
+            Some(r#"{"event_type":"x"}"#),
+        );
+        assert_eq!(
+            l,
+            r#"{"record":3,"outcome":"rejected","reason":"invalid field time","payload":{"event_type":"x"}}"#
+        );
+        let long = "é".repeat(MAX_RAW_BYTES);
+        let l = RejectsFile::line(1, "invalid", "too long", Some(long.as_bytes()), None);
+        let v: serde_json::Value = serde_json::from_str(&l).unwrap();
+        assert_eq!(v["truncated"], true);
+        assert!(v["raw"].as_str().unwrap().chars().all(|c| c == 'é'));
+    }
+}

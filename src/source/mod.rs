@@ -1,0 +1,204 @@
+//! Where objects, the converter file and reports live: the port the pipeline uses, an S3
+//! adapter (`s3`) and a local-folder adapter for unit tests and local runs.
+//!
+//! Objects are streamed: `open` answers (or fails: missing, denied) before any byte is read,
+//! then hands a blocking `Read` that pulls the body as it goes, so memory stays bounded
+//! whatever the object's size.
+
+use std::future::Future;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+pub mod s3;
+
+/// An object as a listing or a HEAD describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+    pub etag: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SourceError {
+    /// No such bucket, key or version: deleted or overwritten before it was read.
+    #[error("object gone: {0}")]
+    Missing(String),
+    /// Access denied (bucket policy, KMS key, cross-account role).
+    #[error("access denied: {0}")]
+    Denied(String),
+    /// The store could not be reached or failed in a way a retry may fix.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl SourceError {
+    /// Missing and denied are permanent for this object; the rest may pass.
+    pub fn is_permanent(&self) -> bool {
+        !matches!(self, SourceError::Unavailable(_))
+    }
+}
+
+/// A body to store: bytes in memory, or a file (a report's rejected records can be large).
+pub enum Body {
+    Bytes(Vec<u8>),
+    File(PathBuf),
+}
+
+/// A streaming reader of one object's bytes.
+pub type ObjectReader = Box<dyn Read + Send>;
+
+/// The storage port.
+pub trait ObjectSource: Send + Sync {
+    /// Starts reading an object (`version_id` when the notice named one).
+    fn open(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> impl Future<Output = Result<ObjectReader, SourceError>> + Send;
+    /// Describes an object (the converter file's ETag decides whether to recompile it).
+    fn head(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> impl Future<Output = Result<ObjectInfo, SourceError>> + Send;
+    /// Reads a small object whole (the converter file), with its ETag.
+    fn get_small(
+        &self,
+        bucket: &str,
+        key: &str,
+        max_bytes: usize,
+    ) -> impl Future<Output = Result<(Vec<u8>, Option<String>), SourceError>> + Send;
+    fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Body,
+        content_type: &str,
+    ) -> impl Future<Output = Result<(), SourceError>> + Send;
+    /// Every object under `prefix`, in key order.
+    fn list(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> impl Future<Output = Result<Vec<ObjectInfo>, SourceError>> + Send;
+}
+
+/// Buckets as folders under a root: `root/<bucket>/<key>`. For unit tests and local runs.
+pub struct LocalSource {
+    root: PathBuf,
+}
+
+impl LocalSource {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LocalSource { root: root.into() }
+    }
+
+    fn path(&self, bucket: &str, key: &str) -> PathBuf {
+        self.root.join(bucket).join(key)
+    }
+}
+
+fn io_error(what: &str, e: std::io::Error) -> SourceError {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => SourceError::Missing(what.to_string()),
+        std::io::ErrorKind::PermissionDenied => SourceError::Denied(what.to_string()),
+        _ => SourceError::Unavailable(format!("{what}: {e}")),
+    }
+}
+
+fn etag_of(meta: &std::fs::Metadata) -> String {
+    let modified = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    format!("{:x}-{modified:x}", meta.len())
+}
+
+fn walk(dir: &Path, base: &Path, out: &mut Vec<ObjectInfo>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        if meta.is_dir() {
+            walk(&entry.path(), base, out)?;
+        } else if let Ok(rel) = entry.path().strip_prefix(base) {
+            out.push(ObjectInfo {
+                key: rel.to_string_lossy().replace('\\', "/"),
+                size: meta.len(),
+                etag: Some(etag_of(&meta)),
+            });
+        }
+    }
+    Ok(())
+}
+
+impl ObjectSource for LocalSource {
+    async fn open(
+        &self,
+        bucket: &str,
+        key: &str,
+        _version_id: Option<&str>,
+    ) -> Result<ObjectReader, SourceError> {
+        let what = format!("{bucket}/{key}");
+        let file = std::fs::File::open(self.path(bucket, key)).map_err(|e| io_error(&what, e))?;
+        Ok(Box::new(file))
+    }
+
+    async fn head(&self, bucket: &str, key: &str) -> Result<ObjectInfo, SourceError> {
+        let what = format!("{bucket}/{key}");
+        let meta = std::fs::metadata(self.path(bucket, key)).map_err(|e| io_error(&what, e))?;
+        Ok(ObjectInfo {
+            key: key.to_string(),
+            size: meta.len(),
+            etag: Some(etag_of(&meta)),
+        })
+    }
+
+    async fn get_small(
+        &self,
+        bucket: &str,
+        key: &str,
+        max_bytes: usize,
+    ) -> Result<(Vec<u8>, Option<String>), SourceError> {
+        let info = self.head(bucket, key).await?;
+        if info.size > max_bytes as u64 {
+            return Err(SourceError::Denied(format!(
+                "{bucket}/{key} is {} bytes, more than {max_bytes}",
+                info.size
+            )));
+        }
+        let what = format!("{bucket}/{key}");
+        let bytes = std::fs::read(self.path(bucket, key)).map_err(|e| io_error(&what, e))?;
+        Ok((bytes, info.etag))
+    }
+
+    async fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Body,
+        _content_type: &str,
+    ) -> Result<(), SourceError> {
+        let path = self.path(bucket, key);
+        let what = format!("{bucket}/{key}");
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| io_error(&what, e))?;
+        }
+        match body {
+            Body::Bytes(b) => std::fs::write(&path, b),
+            Body::File(f) => std::fs::copy(f, &path).map(|_| ()),
+        }
+        .map_err(|e| io_error(&what, e))
+    }
+
+    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectInfo>, SourceError> {
+        let base = self.root.join(bucket);
+        let mut out = Vec::new();
+        walk(&base, &base, &mut out).map_err(|e| io_error(bucket, e))?;
+        out.retain(|o| o.key.starts_with(prefix));
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+}

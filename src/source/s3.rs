@@ -1,0 +1,228 @@
+//! The storage port on S3: streaming GETs (the notice's version when given), HEAD, small
+//! reads, puts and listings. The body is pulled by an async task into a small bounded channel
+//! and read on the conversion thread, so at most a few chunks are in memory at once.
+//! The SDK does not decode `Content-Encoding: gzip` bodies: the bytes arrive as stored, and
+//! the converter's compression setting (or the magic bytes) decides.
+
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::Client;
+use bytes::Bytes;
+use std::io::{self, Read};
+
+use super::{Body, ObjectInfo, ObjectReader, ObjectSource, SourceError};
+
+/// Chunks buffered between the network and the decoder (each typically 8–64 KiB).
+const CHUNKS_AHEAD: usize = 16;
+
+#[derive(Clone)]
+pub struct S3Source {
+    client: Client,
+}
+
+impl S3Source {
+    pub fn new(client: Client) -> Self {
+        S3Source { client }
+    }
+}
+
+/// Classifies an S3 error: missing, denied, or worth retrying.
+fn classify<E, R>(what: &str, e: SdkError<E, R>) -> SourceError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let status = match &e {
+        SdkError::ServiceError(s) => Some(format!("{:?}", s.raw())),
+        _ => None,
+    };
+    let (code, message) = (
+        e.code().unwrap_or("").to_string(),
+        e.message().unwrap_or("").to_string(),
+    );
+    let detail = if code.is_empty() {
+        format!("{what}: {}", aws_sdk_s3::error::DisplayErrorContext(&e))
+    } else {
+        format!("{what}: {code} {message}").trim_end().to_string()
+    };
+    let raw = status.unwrap_or_default();
+    if matches!(
+        code.as_str(),
+        "NoSuchKey" | "NoSuchVersion" | "NoSuchBucket" | "NotFound"
+    ) || (code.is_empty() && raw.contains("status: StatusCode(404)"))
+    {
+        SourceError::Missing(detail)
+    } else if code.starts_with("AccessDenied")
+        || code.starts_with("KMS")
+        || code == "AllAccessDisabled"
+        || code == "Forbidden"
+        || code == "InvalidObjectState"
+        || (code.is_empty() && raw.contains("status: StatusCode(403)"))
+    {
+        SourceError::Denied(detail)
+    } else {
+        SourceError::Unavailable(detail)
+    }
+}
+
+/// Reads chunks that an async task pulls from the response body.
+struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<io::Result<Bytes>>,
+    current: Bytes,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(chunk)) => self.current = chunk,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
+
+fn etag(e: Option<&str>) -> Option<String> {
+    e.map(|e| e.trim_matches('"').to_string())
+}
+
+impl ObjectSource for S3Source {
+    async fn open(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> Result<ObjectReader, SourceError> {
+        let what = format!("s3://{bucket}/{key}");
+        let out = self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .set_version_id(version_id.map(str::to_string))
+            .send()
+            .await
+            .map_err(|e| classify(&what, e))?;
+        let mut body = out.body;
+        let (tx, rx) = tokio::sync::mpsc::channel(CHUNKS_AHEAD);
+        tokio::spawn(async move {
+            loop {
+                let next = body.try_next().await;
+                let stop = !matches!(next, Ok(Some(_)));
+                let msg = match next {
+                    Ok(Some(chunk)) => Ok(chunk),
+                    Ok(None) => break,
+                    Err(e) => Err(io::Error::other(format!("reading {what}: {e}"))),
+                };
+                if tx.send(msg).await.is_err() || stop {
+                    break;
+                }
+            }
+        });
+        Ok(Box::new(ChannelReader {
+            rx,
+            current: Bytes::new(),
+        }))
+    }
+
+    async fn head(&self, bucket: &str, key: &str) -> Result<ObjectInfo, SourceError> {
+        let what = format!("s3://{bucket}/{key}");
+        let out = self
+            .client
+            .head_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| classify(&what, e))?;
+        Ok(ObjectInfo {
+            key: key.to_string(),
+            size: out.content_length().unwrap_or(0).max(0) as u64,
+            etag: etag(out.e_tag()),
+        })
+    }
+
+    async fn get_small(
+        &self,
+        bucket: &str,
+        key: &str,
+        max_bytes: usize,
+    ) -> Result<(Vec<u8>, Option<String>), SourceError> {
+        let what = format!("s3://{bucket}/{key}");
+        let out = self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| classify(&what, e))?;
+        if out.content_length().unwrap_or(0) > max_bytes as i64 {
+            return Err(SourceError::Denied(format!(
+                "{what} is larger than {max_bytes} bytes"
+            )));
+        }
+        let tag = etag(out.e_tag());
+        let bytes = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| SourceError::Unavailable(format!("reading {what}: {e}")))?;
+        Ok((bytes.to_vec(), tag))
+    }
+
+    async fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Body,
+        content_type: &str,
+    ) -> Result<(), SourceError> {
+        let what = format!("s3://{bucket}/{key}");
+        let stream = match body {
+            Body::Bytes(b) => ByteStream::from(b),
+            Body::File(path) => ByteStream::from_path(&path)
+                .await
+                .map_err(|e| SourceError::Unavailable(format!("{}: {e}", path.display())))?,
+        };
+        self.client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .content_type(content_type)
+            .body(stream)
+            .send()
+            .await
+            .map_err(|e| classify(&what, e))?;
+        Ok(())
+    }
+
+    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectInfo>, SourceError> {
+        let what = format!("s3://{bucket}/{prefix}");
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| classify(&what, e))?;
+            for o in page.contents() {
+                if let Some(key) = o.key() {
+                    out.push(ObjectInfo {
+                        key: key.to_string(),
+                        size: o.size().unwrap_or(0).max(0) as u64,
+                        etag: etag(o.e_tag()),
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+}
