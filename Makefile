@@ -18,8 +18,13 @@ lint: ## rustfmt check and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
-test: lint ## Lint, then every test (unit, golden, CLI, sender against the emulator)
-	$(CARGO) test --locked
+# The integration tests talk to the local AWS stack; the clients need only these.
+STACK_ENV := AWS_ENDPOINT_URL=http://127.0.0.1:4566 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
+
+test: lint ## Lint, then every test (unit, golden, CLI, sender, pipeline on the local AWS stack)
+	@if infra/localstack/stack.sh status >/dev/null 2>&1; then started=""; else infra/localstack/stack.sh up && started=1; fi; \
+	$(STACK_ENV) $(CARGO) test --locked; rc=$$?; \
+	if [ -n "$$started" ]; then infra/localstack/stack.sh down; fi; exit $$rc
 
 fmt: ## Format the code
 	$(CARGO) fmt --all
@@ -28,7 +33,7 @@ bench: ## Throughput and memory figures against baselines measured in the same r
 	$(CARGO) build --release --locked --bin s3-import --example bench_gen --example bench_floor --example bench_deliver
 	python3 bench/run.py
 
-demo: build ## Convert the example files, deliver them to a local emulator, print a report
+demo: build ## The whole pipeline on the local AWS stack and the emulator, ending with a report
 	bash infra/demo.sh "$(BIN)"
 
 stack-install: ## Install the local AWS stack (LocalStack: S3, SQS, DynamoDB; no Docker)

@@ -971,7 +971,9 @@ where
             start: checkpoint,
             tracker,
             read,
-            stopped: stopped.load(std::sync::atomic::Ordering::Relaxed),
+            // Stopped by the deadline: reading stopped, or sending ran out of time.
+            stopped: stopped.load(std::sync::atomic::Ordering::Relaxed)
+                || Instant::now() >= send_until,
             fatal,
             dedupe_error,
             http: (

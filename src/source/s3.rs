@@ -226,3 +226,44 @@ impl ObjectSource for S3Source {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_s3::error::ErrorMetadata;
+    use aws_sdk_s3::operation::get_object::GetObjectError;
+
+    fn error(code: &str) -> SourceError {
+        let e = GetObjectError::generic(ErrorMetadata::builder().code(code).message("m").build());
+        classify(
+            "s3://b/k",
+            SdkError::<GetObjectError, ()>::service_error(e, ()),
+        )
+    }
+
+    #[test]
+    fn s3_errors_are_classified_as_missing_denied_or_retryable() {
+        for code in ["NoSuchKey", "NoSuchVersion", "NoSuchBucket"] {
+            assert!(matches!(error(code), SourceError::Missing(_)), "{code}");
+        }
+        for code in [
+            "AccessDenied",
+            "KMS.DisabledException",
+            "AllAccessDisabled",
+            "InvalidObjectState",
+        ] {
+            assert!(matches!(error(code), SourceError::Denied(_)), "{code}");
+        }
+        for code in ["SlowDown", "InternalError", "RequestTimeout"] {
+            let e = error(code);
+            assert!(
+                matches!(e, SourceError::Unavailable(_)) && !e.is_permanent(),
+                "{code}"
+            );
+        }
+        assert_eq!(
+            error("AccessDenied").to_string(),
+            "access denied: s3://b/k: AccessDenied m"
+        );
+    }
+}

@@ -1,0 +1,817 @@
+//! The importer against the local AWS stack (LocalStack: S3, SQS, DynamoDB) and the endpoint
+//! emulator, over real connections: claims, dedupe, deadlines and resumes, failures, event
+//! shapes, reports and the scan mode. `make test` starts the stack; run alone, set
+//! `AWS_ENDPOINT_URL` to a running stack.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use s3_import::aws::{ensure_table, AwsPipeline, Clients};
+use s3_import::claims::dynamo::DynamoClaims;
+use s3_import::claims::{ClaimKey, ClaimState, ClaimStore};
+use s3_import::dedupe::dynamo::DynamoDedupe;
+use s3_import::dedupe::{DedupeKey, DedupeStore, RecordRef, Verdict};
+use s3_import::emulator::{serve, EmulatorConfig};
+use s3_import::notify::ObjectRef;
+use s3_import::pipeline::{lambda_response, ObjectOutcome};
+use s3_import::report::Report;
+use s3_import::settings::Settings;
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+const CLAIMS: &str = "s3i-test-claims";
+const DEDUPE: &str = "s3i-test-dedupe";
+
+const CONVERTER: &str = r#"{"converterConfig": {"fileType": "json", "compressionType": "auto",
+  "convertToAmplitudeFunc": {"insert_id": "id", "event_type": "type", "device_id": "device",
+    "user_id": "user", "time": "ts", "$skip": ["equals", "type", ["value", "Heartbeat"]]},
+  "ignoreEventFlag": "$skip"}}"#;
+
+/// The local stack's clients; fails with directions when no stack is configured.
+async fn clients() -> Clients {
+    if std::env::var_os("AWS_ENDPOINT_URL").is_none() {
+        panic!(
+            "these tests need the local AWS stack: run `make test` (it starts LocalStack), or \
+             `make stack-up` and set AWS_ENDPOINT_URL=http://127.0.0.1:4566"
+        );
+    }
+    for (k, v) in [
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+    ] {
+        if std::env::var_os(k).is_none() {
+            std::env::set_var(k, v);
+        }
+    }
+    let c = Clients::from_env().await;
+    ensure_table(&c.dynamodb, CLAIMS, None).await.unwrap();
+    ensure_table(&c.dynamodb, DEDUPE, Some("expires_at"))
+        .await
+        .unwrap();
+    c
+}
+
+fn unique(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{name}-{}-{nanos:x}", std::process::id())
+}
+
+/// One test's world: a bucket with the converter, an emulator, and settings for both.
+struct World {
+    c: Clients,
+    bucket: String,
+    endpoint: String,
+    received: PathBuf,
+    vars: HashMap<String, String>,
+}
+
+impl World {
+    async fn new(name: &str, emulator: impl FnOnce(&mut EmulatorConfig)) -> World {
+        let c = clients().await;
+        let bucket = unique(&format!("t-{name}"));
+        c.s3.create_bucket().bucket(&bucket).send().await.unwrap();
+        let dir = std::env::temp_dir().join(unique(&format!("s3i-pipeline-{name}")));
+        let mut config = EmulatorConfig::new(dir.clone());
+        config.api_key = Some("test-key".into());
+        emulator(&mut config);
+        let (tx, rx) = tokio::sync::oneshot::channel::<SocketAddr>();
+        tokio::spawn(async move {
+            let _ = serve("127.0.0.1:0".parse().unwrap(), config, move |a| {
+                let _ = tx.send(a);
+            })
+            .await;
+        });
+        let endpoint = format!("http://{}", rx.await.unwrap());
+        let w = World {
+            c,
+            vars: [
+                ("S3I_SOURCE", unique(name)),
+                (
+                    "S3I_CONVERTER",
+                    format!("s3://{bucket}/config/converter.json"),
+                ),
+                ("S3I_REPORTS", format!("s3://{bucket}/reports/")),
+                ("S3I_PREFIX", "in/".to_string()),
+                ("S3I_CLAIMS_TABLE", CLAIMS.to_string()),
+                ("S3I_DEDUPE_TABLE", DEDUPE.to_string()),
+                ("AMPLITUDE_API_KEY", "test-key".to_string()),
+                ("S3I_ENDPOINT", endpoint.clone()),
+                ("S3I_STOP_MARGIN_SECS", "1".to_string()),
+                ("S3I_MAX_RUN_SECS", "60".to_string()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+            bucket,
+            endpoint,
+            received: dir,
+        };
+        w.put("config/converter.json", CONVERTER.as_bytes()).await;
+        w
+    }
+
+    fn settings(&self) -> Settings {
+        let vars = self.vars.clone();
+        Settings::from_lookup(&|k| vars.get(k).cloned()).unwrap()
+    }
+
+    fn pipeline(&self) -> AwsPipeline {
+        s3_import::aws::pipeline(&self.c, self.settings())
+    }
+
+    async fn put(&self, key: &str, body: &[u8]) {
+        self.c
+            .s3
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(body.to_vec().into())
+            .send()
+            .await
+            .unwrap();
+    }
+
+    async fn get(&self, key: &str) -> Option<Vec<u8>> {
+        let out = self
+            .c
+            .s3
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .ok()?;
+        Some(out.body.collect().await.unwrap().to_vec())
+    }
+
+    async fn report(&self, key: &str) -> Report {
+        let bytes = self
+            .get(&format!("reports/{}/{key}.report.json", self.bucket))
+            .await
+            .unwrap_or_else(|| panic!("no report for {key}"));
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    fn obj(&self, key: &str) -> ObjectRef {
+        ObjectRef {
+            bucket: self.bucket.clone(),
+            key: key.to_string(),
+            version_id: None,
+            size: None,
+            etag: None,
+            sequencer: None,
+        }
+    }
+
+    fn claim_key(&self, key: &str) -> ClaimKey {
+        ClaimKey {
+            source: self.vars["S3I_SOURCE"].clone(),
+            bucket: self.bucket.clone(),
+            key: key.to_string(),
+        }
+    }
+
+    async fn claim(&self, key: &str) -> Option<ClaimState> {
+        DynamoClaims::new(self.c.dynamodb.clone(), CLAIMS)
+            .get(&self.claim_key(key))
+            .await
+            .unwrap()
+    }
+
+    /// insert_id → how many times the endpoint accepted it.
+    fn received(&self) -> BTreeMap<String, u32> {
+        let text = std::fs::read_to_string(self.received.join("events.jsonl")).unwrap_or_default();
+        let mut seen = BTreeMap::new();
+        for line in text.lines() {
+            let v: Value = serde_json::from_str(line).unwrap();
+            *seen
+                .entry(v["insert_id"].as_str().unwrap().to_string())
+                .or_insert(0) += 1;
+        }
+        seen
+    }
+
+    async fn stats(&self) -> Value {
+        let text = reqwest::get(format!("{}/stats", self.endpoint))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+}
+
+/// JSON lines of events `ids` (insert_id `<tag>-<i>`), spread over 50 devices.
+fn events(tag: &str, ids: std::ops::Range<u64>) -> Vec<u8> {
+    let mut out = String::new();
+    for i in ids {
+        out.push_str(
+            &json!({"id": format!("{tag}-{i}"), "type": "Played", "device": format!("device-{}", i % 50),
+                    "ts": 1_790_000_000_000u64 + i})
+            .to_string(),
+        );
+        out.push('\n');
+    }
+    out.into_bytes()
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+/// An S3 notification record as AWS writes it; `raw_key` is form-encoded as AWS encodes it.
+fn s3_record(bucket: &str, raw_key: &str, size: u64) -> Value {
+    json!({
+        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+        "eventTime": "2026-11-28T10:00:00.000Z", "eventName": "ObjectCreated:Put",
+        "s3": {"s3SchemaVersion": "1.0", "configurationId": "import",
+               "bucket": {"name": bucket, "arn": format!("arn:aws:s3:::{bucket}")},
+               "object": {"key": raw_key, "size": size, "eTag": "e", "sequencer": "00A1"}}
+    })
+}
+
+fn sqs_event(bodies: &[(&str, String)]) -> Value {
+    json!({"Records": bodies.iter().map(|(id, body)| json!({
+        "messageId": id, "receiptHandle": format!("h-{id}"), "body": body,
+        "attributes": {"ApproximateReceiveCount": "1"}, "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:q", "awsRegion": "us-east-1"
+    })).collect::<Vec<_>>()})
+}
+
+fn soon(secs: u64) -> Instant {
+    Instant::now() + Duration::from_secs(secs)
+}
+
+fn completed(outcome: &ObjectOutcome) -> &Report {
+    match outcome {
+        ObjectOutcome::Completed(r) => r,
+        other => panic!("expected completed, got {other:?}"),
+    }
+}
+
+fn assert_adds_up(r: &Report) {
+    assert!(r.counts.add_up(), "counts do not add up: {:?}", r.counts);
+    assert_eq!(r.counts.not_sent, 0, "{:?}", r.counts);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_and_dedupe_on_dynamodb_meet_the_contracts() {
+    let c = clients().await;
+    let claims = DynamoClaims::new(c.dynamodb.clone(), CLAIMS);
+    s3_import::claims::contract::run(&claims, &unique("contract")).await;
+    let dedupe = DynamoDedupe::new(c.dynamodb.clone(), DEDUPE);
+    s3_import::dedupe::contract::run(&dedupe, &unique("contract")).await;
+
+    // Ten claims at once: one winner.
+    let claims = Arc::new(claims);
+    let key = ClaimKey {
+        source: unique("race"),
+        bucket: "b".into(),
+        key: "k".into(),
+    };
+    let now = 1_800_000_000;
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let (claims, key) = (claims.clone(), key.clone());
+        tasks.push(tokio::spawn(async move {
+            claims
+                .claim(&key, &format!("owner-{i}"), now + 60, now)
+                .await
+                .unwrap()
+        }));
+    }
+    let mut won = 0;
+    for t in tasks {
+        won += matches!(
+            t.await.unwrap(),
+            s3_import::claims::ClaimOutcome::Acquired { .. }
+        ) as u32;
+    }
+    assert_eq!(won, 1);
+
+    // Two objects carrying the same insert_id at the same time: one sends it.
+    let dedupe = Arc::new(dedupe);
+    let source = unique("dedupe-race");
+    let mut tasks = Vec::new();
+    for obj in 0..6 {
+        let (dedupe, source) = (dedupe.clone(), source.clone());
+        tasks.push(tokio::spawn(async move {
+            let events: Vec<(DedupeKey, RecordRef)> = (0..150)
+                .map(|i| {
+                    (
+                        DedupeKey::for_event(&source, Some("d"), None, &format!("same-{i}"))
+                            .unwrap(),
+                        RecordRef {
+                            object: format!("b/obj-{obj}"),
+                            n: i,
+                        },
+                    )
+                })
+                .collect();
+            dedupe.check_and_mark(&events, now).await.unwrap()
+        }));
+    }
+    let mut new = vec![0; 150];
+    for t in tasks {
+        for (i, v) in t.await.unwrap().into_iter().enumerate() {
+            new[i] += (v == Verdict::New) as u32;
+        }
+    }
+    assert!(
+        new.iter().all(|&n| n == 1),
+        "each key new exactly once: {new:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_deliveries_of_one_notification_import_it_once() {
+    let w = World::new("dup10", |_| {}).await;
+    let data = gzip(&events("d", 0..3000));
+    w.put("in/batch 1.json.gz", &data).await;
+    let p = Arc::new(w.pipeline());
+    let event = sqs_event(&[(
+        "m",
+        json!({"Records": [s3_record(&w.bucket, "in/batch+1.json.gz", data.len() as u64)]})
+            .to_string(),
+    )]);
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let (p, event) = (p.clone(), event.clone());
+        tasks.push(tokio::spawn(async move {
+            let r = p.handle_event(&event, soon(60), &format!("req-{i}")).await;
+            let response = lambda_response(&event, &r).unwrap();
+            (r, response)
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for t in tasks {
+        let (r, response) = t.await.unwrap();
+        assert_eq!(
+            response,
+            json!({"batchItemFailures": []}),
+            "every copy is acknowledged"
+        );
+        for (_, o) in &r.messages[0].objects {
+            outcomes.push(o.label());
+        }
+    }
+    assert_eq!(
+        outcomes.iter().filter(|o| *o == "completed").count(),
+        1,
+        "{outcomes:?}"
+    );
+    assert!(outcomes.iter().all(|o| o == "completed"
+        || o == "already completed"
+        || o == "being imported by another invocation"));
+    let got = w.received();
+    assert_eq!(got.len(), 3000);
+    assert!(got.values().all(|&n| n == 1), "no event sent twice");
+    assert_eq!(w.stats().await["duplicates"], 0);
+    let r = w.report("in/batch 1.json.gz").await;
+    assert_eq!(r.counts.sent, 3000);
+    assert_adds_up(&r);
+    assert!(
+        r.dedupe_requests <= 3000 / 1000 * 15,
+        "{} dedupe requests for 3000 events",
+        r.dedupe_requests
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_insert_id_in_two_objects_is_sent_once_and_a_retried_object_resends_its_own() {
+    let w = World::new("dedupe", |_| {}).await;
+    w.put("in/a.json", &events("x", 0..400)).await;
+    w.put("in/b.json", &events("x", 300..700)).await;
+    let p = w.pipeline();
+    let a = p.import(&w.obj("in/a.json"), soon(60), "t-a").await;
+    assert_eq!(completed(&a).counts.sent, 400);
+    let b = p.import(&w.obj("in/b.json"), soon(60), "t-b").await;
+    let b = completed(&b);
+    assert_eq!((b.counts.sent, b.counts.duplicates), (300, 100));
+    assert_adds_up(b);
+    assert_eq!(w.received().len(), 700);
+
+    // An object whose first attempt marked its events but could not send them (a wrong API
+    // key) sends them on the retry: they are its own, not duplicates.
+    w.put("in/c.json", &events("y", 0..500)).await;
+    let mut wrong = w.settings();
+    wrong.sink.api_key = "wrong-key".into();
+    let first = s3_import::aws::pipeline(&w.c, wrong)
+        .import(&w.obj("in/c.json"), soon(60), "t-c1")
+        .await;
+    match &first {
+        ObjectOutcome::Retry(why) => assert!(why.contains("API key"), "{why}"),
+        other => panic!("expected a retry, got {other:?}"),
+    }
+    assert!(matches!(
+        w.claim("in/c.json").await,
+        Some(ClaimState::InProgress { checkpoint: 0, .. })
+    ));
+    let second = p.import(&w.obj("in/c.json"), soon(60), "t-c2").await;
+    let second = completed(&second);
+    assert_eq!((second.counts.sent, second.counts.duplicates), (500, 0));
+    assert_eq!(second.invocations, 2);
+    assert_eq!(
+        w.received().keys().filter(|k| k.starts_with("y-")).count(),
+        500
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_too_big_for_one_invocation_completes_over_several_through_the_queue() {
+    let w = World::new("deadline", |c| c.latency = Duration::from_millis(150)).await;
+    let queue =
+        w.c.sqs
+            .create_queue()
+            .queue_name(unique("cont"))
+            .send()
+            .await
+            .unwrap()
+            .queue_url()
+            .unwrap()
+            .to_string();
+    let mut w = w;
+    w.vars.insert("S3I_QUEUE_URL".into(), queue.clone());
+    w.vars.insert("S3I_MAX_IN_FLIGHT".into(), "1".into());
+    w.vars.insert("S3I_BATCH_EVENTS".into(), "100".into());
+    let data = gzip(&events("big", 0..6000));
+    w.put("in/big.json.gz", &data).await;
+    let p = w.pipeline();
+
+    // Each invocation has 4 s; 60 requests of 150 ms one at a time need about 9 s.
+    let mut event = sqs_event(&[(
+        "first",
+        json!({"Records": [s3_record(&w.bucket, "in/big.json.gz", data.len() as u64)]}).to_string(),
+    )]);
+    let (mut invocations, mut paused) = (0, 0);
+    let report = loop {
+        invocations += 1;
+        assert!(invocations <= 12, "not finished after 12 invocations");
+        let r = p.handle_event(&event, soon(4), "inv").await;
+        match &r.messages[0].objects[0].1 {
+            ObjectOutcome::Completed(report) => break report.clone(),
+            ObjectOutcome::Paused { checkpoint } => {
+                assert!(*checkpoint > 0);
+                assert!(r.failed_message_ids().is_empty(), "continued, not retried");
+                paused += 1;
+                // The continuation message is on the queue: the next invocation gets it.
+                let got = s3_import::queue::receive(&w.c.sqs, &queue, 5)
+                    .await
+                    .unwrap();
+                assert_eq!(got.handles.len(), 1, "one continuation message");
+                s3_import::queue::settle(&w.c.sqs, &queue, &got.handles, &[], 0)
+                    .await
+                    .unwrap();
+                event = got.event;
+            }
+            // No record confirmed in time (a slow, shared machine): the message is retried.
+            ObjectOutcome::Retry(_) => assert_eq!(r.failed_message_ids().len(), 1),
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert!(paused >= 1, "the object was continued by a message");
+    assert!(invocations >= 2, "the object needed several invocations");
+    assert_eq!(report.invocations, invocations);
+    assert_eq!(report.counts.records, 6000);
+    assert_eq!(report.counts.sent, 6000);
+    assert_adds_up(&report);
+    let got = w.received();
+    assert_eq!(got.len(), 6000, "every event arrived");
+    assert!(got.values().all(|&n| n == 1), "and only once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_lease_is_left_alone_and_an_expired_one_is_taken_over_from_its_checkpoint() {
+    let w = World::new("lease", |_| {}).await;
+    w.put("in/l.json", &events("l", 0..1000)).await;
+    let claims = DynamoClaims::new(w.c.dynamodb.clone(), CLAIMS);
+    let key = w.claim_key("in/l.json");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    claims.claim(&key, "crashed", now + 600, now).await.unwrap();
+    let p = w.pipeline();
+    let o = p.import(&w.obj("in/l.json"), soon(60), "t1").await;
+    assert!(matches!(o, ObjectOutcome::HeldByOther), "{o:?}");
+    assert!(w.received().is_empty());
+
+    // The holder confirmed 600 records, then died; its lease ends.
+    let progress = json!({"counts": {"records": 600, "converted": 600, "payloads": 600, "sent": 600},
+                          "invocations": 1, "started_ms": 1});
+    claims
+        .checkpoint(&key, "crashed", 600, &progress.to_string(), now - 1)
+        .await
+        .unwrap();
+    let o = p.import(&w.obj("in/l.json"), soon(60), "t2").await;
+    let r = completed(&o);
+    assert_eq!(r.invocations, 2);
+    assert_eq!((r.counts.records, r.counts.sent), (1000, 1000));
+    assert_adds_up(r);
+    let got = w.received();
+    assert_eq!(
+        got.len(),
+        400,
+        "only the records after the checkpoint are sent"
+    );
+    assert!(got
+        .keys()
+        .all(|k| k["l-".len()..].parse::<u64>().unwrap() >= 600));
+    // The old owner can no longer write.
+    assert_eq!(
+        claims.complete(&key, "crashed", "late").await.unwrap(),
+        s3_import::claims::Held::Lost
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completed_object_is_never_imported_again_even_when_overwritten() {
+    let w = World::new("once", |_| {}).await;
+    w.put("in/o.json", &events("o", 0..50)).await;
+    let p = w.pipeline();
+    completed(&p.import(&w.obj("in/o.json"), soon(60), "t1").await);
+    w.put("in/o.json", &events("o2", 0..50)).await;
+    let event = json!({"Records": [s3_record(&w.bucket, "in/o.json", 10)]});
+    let r = p.handle_event(&event, soon(60), "t2").await;
+    assert!(matches!(
+        r.messages[0].objects[0].1,
+        ObjectOutcome::AlreadyCompleted
+    ));
+    assert!(lambda_response(&event, &r).is_ok());
+    assert_eq!(w.received().len(), 50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_failures_are_failed_with_a_reason_acknowledged_and_retryable_on_purpose() {
+    let w = World::new("fail", |_| {}).await;
+    let good = gzip(&events("g", 0..300));
+    let mut truncated = gzip(&events("t", 0..20_000));
+    truncated.truncate(truncated.len() * 2 / 3);
+    w.put("in/cut.json.gz", &truncated).await;
+    let p = w.pipeline();
+    let event = sqs_event(&[
+        (
+            "missing",
+            json!({"Records": [s3_record(&w.bucket, "in/never.json", 5)]}).to_string(),
+        ),
+        (
+            "cut",
+            json!({"Records": [s3_record(&w.bucket, "in/cut.json.gz", 5)]}).to_string(),
+        ),
+    ]);
+    let r = p.handle_event(&event, soon(60), "t1").await;
+    assert_eq!(
+        lambda_response(&event, &r).unwrap(),
+        json!({"batchItemFailures": []}),
+        "permanent failures are acknowledged, not retried forever"
+    );
+    let labels: Vec<String> = r.messages.iter().map(|m| m.objects[0].1.label()).collect();
+    assert!(labels[0].starts_with("failed: object gone"), "{labels:?}");
+    assert!(
+        labels[1].starts_with("failed: unreadable object"),
+        "{labels:?}"
+    );
+    match w.claim("in/cut.json.gz").await {
+        Some(ClaimState::Failed { reason }) => assert!(reason.contains("unreadable"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    // The report of the corrupt file counts what was read and sent before the damage.
+    let cut = w.report("in/cut.json.gz").await;
+    assert_eq!(cut.outcome, "FAILED");
+    assert!(
+        cut.counts.records > 0 && cut.counts.add_up(),
+        "{:?}",
+        cut.counts
+    );
+    assert_eq!(cut.counts.sent as usize, w.received().len());
+
+    // A FAILED object is not imported again by a notice, only by `retry`.
+    w.put("in/never.json", &good).await;
+    let again = p.handle_event(&event, soon(60), "t2").await;
+    assert!(matches!(
+        again.messages[0].objects[0].1,
+        ObjectOutcome::AlreadyFailed(_)
+    ));
+    let retried = p.retry(&w.obj("in/never.json"), "t3").await.unwrap();
+    assert_eq!(completed(&retried).counts.sent, 300);
+
+    // A bad converter fails the objects with its reason (fix it, then `retry`).
+    let mut bad = w.settings();
+    bad.converter.key = "config/bad.json".into();
+    w.put("config/bad.json", br#"{"converterConfig": {"fileType": "json", "compressionType": "none", "convertToAmplitudeFunc": {"event_type": ["nosuchop", "x"]}}}"#).await;
+    w.put("in/x.json", &events("x", 0..5)).await;
+    let o = s3_import::aws::pipeline(&w.c, bad)
+        .import(&w.obj("in/x.json"), soon(60), "t4")
+        .await;
+    match o {
+        ObjectOutcome::Failed(r) => {
+            let reason = r.reason.unwrap();
+            assert!(
+                reason.contains("bad converter file") && reason.contains("nosuchop"),
+                "{reason}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_shape_and_awkward_keys_reach_the_right_object() {
+    let w = World::new("shapes", |_| {}).await;
+    let keys = [
+        "in/a b.json",
+        "in/a+b.json",
+        "in/dt=2024-01-01/10:47:07.json",
+        "in/é (1) copy.json",
+    ];
+    for (i, k) in keys.iter().enumerate() {
+        w.put(k, &events(&format!("k{i}"), 0..10)).await;
+    }
+    let b = &w.bucket;
+    // As AWS encodes keys: form encoding, `+` for space, `%2B` for `+`.
+    let direct = json!({"Records": [s3_record(b, "in/a+b.json", 10)]});
+    let sns = sqs_event(&[(
+        "sns",
+        json!({"Type": "Notification", "MessageId": "x", "Message":
+            json!({"Records": [s3_record(b, "in/a%2Bb.json", 10)]}).to_string()})
+        .to_string(),
+    )]);
+    let eventbridge = json!({"version": "0", "id": "e", "detail-type": "Object Created", "source": "aws.s3",
+        "account": "000000000000", "time": "2026-11-28T10:00:00Z", "region": "us-east-1", "resources": [],
+        "detail": {"version": "0", "bucket": {"name": b},
+                   "object": {"key": "in/dt=2024-01-01/10:47:07.json", "size": 10, "etag": "e"}}});
+    let scan = json!({"s3import": {"bucket": b, "key": "in/é (1) copy.json"}});
+    let p = w.pipeline();
+    for (event, key) in [
+        (&direct, keys[0]),
+        (&sns, keys[1]),
+        (&eventbridge, keys[2]),
+        (&scan, keys[3]),
+    ] {
+        let r = p.handle_event(event, soon(60), "shape").await;
+        let (obj, outcome) = &r.messages[0].objects[0];
+        assert_eq!(obj.key, key);
+        assert_eq!(completed(outcome).counts.sent, 10, "{key}");
+    }
+    // Test events, folders, empty objects and other prefixes are acknowledged, not imported.
+    let ignored = sqs_event(&[
+        (
+            "test",
+            json!({"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": b}).to_string(),
+        ),
+        (
+            "folder",
+            json!({"Records": [s3_record(b, "in/folder/", 0)]}).to_string(),
+        ),
+        (
+            "empty",
+            json!({"Records": [s3_record(b, "in/empty.json", 0)]}).to_string(),
+        ),
+        (
+            "report",
+            json!({"Records": [s3_record(b, "reports/x.json", 5)]}).to_string(),
+        ),
+        ("bad", "not json".to_string()),
+    ]);
+    let r = p.handle_event(&ignored, soon(60), "ign").await;
+    assert_eq!(r.messages.iter().map(|m| m.ignored.len()).sum::<usize>(), 3);
+    assert!(matches!(
+        r.messages[3].objects[0].1,
+        ObjectOutcome::Ignored(_)
+    ));
+    // Only the unreadable message comes back, with Lambda's casing.
+    assert_eq!(
+        lambda_response(&ignored, &r).unwrap(),
+        json!({"batchItemFailures": [{"itemIdentifier": "bad"}]})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_from_the_bucket_drive_the_worker() {
+    let w = World::new("notify", |_| {}).await;
+    let queue = s3_import::aws::setup(&w.c, CLAIMS, Some(DEDUPE), &w.bucket, &unique("q"), "in/")
+        .await
+        .unwrap();
+    // Keys that emulators and AWS encode differently in notifications.
+    let keys = ["in/a b.json", "in/a+b.json", "in/10:47:07 é.json"];
+    for (i, k) in keys.iter().enumerate() {
+        w.put(k, &gzip(&events(&format!("n{i}"), 0..100))).await;
+    }
+    let p = w.pipeline();
+    let mut lines = String::new();
+    s3_import::ops::work_queue(
+        &p,
+        &w.c.sqs,
+        &queue,
+        Some(Duration::from_secs(3)),
+        Duration::from_secs(1),
+        |t| lines.push_str(t),
+    )
+    .await
+    .unwrap();
+    for k in keys {
+        assert!(
+            matches!(w.claim(k).await, Some(ClaimState::Completed { .. })),
+            "{k} not completed; worker said:\n{lines}"
+        );
+    }
+    assert_eq!(w.received().len(), 300);
+    let status = p.status(false).await.unwrap();
+    assert_eq!(status.matches("COMPLETED").count(), 3, "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scan_imports_objects_that_were_never_announced_and_skips_completed_ones() {
+    let w = World::new("scan", |_| {}).await;
+    for i in 0..3 {
+        w.put(&format!("in/s{i}.json"), &events(&format!("s{i}"), 0..20))
+            .await;
+    }
+    w.put("in/folder/", b"").await;
+    w.put("other/x.json", &events("z", 0..5)).await;
+    let p = w.pipeline();
+    let first = p
+        .scan(&w.bucket, "in/", false, "scan", |_| {})
+        .await
+        .unwrap();
+    assert_eq!((first.imported, first.ignored), (3, 1), "{first}");
+    w.put("in/s3.json", &events("s3", 0..20)).await;
+    let second = p
+        .scan(&w.bucket, "in/", false, "scan", |_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        (second.imported, second.completed_before),
+        (1, 3),
+        "{second}"
+    );
+    assert_eq!(w.received().len(), 80);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_add_up_and_keep_invalid_records_with_their_raw_text() {
+    let w = World::new("report", |_| {}).await;
+    let mut data = events("r", 0..10);
+    data.extend_from_slice(b"{not json\n");
+    data.extend_from_slice(
+        b"{\"id\": \"h\", \"type\": \"Heartbeat\", \"device\": \"d\", \"ts\": 1}\n",
+    );
+    data.extend_from_slice(
+        b"{\"id\": \"t\", \"type\": \"Played\", \"device\": \"d\", \"ts\": 1.5}\n",
+    );
+    data.extend_from_slice(&events("r", 0..2)); // the same insert_ids again, in other records
+                                                // Stored gzip with Content-Encoding: gzip must still arrive as stored (the SDK does not
+                                                // decode it) and be decoded once, by us.
+    w.c.s3
+        .put_object()
+        .bucket(&w.bucket)
+        .key("in/r.json.gz")
+        .content_encoding("gzip")
+        .body(gzip(&data).into())
+        .send()
+        .await
+        .unwrap();
+    let p = w.pipeline();
+    let r = p.import(&w.obj("in/r.json.gz"), soon(60), "t").await;
+    let r = completed(&r);
+    let c = &r.counts;
+    assert_eq!(
+        (
+            c.records,
+            c.converted,
+            c.skipped,
+            c.invalid,
+            c.sent,
+            c.duplicates
+        ),
+        (15, 12, 1, 2, 10, 2)
+    );
+    assert_adds_up(r);
+    let stored = w.report("in/r.json.gz").await;
+    assert_eq!(&stored, r);
+    assert_eq!(r.rejects.len(), 1);
+    let key = r.rejects[0]
+        .strip_prefix(&format!("s3://{}/", w.bucket))
+        .unwrap();
+    let lines: Vec<Value> = String::from_utf8(w.get(key).await.unwrap())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["record"], 10);
+    assert_eq!(lines[0]["raw"], "{not json");
+    assert_eq!(lines[1]["record"], 12);
+    assert!(lines[1]["reason"].as_str().unwrap().contains("time"));
+}
