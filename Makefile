@@ -6,7 +6,7 @@ BIN := $(CARGO_TARGET_DIR)/release/s3-import
 
 TOOLS_PY := $${S3_IMPORT_TOOLS:-$(HOME)/.cache/s3-import/tools}/localstack-venv/bin/python
 
-.PHONY: help build test lint fmt bench demo clean stack-install stack-up stack-down stack-check
+.PHONY: help build test lint fmt bench bench-pipeline demo clean stack-install stack-up stack-down stack-check
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -32,6 +32,10 @@ fmt: ## Format the code
 bench: ## Throughput and memory figures against baselines measured in the same run
 	$(CARGO) build --release --locked --bin s3-import --example bench_gen --example bench_floor --example bench_deliver
 	python3 bench/run.py
+
+bench-pipeline: stack-up ## One 100 MB object end to end through the local AWS stack and the emulator
+	$(CARGO) build --release --locked --bin s3-import --example bench_gen
+	$(TOOLS_PY) bench/pipeline.py
 
 demo: build ## The whole pipeline on the local AWS stack and the emulator, ending with a report
 	bash infra/demo.sh "$(BIN)"

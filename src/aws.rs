@@ -63,8 +63,14 @@ pub async fn sdk_config() -> aws_config::SdkConfig {
 pub fn s3_client(config: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
     let local = std::env::var_os("AWS_ENDPOINT_URL").is_some()
         || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
+    // The decoder pushes back on the download while the sender works, so a body may go
+    // unread for a while: allow that (a broken connection resumes with a ranged GET).
+    let stalled = aws_sdk_s3::config::StalledStreamProtectionConfig::enabled()
+        .grace_period(std::time::Duration::from_secs(120))
+        .build();
     let conf = aws_sdk_s3::config::Builder::from(config)
         .force_path_style(local)
+        .stalled_stream_protection(stalled)
         .build();
     aws_sdk_s3::Client::from_conf(conf)
 }

@@ -31,8 +31,6 @@ use crate::source::{Body, ObjectSource, SourceError};
 
 /// Events checked against the dedupe table per call (five transactions of 100).
 const DEDUPE_BATCH: usize = 500;
-/// Dedupe calls in flight at once.
-const DEDUPE_IN_FLIGHT: usize = 4;
 /// The largest converter file accepted.
 const MAX_CONVERTER_BYTES: usize = 1 << 20;
 /// Below this much time left before the stop margin, an object is not started.
@@ -901,7 +899,7 @@ where
             let idle = rx.is_empty();
             if !batch.is_empty() && (full || idle || closing) {
                 if let Some(store) = &self.dedupe {
-                    while checks.len() >= DEDUPE_IN_FLIGHT {
+                    while checks.len() >= self.settings.dedupe_in_flight {
                         if let Some(Ok(done)) = checks.join_next().await {
                             apply_verdicts(done, &mut driver, &mut tracker, &mut dedupe_error)
                                 .await;

@@ -51,6 +51,8 @@ pub struct Settings {
     pub claims_table: String,
     /// `None` when dedupe is off (`S3I_DEDUPE_TABLE=off`).
     pub dedupe_table: Option<String>,
+    /// Dedupe calls (of 500 events) in flight at once (`S3I_DEDUPE_IN_FLIGHT`).
+    pub dedupe_in_flight: usize,
     /// Where continuation messages go when an object needs another invocation
     /// (`S3I_QUEUE_URL`); without it the message is retried by SQS.
     pub queue_url: Option<String>,
@@ -193,6 +195,7 @@ impl Settings {
             Some(t) => Some(t),
             None => Some("s3-import-dedupe".to_string()),
         };
+        let dedupe_in_flight = number(get, "S3I_DEDUPE_IN_FLIGHT", 8usize, &mut problems).max(1);
         let secs = |name: &str, default: u64, problems: &mut Vec<String>| {
             Duration::from_secs(number(get, name, default, problems))
         };
@@ -210,6 +213,7 @@ impl Settings {
             reports: reports.expect("checked"),
             claims_table: get("S3I_CLAIMS_TABLE").unwrap_or_else(|| "s3-import-claims".into()),
             dedupe_table,
+            dedupe_in_flight,
             queue_url: get("S3I_QUEUE_URL"),
             sink,
             limits,

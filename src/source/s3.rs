@@ -14,6 +14,8 @@ use super::{Body, ObjectInfo, ObjectReader, ObjectSource, SourceError};
 
 /// Chunks buffered between the network and the decoder (each typically 8–64 KiB).
 const CHUNKS_AHEAD: usize = 16;
+/// Ranged GETs that continue a download after its connection broke.
+const MAX_RESUMES: u32 = 5;
 
 #[derive(Clone)]
 pub struct S3Source {
@@ -107,19 +109,62 @@ impl ObjectSource for S3Source {
             .send()
             .await
             .map_err(|e| classify(&what, e))?;
-        let mut body = out.body;
+        let etag = out.e_tag().map(str::to_string);
+        let version = out
+            .version_id()
+            .map(str::to_string)
+            .or(version_id.map(str::to_string));
         let (tx, rx) = tokio::sync::mpsc::channel(CHUNKS_AHEAD);
+        let client = self.client.clone();
+        let (bucket, key) = (bucket.to_string(), key.to_string());
         tokio::spawn(async move {
+            // A connection that breaks mid-object (timeouts while the decoder pushes back, a
+            // reset) resumes with a ranged GET of the same version or ETag from the byte
+            // reached, so a long import never restarts from zero for a network hiccup.
+            let mut body = out.body;
+            let (mut offset, mut resumes) = (0u64, 0u32);
             loop {
-                let next = body.try_next().await;
-                let stop = !matches!(next, Ok(Some(_)));
-                let msg = match next {
-                    Ok(Some(chunk)) => Ok(chunk),
-                    Ok(None) => break,
-                    Err(e) => Err(io::Error::other(format!("reading {what}: {e}"))),
-                };
-                if tx.send(msg).await.is_err() || stop {
-                    break;
+                match body.try_next().await {
+                    Ok(Some(chunk)) => {
+                        offset += chunk.len() as u64;
+                        if tx.send(Ok(chunk)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => return,
+                    Err(e) => {
+                        let detail = aws_sdk_s3::error::DisplayErrorContext(&e).to_string();
+                        resumes += 1;
+                        if resumes > MAX_RESUMES {
+                            let msg = format!("reading {what} at byte {offset}: {detail}");
+                            let _ = tx.send(Err(io::Error::other(msg))).await;
+                            return;
+                        }
+                        tracing::info!(object = %what, offset, error = %detail, "resuming the download");
+                        tokio::time::sleep(std::time::Duration::from_millis(200 << resumes)).await;
+                        let resumed = client
+                            .get_object()
+                            .bucket(&bucket)
+                            .key(&key)
+                            .set_version_id(version.clone())
+                            .set_if_match(if version.is_none() {
+                                etag.clone()
+                            } else {
+                                None
+                            })
+                            .range(format!("bytes={offset}-"))
+                            .send()
+                            .await;
+                        match resumed {
+                            Ok(next) => body = next.body,
+                            Err(e) => {
+                                let e = classify(&what, e);
+                                let msg = format!("resuming {what} at byte {offset}: {e}");
+                                let _ = tx.send(Err(io::Error::other(msg))).await;
+                                return;
+                            }
+                        }
+                    }
                 }
             }
         });
