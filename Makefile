@@ -6,13 +6,31 @@ BIN := $(CARGO_TARGET_DIR)/release/s3-import
 
 TOOLS_PY := $${S3_IMPORT_TOOLS:-$(HOME)/.cache/s3-import/tools}/localstack-venv/bin/python
 
-.PHONY: help build test lint fmt bench bench-pipeline demo clean stack-install stack-up stack-down stack-check
+ifndef SAM_CLI_TELEMETRY
+export SAM_CLI_TELEMETRY := 0
+endif
+
+.PHONY: help build bin validate deploy test lint fmt bench bench-pipeline demo clean stack-install stack-up stack-down stack-check
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-build: ## Build the release binary (target dir: $CARGO_TARGET_DIR)
-	$(CARGO) build --release --locked
+build: ## The Lambda artifact: cargo lambda build --release --arm64 (installs cargo-lambda + zig)
+	@bin="$$(infra/deploy-tools.sh)" && PATH="$$bin:$$PATH" \
+	  cargo lambda build --release --arm64 --locked --bin s3-import-lambda
+	@echo "Lambda artifact: $(CARGO_TARGET_DIR)/lambda/s3-import-lambda/bootstrap"
+
+bin: ## Build the release command line (s3-import) for this machine
+	$(CARGO) build --release --locked --bin s3-import
+
+validate: ## Check template.yaml offline: sam validate --lint and cfn-lint
+	@bin="$$(infra/deploy-tools.sh)" && \
+	  "$$bin/sam" validate --lint --region us-east-1 --template template.yaml && \
+	  "$$bin/cfn-lint" template.yaml && echo "template.yaml: valid (sam validate --lint, cfn-lint)"
+
+deploy: ## sam build + sam deploy --guided (needs AWS credentials)
+	@bin="$$(infra/deploy-tools.sh)" && PATH="$$bin:$$PATH" && \
+	  sam build --beta-features && sam deploy --guided
 
 lint: ## rustfmt check and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check
@@ -37,7 +55,7 @@ bench-pipeline: stack-up ## One 100 MB object end to end through the local AWS s
 	$(CARGO) build --release --locked --bin s3-import --example bench_gen
 	$(TOOLS_PY) bench/pipeline.py
 
-demo: build ## The whole pipeline on the local AWS stack and the emulator, ending with a report
+demo: bin ## The whole pipeline on the local AWS stack and the emulator, ending with a report
 	bash infra/demo.sh "$(BIN)"
 
 stack-install: ## Install the local AWS stack (LocalStack: S3, SQS, DynamoDB; no Docker)

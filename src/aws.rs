@@ -78,7 +78,10 @@ pub fn s3_client(config: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
 /// The SDK clients, built once per process.
 #[derive(Clone)]
 pub struct Clients {
+    pub config: aws_config::SdkConfig,
     pub s3: aws_sdk_s3::Client,
+    /// Reads the source bucket: `s3`, or a client on the role of `S3I_SOURCE_ROLE_ARN`.
+    pub source_s3: aws_sdk_s3::Client,
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub sqs: aws_sdk_sqs::Client,
 }
@@ -86,12 +89,93 @@ pub struct Clients {
 impl Clients {
     pub async fn from_env() -> Clients {
         let config = sdk_config().await;
+        let s3 = s3_client(&config);
+        let source_s3 = match std::env::var("S3I_SOURCE_ROLE_ARN")
+            .ok()
+            .filter(|r| !r.is_empty())
+        {
+            None => s3.clone(),
+            Some(role) => s3_client(&assumed_role_config(&config, &role).await),
+        };
         Clients {
-            s3: s3_client(&config),
+            s3,
+            source_s3,
             dynamodb: aws_sdk_dynamodb::Client::new(&config),
             sqs: aws_sdk_sqs::Client::new(&config),
+            config,
         }
     }
+}
+
+/// The configuration with credentials of `role` in the bucket owner's account, assumed with
+/// `S3I_SOURCE_EXTERNAL_ID` (the confused-deputy guard of the owner's trust policy) and
+/// refreshed by the SDK before they expire.
+async fn assumed_role_config(config: &aws_config::SdkConfig, role: &str) -> aws_config::SdkConfig {
+    let mut provider = aws_config::sts::AssumeRoleProvider::builder(role)
+        .session_name("s3-import")
+        .configure(config);
+    if let Some(id) = std::env::var("S3I_SOURCE_EXTERNAL_ID")
+        .ok()
+        .filter(|i| !i.is_empty())
+    {
+        provider = provider.external_id(id);
+    }
+    let provider = provider.build().await;
+    config
+        .to_builder()
+        .credentials_provider(aws_sdk_s3::config::SharedCredentialsProvider::new(provider))
+        .build()
+}
+
+/// The API key from Secrets Manager: the secret's string, or its `api_key` field when the
+/// secret is JSON.
+pub async fn api_key_from_secret(
+    config: &aws_config::SdkConfig,
+    secret: &str,
+) -> Result<String, String> {
+    let client = aws_sdk_secretsmanager::Client::new(config);
+    let out = client
+        .get_secret_value()
+        .secret_id(secret)
+        .send()
+        .await
+        .map_err(|e| format!("S3I_API_KEY_SECRET ({secret}): {}", sdk_text(e)))?;
+    let text = out
+        .secret_string()
+        .ok_or_else(|| format!("S3I_API_KEY_SECRET ({secret}): the secret has no string value"))?;
+    Ok(match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(serde_json::Value::Object(m)) => m
+            .get("api_key")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| format!("S3I_API_KEY_SECRET ({secret}): JSON secret without `api_key`"))?
+            .to_string(),
+        _ => text.trim().to_string(),
+    })
+}
+
+/// The settings from the environment; the API key from `AMPLITUDE_API_KEY` or, when that is
+/// unset, from the Secrets Manager secret `S3I_API_KEY_SECRET` (read once, at start).
+pub async fn settings_from_env(
+    clients: &Clients,
+) -> Result<crate::settings::Settings, Vec<String>> {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let mut key = env("AMPLITUDE_API_KEY");
+    if key.is_none() {
+        if let Some(secret) = env("S3I_API_KEY_SECRET") {
+            key = Some(
+                api_key_from_secret(&clients.config, &secret)
+                    .await
+                    .map_err(|e| vec![e])?,
+            );
+        }
+    }
+    crate::settings::Settings::from_lookup(&|k| {
+        if k == "AMPLITUDE_API_KEY" {
+            key.clone()
+        } else {
+            env(k)
+        }
+    })
 }
 
 /// The importer on AWS services (or a local stack).
@@ -113,7 +197,7 @@ pub fn pipeline(clients: &Clients, settings: crate::settings::Settings) -> AwsPi
     crate::pipeline::Pipeline::new(
         claims,
         dedupe,
-        crate::source::s3::S3Source::new(clients.s3.clone()),
+        crate::source::s3::S3Source::new(clients.s3.clone()).with_reader(clients.source_s3.clone()),
         queue,
         settings,
         crate::pipeline::system_clock(),

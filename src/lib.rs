@@ -10,6 +10,7 @@ pub mod decode;
 pub mod dedupe;
 pub mod emulator;
 pub mod json_out;
+pub mod metrics;
 pub mod notify;
 pub mod ops;
 pub mod pipeline;

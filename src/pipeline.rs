@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::claims::{ClaimKey, ClaimOutcome, ClaimStore};
@@ -841,7 +840,10 @@ where
         };
         let mut driver = Driver::new(&self.http, &self.settings.sink, send_until);
         let mut batch: Vec<(Item, DedupeKey)> = Vec::new();
-        let mut checks: JoinSet<Checked> = JoinSet::new();
+        // Dedupe calls in flight, applied in the order they were made, so that records reach
+        // the sender in order and the checkpoint advances steadily. (A call that panicked
+        // leaves its records unconfirmed: the object is then retried, never completed short.)
+        let mut checks: VecDeque<tokio::task::JoinHandle<Checked>> = VecDeque::new();
         let mut dedupe_error: Option<String> = None;
         let object = object_id(obj);
         let mut seen = 0u64;
@@ -900,7 +902,7 @@ where
             if !batch.is_empty() && (full || idle || closing) {
                 if let Some(store) = &self.dedupe {
                     while checks.len() >= self.settings.dedupe_in_flight {
-                        if let Some(Ok(done)) = checks.join_next().await {
+                        if let Some(Ok(done)) = next_check(&mut checks).await {
                             apply_verdicts(done, &mut driver, &mut tracker, &mut dedupe_error)
                                 .await;
                         }
@@ -909,7 +911,7 @@ where
                     let events = std::mem::take(&mut batch);
                     let now = (self.clock)();
                     let object = object.clone();
-                    checks.spawn(async move {
+                    checks.push_back(tokio::spawn(async move {
                         let refs: Vec<(DedupeKey, RecordRef)> = events
                             .iter()
                             .map(|(item, key)| {
@@ -927,12 +929,12 @@ where
                             .await
                             .map_err(|e| e.to_string());
                         (events, verdicts)
-                    });
+                    }));
                 }
             }
             if closing || seen.is_multiple_of(256) {
-                while let Some(done) = checks.try_join_next() {
-                    if let Ok(done) = done {
+                while checks.front().is_some_and(|h| h.is_finished()) {
+                    if let Some(Ok(done)) = next_check(&mut checks).await {
                         apply_verdicts(done, &mut driver, &mut tracker, &mut dedupe_error).await;
                     }
                 }
@@ -947,8 +949,8 @@ where
                 break;
             }
         }
-        while let Some(done) = checks.join_next().await {
-            if let Ok(done) = done {
+        while !checks.is_empty() {
+            if let Some(Ok(done)) = next_check(&mut checks).await {
                 apply_verdicts(done, &mut driver, &mut tracker, &mut dedupe_error).await;
             }
         }
@@ -1006,6 +1008,13 @@ fn summary(report: &Report, url: &str) -> String {
     serde_json::json!({"counts": report.counts, "report": url, "config_version": report.config_version,
         "invocations": report.invocations})
     .to_string()
+}
+
+/// The oldest dedupe call's result.
+async fn next_check(
+    checks: &mut VecDeque<tokio::task::JoinHandle<Checked>>,
+) -> Option<Result<Checked, tokio::task::JoinError>> {
+    Some(checks.pop_front()?.await)
 }
 
 async fn apply_verdicts(

@@ -136,7 +136,10 @@ impl Settings {
 
         let api_key = get("AMPLITUDE_API_KEY");
         if api_key.is_none() {
-            problems.push("AMPLITUDE_API_KEY is required (the project's API key)".into());
+            problems.push(
+                "AMPLITUDE_API_KEY (or S3I_API_KEY_SECRET, a Secrets Manager secret) is required"
+                    .into(),
+            );
         }
         let base_url = match (get("S3I_ENDPOINT"), get("S3I_REGION").as_deref()) {
             (Some(url), _) if url.starts_with("http://") || url.starts_with("https://") => url,

@@ -2,6 +2,7 @@
 //! start, then hands every event (SQS, direct S3, EventBridge, scan messages) to the pipeline.
 //! SQS batches answer with `batchItemFailures` naming exactly the messages to retry; other
 //! event sources get an error when something must be retried, so that Lambda retries them.
+//! A scheduled `{"s3import-scan": {"bucket", "prefix"}}` event runs the scan mode.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,8 +10,6 @@ use std::time::Duration;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::Value;
 use tokio::time::Instant;
-
-use s3_import::pipeline::lambda_response;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -23,7 +22,8 @@ async fn main() -> Result<(), Error> {
         .with_current_span(false)
         .without_time()
         .init();
-    let settings = match s3_import::settings::Settings::from_env() {
+    let clients = s3_import::aws::Clients::from_env().await;
+    let settings = match s3_import::aws::settings_from_env(&clients).await {
         Ok(s) => s,
         Err(problems) => {
             let text = problems.join("; ");
@@ -31,7 +31,6 @@ async fn main() -> Result<(), Error> {
             return Err(format!("settings are not usable: {text}").into());
         }
     };
-    let clients = s3_import::aws::Clients::from_env().await;
     let pipeline = Arc::new(s3_import::aws::pipeline(&clients, settings));
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let pipeline = pipeline.clone();
@@ -43,10 +42,16 @@ async fn main() -> Result<(), Error> {
                 .map_or(0, |d| d.as_millis() as u64);
             let left = Duration::from_millis(event.context.deadline.saturating_sub(now_ms));
             let deadline = Instant::now() + left;
-            let result = pipeline
-                .handle_event(&event.payload, deadline, &event.context.request_id)
-                .await;
-            lambda_response(&event.payload, &result).map_err(Error::from)
+            // Metrics go to stdout as one EMF line; CloudWatch Logs turns it into metrics.
+            pipeline
+                .invoke(
+                    &event.payload,
+                    deadline,
+                    &event.context.request_id,
+                    |line| println!("{line}"),
+                )
+                .await
+                .map_err(Error::from)
         }
     }))
     .await

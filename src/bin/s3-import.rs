@@ -556,23 +556,23 @@ fn init_logs() {
 /// The subcommands that run the importer against AWS (or a local stack).
 fn run_importer(job: Job) -> ExitCode {
     init_logs();
-    let settings = match s3_import::settings::Settings::from_env() {
-        Ok(s) => s,
-        Err(problems) => {
-            eprintln!("error: the settings are not usable:");
-            for p in problems {
-                eprintln!("  - {p}");
-            }
-            eprintln!("(the README's \"Settings\" section lists every variable)");
-            return ExitCode::from(EXIT_BAD_INPUT as u8);
-        }
-    };
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
     };
     rt.block_on(async move {
         let clients = s3_import::aws::Clients::from_env().await;
+        let settings = match s3_import::aws::settings_from_env(&clients).await {
+            Ok(s) => s,
+            Err(problems) => {
+                eprintln!("error: the settings are not usable:");
+                for p in problems {
+                    eprintln!("  - {p}");
+                }
+                eprintln!("(the README's \"Settings\" section lists every variable)");
+                return ExitCode::from(EXIT_BAD_INPUT as u8);
+            }
+        };
         let queue_url = settings.queue_url.clone();
         let pipeline = s3_import::aws::pipeline(&clients, settings);
         let owner = format!("cli-{}", std::process::id());

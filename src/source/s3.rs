@@ -19,12 +19,25 @@ const MAX_RESUMES: u32 = 5;
 
 #[derive(Clone)]
 pub struct S3Source {
+    /// The importer's own account: the converter file and reports.
     client: Client,
+    /// Reads the source objects (open, list): the same client, or one with the credentials of
+    /// an assumed role in the bucket owner's account.
+    reader: Client,
 }
 
 impl S3Source {
     pub fn new(client: Client) -> Self {
-        S3Source { client }
+        S3Source {
+            reader: client.clone(),
+            client,
+        }
+    }
+
+    /// Reads source objects with another client (a cross-account role).
+    pub fn with_reader(mut self, reader: Client) -> Self {
+        self.reader = reader;
+        self
     }
 }
 
@@ -101,7 +114,7 @@ impl ObjectSource for S3Source {
     ) -> Result<ObjectReader, SourceError> {
         let what = format!("s3://{bucket}/{key}");
         let out = self
-            .client
+            .reader
             .get_object()
             .bucket(bucket)
             .key(key)
@@ -115,7 +128,7 @@ impl ObjectSource for S3Source {
             .map(str::to_string)
             .or(version_id.map(str::to_string));
         let (tx, rx) = tokio::sync::mpsc::channel(CHUNKS_AHEAD);
-        let client = self.client.clone();
+        let client = self.reader.clone();
         let (bucket, key) = (bucket.to_string(), key.to_string());
         tokio::spawn(async move {
             // A connection that breaks mid-object (timeouts while the decoder pushes back, a
@@ -249,7 +262,7 @@ impl ObjectSource for S3Source {
     async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectInfo>, SourceError> {
         let what = format!("s3://{bucket}/{prefix}");
         let mut pages = self
-            .client
+            .reader
             .list_objects_v2()
             .bucket(bucket)
             .prefix(prefix)
