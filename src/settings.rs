@@ -283,7 +283,7 @@ mod tests {
         for want in [
             "S3I_CONVERTER: `config/converter.json` is not an s3://bucket/key location",
             "S3I_REPORTS is required",
-            "AMPLITUDE_API_KEY is required",
+            "AMPLITUDE_API_KEY (or S3I_API_KEY_SECRET, a Secrets Manager secret) is required",
             "S3I_MAX_IN_FLIGHT: `many` is not a valid number",
             "S3I_REGION: `mars` is not us or eu",
             "S3I_GZIP: `perhaps` is not true or false",
