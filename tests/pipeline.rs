@@ -859,3 +859,25 @@ async fn reports_add_up_and_keep_invalid_records_with_their_raw_text() {
     assert_eq!(lines[1]["record"], 12);
     assert!(lines[1]["reason"].as_str().unwrap().contains("time"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_time_left_means_no_claim_and_the_message_comes_back() {
+    let w = World::new("notime", |_| {}).await;
+    w.put("in/t.json", &events("t", 0..10)).await;
+    let p = w.pipeline();
+    let event = sqs_event(&[(
+        "late",
+        json!({"Records": [s3_record(&w.bucket, "in/t.json", 10)]}).to_string(),
+    )]);
+    // A context whose deadline has passed (or is zero) must not claim with a lease in the past.
+    for deadline in [Instant::now(), Instant::now() + Duration::from_millis(500)] {
+        let r = p.handle_event(&event, deadline, "late").await;
+        assert_eq!(
+            lambda_response(&event, &r).unwrap(),
+            json!({"batchItemFailures": [{"itemIdentifier": "late"}]})
+        );
+        assert_eq!(w.claim("in/t.json").await, None, "nothing claimed");
+    }
+    let r = p.handle_event(&event, soon(60), "in-time").await;
+    assert_eq!(completed(&r.messages[0].objects[0].1).counts.sent, 10);
+}
