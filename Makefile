@@ -10,7 +10,7 @@ ifndef SAM_CLI_TELEMETRY
 export SAM_CLI_TELEMETRY := 0
 endif
 
-.PHONY: help build bin validate deploy test lint fmt bench bench-pipeline demo clean stack-install stack-up stack-down stack-check
+.PHONY: help build bin validate deploy test lambda-e2e lint fmt bench bench-pipeline demo clean stack-install stack-up stack-down stack-check
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -41,8 +41,12 @@ STACK_ENV := AWS_ENDPOINT_URL=http://127.0.0.1:4566 AWS_ACCESS_KEY_ID=test AWS_S
 
 test: lint ## Lint, then every test (unit, golden, CLI, sender, pipeline on the local AWS stack)
 	@if infra/localstack/stack.sh status >/dev/null 2>&1; then started=""; else infra/localstack/stack.sh up && started=1; fi; \
-	$(STACK_ENV) $(CARGO) test --locked; rc=$$?; \
+	$(STACK_ENV) $(CARGO) test --locked && $(MAKE) --no-print-directory lambda-e2e; rc=$$?; \
 	if [ -n "$$started" ]; then infra/localstack/stack.sh down; fi; exit $$rc
+
+lambda-e2e: ## S3 → SQS → the Lambda binary under cargo lambda watch (needs the stack up)
+	@bin="$$(infra/deploy-tools.sh)" && PATH="$$bin:$$PATH" \
+	  $(TOOLS_PY) infra/lambda-e2e.py $(CARGO_TARGET_DIR)/debug/s3-import
 
 fmt: ## Format the code
 	$(CARGO) fmt --all

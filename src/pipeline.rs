@@ -347,6 +347,7 @@ where
                             Notice::Import(obj) => {
                                 let owner = format!("{request_id}/{i}/{j}/{:x}", now_ms());
                                 let outcome = self.import(&obj, deadline, &owner).await;
+                                tracing::info!(bucket = %obj.bucket, key = %obj.key, outcome = %outcome.label(), "object");
                                 if outcome.unfinished()
                                     && !self.continue_later(&obj, &outcome).await
                                 {
@@ -1060,6 +1061,18 @@ fn apply_fates(tracker: &mut Tracker, fates: Vec<(u64, Kind, Fate)>, rejected: V
     }
 }
 
+/// The time left in an invocation whose context carries `deadline_ms`. Lambda sends epoch
+/// milliseconds; a deadline already passed (or zero, or clock skew) leaves no time, and every
+/// object is then handed back for retry rather than claimed with a lease in the past.
+/// `cargo lambda watch` sends the timeout itself (e.g. 600000) instead of an epoch time: values
+/// below 10^12 (2001) are read as such.
+pub fn time_left(deadline_ms: u64, now_ms: u64) -> Duration {
+    if deadline_ms < 1_000_000_000_000 {
+        return Duration::from_millis(deadline_ms);
+    }
+    Duration::from_millis(deadline_ms.saturating_sub(now_ms))
+}
+
 /// What the Lambda function answers: for an SQS event, the partial batch response naming the
 /// messages to retry (`batchItemFailures`, Lambda's casing); for other sources a summary, or an
 /// error when something must be retried (Lambda then retries the invocation).
@@ -1102,4 +1115,22 @@ pub fn lambda_response(event: &Value, result: &EventResult) -> Result<Value, Str
         return Err(format!("to be retried: {}", why.join("; ")));
     }
     Ok(serde_json::json!({ "objects": objects }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_left_reads_epoch_deadlines_and_the_local_runtimes_timeouts() {
+        let now = 1_795_871_569_856;
+        assert_eq!(time_left(now + 900_000, now), Duration::from_secs(900));
+        assert_eq!(time_left(now - 5, now), Duration::ZERO, "passed: no time");
+        assert_eq!(time_left(0, now), Duration::ZERO, "missing: no time");
+        assert_eq!(
+            time_left(600_000, now),
+            Duration::from_secs(600),
+            "cargo lambda watch"
+        );
+    }
 }

@@ -5,7 +5,6 @@
 //! A scheduled `{"s3import-scan": {"bucket", "prefix"}}` event runs the scan mode.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::Value;
@@ -35,13 +34,17 @@ async fn main() -> Result<(), Error> {
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let pipeline = pipeline.clone();
         async move {
-            // The context's deadline is epoch milliseconds; a missing or past one leaves no
-            // time, and every object is then handed back for retry rather than claimed.
             let now_ms = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64);
-            let left = Duration::from_millis(event.context.deadline.saturating_sub(now_ms));
+            let left = s3_import::pipeline::time_left(event.context.deadline, now_ms);
             let deadline = Instant::now() + left;
+            tracing::info!(
+                remaining_ms = left.as_millis() as u64,
+                deadline_ms = event.context.deadline,
+                now_ms,
+                "invocation"
+            );
             // Metrics go to stdout as one EMF line; CloudWatch Logs turns it into metrics.
             pipeline
                 .invoke(
