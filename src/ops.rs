@@ -159,6 +159,51 @@ where
         Ok(s)
     }
 
+    /// One Lambda invocation: a scheduled scan (`{"s3import-scan": {"bucket", "prefix"}}`, which
+    /// queues what it finds when `S3I_QUEUE_URL` is set) or any notification shape. `emit`
+    /// receives the invocation's metrics line (EMF).
+    pub async fn invoke(
+        &self,
+        payload: &serde_json::Value,
+        deadline: Instant,
+        request_id: &str,
+        emit: impl FnOnce(String),
+    ) -> Result<serde_json::Value, String> {
+        if let Some(scan) = payload.get("s3import-scan") {
+            let bucket = scan
+                .get("bucket")
+                .and_then(|b| b.as_str())
+                .ok_or("s3import-scan without bucket")?;
+            let prefix = scan
+                .get("prefix")
+                .and_then(|p| p.as_str())
+                .unwrap_or(&self.settings.prefix)
+                .to_string();
+            let enqueue = self.settings.queue_url.is_some();
+            let summary = self
+                .scan(
+                    bucket,
+                    &prefix,
+                    enqueue,
+                    request_id,
+                    |line| tracing::info!(target: "s3_import::scan", "{}", line.trim_end()),
+                )
+                .await?;
+            tracing::info!(summary = %summary, "scan done");
+            return Ok(serde_json::json!({"scan": summary.to_string()}));
+        }
+        let result = self.handle_event(payload, deadline, request_id).await;
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        emit(crate::metrics::emf_line(
+            &self.settings.source,
+            &result,
+            now_ms,
+        ));
+        crate::pipeline::lambda_response(payload, &result)
+    }
+
     /// Every claim of this source, for a person (`--json`: one JSON object per line).
     pub async fn status(&self, json: bool) -> Result<String, String> {
         let mut claims = self
@@ -328,58 +373,5 @@ pub async fn work_queue(
         .await?;
         handled += received.handles.len() as u64;
         idle_since = Instant::now();
-    }
-}
-
-impl<C, D, S, Q> Pipeline<C, D, S, Q>
-where
-    C: ClaimStore,
-    D: DedupeStore + 'static,
-    S: ObjectSource,
-    Q: Enqueue,
-{
-    /// One Lambda invocation: a scheduled scan (`{"s3import-scan": {"bucket", "prefix"}}`, which
-    /// queues what it finds when `S3I_QUEUE_URL` is set) or any notification shape. `emit`
-    /// receives the invocation's metrics line (EMF).
-    pub async fn invoke(
-        &self,
-        payload: &serde_json::Value,
-        deadline: Instant,
-        request_id: &str,
-        emit: impl FnOnce(String),
-    ) -> Result<serde_json::Value, String> {
-        if let Some(scan) = payload.get("s3import-scan") {
-            let bucket = scan
-                .get("bucket")
-                .and_then(|b| b.as_str())
-                .ok_or("s3import-scan without bucket")?;
-            let prefix = scan
-                .get("prefix")
-                .and_then(|p| p.as_str())
-                .unwrap_or(&self.settings.prefix)
-                .to_string();
-            let enqueue = self.settings.queue_url.is_some();
-            let summary = self
-                .scan(
-                    bucket,
-                    &prefix,
-                    enqueue,
-                    request_id,
-                    |line| tracing::info!(target: "s3_import::scan", "{}", line.trim_end()),
-                )
-                .await?;
-            tracing::info!(summary = %summary, "scan done");
-            return Ok(serde_json::json!({"scan": summary.to_string()}));
-        }
-        let result = self.handle_event(payload, deadline, request_id).await;
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
-        emit(crate::metrics::emf_line(
-            &self.settings.source,
-            &result,
-            now_ms,
-        ));
-        crate::pipeline::lambda_response(payload, &result)
     }
 }

@@ -165,6 +165,15 @@ enum ConfigProblem {
 /// A dedupe batch and its verdicts (or why there are none).
 type Checked = (Vec<(Item, DedupeKey)>, Result<Vec<Verdict>, String>);
 
+/// A storage error while reading the converter file: retry when the store is unavailable,
+/// fail the objects when the file is missing or denied.
+fn config_problem(c: &crate::settings::S3Url, e: SourceError) -> ConfigProblem {
+    match e {
+        SourceError::Unavailable(_) => ConfigProblem::Transient(format!("converter file: {e}")),
+        _ => ConfigProblem::Permanent(format!("converter file {c}: {e}")),
+    }
+}
+
 /// What the conversion thread sends for one record.
 enum Unit {
     Payloads(u64, Vec<(Item, Option<DedupeKey>)>),
@@ -385,12 +394,7 @@ where
             .source
             .head(&c.bucket, &c.key)
             .await
-            .map_err(|e| match e {
-                SourceError::Unavailable(_) => {
-                    ConfigProblem::Transient(format!("converter file: {e}"))
-                }
-                _ => ConfigProblem::Permanent(format!("converter file {c}: {e}")),
-            })?;
+            .map_err(|e| config_problem(c, e))?;
         let etag = head.etag.unwrap_or_default();
         let mut cached = self.converter.lock().await;
         if let Some((tag, conv)) = cached.as_ref() {
@@ -402,12 +406,7 @@ where
             .source
             .get_small(&c.bucket, &c.key, MAX_CONVERTER_BYTES)
             .await
-            .map_err(|e| match e {
-                SourceError::Unavailable(_) => {
-                    ConfigProblem::Transient(format!("converter file: {e}"))
-                }
-                _ => ConfigProblem::Permanent(format!("converter file {c}: {e}")),
-            })?;
+            .map_err(|e| config_problem(c, e))?;
         let text = String::from_utf8(bytes)
             .map_err(|_| ConfigProblem::Permanent(format!("converter file {c}: not UTF-8")))?;
         let conv = Converter::load(&text)

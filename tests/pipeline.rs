@@ -117,6 +117,18 @@ impl World {
         w
     }
 
+    /// A new queue's URL.
+    async fn queue(&self, name: &str) -> String {
+        let out = self
+            .c
+            .sqs
+            .create_queue()
+            .queue_name(unique(name))
+            .send()
+            .await;
+        out.unwrap().queue_url().unwrap().to_string()
+    }
+
     fn settings(&self) -> Settings {
         let vars = self.vars.clone();
         Settings::from_lookup(&|k| vars.get(k).cloned()).unwrap()
@@ -431,16 +443,7 @@ async fn an_insert_id_in_two_objects_is_sent_once_and_a_retried_object_resends_i
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_object_too_big_for_one_invocation_completes_over_several_through_the_queue() {
     let w = World::new("deadline", |c| c.latency = Duration::from_millis(150)).await;
-    let queue =
-        w.c.sqs
-            .create_queue()
-            .queue_name(unique("cont"))
-            .send()
-            .await
-            .unwrap()
-            .queue_url()
-            .unwrap()
-            .to_string();
+    let queue = w.queue("cont").await;
     let mut w = w;
     w.vars.insert("S3I_QUEUE_URL".into(), queue.clone());
     w.vars.insert("S3I_MAX_IN_FLIGHT".into(), "1".into());
@@ -764,16 +767,7 @@ async fn scan_imports_objects_that_were_never_announced_and_skips_completed_ones
     assert_eq!(w.received().len(), 80);
     // The scheduled scan of the Lambda function queues what it finds; the queue then drives
     // the same handler.
-    let queue =
-        w.c.sqs
-            .create_queue()
-            .queue_name(unique("scan"))
-            .send()
-            .await
-            .unwrap()
-            .queue_url()
-            .unwrap()
-            .to_string();
+    let queue = w.queue("scan").await;
     let mut w = w;
     w.vars.insert("S3I_QUEUE_URL".into(), queue.clone());
     w.put("in/s4.json", &events("s4", 0..20)).await;
