@@ -200,6 +200,8 @@ struct Tracker {
     errors: Vec<String>,
     rejects: RejectsFile,
     write_error: Option<String>,
+    /// The first reason a record stays unconfirmed (a payload not sent).
+    blocker: Option<String>,
 }
 
 impl Tracker {
@@ -228,7 +230,9 @@ impl Tracker {
             Fate::NotSent(why) => {
                 e.counts.not_sent += 1;
                 e.blocked = true;
-                e.errors.push(format!("record {n}: not sent: {why}"));
+                let error = format!("record {n}: not sent: {why}");
+                e.errors.push(error.clone());
+                self.blocker.get_or_insert(error);
             }
         }
     }
@@ -274,13 +278,6 @@ impl Tracker {
             self.confirm(e);
             self.base += 1;
         }
-    }
-
-    /// The first reason a record stays unconfirmed.
-    fn blocker(&self) -> Option<String> {
-        self.entries
-            .iter()
-            .find_map(|e| e.errors.iter().find(|x| x.contains("not sent")).cloned())
     }
 }
 
@@ -572,7 +569,7 @@ where
                 .or(end.dedupe_error.clone().map(|d| format!("dedupe: {d}")))
                 .or(end.read.as_ref().err().map(|e| e.to_string()))
                 .or(t.write_error.clone())
-                .or_else(|| t.blocker());
+                .or_else(|| t.blocker.clone());
             let text = serde_json::to_string(&progress).unwrap_or_default();
             // The lease ends with the checkpoint: the object is resumable at once.
             let now = (self.clock)();
@@ -837,6 +834,7 @@ where
             errors: Vec::new(),
             rejects: RejectsFile::new(&format!("{}-{checkpoint}-{}", object_id(obj), now_ms())),
             write_error: None,
+            blocker: None,
         };
         let mut driver = Driver::new(&self.http, &self.settings.sink, send_until);
         let mut batch: Vec<(Item, DedupeKey)> = Vec::new();
@@ -954,11 +952,8 @@ where
                 apply_verdicts(done, &mut driver, &mut tracker, &mut dedupe_error).await;
             }
         }
-        let http = driver.counters();
-        let fatal = driver.fatal();
         let delivery = driver.finish().await;
         apply_fates(&mut tracker, delivery.fates, delivery.rejected_payloads);
-        let fatal = fatal.or(delivery.fatal);
         let read = match conversion.await {
             Ok(r) => r.map(|_| ()),
             Err(e) => Err(DecodeError::Io {
@@ -974,13 +969,9 @@ where
             // Stopped by the deadline: reading stopped, or sending ran out of time.
             stopped: stopped.load(std::sync::atomic::Ordering::Relaxed)
                 || Instant::now() >= send_until,
-            fatal,
+            fatal: delivery.fatal,
             dedupe_error,
-            http: (
-                delivery.requests.max(http.0),
-                delivery.retries.max(http.1),
-                delivery.throttled.max(http.2),
-            ),
+            http: (delivery.requests, delivery.retries, delivery.throttled),
             dedupe_requests,
         }
     }

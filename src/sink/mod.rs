@@ -343,25 +343,6 @@ impl Driver {
         (fates, rejected)
     }
 
-    /// The permanent error that stopped delivery, if any.
-    pub fn fatal(&self) -> Option<String> {
-        self.shared
-            .fatal
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    /// Requests, retries and throttled answers so far.
-    pub fn counters(&self) -> (u64, u64, u64) {
-        let s = &self.shared;
-        (
-            s.requests.load(Ordering::Relaxed),
-            s.retries.load(Ordering::Relaxed),
-            s.throttled.load(Ordering::Relaxed),
-        )
-    }
-
     /// Sends what is still batched and waits until every item has a fate (or the deadline).
     pub async fn finish(mut self) -> Delivery {
         let batcher = std::mem::replace(
