@@ -1,6 +1,7 @@
 //! The SOURCE_DESCRIPTION expression language: compiled once from JSON (errors carry JSON
 //! paths), evaluated per record over borrowed values without re-reading JSON or regexes.
 
+mod scan;
 pub mod time;
 pub mod value;
 
@@ -9,6 +10,7 @@ use std::borrow::Cow;
 use md5::{Digest, Md5};
 
 use crate::config::ConfigError;
+pub use scan::{find_special, special_in_string};
 use time::TimePattern;
 pub use value::{json_eq, KeyIds, Keys, Num, Record, V};
 
@@ -198,7 +200,7 @@ impl Compiler<'_> {
     /// The slot of a top-level record key, numbering keys as they are first seen.
     fn slot(&mut self, key: &str) -> u32 {
         let next = self.record_keys.len() as u32;
-        *self.record_keys.entry(key.to_string()).or_insert(next)
+        self.record_keys.get_or_insert(key, next)
     }
 
     fn err(&mut self, path: &str, message: impl Into<String>) -> Expr {
@@ -701,13 +703,12 @@ impl Expr {
                     Some(id) => rec.slot(*id, &segs[0])?,
                     None => lookup(ctx, &segs[0])?,
                 };
-                if let V::Raw(_) = root {
-                    let tree = root.resolved()?;
-                    let mut cur = &tree;
+                if let V::Raw(text) = root {
+                    let mut cur = *text;
                     for seg in &segs[1..] {
-                        cur = lookup(cur, seg)?;
+                        cur = value::raw_member(cur, seg)?;
                     }
-                    return Some(Cow::Owned(cur.clone()));
+                    return value::parse_value(cur).ok().map(Cow::Owned);
                 }
                 let mut cur = root;
                 for seg in &segs[1..] {
@@ -722,13 +723,33 @@ impl Expr {
             Expr::Key(key, None) => lookup(ctx, key).map(Cow::Borrowed),
             Expr::Path(steps) => {
                 let mut cur: Cow<'r, V<'a>> = Cow::Borrowed(ctx);
+                // Inside a record value kept as text (`V::Raw`), keys are looked up in the
+                // text: only the member the path ends at is parsed.
+                let mut text: Option<&'a str> = None;
                 for step in steps {
+                    if let Some(t) = text {
+                        if let Expr::Key(key, _) = step {
+                            text = Some(value::raw_member(t, key)?);
+                            continue;
+                        }
+                        cur = Cow::Owned(value::parse_value(t).ok()?);
+                        text = None;
+                    }
+                    if let Expr::Key(key, Some(id)) = step {
+                        if let V::Raw(t) = rec.slot(*id, key)? {
+                            text = Some(*t);
+                            continue;
+                        }
+                    }
                     cur = match cur {
                         Cow::Borrowed(c) => step.eval(c, rec)?,
                         Cow::Owned(c) => Cow::Owned(step.eval(&c, rec)?.into_owned()),
                     };
                 }
-                Some(cur)
+                match text {
+                    Some(t) => value::parse_value(t).ok().map(Cow::Owned),
+                    None => Some(cur),
+                }
             }
             Expr::Value(v) => Some(Cow::Borrowed(v)),
             Expr::Any(args) => args

@@ -6,12 +6,13 @@
 //! skips (validates without building) the top-level keys the converter never reads.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fmt;
-use std::hash::{BuildHasherDefault, Hasher};
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
+
+use super::scan;
 
 /// A JSON number as parsed: integers stay exact.
 #[derive(Clone, Copy, Debug)]
@@ -233,30 +234,84 @@ impl Serialize for V<'_> {
     }
 }
 
-/// FNV-1a: the key sets are small and the keys short; SipHash would cost more than the lookup.
-#[derive(Default)]
-pub struct Fnv(u64);
+/// Top-level record keys the converter reads, each with its slot number.
+///
+/// Every key of every record is looked up here, so the lookup is a small chained hash table
+/// on the key's length and three of its bytes (a few instructions; a general-purpose hash
+/// costs more than the whole lookup on keys this short), then one comparison.
+#[derive(Clone, Debug)]
+pub struct KeyIds {
+    /// `(key, slot, next entry of the same bucket + 1 or 0)`.
+    entries: Vec<(Box<str>, u32, u32)>,
+    /// Per bucket: its first entry + 1, or 0.
+    buckets: Box<[u32; BUCKETS]>,
+}
 
-impl Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for b in bytes {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
+const BUCKETS: usize = 256;
+
+impl Default for KeyIds {
+    fn default() -> Self {
+        KeyIds {
+            entries: Vec::new(),
+            buckets: Box::new([0; BUCKETS]),
         }
-        self.0 = h;
     }
 }
 
-/// Top-level record keys the converter reads, each with its slot number.
-pub type KeyIds = HashMap<String, u32, BuildHasherDefault<Fnv>>;
+impl KeyIds {
+    #[inline]
+    fn bucket(key: &[u8]) -> usize {
+        let (first, last, mid) = match key {
+            [] => (0, 0, 0),
+            [one] => (*one, *one, *one),
+            _ => (key[0], key[key.len() - 1], key[key.len() / 2]),
+        };
+        let h = (key.len() as u32)
+            .wrapping_mul(0x9E37)
+            .wrapping_add(u32::from(first).wrapping_mul(31))
+            .wrapping_add(u32::from(last).wrapping_mul(131))
+            .wrapping_add(u32::from(mid).wrapping_mul(7));
+        (h ^ (h >> 8)) as usize % BUCKETS
+    }
+
+    /// The slot of `key`.
+    #[inline]
+    pub fn get(&self, key: &str) -> Option<u32> {
+        let mut at = self.buckets[Self::bucket(key.as_bytes())];
+        while at != 0 {
+            let (k, id, next) = &self.entries[at as usize - 1];
+            if k.as_ref() == key {
+                return Some(*id);
+            }
+            at = *next;
+        }
+        None
+    }
+
+    /// The slot of `key`, giving it `id` if it has none yet.
+    pub fn get_or_insert(&mut self, key: &str, id: u32) -> u32 {
+        if let Some(existing) = self.get(key) {
+            return existing;
+        }
+        let b = Self::bucket(key.as_bytes());
+        self.entries.push((key.into(), id, self.buckets[b]));
+        self.buckets[b] = self.entries.len() as u32;
+        id
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Every key with its slot.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, u32)> {
+        self.entries.iter().map(|(k, id, _)| (k.as_ref(), *id))
+    }
+}
 
 /// Which top-level keys of a record are materialised; the others are validated and skipped.
 #[derive(Clone, Debug)]
@@ -278,7 +333,7 @@ pub struct Record<'a> {
     slots: Vec<u32>,
 }
 
-const NO_SLOT: u32 = u32::MAX;
+pub(super) const NO_SLOT: u32 = u32::MAX;
 
 impl<'a> Record<'a> {
     /// A record whose keys are found by name.
@@ -287,6 +342,10 @@ impl<'a> Record<'a> {
             value,
             slots: Vec::new(),
         }
+    }
+
+    pub(super) fn with_slots(value: V<'a>, slots: Vec<u32>) -> Self {
+        Record { value, slots }
     }
 
     /// The value of the key with slot `id`; `None` when absent. `key` serves records without slots.
@@ -317,6 +376,22 @@ pub enum RecordError {
 pub fn parse_record<'a>(line: &'a [u8], keys: &Keys) -> Result<Record<'a>, RecordError> {
     // One validation pass for the whole line is cheaper than serde_json's per-string checks.
     let text = std::str::from_utf8(line).map_err(|e| RecordError::Utf8(e.valid_up_to()))?;
+    let fast = match keys {
+        Keys::Only { ids, raw } => scan::record(text, ids, raw),
+        Keys::All => scan::whole_record(text),
+    };
+    match fast {
+        Some(record) => Ok(record),
+        None => parse_record_serde(text, keys),
+    }
+}
+
+/// [`parse_record`] by serde_json: the reference, and the path that explains every error.
+pub(super) fn parse_record_serde<'a>(
+    text: &'a str,
+    keys: &Keys,
+) -> Result<Record<'a>, RecordError> {
+    let line = text.as_bytes();
     let first = line.iter().find(|b| !b.is_ascii_whitespace());
     let kind = match first {
         Some(b'{') | None => None,
@@ -343,13 +418,27 @@ pub fn parse_record<'a>(line: &'a [u8], keys: &Keys) -> Result<Record<'a>, Recor
 
 /// Parses any JSON text into a value that borrows from it.
 pub fn parse_value(text: &str) -> Result<V<'_>, serde_json::Error> {
+    match scan::value(text) {
+        Some(v) => Ok(v),
+        None => parse_value_serde(text),
+    }
+}
+
+/// The text of member `key` of a value kept as text (see [`V::Raw`]); `None` when absent or
+/// when `text` is not an object or array.
+pub(super) fn raw_member<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    scan::member(text, key)
+}
+
+/// [`parse_value`] by serde_json.
+pub(super) fn parse_value_serde(text: &str) -> Result<V<'_>, serde_json::Error> {
     let mut de = serde_json::Deserializer::from_str(text);
     let v = ValueSeed.deserialize(&mut de)?;
     de.end()?;
     Ok(v)
 }
 
-fn dedupe_keys(entries: &mut Vec<(Cow<'_, str>, V<'_>)>) {
+pub(super) fn dedupe_keys(entries: &mut Vec<(Cow<'_, str>, V<'_>)>) {
     if entries.len() < 2 {
         return;
     }
@@ -489,7 +578,7 @@ impl<'de> Visitor<'de> for RecordSeed<'_> {
                 let mut slots = vec![NO_SLOT; ids.len()];
                 while let Some(k) = map.next_key_seed(KeySeed)? {
                     match ids.get(k.as_ref()) {
-                        Some(&id) => {
+                        Some(id) => {
                             let v = if raw[id as usize] {
                                 let text =
                                     map.next_value::<&'de serde_json::value::RawValue>()?.get();
@@ -564,8 +653,8 @@ mod tests {
     #[test]
     fn skips_unwanted_keys_but_still_validates_them() {
         let mut ids = KeyIds::default();
-        ids.insert("a".into(), 0);
-        ids.insert("c".into(), 1);
+        ids.get_or_insert("a", 0);
+        ids.get_or_insert("c", 1);
         let keys = Keys::Only {
             ids,
             raw: vec![false, false],
@@ -575,6 +664,28 @@ mod tests {
         assert_eq!(r.slot(0, "a").map(V::to_json).as_deref(), Some("2"));
         assert!(r.slot(1, "c").is_none());
         assert!(parse_record(br#"{"a":1,"b":{"x":[1,2}}"#, &keys).is_err());
+    }
+
+    #[test]
+    fn key_ids_find_every_key_and_only_those() {
+        let mut ids = KeyIds::default();
+        // Many keys sharing length, first and last bytes land in the same buckets.
+        let keys: Vec<String> = (0..600)
+            .map(|i| format!("k{i:03}x"))
+            .chain(["".into(), "a".into(), "é".into()])
+            .collect();
+        for (i, k) in keys.iter().enumerate() {
+            assert_eq!(ids.get_or_insert(k, i as u32), i as u32);
+        }
+        assert_eq!(ids.get_or_insert("k007x", 9999), 7);
+        assert_eq!(ids.len(), keys.len());
+        for (i, k) in keys.iter().enumerate() {
+            assert_eq!(ids.get(k), Some(i as u32), "{k}");
+        }
+        for absent in ["k600x", "k00x", "b", "k007", "K007x", "ée"] {
+            assert_eq!(ids.get(absent), None, "{absent}");
+        }
+        assert_eq!(ids.iter().count(), keys.len());
     }
 
     #[test]
@@ -625,8 +736,8 @@ mod raw_tests {
     #[test]
     fn raw_slots_keep_objects_as_text_and_scalars_as_values() {
         let mut ids = KeyIds::default();
-        ids.insert("o".into(), 0);
-        ids.insert("s".into(), 1);
+        ids.get_or_insert("o", 0);
+        ids.get_or_insert("s", 1);
         let keys = Keys::Only {
             ids,
             raw: vec![true, true],
