@@ -13,30 +13,24 @@ pub enum Style {
 }
 
 impl Style {
-    fn comma(self) -> &'static [u8] {
+    /// Fixed-length literals per arm, so each append is a store rather than a `memcpy` call.
+    #[inline]
+    fn comma(self, out: &mut Vec<u8>) {
         match self {
-            Style::Compact => b",",
-            Style::Spaced => b", ",
+            Style::Compact => out.push(b','),
+            Style::Spaced => out.extend_from_slice(b", "),
         }
     }
-    fn colon(self) -> &'static [u8] {
+    #[inline]
+    fn colon(self, out: &mut Vec<u8>) {
         match self {
-            Style::Compact => b":",
-            Style::Spaced => b": ",
+            Style::Compact => out.push(b':'),
+            Style::Spaced => out.extend_from_slice(b": "),
         }
     }
 }
 
-const LO: u64 = 0x0101_0101_0101_0101;
-const HI: u64 = 0x8080_8080_8080_8080;
-
-/// Whether any of the 8 bytes is a control character, `"` or `\`.
-#[inline]
-fn needs_escape(word: u64) -> bool {
-    let has_zero = |x: u64| x.wrapping_sub(LO) & !x & HI;
-    let control = word.wrapping_sub(LO * 0x20) & !word & HI;
-    control | has_zero(word ^ (LO * b'"' as u64)) | has_zero(word ^ (LO * b'\\' as u64)) != 0
-}
+use crate::datalang::{find_special, special_in_string};
 
 /// Which bytes JSON must escape in a string.
 static ESCAPED: [bool; 256] = {
@@ -51,9 +45,38 @@ static ESCAPED: [bool; 256] = {
     t
 };
 
+/// Whether a string needs no escaping, checked eight bytes at a time (the last word overlaps
+/// the one before it). Most strings in analytics events are like this and are copied whole.
+#[inline]
+fn plain(bytes: &[u8]) -> bool {
+    if bytes.len() < 8 {
+        return !bytes.iter().any(|b| ESCAPED[*b as usize]);
+    }
+    let word = |w: &[u8]| u64::from_le_bytes(w.try_into().unwrap_or([0; 8]));
+    let mut words = bytes.chunks_exact(8);
+    if words.by_ref().any(|w| special_in_string(word(w))) {
+        return false;
+    }
+    !special_in_string(word(&bytes[bytes.len() - 8..]))
+}
+
 /// Appends `s` as a JSON string.
+#[inline(always)]
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
+    if plain(bytes) {
+        out.reserve(bytes.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+    } else {
+        write_escaped(out, bytes);
+    }
+}
+
+/// [`write_str`] for a string with something to escape.
+#[inline(never)]
+fn write_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
     out.reserve(bytes.len() + 2);
     out.push(b'"');
     let mut start = 0;
@@ -61,7 +84,7 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
     while i < bytes.len() {
         if i + 8 <= bytes.len() {
             let word = u64::from_le_bytes(bytes[i..i + 8].try_into().unwrap_or([0; 8]));
-            if !needs_escape(word) {
+            if !special_in_string(word) {
                 i += 8;
                 continue;
             }
@@ -130,7 +153,7 @@ pub fn write_value(out: &mut Vec<u8>, v: &V<'_>, style: Style) {
             out.push(b'[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.extend_from_slice(style.comma());
+                    style.comma(out);
                 }
                 write_value(out, item, style);
             }
@@ -153,11 +176,13 @@ fn write_raw(out: &mut Vec<u8>, text: &str, style: Style) {
                 // The closing quote is the first `"` that no backslash escapes.
                 let start = i;
                 i += 1;
+                // The text was validated: no control characters, so the first special byte
+                // is a quote or a backslash.
                 loop {
-                    match memchr::memchr2(b'"', b'\\', &bytes[i..]) {
-                        Some(j) if bytes[i + j] == b'\\' => i += j + 2,
+                    match find_special(bytes, i) {
+                        Some(j) if bytes[j] == b'\\' => i = j + 2,
                         Some(j) => {
-                            i += j + 1;
+                            i = j + 1;
                             break;
                         }
                         None => {
@@ -170,8 +195,8 @@ fn write_raw(out: &mut Vec<u8>, text: &str, style: Style) {
                 continue;
             }
             b' ' | b'\t' | b'\n' | b'\r' => {}
-            b',' => out.extend_from_slice(style.comma()),
-            b':' => out.extend_from_slice(style.colon()),
+            b',' => style.comma(out),
+            b':' => style.colon(out),
             c => out.push(c),
         }
         i += 1;
@@ -187,10 +212,10 @@ pub fn write_object<'v, 'a: 'v>(
     out.push(b'{');
     for (i, (k, v)) in entries.enumerate() {
         if i > 0 {
-            out.extend_from_slice(style.comma());
+            style.comma(out);
         }
         write_str(out, k);
-        out.extend_from_slice(style.colon());
+        style.colon(out);
         write_value(out, v, style);
     }
     out.push(b'}');
