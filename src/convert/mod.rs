@@ -127,7 +127,9 @@ const PROPERTY_OPS: [&str; 9] = [
 
 /// Whether a `user_id`/`device_id` is usable: at least 5 characters and not a placeholder.
 pub fn usable_id(id: &str) -> bool {
-    id.chars().count() >= 5 && !BAD_IDS.iter().any(|b| b.eq_ignore_ascii_case(id))
+    // 20 bytes hold at least 5 characters; the placeholders are at most 36 bytes long.
+    (id.len() >= 20 || id.chars().nth(4).is_some())
+        && (id.len() > 36 || !BAD_IDS.iter().any(|b| b.eq_ignore_ascii_case(id)))
 }
 
 fn show(v: &V<'_>) -> String {
@@ -539,6 +541,11 @@ mod tests {
         assert!(!usable_id("éééé"));
         assert!(!usable_id("UNDEFINED"));
         assert!(!usable_id("00000000-0000-0000-0000-000000000000"));
+        // Characters, not bytes: four 4-byte characters are too short, 20 bytes never are.
+        assert!(!usable_id("🚀🚀🚀🚀"));
+        assert!(usable_id("🚀🚀🚀🚀a"));
+        assert!(usable_id("00000000-0000-0000-0000-0000000000001"));
+        assert!(!usable_id("Anonymous"));
     }
 
     #[test]

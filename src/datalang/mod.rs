@@ -31,7 +31,8 @@ pub enum Expr {
     Path(Vec<Expr>),
     Value(V<'static>),
     Any(Vec<Expr>),
-    Dict(Vec<(String, Expr)>),
+    /// Keys are interned: an output object's keys then cost nothing per record.
+    Dict(Vec<(&'static str, Expr)>),
     Array(Vec<Expr>),
     Cond(Vec<(Expr, Expr)>),
     IfElse(Box<[Expr; 3]>),
@@ -223,7 +224,7 @@ impl Compiler<'_> {
             }
             J::Object(map) => Expr::Dict(
                 map.iter()
-                    .map(|(k, v)| (k.clone(), self.compile(v, &child_path(path, k), top)))
+                    .map(|(k, v)| (intern(k), self.compile(v, &child_path(path, k), top)))
                     .collect(),
             ),
             J::Array(items) => match items.first() {
@@ -384,7 +385,7 @@ impl Compiler<'_> {
                     let key = self.raw_string(args, i, path, "a dict key");
                     let v = self.compile(&args[i + 1], &index_path(path, i + 2), top);
                     if let Some(k) = key {
-                        entries.push((k, v));
+                        entries.push((intern(&k), v));
                     }
                 }
                 Expr::Dict(entries)
@@ -643,6 +644,26 @@ fn lookup<'r, 'a>(ctx: &'r V<'a>, key: &str) -> Option<&'r V<'a>> {
     }
 }
 
+/// The one `'static` copy of a dict key. Converters are compiled once per version, and a
+/// process keeps one copy of each distinct key, however many converters it compiles.
+fn intern(key: &str) -> &'static str {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    static KEYS: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+    let mut keys = KEYS
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    match keys.get(key) {
+        Some(k) => k,
+        None => {
+            let k: &'static str = Box::leak(key.into());
+            keys.insert(k);
+            k
+        }
+    }
+}
+
 fn flatten_into<'a>(
     obj: &[(Cow<'a, str>, V<'a>)],
     prefix: &str,
@@ -761,7 +782,7 @@ impl Expr {
                     .iter()
                     .filter_map(|(k, e)| {
                         e.eval(ctx, rec)
-                            .map(|v| (Cow::Owned(k.clone()), v.into_owned()))
+                            .map(|v| (Cow::Borrowed(*k), v.into_owned()))
                     })
                     .collect(),
             )),

@@ -108,7 +108,8 @@ impl<'a> Scan<'a> {
         let start = self.i;
         match self.seek_special()? {
             b'"' => {
-                let s = self.text.get(start..self.i)?;
+                // Both ends are next to ASCII quotes, so on character boundaries.
+                let s = &self.text[start..self.i];
                 self.i += 1;
                 Some(Cow::Borrowed(s))
             }

@@ -349,7 +349,7 @@ impl<'a> Record<'a> {
     }
 
     /// The value of the key with slot `id`; `None` when absent. `key` serves records without slots.
-    #[inline]
+    #[inline(always)]
     pub fn slot(&self, id: u32, key: &str) -> Option<&V<'a>> {
         if self.slots.is_empty() {
             return self.value.get(key);
