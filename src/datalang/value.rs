@@ -4,6 +4,9 @@
 //! events that allocation is most of the cost. `V<'a>` keeps unescaped strings and keys as
 //! borrowed slices of the line buffer and objects as small vectors, and the record parser
 //! skips (validates without building) the top-level keys the converter never reads.
+//!
+//! Records are read by the scanner in `scan.rs`; serde_json (the visitors below) reads what
+//! the scanner gives up on, and so writes every error message a bad line gets.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
