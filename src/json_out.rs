@@ -3,7 +3,7 @@
 //! serde_json's serializer escapes byte by byte through a formatter; here strings are scanned
 //! eight bytes at a time for the three things JSON must escape, and most are copied whole.
 
-use crate::datalang::{Num, V};
+use crate::datalang::{find_special, special_in_string, Num, V};
 
 /// Separators: compact (`,` `:`) for the wire, spaced (`, ` `: `) for the CLI contract.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,8 +29,6 @@ impl Style {
         }
     }
 }
-
-use crate::datalang::{find_special, special_in_string};
 
 /// Which bytes JSON must escape in a string.
 static ESCAPED: [bool; 256] = {
