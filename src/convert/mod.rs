@@ -574,4 +574,47 @@ mod tests {
         );
         assert_eq!(d, vec!["mutation_type"]);
     }
+
+    /// Reads into a value the converter also passes through whole (kept as text) give what
+    /// they give when the value is parsed as a tree.
+    #[test]
+    fn paths_into_a_value_kept_as_text_match_paths_into_the_tree() {
+        let reads = r#""a": ["path", "props", "cat", "path", "1"], "b": "props.cat.name",
+            "c": ["path", "props", "missing"], "d": ["path", "props", "price"],
+            "e": ["path", "props", "cat", ["value", "x"]], "f": "props.cat.path.0",
+            "g": ["path", "props", "list", "1", "k"], "h": ["path", "props", "dup"]"#;
+        let line = br#"{"user_id":"user-1","event_type":"x","props":{"price":9.5,"dup":1,"cat":{"name":"Books \"C\"","path":["home",17]},"list":[{"k":1},{"k":"two"}],"dup":2}}"#;
+        let convert = |with_pass_through: bool| {
+            let extra = if with_pass_through {
+                r#", "event_properties": "props""#
+            } else {
+                ""
+            };
+            let c = Converter::load(&format!(
+                r#"{{"converterConfig":{{"fileType":"json","compressionType":"none","convertToAmplitudeFunc":{{"user_id":"user_id","event_type":"event_type","insert_id":["value","i-1"],"user_properties":{{{reads}}}{extra}}}}}}}"#
+            ))
+            .unwrap();
+            let record = crate::datalang::value::parse_record(line, &c.file.record_keys).unwrap();
+            let kept_whole = matches!(record.value.get("props"), Some(V::Raw(_)));
+            assert_eq!(kept_whole, with_pass_through);
+            let r = c.convert(
+                &record,
+                0,
+                Origin {
+                    bucket: "b",
+                    key: "k",
+                },
+            );
+            let Outcome::Converted(p) = r.outcome else {
+                panic!("{:?}", r.outcome)
+            };
+            p[0].get("user_properties").map(V::to_json).unwrap()
+        };
+        let tree = convert(false);
+        assert_eq!(
+            tree,
+            r#"{"a":17,"b":"Books \"C\"","d":9.5,"e":"x","f":"home","g":"two","h":2}"#
+        );
+        assert_eq!(convert(true), tree);
+    }
 }
