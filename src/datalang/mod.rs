@@ -756,11 +756,13 @@ impl Expr {
                         cur = Cow::Owned(value::parse_value(t).ok()?);
                         text = None;
                     }
+                    // A record key (only ever the first step): one slot lookup.
                     if let Expr::Key(key, Some(id)) = step {
-                        if let V::Raw(t) = rec.slot(*id, key)? {
-                            text = Some(*t);
-                            continue;
+                        match rec.slot(*id, key)? {
+                            V::Raw(t) => text = Some(*t),
+                            v => cur = Cow::Borrowed(v),
                         }
+                        continue;
                     }
                     cur = match cur {
                         Cow::Borrowed(c) => step.eval(c, rec)?,
