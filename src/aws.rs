@@ -1,57 +1,11 @@
-//! Small helpers shared by the DynamoDB, S3 and SQS adapters, and building the SDK clients
-//! once. The same code runs against AWS and a local stack: only `AWS_ENDPOINT_URL` (and dummy
-//! credentials) differ.
+//! Wiring for AWS (or a local stack): the SDK clients built once, the settings with the API
+//! key from Secrets Manager, the pipeline over the DynamoDB, S3 and SQS adapters, the queue
+//! worker, and `setup` of tables, bucket and queue. The same code runs against AWS and a local
+//! stack: only `AWS_ENDPOINT_URL` (and dummy credentials) differ.
 
-use aws_sdk_dynamodb::error::ProvideErrorMetadata;
-use aws_sdk_dynamodb::types::AttributeValue;
-use std::collections::HashMap;
+use std::time::Duration;
 
-use crate::claims::StoreError;
-
-/// A string attribute.
-pub fn s(v: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(v.into())
-}
-
-/// A number attribute.
-pub fn n(v: i64) -> AttributeValue {
-    AttributeValue::N(v.to_string())
-}
-
-/// A string attribute of an item.
-pub fn text<'a>(item: &'a HashMap<String, AttributeValue>, name: &str) -> Option<&'a str> {
-    item.get(name)?.as_s().ok().map(String::as_str)
-}
-
-/// A number attribute of an item.
-pub fn num(item: &HashMap<String, AttributeValue>, name: &str) -> Option<i64> {
-    item.get(name)?.as_n().ok()?.parse().ok()
-}
-
-/// Error codes that no retry will fix.
-const PERMANENT: &[&str] = &[
-    "ResourceNotFoundException",
-    "AccessDeniedException",
-    "ValidationException",
-    "UnrecognizedClientException",
-    "InvalidSignatureException",
-    "MissingAuthenticationTokenException",
-];
-
-/// A service error of the claims or dedupe table, classified as retryable or not.
-pub fn store_error<E: ProvideErrorMetadata + std::fmt::Display>(e: E) -> StoreError {
-    let code = e.code().unwrap_or("");
-    let detail = match e.message() {
-        Some(m) => format!("{code}: {m}"),
-        None if code.is_empty() => e.to_string(),
-        None => code.to_string(),
-    };
-    if PERMANENT.contains(&code) {
-        StoreError::Refused(detail)
-    } else {
-        StoreError::Unavailable(detail)
-    }
-}
+use tokio::time::Instant;
 
 /// The SDK configuration from the environment (region, credentials, `AWS_ENDPOINT_URL`).
 pub async fn sdk_config() -> aws_config::SdkConfig {
@@ -183,7 +137,7 @@ pub type AwsPipeline = crate::pipeline::Pipeline<
     crate::claims::dynamo::DynamoClaims,
     crate::dedupe::dynamo::DynamoDedupe,
     crate::source::s3::S3Source,
-    crate::queue::SqsQueue,
+    crate::queue::sqs::SqsQueue,
 >;
 
 pub fn pipeline(clients: &Clients, settings: crate::settings::Settings) -> AwsPipeline {
@@ -193,15 +147,18 @@ pub fn pipeline(clients: &Clients, settings: crate::settings::Settings) -> AwsPi
         .dedupe_table
         .as_ref()
         .map(|t| crate::dedupe::dynamo::DynamoDedupe::new(clients.dynamodb.clone(), t));
-    let queue = crate::queue::SqsQueue::new(clients.sqs.clone(), settings.queue_url.clone());
-    crate::pipeline::Pipeline::new(
+    let queue = crate::queue::sqs::SqsQueue::new(clients.sqs.clone(), settings.queue_url.clone());
+    let source =
+        crate::source::s3::S3Source::new(clients.s3.clone()).with_reader(clients.source_s3.clone());
+    let ports = crate::pipeline::Ports {
         claims,
         dedupe,
-        crate::source::s3::S3Source::new(clients.s3.clone()).with_reader(clients.source_s3.clone()),
+        source,
         queue,
-        settings,
-        crate::pipeline::system_clock(),
-    )
+        http: reqwest::Client::new(),
+        clock: crate::pipeline::Clock::system(),
+    };
+    crate::pipeline::Pipeline::new(ports, settings)
 }
 
 fn sdk_text<E: std::error::Error + 'static>(e: E) -> String {
@@ -381,4 +338,61 @@ pub async fn setup(
         .await
         .map_err(|e| format!("notification on {bucket}: {}", sdk_text(e)))?;
     Ok(url)
+}
+
+/// Polls `url` and runs each batch through the handler, like Lambda's SQS trigger:
+/// finished messages are deleted, the others come back after `retry_after`. Stops after
+/// `idle_exit` with no message (if set).
+pub async fn work_queue(
+    pipeline: &AwsPipeline,
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    idle_exit: Option<Duration>,
+    retry_after: Duration,
+    mut report: impl FnMut(&str),
+) -> Result<u64, String> {
+    let mut handled = 0u64;
+    let mut idle_since = Instant::now();
+    let mut batch = 0u64;
+    loop {
+        let wait = idle_exit.map_or(10, |d| d.as_secs().clamp(1, 10) as i32);
+        let received = crate::queue::sqs::receive(sqs, url, wait).await?;
+        if received.handles.is_empty() {
+            if idle_exit.is_some_and(|d| idle_since.elapsed() >= d) {
+                return Ok(handled);
+            }
+            continue;
+        }
+        batch += 1;
+        let deadline = Instant::now() + pipeline.settings.max_run;
+        let result = pipeline
+            .handle_event(
+                &received.event,
+                deadline,
+                &format!("worker-{}-{batch}", std::process::id()),
+            )
+            .await;
+        for m in &result.messages {
+            for (obj, outcome) in &m.objects {
+                report(&crate::ops::render_outcome(obj, outcome));
+            }
+            for i in &m.ignored {
+                report(&format!("ignored: {i:?}\n"));
+            }
+            if let Some(e) = &m.error {
+                report(&format!("unreadable message {:?}: {e}\n", m.message_id));
+            }
+        }
+        let failed = result.failed_message_ids();
+        crate::queue::sqs::settle(
+            sqs,
+            url,
+            &received.handles,
+            &failed,
+            retry_after.as_secs() as i32,
+        )
+        .await?;
+        handled += received.handles.len() as u64;
+        idle_since = Instant::now();
+    }
 }

@@ -8,7 +8,7 @@
 //! Test events, deletions and other non-create events, "folder" keys ending in `/` and
 //! zero-byte objects are acknowledged as ignored, with the reason, never processed.
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// An object to import, as the notice named it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -188,6 +188,16 @@ fn scan_message(doc: &Value) -> Result<Vec<Notice>, String> {
         etag: text(m, &["etag"]),
         sequencer: None,
     })])
+}
+
+/// The scan mode's message for `obj` (read back by `scan_message`): how a scan queues an
+/// object, and how an object that needs another invocation continues.
+pub fn continuation(obj: &ObjectRef) -> String {
+    json!({"s3import": {
+        "bucket": obj.bucket, "key": obj.key, "version_id": obj.version_id,
+        "size": obj.size, "etag": obj.etag, "reason": "continue"
+    }})
+    .to_string()
 }
 
 /// What a document (an SQS body, or a whole invocation event) holds.

@@ -1,16 +1,16 @@
-//! The importer's operations as the CLI and the Lambda entry run them: import one object to
-//! the end, scan a prefix, work a queue, list claims, retry a failed object. Over the ports,
-//! so that the in-memory adapters can test them; the worker alone needs SQS.
+//! The importer's operations as the CLI and the Lambda edge run them: import one object to
+//! the end, scan a prefix, list claims, retry a failed object. Over the ports, so that the
+//! in-memory adapters can test them (the SQS worker is wiring: `crate::aws`).
 
 use std::fmt::Write as _;
-use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::claims::{ClaimKey, ClaimState, ClaimStore};
 use crate::dedupe::DedupeStore;
-use crate::notify::ObjectRef;
-use crate::pipeline::{continuation, Enqueue, ObjectOutcome, Pipeline};
+use crate::notify::{continuation, ObjectRef};
+use crate::pipeline::{ObjectOutcome, Pipeline};
+use crate::queue::Enqueue;
 use crate::report::Progress;
 use crate::source::ObjectSource;
 
@@ -159,51 +159,6 @@ where
         Ok(s)
     }
 
-    /// One Lambda invocation: a scheduled scan (`{"s3import-scan": {"bucket", "prefix"}}`, which
-    /// queues what it finds when `S3I_QUEUE_URL` is set) or any notification shape. `emit`
-    /// receives the invocation's metrics line (EMF).
-    pub async fn invoke(
-        &self,
-        payload: &serde_json::Value,
-        deadline: Instant,
-        request_id: &str,
-        emit: impl FnOnce(String),
-    ) -> Result<serde_json::Value, String> {
-        if let Some(scan) = payload.get("s3import-scan") {
-            let bucket = scan
-                .get("bucket")
-                .and_then(|b| b.as_str())
-                .ok_or("s3import-scan without bucket")?;
-            let prefix = scan
-                .get("prefix")
-                .and_then(|p| p.as_str())
-                .unwrap_or(&self.settings.prefix)
-                .to_string();
-            let enqueue = self.settings.queue_url.is_some();
-            let summary = self
-                .scan(
-                    bucket,
-                    &prefix,
-                    enqueue,
-                    request_id,
-                    |line| tracing::info!(target: "s3_import::scan", "{}", line.trim_end()),
-                )
-                .await?;
-            tracing::info!(summary = %summary, "scan done");
-            return Ok(serde_json::json!({"scan": summary.to_string()}));
-        }
-        let result = self.handle_event(payload, deadline, request_id).await;
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
-        emit(crate::metrics::emf_line(
-            &self.settings.source,
-            &result,
-            now_ms,
-        ));
-        crate::pipeline::lambda_response(payload, &result)
-    }
-
     /// Every claim of this source, for a person (`--json`: one JSON object per line).
     pub async fn status(&self, json: bool) -> Result<String, String> {
         let mut claims = self
@@ -316,62 +271,5 @@ impl std::fmt::Display for ScanSummary {
             self.listed, self.imported, self.failed, self.enqueued, self.other,
             self.completed_before, self.failed_before, self.ignored
         )
-    }
-}
-
-/// Polls `url` and runs each batch through the handler, like Lambda's SQS trigger:
-/// finished messages are deleted, the others come back after `retry_after`. Stops after
-/// `idle_exit` with no message (if set).
-pub async fn work_queue(
-    pipeline: &crate::aws::AwsPipeline,
-    sqs: &aws_sdk_sqs::Client,
-    url: &str,
-    idle_exit: Option<Duration>,
-    retry_after: Duration,
-    mut report: impl FnMut(&str),
-) -> Result<u64, String> {
-    let mut handled = 0u64;
-    let mut idle_since = Instant::now();
-    let mut batch = 0u64;
-    loop {
-        let wait = idle_exit.map_or(10, |d| d.as_secs().clamp(1, 10) as i32);
-        let received = crate::queue::receive(sqs, url, wait).await?;
-        if received.handles.is_empty() {
-            if idle_exit.is_some_and(|d| idle_since.elapsed() >= d) {
-                return Ok(handled);
-            }
-            continue;
-        }
-        batch += 1;
-        let deadline = Instant::now() + pipeline.settings.max_run;
-        let result = pipeline
-            .handle_event(
-                &received.event,
-                deadline,
-                &format!("worker-{}-{batch}", std::process::id()),
-            )
-            .await;
-        for m in &result.messages {
-            for (obj, outcome) in &m.objects {
-                report(&render_outcome(obj, outcome));
-            }
-            for i in &m.ignored {
-                report(&format!("ignored: {i:?}\n"));
-            }
-            if let Some(e) = &m.error {
-                report(&format!("unreadable message {:?}: {e}\n", m.message_id));
-            }
-        }
-        let failed = result.failed_message_ids();
-        crate::queue::settle(
-            sqs,
-            url,
-            &received.handles,
-            &failed,
-            retry_after.as_secs() as i32,
-        )
-        .await?;
-        handled += received.handles.len() as u64;
-        idle_since = Instant::now();
     }
 }

@@ -15,8 +15,9 @@ use s3_import::claims::{ClaimKey, ClaimState, ClaimStore};
 use s3_import::dedupe::dynamo::DynamoDedupe;
 use s3_import::dedupe::{DedupeKey, DedupeStore, RecordRef, Verdict};
 use s3_import::emulator::{serve, EmulatorConfig};
+use s3_import::invoke::lambda_response;
 use s3_import::notify::ObjectRef;
-use s3_import::pipeline::{lambda_response, ObjectOutcome};
+use s3_import::pipeline::ObjectOutcome;
 use s3_import::report::Report;
 use s3_import::settings::Settings;
 use serde_json::{json, Value};
@@ -474,11 +475,11 @@ async fn an_object_too_big_for_one_invocation_completes_over_several_through_the
                 assert!(r.failed_message_ids().is_empty(), "continued, not retried");
                 paused += 1;
                 // The continuation message is on the queue: the next invocation gets it.
-                let got = s3_import::queue::receive(&w.c.sqs, &queue, 5)
+                let got = s3_import::queue::sqs::receive(&w.c.sqs, &queue, 5)
                     .await
                     .unwrap();
                 assert_eq!(got.handles.len(), 1, "one continuation message");
-                s3_import::queue::settle(&w.c.sqs, &queue, &got.handles, &[], 0)
+                s3_import::queue::sqs::settle(&w.c.sqs, &queue, &got.handles, &[], 0)
                     .await
                     .unwrap();
                 event = got.event;
@@ -718,7 +719,7 @@ async fn notifications_from_the_bucket_drive_the_worker() {
     }
     let p = w.pipeline();
     let mut lines = String::new();
-    s3_import::ops::work_queue(
+    s3_import::aws::work_queue(
         &p,
         &w.c.sqs,
         &queue,
@@ -774,8 +775,7 @@ async fn scan_imports_objects_that_were_never_announced_and_skips_completed_ones
     w.put("in/s5.json", &events("s5", 0..20)).await;
     let p = w.pipeline();
     let scan = json!({"s3import-scan": {"bucket": w.bucket, "prefix": "in/"}});
-    let answer = p
-        .invoke(&scan, soon(60), "scheduled", |_| {})
+    let answer = s3_import::invoke::invoke(&p, &scan, soon(60), "scheduled", |_| {})
         .await
         .unwrap();
     assert!(
@@ -783,7 +783,7 @@ async fn scan_imports_objects_that_were_never_announced_and_skips_completed_ones
         "{answer}"
     );
     let mut lines = String::new();
-    s3_import::ops::work_queue(
+    s3_import::aws::work_queue(
         &p,
         &w.c.sqs,
         &queue,

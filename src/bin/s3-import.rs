@@ -634,7 +634,7 @@ fn run_importer(job: Job) -> ExitCode {
                 };
                 let idle = a.idle_exit.map(std::time::Duration::from_secs);
                 let retry = std::time::Duration::from_secs(a.retry_after);
-                match s3_import::ops::work_queue(&pipeline, &clients.sqs, &url, idle, retry, print)
+                match s3_import::aws::work_queue(&pipeline, &clients.sqs, &url, idle, retry, print)
                     .await
                 {
                     Ok(n) => {

@@ -10,7 +10,7 @@ use aws_sdk_dynamodb::Client;
 use std::collections::HashMap;
 
 use super::{ClaimKey, ClaimOutcome, ClaimState, ClaimStore, Held, StoreError};
-use crate::aws::{n, num, s, store_error, text};
+use crate::dynamo::{num_attr, num_of, store_error, str_attr, str_of};
 
 const IN_PROGRESS: &str = "IN_PROGRESS";
 const COMPLETED: &str = "COMPLETED";
@@ -31,18 +31,18 @@ pub fn pk(key: &ClaimKey) -> String {
 type Item = HashMap<String, AttributeValue>;
 
 fn state_of(item: &Item) -> Option<ClaimState> {
-    Some(match text(item, "claim_state")? {
+    Some(match str_of(item, "claim_state")? {
         IN_PROGRESS => ClaimState::InProgress {
-            owner: text(item, "owner").unwrap_or_default().to_string(),
-            lease_until: num(item, "lease_until").unwrap_or(0),
-            checkpoint: num(item, "checkpoint").unwrap_or(0).max(0) as u64,
-            progress: text(item, "progress").unwrap_or_default().to_string(),
+            owner: str_of(item, "owner").unwrap_or_default().to_string(),
+            lease_until: num_of(item, "lease_until").unwrap_or(0),
+            checkpoint: num_of(item, "checkpoint").unwrap_or(0).max(0) as u64,
+            progress: str_of(item, "progress").unwrap_or_default().to_string(),
         },
         COMPLETED => ClaimState::Completed {
-            summary: text(item, "summary").unwrap_or_default().to_string(),
+            summary: str_of(item, "summary").unwrap_or_default().to_string(),
         },
         _ => ClaimState::Failed {
-            reason: text(item, "reason").unwrap_or_default().to_string(),
+            reason: str_of(item, "reason").unwrap_or_default().to_string(),
         },
     })
 }
@@ -110,13 +110,13 @@ impl DynamoClaims {
             .client
             .update_item()
             .table_name(&self.table)
-            .key("pk", s(pk(key)))
+            .key("pk", str_attr(pk(key)))
             .update_expression(&update)
             .condition_expression(condition)
             .set_expression_attribute_names(Some(names_for(&[&update, condition])))
-            .expression_attribute_values(":ip", s(IN_PROGRESS))
-            .expression_attribute_values(":o", s(owner))
-            .expression_attribute_values(":upd", n(now_secs()));
+            .expression_attribute_values(":ip", str_attr(IN_PROGRESS))
+            .expression_attribute_values(":o", str_attr(owner))
+            .expression_attribute_values(":upd", num_attr(now_secs()));
         for (name, value) in values {
             req = req.expression_attribute_values(name, value);
         }
@@ -152,19 +152,19 @@ impl ClaimStore for DynamoClaims {
             .client
             .update_item()
             .table_name(&self.table)
-            .key("pk", s(pk(key)))
+            .key("pk", str_attr(pk(key)))
             .update_expression(update)
             .condition_expression(condition)
             .set_expression_attribute_names(Some(names_for(&[update, condition])))
-            .expression_attribute_values(":ip", s(IN_PROGRESS))
-            .expression_attribute_values(":o", s(owner))
-            .expression_attribute_values(":lease", n(lease_until))
-            .expression_attribute_values(":zero", n(0))
-            .expression_attribute_values(":empty", s(""))
-            .expression_attribute_values(":source", s(&key.source))
-            .expression_attribute_values(":bucket", s(&key.bucket))
-            .expression_attribute_values(":key", s(&key.key))
-            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":ip", str_attr(IN_PROGRESS))
+            .expression_attribute_values(":o", str_attr(owner))
+            .expression_attribute_values(":lease", num_attr(lease_until))
+            .expression_attribute_values(":zero", num_attr(0))
+            .expression_attribute_values(":empty", str_attr(""))
+            .expression_attribute_values(":source", str_attr(&key.source))
+            .expression_attribute_values(":bucket", str_attr(&key.bucket))
+            .expression_attribute_values(":key", str_attr(&key.key))
+            .expression_attribute_values(":now", num_attr(now))
             .return_values(ReturnValue::AllOld)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
@@ -177,9 +177,9 @@ impl ClaimStore for DynamoClaims {
                     progress: String::new(),
                 },
                 Some(old) => ClaimOutcome::Acquired {
-                    checkpoint: num(old, "checkpoint").unwrap_or(0).max(0) as u64,
+                    checkpoint: num_of(old, "checkpoint").unwrap_or(0).max(0) as u64,
                     takeover: true,
-                    progress: text(old, "progress").unwrap_or_default().to_string(),
+                    progress: str_of(old, "progress").unwrap_or_default().to_string(),
                 },
             }),
             Err(e) => {
@@ -224,9 +224,9 @@ impl ClaimStore for DynamoClaims {
             owner,
             "#checkpoint = :cp, #progress = :p, #lease_until = :lease",
             vec![
-                (":cp", n(records_confirmed as i64)),
-                (":p", s(progress)),
-                (":lease", n(lease_until)),
+                (":cp", num_attr(records_confirmed as i64)),
+                (":p", str_attr(progress)),
+                (":lease", num_attr(lease_until)),
             ],
         )
         .await
@@ -242,7 +242,7 @@ impl ClaimStore for DynamoClaims {
             key,
             owner,
             "#claim_state = :done, #summary = :s",
-            vec![(":done", s(COMPLETED)), (":s", s(summary))],
+            vec![(":done", str_attr(COMPLETED)), (":s", str_attr(summary))],
         )
         .await
     }
@@ -252,7 +252,7 @@ impl ClaimStore for DynamoClaims {
             key,
             owner,
             "#claim_state = :failed, #reason = :r",
-            vec![(":failed", s(FAILED)), (":r", s(reason))],
+            vec![(":failed", str_attr(FAILED)), (":r", str_attr(reason))],
         )
         .await
     }
@@ -262,7 +262,7 @@ impl ClaimStore for DynamoClaims {
             key,
             owner,
             "#lease_until = :lease",
-            vec![(":lease", n(now - 1))],
+            vec![(":lease", num_attr(now - 1))],
         )
         .await
     }
@@ -272,10 +272,10 @@ impl ClaimStore for DynamoClaims {
             .client
             .delete_item()
             .table_name(&self.table)
-            .key("pk", s(pk(key)))
+            .key("pk", str_attr(pk(key)))
             .condition_expression("#claim_state = :failed")
             .set_expression_attribute_names(Some(names_for(&["#claim_state"])))
-            .expression_attribute_values(":failed", s(FAILED))
+            .expression_attribute_values(":failed", str_attr(FAILED))
             .send()
             .await;
         match result {
@@ -296,7 +296,7 @@ impl ClaimStore for DynamoClaims {
             .client
             .get_item()
             .table_name(&self.table)
-            .key("pk", s(pk(key)))
+            .key("pk", str_attr(pk(key)))
             .consistent_read(true)
             .send()
             .await
@@ -312,7 +312,7 @@ impl ClaimStore for DynamoClaims {
             .table_name(&self.table)
             .filter_expression("#source = :source")
             .set_expression_attribute_names(Some(names_for(&["#source"])))
-            .expression_attribute_values(":source", s(source))
+            .expression_attribute_values(":source", str_attr(source))
             .into_paginator()
             .items()
             .send();
@@ -322,8 +322,8 @@ impl ClaimStore for DynamoClaims {
                 found.push((
                     ClaimKey {
                         source: source.to_string(),
-                        bucket: text(&item, "bucket").unwrap_or_default().to_string(),
-                        key: text(&item, "object_key").unwrap_or_default().to_string(),
+                        bucket: str_of(&item, "bucket").unwrap_or_default().to_string(),
+                        key: str_of(&item, "object_key").unwrap_or_default().to_string(),
                     },
                     state,
                 ));

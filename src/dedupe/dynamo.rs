@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::{DedupeKey, DedupeStore, RecordRef, StoreError, Verdict, WINDOW_SECS};
-use crate::aws::{n, num, s, store_error, text};
+use crate::dynamo::{num_attr, num_of, store_error, str_attr, str_of};
 
 /// DynamoDB allows 100 actions per transaction.
 const PER_TRANSACTION: usize = 100;
@@ -42,8 +42,8 @@ pub fn pk(key: &DedupeKey) -> String {
 
 fn owner_of(item: &Item) -> Option<RecordRef> {
     Some(RecordRef {
-        object: text(item, "obj")?.to_string(),
-        n: num(item, "n")?.max(0) as u64,
+        object: str_of(item, "obj")?.to_string(),
+        n: num_of(item, "n")?.max(0) as u64,
     })
 }
 
@@ -72,14 +72,14 @@ impl DynamoDedupe {
     ) -> Result<TransactWriteItem, StoreError> {
         let put = Put::builder()
             .table_name(&self.table)
-            .item("pk", s(pk(key)))
-            .item("obj", s(&record.object))
-            .item("n", n(record.n as i64))
-            .item("expires_at", n(now + WINDOW_SECS))
+            .item("pk", str_attr(pk(key)))
+            .item("obj", str_attr(&record.object))
+            .item("n", num_attr(record.n as i64))
+            .item("expires_at", num_attr(now + WINDOW_SECS))
             .condition_expression("attribute_not_exists(#pk) OR #expires_at <= :now")
             .expression_attribute_names("#pk", "pk")
             .expression_attribute_names("#expires_at", "expires_at")
-            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":now", num_attr(now))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .build()
             .map_err(|e| StoreError::Refused(e.to_string()))?;
@@ -146,7 +146,10 @@ impl DynamoDedupe {
     ) -> Result<Vec<usize>, StoreError> {
         let mut keys = KeysAndAttributes::builder().consistent_read(true);
         for &i in idx {
-            keys = keys.keys(HashMap::from([("pk".to_string(), s(pk(&events[i].0)))]));
+            keys = keys.keys(HashMap::from([(
+                "pk".to_string(),
+                str_attr(pk(&events[i].0)),
+            )]));
         }
         let keys = keys
             .build()
@@ -164,14 +167,14 @@ impl DynamoDedupe {
             .and_then(|r| r.get(&self.table))
             .into_iter()
             .flatten()
-            .filter_map(|item| Some((text(item, "pk")?, item)))
+            .filter_map(|item| Some((str_of(item, "pk")?, item)))
             .collect();
         let mut again = Vec::new();
         for &i in idx {
             let key = pk(&events[i].0);
             let live = items
                 .get(key.as_str())
-                .filter(|item| num(item, "expires_at").is_some_and(|t| t > now))
+                .filter(|item| num_of(item, "expires_at").is_some_and(|t| t > now))
                 .and_then(|item| owner_of(item));
             match live {
                 Some(old) => out[i] = Some(verdict(old, &events[i].1)),

@@ -1,10 +1,10 @@
-//! SQS: continuation messages, and the worker that polls a queue and runs the same handler
-//! as the Lambda function (the local trigger, and a way to run outside Lambda).
+//! The SQS adapter: continuation messages, and receiving and settling batches for the worker
+//! that polls a queue and runs the same handler as the Lambda function.
 
 use aws_sdk_sqs::Client;
 use serde_json::{json, Value};
 
-use crate::pipeline::Enqueue;
+use super::Enqueue;
 
 /// A queue that continuation messages go to (`None`: no queue, the notice is retried).
 #[derive(Clone)]

@@ -1,0 +1,295 @@
+//! The use case: one notice → claim → converter → stream → convert → dedupe → send →
+//! checkpoint → complete, over ports only (claims, dedupe, storage, queue; the endpoint is
+//! HTTP through an injected client). No AWS or Lambda types appear here: `crate::aws` wires
+//! the adapters and `crate::invoke` is the Lambda edge.
+//!
+//! Exactly once per (source, bucket, key): the claim decides who works on an object. Every
+//! record ends in one counted outcome. Progress is *confirmed* up to the first record that
+//! still has a payload without a fate (`tracker`); that is the checkpoint a later invocation
+//! resumes from (re-reading the object and skipping the confirmed records). Records after it
+//! may be sent again on resume: their insert_ids are this object's own, so our dedupe lets
+//! them through and the endpoint's insert_id dedupe absorbs the overlap.
+//!
+//! Stages: `mod.rs` (notices, claim, converter), `record.rs` (one record → payloads),
+//! `run.rs` (read → convert → dedupe → send), `tracker.rs` (confirmation), `finish.rs`
+//! (pause, complete or fail on the claim, reports).
+
+mod clock;
+mod finish;
+mod outcome;
+pub mod record;
+mod run;
+pub mod tracker;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::time::Instant;
+
+pub use clock::Clock;
+use finish::Attempt;
+pub use outcome::{EventResult, MessageResult, ObjectOutcome};
+
+use crate::claims::{ClaimKey, ClaimOutcome, ClaimStore};
+use crate::convert::Converter;
+use crate::dedupe::DedupeStore;
+use crate::notify::{continuation, messages, Notice, ObjectRef};
+use crate::queue::Enqueue;
+use crate::report::Progress;
+use crate::settings::{S3Url, Settings};
+use crate::source::{ObjectSource, SourceError};
+
+/// The largest converter file accepted.
+const MAX_CONVERTER_BYTES: usize = 1 << 20;
+/// Below this much time left before the stop margin, an object is not started.
+const MIN_WORK: Duration = Duration::from_secs(2);
+
+/// The importer, over its ports.
+pub struct Pipeline<C, D, S, Q> {
+    pub claims: C,
+    pub dedupe: Option<Arc<D>>,
+    pub source: S,
+    pub queue: Q,
+    pub settings: Settings,
+    pub clock: Clock,
+    http: reqwest::Client,
+    /// The compiled converter and the ETag it was compiled from.
+    converter: tokio::sync::Mutex<Option<(String, Arc<Converter>)>>,
+}
+
+/// The ports a pipeline runs over.
+pub struct Ports<C, D, S, Q> {
+    pub claims: C,
+    /// `None`: nothing is deduped (the endpoint's own insert_id dedupe still applies).
+    pub dedupe: Option<D>,
+    pub source: S,
+    pub queue: Q,
+    /// The endpoint's client (shared by every object of the process).
+    pub http: reqwest::Client,
+    pub clock: Clock,
+}
+
+/// A converter that could not be had.
+enum ConfigProblem {
+    /// Bad or missing file: objects fail with this reason until it is fixed (then `retry`).
+    Permanent(String),
+    Transient(String),
+}
+
+/// A storage error while reading the converter file: retry when the store is unavailable,
+/// fail the objects when the file is missing or denied.
+fn config_problem(c: &S3Url, e: SourceError) -> ConfigProblem {
+    match e {
+        SourceError::Unavailable(_) => ConfigProblem::Transient(format!("converter file: {e}")),
+        _ => ConfigProblem::Permanent(format!("converter file {c}: {e}")),
+    }
+}
+
+impl<C, D, S, Q> Pipeline<C, D, S, Q>
+where
+    C: ClaimStore,
+    D: DedupeStore + 'static,
+    S: ObjectSource,
+    Q: Enqueue,
+{
+    pub fn new(ports: Ports<C, D, S, Q>, settings: Settings) -> Self {
+        Pipeline {
+            claims: ports.claims,
+            dedupe: ports.dedupe.map(Arc::new),
+            source: ports.source,
+            queue: ports.queue,
+            settings,
+            clock: ports.clock,
+            http: ports.http,
+            converter: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Handles one invocation event (any shape `notify` knows) until `deadline`.
+    pub async fn handle_event(
+        &self,
+        event: &Value,
+        deadline: Instant,
+        request_id: &str,
+    ) -> EventResult {
+        let mut result = EventResult::default();
+        for (i, m) in messages(event).into_iter().enumerate() {
+            let mut done = MessageResult {
+                message_id: m.message_id,
+                objects: Vec::new(),
+                ignored: Vec::new(),
+                error: None,
+                retry: false,
+            };
+            let notices = match m.notices {
+                Ok(notices) => notices,
+                Err(e) => {
+                    tracing::warn!(message_id = ?done.message_id, error = %e, "unreadable message");
+                    done.error = Some(e);
+                    done.retry = true;
+                    result.messages.push(done);
+                    continue;
+                }
+            };
+            for (j, notice) in notices.into_iter().enumerate() {
+                let obj = match notice {
+                    Notice::Ignore(why) => {
+                        tracing::info!(reason = ?why, "notice ignored");
+                        done.ignored.push(why);
+                        continue;
+                    }
+                    Notice::Import(obj) => obj,
+                };
+                let owner = format!("{request_id}/{i}/{j}/{:x}", self.clock.now_ms());
+                let outcome = self.import(&obj, deadline, &owner).await;
+                tracing::info!(bucket = %obj.bucket, key = %obj.key, outcome = %outcome.label(), "object");
+                if outcome.unfinished() && !self.continue_later(&obj, &outcome).await {
+                    done.retry = true;
+                }
+                done.objects.push((obj, outcome));
+            }
+            result.messages.push(done);
+        }
+        result
+    }
+
+    /// Sends a continuation message for a paused object; false when none could be sent.
+    async fn continue_later(&self, obj: &ObjectRef, outcome: &ObjectOutcome) -> bool {
+        if !matches!(outcome, ObjectOutcome::Paused { .. }) {
+            return false;
+        }
+        match self.queue.enqueue(continuation(obj)).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::info!(error = %e, "no continuation message; the notice will be retried");
+                false
+            }
+        }
+    }
+
+    /// The converter, compiled once per version of its file (cached by ETag).
+    async fn load_converter(&self) -> Result<(String, Arc<Converter>), ConfigProblem> {
+        let c = &self.settings.converter;
+        let head = self
+            .source
+            .head(&c.bucket, &c.key)
+            .await
+            .map_err(|e| config_problem(c, e))?;
+        let etag = head.etag.unwrap_or_default();
+        let mut cached = self.converter.lock().await;
+        if let Some((tag, conv)) = cached.as_ref() {
+            if *tag == etag && !etag.is_empty() {
+                return Ok((tag.clone(), conv.clone()));
+            }
+        }
+        let (bytes, tag) = self
+            .source
+            .get_small(&c.bucket, &c.key, MAX_CONVERTER_BYTES)
+            .await
+            .map_err(|e| config_problem(c, e))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| ConfigProblem::Permanent(format!("converter file {c}: not UTF-8")))?;
+        let conv = Converter::load(&text)
+            .map_err(|e| ConfigProblem::Permanent(format!("bad converter file {c}: {e}")))?;
+        let tag = tag.unwrap_or(etag);
+        let conv = Arc::new(conv);
+        *cached = Some((tag.clone(), conv.clone()));
+        tracing::info!(converter = %c, etag = %tag, "converter compiled");
+        Ok((tag, conv))
+    }
+
+    pub fn claim_key(&self, obj: &ObjectRef) -> ClaimKey {
+        ClaimKey {
+            source: self.settings.source.clone(),
+            bucket: obj.bucket.clone(),
+            key: obj.key.clone(),
+        }
+    }
+
+    /// Imports one object, or as much of it as fits before `deadline`.
+    pub async fn import(&self, obj: &ObjectRef, deadline: Instant, owner: &str) -> ObjectOutcome {
+        if let Some(why) = self.settings.excludes(&obj.bucket, &obj.key) {
+            return ObjectOutcome::Ignored(why);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left < self.settings.stop_margin + MIN_WORK {
+            return ObjectOutcome::Retry("too little time left in this invocation".into());
+        }
+        let config = self.load_converter().await;
+        match &config {
+            Ok((_, conv)) if !conv.file.key_matches(&obj.key) => {
+                return ObjectOutcome::Ignored(format!(
+                    "does not match the converter's filterPattern `{}`",
+                    conv.file.filter_pattern().unwrap_or("")
+                ));
+            }
+            Err(ConfigProblem::Transient(why)) => return ObjectOutcome::Retry(why.clone()),
+            _ => {}
+        }
+
+        let now = self.clock.now_secs();
+        let lease_until = now + left.as_secs() as i64 + self.settings.lease_margin.as_secs() as i64;
+        let key = self.claim_key(obj);
+        let (checkpoint, mut progress) = match self
+            .claims
+            .claim(&key, owner, lease_until, now)
+            .await
+        {
+            Err(e) => return ObjectOutcome::Retry(e.to_string()),
+            Ok(ClaimOutcome::AlreadyCompleted) => return ObjectOutcome::AlreadyCompleted,
+            Ok(ClaimOutcome::AlreadyFailed { reason }) => {
+                return ObjectOutcome::AlreadyFailed(reason)
+            }
+            Ok(ClaimOutcome::HeldByOther { .. }) => return ObjectOutcome::HeldByOther,
+            Ok(ClaimOutcome::Acquired {
+                checkpoint,
+                progress,
+                takeover,
+            }) => {
+                if takeover {
+                    tracing::info!(bucket = %obj.bucket, key = %obj.key, checkpoint, "resuming");
+                }
+                (checkpoint, Progress::parse(&progress))
+            }
+        };
+        progress.invocations += 1;
+        if progress.started_ms == 0 {
+            progress.started_ms = self.clock.now_ms();
+        }
+        let mut attempt = Attempt {
+            obj,
+            key,
+            owner,
+            checkpoint,
+            progress,
+            config_version: String::new(),
+        };
+        let converter = match config {
+            Ok((etag, conv)) => {
+                attempt.config_version = etag;
+                conv
+            }
+            Err(ConfigProblem::Permanent(why)) | Err(ConfigProblem::Transient(why)) => {
+                return self.fail(attempt, why, None).await
+            }
+        };
+        let reader = match self
+            .source
+            .open(&obj.bucket, &obj.key, obj.version_id.as_deref())
+            .await
+        {
+            Ok(r) => r,
+            Err(e) if e.is_permanent() => return self.fail(attempt, e.to_string(), None).await,
+            Err(e) => {
+                self.release(&attempt.key, owner).await;
+                return ObjectOutcome::Retry(e.to_string());
+            }
+        };
+        let counts = attempt.progress.counts.clone();
+        let end = self
+            .run(reader, converter, obj, checkpoint, &counts, deadline)
+            .await;
+        self.finish(attempt, end).await
+    }
+}

@@ -1,0 +1,331 @@
+//! One run over an object's bytes: read → convert (a blocking thread) → dedupe (calls in
+//! flight, applied in order) → send, confirming records as their payloads meet their fates.
+
+use std::collections::VecDeque;
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::record::{convert_record, RecordResult};
+use super::tracker::{OpenRecord, Tracker};
+use super::Pipeline;
+use crate::claims::ClaimStore;
+use crate::convert::{Converter, Origin};
+use crate::decode::{read_records, DecodeError};
+use crate::dedupe::{DedupeKey, DedupeStore, RecordRef, Verdict};
+use crate::notify::ObjectRef;
+use crate::queue::Enqueue;
+use crate::report::{Counts, RejectsFile};
+use crate::sink::{Driver, Fate, Item};
+use crate::source::{ObjectReader, ObjectSource};
+
+/// Events checked against the dedupe table per call (five transactions of 100).
+const DEDUPE_BATCH: usize = 500;
+/// Records read between two looks at the finished dedupe calls and delivery fates.
+const SETTLE_EVERY: u64 = 256;
+
+/// Requests one run made.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RequestCounts {
+    pub http: u64,
+    pub http_retries: u64,
+    pub throttled: u64,
+    pub dedupe: u64,
+}
+
+/// What one run over an object's bytes ended with.
+pub struct RunEnd {
+    /// The checkpoint the run started from.
+    pub start: u64,
+    pub tracker: Tracker,
+    pub read: Result<(), DecodeError>,
+    /// Stopped by the deadline: reading stopped, or sending ran out of time.
+    pub stopped: bool,
+    /// Delivery stopped on a permanent endpoint error (bad API key, …).
+    pub fatal: Option<String>,
+    pub dedupe_error: Option<String>,
+    pub requests: RequestCounts,
+}
+
+/// A dedupe call's events and their verdicts (or why there are none).
+type DedupeCall = (Vec<(Item, DedupeKey)>, Result<Vec<Verdict>, String>);
+
+/// Dedupe calls in flight, applied in the order they were made, so that records reach the
+/// sender in order and the checkpoint advances steadily. (A call that panicked leaves its
+/// records unconfirmed: the object is then retried, never completed short.)
+struct DedupeCalls<D> {
+    store: Option<Arc<D>>,
+    /// How the records of this object are named in the dedupe table.
+    object: String,
+    in_flight: usize,
+    calls: VecDeque<JoinHandle<DedupeCall>>,
+    batch: Vec<(Item, DedupeKey)>,
+    error: Option<String>,
+}
+
+impl<D: DedupeStore + 'static> DedupeCalls<D> {
+    /// Starts a call for the events gathered so far, waiting for a free place first.
+    async fn start(&mut self, now: i64, driver: &mut Driver, tracker: &mut Tracker) {
+        let Some(store) = self.store.clone() else {
+            return;
+        };
+        while self.calls.len() >= self.in_flight {
+            self.apply_next(driver, tracker).await;
+        }
+        let events = std::mem::take(&mut self.batch);
+        let object = self.object.clone();
+        self.calls.push_back(tokio::spawn(async move {
+            let refs: Vec<(DedupeKey, RecordRef)> = events
+                .iter()
+                .map(|(item, key)| {
+                    let record = RecordRef {
+                        object: object.clone(),
+                        n: item.n,
+                    };
+                    (key.clone(), record)
+                })
+                .collect();
+            let verdicts = store
+                .check_and_mark(&refs, now)
+                .await
+                .map_err(|e| e.to_string());
+            (events, verdicts)
+        }));
+    }
+
+    /// Applies the oldest call's verdicts: new and own events go to the sender.
+    async fn apply_next(&mut self, driver: &mut Driver, tracker: &mut Tracker) {
+        let Some(call) = self.calls.pop_front() else {
+            return;
+        };
+        let Ok((events, verdicts)) = call.await else {
+            return;
+        };
+        match verdicts {
+            Ok(verdicts) => {
+                for ((item, _), verdict) in events.into_iter().zip(verdicts) {
+                    match verdict {
+                        Verdict::Duplicate { .. } => tracker.record_duplicate(item.n),
+                        Verdict::New | Verdict::Own => driver.push(item).await,
+                    }
+                }
+            }
+            Err(e) => {
+                for (item, _) in &events {
+                    tracker.record_fate(item.n, &Fate::NotSent(format!("dedupe: {e}")), None);
+                }
+                self.error.get_or_insert(e);
+            }
+        }
+    }
+
+    /// Applies the calls that have finished, in order, without waiting.
+    async fn apply_finished(&mut self, driver: &mut Driver, tracker: &mut Tracker) {
+        while self.calls.front().is_some_and(|h| h.is_finished()) {
+            self.apply_next(driver, tracker).await;
+        }
+    }
+}
+
+/// The conversion thread: its records, its end, and whether it stopped for the deadline.
+struct Conversion {
+    records: mpsc::Receiver<RecordResult>,
+    end: JoinHandle<Result<(), DecodeError>>,
+    stopped: Arc<AtomicBool>,
+}
+
+impl<C, D, S, Q> Pipeline<C, D, S, Q>
+where
+    C: ClaimStore,
+    D: DedupeStore + 'static,
+    S: ObjectSource,
+    Q: Enqueue,
+{
+    /// Reads and converts the records from `checkpoint` on, on a blocking thread, until the
+    /// object ends or `stop_reading`.
+    fn start_conversion(
+        &self,
+        reader: ObjectReader,
+        converter: Arc<Converter>,
+        obj: &ObjectRef,
+        checkpoint: u64,
+        stop_reading: std::time::Instant,
+    ) -> Conversion {
+        let (tx, records) = mpsc::channel::<RecordResult>(4096);
+        let stopped = Arc::new(AtomicBool::new(false));
+        let (bucket, key) = (obj.bucket.clone(), obj.key.clone());
+        let dedupe_source = self.dedupe.is_some().then(|| self.settings.source.clone());
+        let (limits, threads) = (self.settings.limits, self.settings.threads);
+        let stop = stopped.clone();
+        let end = tokio::task::spawn_blocking(move || {
+            let origin = Origin {
+                bucket: &bucket,
+                key: &key,
+            };
+            let file = &converter.file;
+            read_records(
+                reader,
+                file,
+                &file.record_keys,
+                limits,
+                threads,
+                |n, rec| {
+                    if n < checkpoint {
+                        return ControlFlow::Continue(());
+                    }
+                    if std::time::Instant::now() >= stop_reading {
+                        stop.store(true, Ordering::Relaxed);
+                        return ControlFlow::Break(());
+                    }
+                    let result =
+                        convert_record(&converter, origin, dedupe_source.as_deref(), n, rec);
+                    match tx.blocking_send(result) {
+                        Ok(()) => ControlFlow::Continue(()),
+                        Err(_) => ControlFlow::Break(()),
+                    }
+                },
+            )
+            .map(|_| ())
+        });
+        Conversion {
+            records,
+            end,
+            stopped,
+        }
+    }
+
+    /// Streams, converts, dedupes and sends the records from `checkpoint` on.
+    pub(super) async fn run(
+        &self,
+        reader: ObjectReader,
+        converter: Arc<Converter>,
+        obj: &ObjectRef,
+        checkpoint: u64,
+        counts: &Counts,
+        deadline: Instant,
+    ) -> RunEnd {
+        let margin = self.settings.stop_margin;
+        let send_until = deadline - margin / 2;
+        let mut conversion = self.start_conversion(
+            reader,
+            converter,
+            obj,
+            checkpoint,
+            (deadline - margin).into_std(),
+        );
+        let dedupe_before = self.dedupe.as_ref().map_or(0, |d| d.requests());
+        let object = object_id(obj);
+        let rejects = RejectsFile::new(&format!("{object}-{checkpoint}-{}", self.clock.now_ms()));
+        let mut tracker = Tracker::new(checkpoint, counts.clone(), rejects);
+        let mut driver = Driver::new(&self.http, &self.settings.sink, send_until);
+        let mut dedupe = DedupeCalls {
+            store: self.dedupe.clone(),
+            object,
+            in_flight: self.settings.dedupe_in_flight,
+            calls: VecDeque::new(),
+            batch: Vec::new(),
+            error: None,
+        };
+        let mut seen = 0u64;
+        loop {
+            let next = conversion.records.recv().await;
+            let closing = next.is_none();
+            if let Some(result) = next {
+                self.take_record(result, &mut tracker, &mut driver, &mut dedupe)
+                    .await;
+                seen += 1;
+            }
+            // Dedupe in batches, several in flight; verdicts feed the sender.
+            let full = dedupe.batch.len() >= DEDUPE_BATCH;
+            let idle = conversion.records.is_empty();
+            if !dedupe.batch.is_empty() && (full || idle || closing) {
+                dedupe
+                    .start(self.clock.now_secs(), &mut driver, &mut tracker)
+                    .await;
+            }
+            if closing || seen.is_multiple_of(SETTLE_EVERY) {
+                dedupe.apply_finished(&mut driver, &mut tracker).await;
+                let (fates, rejected) = driver.take_settled();
+                tracker.record_fates(fates, rejected);
+                tracker.confirm_settled();
+            }
+            if dedupe.error.is_some() && !conversion.records.is_closed() {
+                // Stop reading: nothing more can be checked. What was read stays unconfirmed.
+                conversion.records.close();
+            }
+            if closing {
+                break;
+            }
+        }
+        while !dedupe.calls.is_empty() {
+            dedupe.apply_next(&mut driver, &mut tracker).await;
+        }
+        let delivery = driver.finish().await;
+        tracker.record_fates(delivery.fates, delivery.rejected_payloads);
+        let read = match conversion.end.await {
+            Ok(r) => r,
+            Err(e) => Err(DecodeError::Io {
+                offset: 0,
+                detail: format!("conversion thread: {e}"),
+            }),
+        };
+        let dedupe_requests = self.dedupe.as_ref().map_or(0, |d| d.requests()) - dedupe_before;
+        RunEnd {
+            start: checkpoint,
+            tracker,
+            read,
+            stopped: conversion.stopped.load(Ordering::Relaxed) || Instant::now() >= send_until,
+            fatal: delivery.fatal,
+            dedupe_error: dedupe.error,
+            requests: RequestCounts {
+                http: delivery.requests,
+                http_retries: delivery.retries,
+                throttled: delivery.throttled,
+                dedupe: dedupe_requests,
+            },
+        }
+    }
+
+    /// Opens one converted record in the tracker and routes its payloads: events with a
+    /// dedupe key to the next dedupe call, the rest straight to the sender.
+    async fn take_record(
+        &self,
+        result: RecordResult,
+        tracker: &mut Tracker,
+        driver: &mut Driver,
+        dedupe: &mut DedupeCalls<D>,
+    ) {
+        match result {
+            RecordResult::Payloads(n, items) => {
+                tracker.open(n, OpenRecord::converted(items.len()));
+                for (item, key) in items {
+                    match key {
+                        Some(key) if dedupe.error.is_none() => dedupe.batch.push((item, key)),
+                        Some(_) => tracker.record_fate(
+                            n,
+                            &Fate::NotSent("dedupe unavailable".into()),
+                            None,
+                        ),
+                        None => driver.push(item).await,
+                    }
+                }
+            }
+            RecordResult::Skipped(n) => tracker.open(n, OpenRecord::skipped()),
+            RecordResult::Invalid { n, reason, raw } => {
+                tracker.open(n, OpenRecord::invalid(n, &reason, &raw))
+            }
+        }
+    }
+}
+
+/// How a record names its object in the dedupe table: bucket/key, and the version when known.
+pub(super) fn object_id(obj: &ObjectRef) -> String {
+    match &obj.version_id {
+        Some(v) => format!("{}/{}?v={v}", obj.bucket, obj.key),
+        None => format!("{}/{}", obj.bucket, obj.key),
+    }
+}
