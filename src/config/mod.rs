@@ -7,33 +7,9 @@ use std::fmt;
 
 use serde_json::{Map, Value as J};
 
+/// Defined with the SD compiler, which reports its problems the same way.
+pub use crate::datalang::ConfigError;
 use crate::datalang::{child_path, did_you_mean, Compiler, Expr, KeyIds, Keys};
-
-/// One problem in a converter file, located by JSON path.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ConfigError {
-    pub path: String,
-    pub message: String,
-}
-
-impl ConfigError {
-    pub fn new(path: &str, message: impl Into<String>) -> Self {
-        ConfigError {
-            path: path.to_string(),
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        if self.path.is_empty() {
-            f.write_str(&self.message)
-        } else {
-            write!(f, "{}: {}", self.path, self.message)
-        }
-    }
-}
 
 /// Every problem found while loading; displays the first, `validate` lists them all.
 #[derive(Debug)]

@@ -6,13 +6,39 @@ pub mod time;
 pub mod value;
 
 use std::borrow::Cow;
+use std::fmt;
 
 use md5::{Digest, Md5};
 
-use crate::config::ConfigError;
 pub use scan::{find_special, special_in_string};
 use time::TimePattern;
 pub use value::{json_eq, KeyIds, Keys, Num, Record, V};
+
+/// One problem in a converter file (in an SD or elsewhere), located by JSON path.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(path: &str, message: impl Into<String>) -> Self {
+        ConfigError {
+            path: path.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
 
 /// A compiled SOURCE_DESCRIPTION.
 #[derive(Debug)]
