@@ -1,81 +1,11 @@
 //! Compiling SOURCE_DESCRIPTIONs from JSON into [`Expr`] trees; every error carries its JSON path.
 
-use std::fmt;
+use serde_json::Value as J;
 
+use super::diagnostics::{child_path, did_you_mean, index_path, ConfigError};
 use super::expr::{ArithOp, Expr, Piece, Replace, OPERATORS};
 use super::time::TimePattern;
 use super::value::{KeyIds, V};
-
-/// One problem in a converter file (in an SD or elsewhere), located by JSON path.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ConfigError {
-    pub path: String,
-    pub message: String,
-}
-
-impl ConfigError {
-    pub fn new(path: &str, message: impl Into<String>) -> Self {
-        ConfigError {
-            path: path.to_string(),
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        if self.path.is_empty() {
-            f.write_str(&self.message)
-        } else {
-            write!(f, "{}: {}", self.path, self.message)
-        }
-    }
-}
-
-
-/// Appends `key` to a JSON path.
-pub fn child_path(path: &str, key: &str) -> String {
-    let plain = !key.is_empty()
-        && key
-            .chars()
-            .all(|c| c.is_alphanumeric() || c == '_' || c == '$' || c == '-');
-    match (path.is_empty(), plain) {
-        (true, true) => key.to_string(),
-        (false, true) => format!("{path}.{key}"),
-        (_, false) => format!("{path}[{}]", serde_json::to_string(key).unwrap_or_default()),
-    }
-}
-
-fn index_path(path: &str, i: usize) -> String {
-    format!("{path}[{i}]")
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur.push(
-                (prev[j] + usize::from(ca != *cb))
-                    .min(prev[j + 1] + 1)
-                    .min(cur[j] + 1),
-            );
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
-
-/// The closest name in `names`, when it is close enough to be a likely typo.
-pub fn did_you_mean(word: &str, names: &[&'static str]) -> Option<&'static str> {
-    names
-        .iter()
-        .map(|n| (edit_distance(word, n), *n))
-        .filter(|(d, n)| *d <= 2.max(n.len() / 4) && *d < word.len().max(1))
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, n)| n)
-}
 
 /// Compiles SDs, collecting every error and the top-level record keys they read.
 pub struct Compiler<'e> {
@@ -96,8 +26,7 @@ impl Compiler<'_> {
     }
 
     /// Compiles the SD at `path`; `top` says it is evaluated against the record itself.
-    pub fn compile(&mut self, sd: &serde_json::Value, path: &str, top: bool) -> Expr {
-        use serde_json::Value as J;
+    pub fn compile(&mut self, sd: &J, path: &str, top: bool) -> Expr {
         match sd {
             J::String(s) => {
                 let slot = top.then(|| self.slot(s));
@@ -135,32 +64,36 @@ impl Compiler<'_> {
         }
     }
 
-    fn args(
-        &mut self,
-        args: &[serde_json::Value],
-        path: &str,
-        top: bool,
-        from: usize,
-    ) -> Vec<Expr> {
-        args.iter()
-            .enumerate()
-            .skip(from)
-            .map(|(i, a)| self.compile(a, &index_path(path, i + 1), top))
-            .collect()
+    /// Compiles argument `i` of `call` (path `call.path[i + 1]`).
+    fn arg(&mut self, call: &Call, i: usize) -> Expr {
+        self.compile(&call.args[i], &index_path(call.path, i + 1), call.top)
     }
 
-    fn raw_string(
-        &mut self,
-        args: &[serde_json::Value],
-        i: usize,
-        path: &str,
-        what: &str,
-    ) -> Option<String> {
-        match &args[i] {
-            serde_json::Value::String(s) => Some(s.clone()),
+    fn boxed_arg(&mut self, call: &Call, i: usize) -> Box<Expr> {
+        Box::new(self.arg(call, i))
+    }
+
+    fn all_args(&mut self, call: &Call) -> Vec<Expr> {
+        (0..call.args.len()).map(|i| self.arg(call, i)).collect()
+    }
+
+    /// All `N` arguments, for an operator whose signature takes exactly `N`.
+    fn fixed_args<const N: usize>(&mut self, call: &Call) -> Box<[Expr; N]> {
+        let args: [Expr; N] = self
+            .all_args(call)
+            .try_into()
+            .unwrap_or_else(|_| unreachable!());
+        Box::new(args)
+    }
+
+    /// Argument `i`, which must be a JSON string taken as it is (a key, a separator, a regex…)
+    /// rather than an SD.
+    fn literal_string(&mut self, call: &Call, i: usize, what: &str) -> Option<String> {
+        match &call.args[i] {
+            J::String(s) => Some(s.clone()),
             other => {
                 self.err(
-                    &index_path(path, i + 1),
+                    &index_path(call.path, i + 1),
                     format!("{what} must be a JSON string used literally, got {other}"),
                 );
                 None
@@ -168,173 +101,179 @@ impl Compiler<'_> {
         }
     }
 
-    fn operator(&mut self, op: &str, args: &[serde_json::Value], path: &str, top: bool) -> Expr {
-        // (minimum, maximum) argument counts and the form for messages.
-        let arity: Option<(usize, usize, &str)> = match op {
-            "path" | "any" | "array" | "merge_dicts" | "concat" | "and" | "&&" | "or" | "||"
-            | "add" | "+" | "addf" | "multiply" | "*" => Some((1, usize::MAX, "SD, SD...")),
-            "value" => Some((1, 1, "JSON")),
-            "bool" => Some((1, 1, "true|false")),
-            "int" => Some((1, 1, "INTEGER")),
-            "dict" => Some((0, usize::MAX, "\"key\", SD, ...")),
-            "condition" | "cond" => Some((2, usize::MAX, "BOOL, SD, BOOL, SD...")),
-            "ifelse" => Some((3, 3, "BOOL, THEN, ELSE")),
-            "exclude_keys" => Some((1, usize::MAX, "SD, \"key\"...")),
-            "flatten_dict" => Some((3, 3, "\"separator\", INT, SD")),
-            "parse_json_element" | "parse_json_object" | "typeof" | "lowercase" | "lower"
-            | "uppercase" | "upper" | "trim" | "not" | "!" | "round" | "iso_time_to_ms"
-            | "ms_to_iso_time" | "int96_time_to_ms" => Some((1, 1, "SD")),
-            "split" => Some((2, 2, "\"separator\", SD")),
-            "replace_with" => Some((3, 3, "\"regex\", \"replacement\", SD")),
-            "substring" => Some((3, 3, "INT, INT, SD")),
-            "equals" | "eq" | "=" | "sample_md5" => Some((2, 2, "SD, SD")),
-            "subtract" | "-" | "divide" | "/" => Some((2, 2, "SD, SD")),
-            "contains" | "is_substring" => Some((2, 2, "\"text\", SD")),
-            "parse_time_to_ms" => Some((2, 2, "\"pattern\", SD")),
-            "iso_time_now" | "ms_time_now" => Some((0, 0, "no arguments")),
-            _ => None,
-        };
-        let Some((min, max, form)) = arity else {
+    /// `[op, args...]`: checks the operator and its argument count, then compiles it.
+    fn operator(&mut self, op: &str, args: &[J], path: &str, top: bool) -> Expr {
+        let Some(sig) = signature(op) else {
             let hint = did_you_mean(op, OPERATORS)
                 .map(|n| format!(" (did you mean \"{n}\"?)"))
                 .unwrap_or_default();
             return self.err(path, format!("unknown operator {op:?}{hint}"));
         };
-        if args.len() < min || args.len() > max {
-            let want = match (min, max) {
+        if args.len() < sig.min || args.len() > sig.max {
+            let want = match (sig.min, sig.max) {
                 (a, b) if a == b => format!("{a}"),
-                (a, usize::MAX) => format!("at least {a}"),
+                (a, MANY) => format!("at least {a}"),
                 (a, b) => format!("{a} to {b}"),
             };
             return self.err(
                 path,
                 format!(
-                    "{op:?} takes {want} argument(s) ({form}), got {}",
+                    "{op:?} takes {want} argument(s) ({}), got {}",
+                    sig.form,
                     args.len()
                 ),
             );
         }
-        let one = |c: &mut Self| Box::new(c.compile(&args[0], &index_path(path, 1), top));
-        match op {
-            "path" => {
-                let mut steps = Vec::with_capacity(args.len());
-                for (i, a) in args.iter().enumerate() {
-                    let p = index_path(path, i + 1);
-                    steps.push(match a {
-                        serde_json::Value::String(s) => {
-                            let slot = (top && i == 0).then(|| self.slot(s));
-                            Expr::Key(s.clone(), slot)
-                        }
-                        _ => self.compile(a, &p, top && i == 0),
-                    });
-                }
-                Expr::Path(steps)
-            }
-            "value" => Expr::Value(V::from(&args[0])),
-            "bool" => match &args[0] {
-                serde_json::Value::Bool(b) => Expr::Value(V::Bool(*b)),
+        let call = Call {
+            op,
+            args,
+            path,
+            top,
+        };
+        match sig.family {
+            Family::Literal => self.literal(&call),
+            Family::Structure => self.structure(&call),
+            Family::Logic => self.logic(&call),
+            Family::Strings => self.strings(&call),
+            Family::Arithmetic => self.arithmetic(&call),
+            Family::Time => self.time(&call),
+        }
+    }
+
+    fn literal(&mut self, call: &Call) -> Expr {
+        let arg = &call.args[0];
+        match call.op {
+            "value" => Expr::Value(V::from(arg)),
+            "bool" => match arg {
+                J::Bool(b) => Expr::Value(V::Bool(*b)),
                 other => self.err(
-                    &index_path(path, 1),
+                    &index_path(call.path, 1),
                     format!("\"bool\" takes true or false, got {other}"),
                 ),
             },
-            "int" => match args[0].as_i64() {
+            "int" => match arg.as_i64() {
                 Some(i) => Expr::Value(V::int(i)),
                 None => self.err(
-                    &index_path(path, 1),
-                    format!("\"int\" takes an integer literal, got {}", args[0]),
+                    &index_path(call.path, 1),
+                    format!("\"int\" takes an integer literal, got {arg}"),
                 ),
             },
-            "any" => Expr::Any(self.args(args, path, top, 0)),
-            "array" => Expr::Array(self.args(args, path, top, 0)),
-            "merge_dicts" => Expr::MergeDicts(self.args(args, path, top, 0)),
-            "concat" => Expr::Concat(self.args(args, path, top, 0)),
-            "and" | "&&" => Expr::And(self.args(args, path, top, 0)),
-            "or" | "||" => Expr::Or(self.args(args, path, top, 0)),
-            "add" | "+" => Expr::Arith(ArithOp::Add, self.args(args, path, top, 0)),
-            "addf" => Expr::Arith(ArithOp::AddF, self.args(args, path, top, 0)),
-            "multiply" | "*" => Expr::Arith(ArithOp::Mul, self.args(args, path, top, 0)),
-            "subtract" | "-" => Expr::Arith(ArithOp::Sub, self.args(args, path, top, 0)),
-            "divide" | "/" => Expr::Arith(ArithOp::Div, self.args(args, path, top, 0)),
-            "dict" => {
-                if !args.len().is_multiple_of(2) {
-                    return self.err(
-                        path,
-                        format!(
-                            "\"dict\" takes key/SD pairs, got {} argument(s)",
-                            args.len()
-                        ),
-                    );
-                }
-                let mut entries = Vec::new();
-                for i in (0..args.len()).step_by(2) {
-                    let key = self.raw_string(args, i, path, "a dict key");
-                    let v = self.compile(&args[i + 1], &index_path(path, i + 2), top);
-                    if let Some(k) = key {
-                        entries.push((intern(&k), v));
-                    }
-                }
-                Expr::Dict(entries)
-            }
-            "condition" | "cond" => {
-                if !args.len().is_multiple_of(2) {
-                    return self.err(
-                        path,
-                        format!(
-                            "{op:?} takes BOOL, SD pairs, got {} argument(s)",
-                            args.len()
-                        ),
-                    );
-                }
-                let all = self.args(args, path, top, 0);
-                let mut it = all.into_iter();
-                let mut pairs = Vec::new();
-                while let (Some(c), Some(v)) = (it.next(), it.next()) {
-                    pairs.push((c, v));
-                }
-                Expr::Cond(pairs)
-            }
-            "ifelse" => {
-                let [a, b, c]: [Expr; 3] = self
-                    .args(args, path, top, 0)
-                    .try_into()
-                    .unwrap_or_else(|_| unreachable!());
-                Expr::IfElse(Box::new([a, b, c]))
-            }
+            op => unreachable!("operator {op} is not a literal"),
+        }
+    }
+
+    /// Operators that read into, build or reshape objects and arrays.
+    fn structure(&mut self, call: &Call) -> Expr {
+        match call.op {
+            "path" => self.path(call),
+            "any" => Expr::Any(self.all_args(call)),
+            "array" => Expr::Array(self.all_args(call)),
+            "dict" => self.dict(call),
+            "merge_dicts" => Expr::MergeDicts(self.all_args(call)),
             "exclude_keys" => {
-                let obj = one(self);
-                let keys = (1..args.len())
-                    .filter_map(|i| self.raw_string(args, i, path, "a key to exclude"))
+                let obj = self.boxed_arg(call, 0);
+                let keys = (1..call.args.len())
+                    .filter_map(|i| self.literal_string(call, i, "a key to exclude"))
                     .collect();
                 Expr::ExcludeKeys(obj, keys)
             }
             "flatten_dict" => {
-                let sep = self.raw_string(args, 0, path, "the separator");
-                let depth = self.compile(&args[1], &index_path(path, 2), top);
-                let obj = self.compile(&args[2], &index_path(path, 3), top);
+                let sep = self.literal_string(call, 0, "the separator");
+                let depth = self.arg(call, 1);
+                let obj = self.arg(call, 2);
                 match sep {
                     Some(s) => Expr::FlattenDict(s, Box::new([depth, obj])),
                     None => Expr::Invalid,
                 }
             }
-            "parse_json_element" | "parse_json_object" => Expr::ParseJson(one(self)),
-            "typeof" => Expr::TypeOf(one(self)),
-            "lowercase" | "lower" => Expr::Lower(one(self)),
-            "uppercase" | "upper" => Expr::Upper(one(self)),
-            "trim" => Expr::Trim(one(self)),
-            "not" | "!" => Expr::Not(one(self)),
-            "round" => Expr::Round(one(self)),
-            "iso_time_to_ms" => Expr::IsoToMs(one(self)),
-            "ms_to_iso_time" => Expr::MsToIso(one(self)),
-            "int96_time_to_ms" => Expr::Int96(one(self)),
-            "iso_time_now" => Expr::IsoNow,
-            "ms_time_now" => Expr::MsNow,
+            "parse_json_element" | "parse_json_object" => Expr::ParseJson(self.boxed_arg(call, 0)),
+            "typeof" => Expr::TypeOf(self.boxed_arg(call, 0)),
+            op => unreachable!("operator {op} is not a structure operator"),
+        }
+    }
+
+    /// `["path", step...]`: string steps are keys (or array indexes); only the first step
+    /// reads the record itself.
+    fn path(&mut self, call: &Call) -> Expr {
+        let mut steps = Vec::with_capacity(call.args.len());
+        for (i, a) in call.args.iter().enumerate() {
+            let first_reads_record = call.top && i == 0;
+            steps.push(match a {
+                J::String(s) => Expr::Key(s.clone(), first_reads_record.then(|| self.slot(s))),
+                _ => self.compile(a, &index_path(call.path, i + 1), first_reads_record),
+            });
+        }
+        Expr::Path(steps)
+    }
+
+    /// `["dict", "key", SD, ...]`.
+    fn dict(&mut self, call: &Call) -> Expr {
+        if !call.args.len().is_multiple_of(2) {
+            return self.err(
+                call.path,
+                format!(
+                    "\"dict\" takes key/SD pairs, got {} argument(s)",
+                    call.args.len()
+                ),
+            );
+        }
+        let mut entries = Vec::new();
+        for i in (0..call.args.len()).step_by(2) {
+            let key = self.literal_string(call, i, "a dict key");
+            let v = self.arg(call, i + 1);
+            if let Some(k) = key {
+                entries.push((intern(&k), v));
+            }
+        }
+        Expr::Dict(entries)
+    }
+
+    /// Conditions, boolean operators and the comparisons and sampling that yield booleans.
+    fn logic(&mut self, call: &Call) -> Expr {
+        match call.op {
+            "condition" | "cond" => self.condition(call),
+            "ifelse" => Expr::IfElse(self.fixed_args(call)),
+            "not" | "!" => Expr::Not(self.boxed_arg(call, 0)),
+            "and" | "&&" => Expr::And(self.all_args(call)),
+            "or" | "||" => Expr::Or(self.all_args(call)),
+            "equals" | "eq" | "=" => Expr::Equals(self.fixed_args(call)),
+            "sample_md5" => Expr::SampleMd5(self.fixed_args(call)),
+            op => unreachable!("operator {op} is not a logic operator"),
+        }
+    }
+
+    /// `["condition", BOOL, SD, BOOL, SD...]`.
+    fn condition(&mut self, call: &Call) -> Expr {
+        if !call.args.len().is_multiple_of(2) {
+            return self.err(
+                call.path,
+                format!(
+                    "{:?} takes BOOL, SD pairs, got {} argument(s)",
+                    call.op,
+                    call.args.len()
+                ),
+            );
+        }
+        let mut all = self.all_args(call).into_iter();
+        let mut pairs = Vec::new();
+        while let (Some(c), Some(v)) = (all.next(), all.next()) {
+            pairs.push((c, v));
+        }
+        Expr::Cond(pairs)
+    }
+
+    fn strings(&mut self, call: &Call) -> Expr {
+        match call.op {
+            "concat" => Expr::Concat(self.all_args(call)),
+            "lowercase" | "lower" => Expr::Lower(self.boxed_arg(call, 0)),
+            "uppercase" | "upper" => Expr::Upper(self.boxed_arg(call, 0)),
+            "trim" => Expr::Trim(self.boxed_arg(call, 0)),
             "split" => {
-                let sep = self.raw_string(args, 0, path, "the separator");
-                let arg = Box::new(self.compile(&args[1], &index_path(path, 2), top));
+                let sep = self.literal_string(call, 0, "the separator");
+                let arg = self.boxed_arg(call, 1);
                 match sep {
                     Some(s) if s.is_empty() => self.err(
-                        &index_path(path, 1),
+                        &index_path(call.path, 1),
                         "the separator of \"split\" must not be empty",
                     ),
                     Some(s) => Expr::Split(s, arg),
@@ -342,62 +281,143 @@ impl Compiler<'_> {
                 }
             }
             "contains" | "is_substring" => {
-                let needle = self.raw_string(args, 0, path, "the text to look for");
-                let arg = Box::new(self.compile(&args[1], &index_path(path, 2), top));
+                let needle = self.literal_string(call, 0, "the text to look for");
+                let arg = self.boxed_arg(call, 1);
                 needle.map_or(Expr::Invalid, |n| Expr::Contains(n, arg))
             }
+            "replace_with" => self.replace_with(call),
+            "substring" => Expr::Substring(self.fixed_args(call)),
+            op => unreachable!("operator {op} is not a string operator"),
+        }
+    }
+
+    /// `["replace_with", "regex", "replacement", SD]`.
+    fn replace_with(&mut self, call: &Call) -> Expr {
+        let re = self.literal_string(call, 0, "the regex");
+        let rep = self.literal_string(call, 1, "the replacement");
+        let arg = self.arg(call, 2);
+        let (Some(re), Some(rep)) = (re, rep) else {
+            return Expr::Invalid;
+        };
+        match fancy_regex::Regex::new(&re) {
+            Ok(regex) => match parse_replacement(&rep, &regex) {
+                Ok(replacement) => Expr::Replace(Box::new(Replace {
+                    regex,
+                    replacement,
+                    arg,
+                })),
+                Err(e) => self.err(&index_path(call.path, 2), e),
+            },
+            Err(e) => self.err(
+                &index_path(call.path, 1),
+                format!("invalid regex {re:?}: {e}"),
+            ),
+        }
+    }
+
+    fn arithmetic(&mut self, call: &Call) -> Expr {
+        let op = match call.op {
+            "round" => return Expr::Round(self.boxed_arg(call, 0)),
+            "add" | "+" => ArithOp::Add,
+            "addf" => ArithOp::AddF,
+            "multiply" | "*" => ArithOp::Mul,
+            "subtract" | "-" => ArithOp::Sub,
+            "divide" | "/" => ArithOp::Div,
+            op => unreachable!("operator {op} is not an arithmetic operator"),
+        };
+        Expr::Arith(op, self.all_args(call))
+    }
+
+    fn time(&mut self, call: &Call) -> Expr {
+        match call.op {
+            "iso_time_to_ms" => Expr::IsoToMs(self.boxed_arg(call, 0)),
+            "ms_to_iso_time" => Expr::MsToIso(self.boxed_arg(call, 0)),
+            "int96_time_to_ms" => Expr::Int96(self.boxed_arg(call, 0)),
+            "iso_time_now" => Expr::IsoNow,
+            "ms_time_now" => Expr::MsNow,
             "parse_time_to_ms" => {
-                let pattern = self.raw_string(args, 0, path, "the time pattern");
-                let arg = Box::new(self.compile(&args[1], &index_path(path, 2), top));
+                let pattern = self.literal_string(call, 0, "the time pattern");
+                let arg = self.boxed_arg(call, 1);
                 match pattern.map(|p| TimePattern::compile(&p)) {
                     Some(Ok(p)) => Expr::ParseTime(p, arg),
-                    Some(Err(e)) => self.err(&index_path(path, 1), e),
+                    Some(Err(e)) => self.err(&index_path(call.path, 1), e),
                     None => Expr::Invalid,
                 }
             }
-            "replace_with" => {
-                let re = self.raw_string(args, 0, path, "the regex");
-                let rep = self.raw_string(args, 1, path, "the replacement");
-                let arg = self.compile(&args[2], &index_path(path, 3), top);
-                let (Some(re), Some(rep)) = (re, rep) else {
-                    return Expr::Invalid;
-                };
-                match fancy_regex::Regex::new(&re) {
-                    Ok(regex) => match parse_replacement(&rep, &regex) {
-                        Ok(replacement) => Expr::Replace(Box::new(Replace {
-                            regex,
-                            replacement,
-                            arg,
-                        })),
-                        Err(e) => self.err(&index_path(path, 2), e),
-                    },
-                    Err(e) => self.err(&index_path(path, 1), format!("invalid regex {re:?}: {e}")),
-                }
-            }
-            "substring" => {
-                let [a, b, c]: [Expr; 3] = self
-                    .args(args, path, top, 0)
-                    .try_into()
-                    .unwrap_or_else(|_| unreachable!());
-                Expr::Substring(Box::new([a, b, c]))
-            }
-            "equals" | "eq" | "=" => {
-                let [a, b]: [Expr; 2] = self
-                    .args(args, path, top, 0)
-                    .try_into()
-                    .unwrap_or_else(|_| unreachable!());
-                Expr::Equals(Box::new([a, b]))
-            }
-            "sample_md5" => {
-                let [a, b]: [Expr; 2] = self
-                    .args(args, path, top, 0)
-                    .try_into()
-                    .unwrap_or_else(|_| unreachable!());
-                Expr::SampleMd5(Box::new([a, b]))
-            }
-            _ => unreachable!("operator {op} has an arity but no compiler"),
+            op => unreachable!("operator {op} is not a time operator"),
         }
     }
+}
+
+/// One operator application being compiled: `[op, args...]` at `path`; `top` says it is
+/// evaluated against the record itself.
+struct Call<'j> {
+    op: &'j str,
+    args: &'j [J],
+    path: &'j str,
+    top: bool,
+}
+
+/// Which compiler function handles an operator.
+#[derive(Clone, Copy)]
+enum Family {
+    Literal,
+    Structure,
+    Logic,
+    Strings,
+    Arithmetic,
+    Time,
+}
+
+/// What an operator takes: its family, its (minimum, maximum) argument counts and the form
+/// of its arguments, for messages.
+struct Signature {
+    family: Family,
+    min: usize,
+    max: usize,
+    form: &'static str,
+}
+
+/// No upper limit on the argument count.
+const MANY: usize = usize::MAX;
+
+/// The signature of operator `op`; `None` for an unknown name.
+fn signature(op: &str) -> Option<Signature> {
+    use Family::*;
+    let (family, min, max, form) = match op {
+        "value" => (Literal, 1, 1, "JSON"),
+        "bool" => (Literal, 1, 1, "true|false"),
+        "int" => (Literal, 1, 1, "INTEGER"),
+        "path" | "any" | "array" | "merge_dicts" => (Structure, 1, MANY, "SD, SD..."),
+        "dict" => (Structure, 0, MANY, "\"key\", SD, ..."),
+        "exclude_keys" => (Structure, 1, MANY, "SD, \"key\"..."),
+        "flatten_dict" => (Structure, 3, 3, "\"separator\", INT, SD"),
+        "parse_json_element" | "parse_json_object" | "typeof" => (Structure, 1, 1, "SD"),
+        "condition" | "cond" => (Logic, 2, MANY, "BOOL, SD, BOOL, SD..."),
+        "ifelse" => (Logic, 3, 3, "BOOL, THEN, ELSE"),
+        "and" | "&&" | "or" | "||" => (Logic, 1, MANY, "SD, SD..."),
+        "not" | "!" => (Logic, 1, 1, "SD"),
+        "equals" | "eq" | "=" | "sample_md5" => (Logic, 2, 2, "SD, SD"),
+        "concat" => (Strings, 1, MANY, "SD, SD..."),
+        "lowercase" | "lower" | "uppercase" | "upper" | "trim" => (Strings, 1, 1, "SD"),
+        "split" => (Strings, 2, 2, "\"separator\", SD"),
+        "contains" | "is_substring" => (Strings, 2, 2, "\"text\", SD"),
+        "replace_with" => (Strings, 3, 3, "\"regex\", \"replacement\", SD"),
+        "substring" => (Strings, 3, 3, "INT, INT, SD"),
+        "add" | "+" | "addf" | "multiply" | "*" => (Arithmetic, 1, MANY, "SD, SD..."),
+        "subtract" | "-" | "divide" | "/" => (Arithmetic, 2, 2, "SD, SD"),
+        "round" => (Arithmetic, 1, 1, "SD"),
+        "iso_time_to_ms" | "ms_to_iso_time" | "int96_time_to_ms" => (Time, 1, 1, "SD"),
+        "parse_time_to_ms" => (Time, 2, 2, "\"pattern\", SD"),
+        "iso_time_now" | "ms_time_now" => (Time, 0, 0, "no arguments"),
+        _ => return None,
+    };
+    Some(Signature {
+        family,
+        min,
+        max,
+        form,
+    })
 }
 
 /// Java `Matcher.replaceAll` replacement syntax: `$n` (greedy while the group exists),
@@ -468,7 +488,6 @@ fn parse_replacement(rep: &str, regex: &fancy_regex::Regex) -> Result<Vec<Piece>
     Ok(out)
 }
 
-
 /// The one `'static` copy of a dict key. Converters are compiled once per version, and a
 /// process keeps one copy of each distinct key, however many converters it compiles.
 fn intern(key: &str) -> &'static str {
@@ -488,7 +507,6 @@ fn intern(key: &str) -> &'static str {
         }
     }
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -5,13 +5,15 @@
 //! on a record. Record values ([`V`]) are read by [`value`] (fast path in `scan`).
 
 mod compile;
+mod diagnostics;
 mod eval;
 mod expr;
 mod scan;
 pub mod time;
 pub mod value;
 
-pub use compile::{child_path, did_you_mean, Compiler, ConfigError};
+pub use compile::Compiler;
+pub use diagnostics::{child_path, did_you_mean, ConfigError};
 pub use eval::{parse_num, sample_md5, text_of, truthy};
 pub use expr::{ArithOp, Expr, Replace, OPERATORS};
 pub use scan::{find_special, special_in_string};
