@@ -135,4 +135,3 @@ pub const OPERATORS: &[&str] = &[
     "ms_time_now",
     "int96_time_to_ms",
 ];
-
