@@ -5,7 +5,7 @@ use serde_json::Value as J;
 use super::diagnostics::{child_path, did_you_mean, index_path, ConfigError};
 use super::expr::{ArithOp, Expr, Piece, Replace, OPERATORS};
 use super::time::TimePattern;
-use super::value::{KeyIds, V};
+use super::record::{KeyIds, V};
 
 /// Compiles SDs, collecting every error and the top-level record keys they read.
 pub struct Compiler<'e> {

@@ -6,7 +6,8 @@ use md5::{Digest, Md5};
 
 use super::expr::{ArithOp, Expr, Piece, Replace};
 use super::time;
-use super::value::{self, json_eq, Num, Record, V};
+use super::record::{Num, Record, V};
+use super::value::{self, json_eq};
 
 /// How a value reads as a boolean: `true`/`false` and their strings; everything else is false.
 pub fn truthy(v: Option<&V<'_>>) -> bool {
@@ -559,7 +560,7 @@ fn arith<'a>(op: ArithOp, args: &[Expr], ctx: &V<'a>, rec: &Record<'a>) -> Optio
 mod tests {
     use super::*;
     use crate::datalang::compile::Compiler;
-    use crate::datalang::value::KeyIds;
+    use crate::datalang::record::KeyIds;
 
     fn eval(sd: &str, record: &str) -> Option<String> {
         let mut errors = Vec::new();
