@@ -4,8 +4,8 @@ use serde_json::Value as J;
 
 use super::diagnostics::{child_path, did_you_mean, index_path, ConfigError};
 use super::expr::{ArithOp, Expr, Piece, Replace, OPERATORS};
-use super::time::TimePattern;
 use super::record::{KeyIds, V};
+use super::time::TimePattern;
 
 /// Compiles SDs, collecting every error and the top-level record keys they read.
 pub struct Compiler<'e> {

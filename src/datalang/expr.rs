@@ -1,7 +1,7 @@
 //! The tree a SOURCE_DESCRIPTION compiles to: [`Expr`] and the operator names.
 
-use super::time::TimePattern;
 use super::record::V;
+use super::time::TimePattern;
 
 /// A compiled SOURCE_DESCRIPTION.
 #[derive(Debug)]

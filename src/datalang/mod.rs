@@ -5,6 +5,7 @@
 //! on a record. Record values ([`V`], defined in `record`) are read by [`value`]: the scanner
 //! (`scan`) first, serde_json (`fallback`) for the rest.
 
+mod coerce;
 mod compile;
 mod diagnostics;
 mod eval;
@@ -15,9 +16,10 @@ mod scan;
 pub mod time;
 pub mod value;
 
+pub use coerce::{parse_num, text_of, truthy};
 pub use compile::Compiler;
 pub use diagnostics::{child_path, did_you_mean, ConfigError};
-pub use eval::{parse_num, sample_md5, text_of, truthy};
+pub use eval::sample_md5;
 pub use expr::{ArithOp, Expr, Replace, OPERATORS};
 pub use record::{KeyIds, Keys, Num, Record, V};
 pub use scan::{find_special, special_in_string};
