@@ -7,33 +7,9 @@ use std::fmt;
 
 use serde_json::{Map, Value as J};
 
+/// Defined with the SD compiler, which reports its problems the same way.
+pub use crate::datalang::ConfigError;
 use crate::datalang::{child_path, did_you_mean, Compiler, Expr, KeyIds, Keys};
-
-/// One problem in a converter file, located by JSON path.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ConfigError {
-    pub path: String,
-    pub message: String,
-}
-
-impl ConfigError {
-    pub fn new(path: &str, message: impl Into<String>) -> Self {
-        ConfigError {
-            path: path.to_string(),
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        if self.path.is_empty() {
-            f.write_str(&self.message)
-        } else {
-            write!(f, "{}: {}", self.path, self.message)
-        }
-    }
-}
 
 /// Every problem found while loading; displays the first, `validate` lists them all.
 #[derive(Debug)]
@@ -449,6 +425,25 @@ impl Loader<'_> {
             .map(|v| self.csv_options(v, &child_path(path, "csv")))
             .unwrap_or_default();
 
+        let (fields, record_keys) = self.fields(m, path);
+        let ignore_flag = self.ignore_flag(m, path, &fields);
+        Some(ConverterFile {
+            name: Vec::new(),
+            file_type: file_type?,
+            compression: compression?,
+            csv,
+            data_type: data_type?,
+            strategy: strategy?,
+            ignore_flag,
+            fields,
+            filter: None,
+            record_keys,
+        })
+    }
+
+    /// `convertToAmplitudeFunc`: every field's SD compiled, and the top-level record keys
+    /// they read.
+    fn fields(&mut self, m: &Map<String, J>, path: &str) -> (Vec<(String, Expr)>, Keys) {
         let func_path = child_path(path, "convertToAmplitudeFunc");
         let mut compiler = Compiler {
             errors: &mut *self.errors,
@@ -499,7 +494,17 @@ impl Loader<'_> {
             raw,
         };
 
-        let ignore_flag = match m.get("ignoreEventFlag") {
+        (fields, record_keys)
+    }
+
+    /// `ignoreEventFlag`: the name of a computed field that, when true, skips the record.
+    fn ignore_flag(
+        &mut self,
+        m: &Map<String, J>,
+        path: &str,
+        fields: &[(String, Expr)],
+    ) -> Option<String> {
+        match m.get("ignoreEventFlag") {
             None => None,
             Some(J::String(flag)) => {
                 if m.get("convertToAmplitudeFunc").is_some_and(J::is_object)
@@ -519,19 +524,7 @@ impl Loader<'_> {
                 );
                 None
             }
-        };
-        Some(ConverterFile {
-            name: Vec::new(),
-            file_type: file_type?,
-            compression: compression?,
-            csv,
-            data_type: data_type?,
-            strategy: strategy?,
-            ignore_flag,
-            fields,
-            filter: None,
-            record_keys,
-        })
+        }
     }
 }
 

@@ -1,0 +1,340 @@
+//! The in-memory record model: values ([`V`], [`Num`]) that borrow their strings from the
+//! input line, records ([`Record`]) and the table of top-level keys a converter reads ([`KeyIds`]).
+//!
+//! `serde_json::Value` allocates a `String` per key and a map per object; on 400-byte analytics
+//! events that allocation is most of the cost. `V<'a>` keeps unescaped strings and keys as
+//! borrowed slices of the line buffer and objects as small vectors, and the record parser
+//! skips (validates without building) the top-level keys the converter never reads.
+//!
+//! Nothing here reads or writes JSON text: that is `value.rs` (with `scan.rs` and
+//! `fallback.rs`), which also holds the methods of `V` that parse a [`V::Raw`].
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+
+/// A JSON number as parsed: integers stay exact.
+#[derive(Clone, Copy, Debug)]
+pub enum Num {
+    I(i64),
+    U(u64),
+    F(f64),
+}
+
+impl Num {
+    pub fn as_f64(self) -> f64 {
+        match self {
+            Num::I(i) => i as f64,
+            Num::U(u) => u as f64,
+            Num::F(f) => f,
+        }
+    }
+
+    /// The value as an exact `i64`, when it is an integer that fits.
+    pub fn as_i64(self) -> Option<i64> {
+        match self {
+            Num::I(i) => Some(i),
+            Num::U(u) => i64::try_from(u).ok(),
+            Num::F(_) => None,
+        }
+    }
+
+    pub fn is_integer(self) -> bool {
+        !matches!(self, Num::F(_))
+    }
+
+    /// Numbers compare by value: `1` equals `1.0`.
+    pub fn value_eq(self, other: Num) -> bool {
+        match (self, other) {
+            (Num::F(_), _) | (_, Num::F(_)) => self.as_f64() == other.as_f64(),
+            (a, b) => match (a.as_i64(), b.as_i64()) {
+                (Some(x), Some(y)) => x == y,
+                _ => matches!((a, b), (Num::U(x), Num::U(y)) if x == y),
+            },
+        }
+    }
+
+    /// JSON text of the number (`3`, `2.5`); non-finite floats have none.
+    pub fn to_text(self) -> Option<String> {
+        match self {
+            Num::I(i) => Some(i.to_string()),
+            Num::U(u) => Some(u.to_string()),
+            Num::F(f) if f.is_finite() => serde_json::to_string(&f).ok(),
+            Num::F(_) => None,
+        }
+    }
+}
+
+/// A JSON value borrowing its strings from the source text (`'a`).
+#[derive(Clone, Debug)]
+pub enum V<'a> {
+    Null,
+    Bool(bool),
+    Num(Num),
+    Str(Cow<'a, str>),
+    Arr(Vec<V<'a>>),
+    /// Keys are unique (a repeated key keeps its last value, as serde_json does).
+    Obj(Vec<(Cow<'a, str>, V<'a>)>),
+    /// A validated JSON object or array kept as its source text: a top-level record value
+    /// that the converter passes through whole. It is parsed only if something looks inside
+    /// ([`V::resolved`]); the converter's expressions never see it otherwise.
+    Raw(&'a str),
+}
+
+impl<'a> V<'a> {
+    pub fn str(s: impl Into<Cow<'a, str>>) -> Self {
+        V::Str(s.into())
+    }
+
+    pub fn int(i: i64) -> Self {
+        V::Num(Num::I(i))
+    }
+
+    /// A float; non-finite results have no JSON form and yield `None`.
+    pub fn float(f: f64) -> Option<Self> {
+        f.is_finite().then_some(V::Num(Num::F(f)))
+    }
+
+    pub fn get(&self, key: &str) -> Option<&V<'a>> {
+        match self {
+            V::Obj(entries) => entries.iter().find(|(k, _)| k == key).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            V::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn is_null(&self) -> bool {
+        matches!(self, V::Null)
+    }
+
+    /// The name `typeof` gives this value.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            V::Raw(text) if text.starts_with('[') => "list",
+            V::Raw(_) => "dict",
+            V::Null => "null",
+            V::Bool(_) => "bool",
+            V::Num(_) => "number",
+            V::Str(_) => "string",
+            V::Arr(_) => "list",
+            V::Obj(_) => "dict",
+        }
+    }
+}
+
+impl From<&serde_json::Value> for V<'static> {
+    fn from(value: &serde_json::Value) -> Self {
+        match value {
+            serde_json::Value::Null => V::Null,
+            serde_json::Value::Bool(b) => V::Bool(*b),
+            serde_json::Value::Number(n) => V::Num(if let Some(i) = n.as_i64() {
+                Num::I(i)
+            } else if let Some(u) = n.as_u64() {
+                Num::U(u)
+            } else {
+                Num::F(n.as_f64().unwrap_or(f64::NAN))
+            }),
+            serde_json::Value::String(s) => V::Str(Cow::Owned(s.clone())),
+            serde_json::Value::Array(a) => V::Arr(a.iter().map(V::from).collect()),
+            serde_json::Value::Object(o) => V::Obj(
+                o.iter()
+                    .map(|(k, v)| (Cow::Owned(k.clone()), V::from(v)))
+                    .collect(),
+            ),
+        }
+    }
+}
+
+/// Top-level record keys the converter reads, each with its slot number.
+///
+/// Every key of every record is looked up here, so the lookup is a small chained hash table
+/// on the key's length and three of its bytes (a few instructions; a general-purpose hash
+/// costs more than the whole lookup on keys this short), then one comparison.
+#[derive(Clone, Debug)]
+pub struct KeyIds {
+    /// `(key, slot, next entry of the same bucket + 1 or 0)`.
+    entries: Vec<(Box<str>, u32, u32)>,
+    /// Per bucket: its first entry + 1, or 0.
+    buckets: Box<[u32; BUCKETS]>,
+}
+
+const BUCKETS: usize = 256;
+
+impl Default for KeyIds {
+    fn default() -> Self {
+        KeyIds {
+            entries: Vec::new(),
+            buckets: Box::new([0; BUCKETS]),
+        }
+    }
+}
+
+impl KeyIds {
+    #[inline]
+    fn bucket(key: &[u8]) -> usize {
+        let (first, last, mid) = match key {
+            [] => (0, 0, 0),
+            [one] => (*one, *one, *one),
+            _ => (key[0], key[key.len() - 1], key[key.len() / 2]),
+        };
+        let h = (key.len() as u32)
+            .wrapping_mul(0x9E37)
+            .wrapping_add(u32::from(first).wrapping_mul(31))
+            .wrapping_add(u32::from(last).wrapping_mul(131))
+            .wrapping_add(u32::from(mid).wrapping_mul(7));
+        (h ^ (h >> 8)) as usize % BUCKETS
+    }
+
+    /// The slot of `key`.
+    #[inline]
+    pub fn get(&self, key: &str) -> Option<u32> {
+        let mut at = self.buckets[Self::bucket(key.as_bytes())];
+        while at != 0 {
+            let (k, id, next) = &self.entries[at as usize - 1];
+            if k.as_ref() == key {
+                return Some(*id);
+            }
+            at = *next;
+        }
+        None
+    }
+
+    /// The slot of `key`, giving it `id` if it has none yet.
+    pub fn get_or_insert(&mut self, key: &str, id: u32) -> u32 {
+        if let Some(existing) = self.get(key) {
+            return existing;
+        }
+        let b = Self::bucket(key.as_bytes());
+        self.entries.push((key.into(), id, self.buckets[b]));
+        self.buckets[b] = self.entries.len() as u32;
+        id
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Every key with its slot.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, u32)> {
+        self.entries.iter().map(|(k, id, _)| (k.as_ref(), *id))
+    }
+}
+
+/// Which top-level keys of a record are materialised; the others are validated and skipped.
+#[derive(Clone, Debug)]
+pub enum Keys {
+    All,
+    /// These keys, by slot; a slot marked in `raw` keeps an object or array value as `V::Raw`.
+    Only {
+        ids: KeyIds,
+        raw: Vec<bool>,
+    },
+}
+
+/// A record: its top-level object and, when parsed for a converter, where each slot's key is.
+#[derive(Debug)]
+pub struct Record<'a> {
+    pub value: V<'a>,
+    /// `slots[id]` is the index in `value`'s entries of the key with slot `id`, or `NO_SLOT`.
+    /// Empty when the record was not parsed with slot numbers (CSV rows, previews).
+    slots: Vec<u32>,
+}
+
+pub(super) const NO_SLOT: u32 = u32::MAX;
+
+impl<'a> Record<'a> {
+    /// A record whose keys are found by name.
+    pub fn new(value: V<'a>) -> Self {
+        Record {
+            value,
+            slots: Vec::new(),
+        }
+    }
+
+    pub(super) fn with_slots(value: V<'a>, slots: Vec<u32>) -> Self {
+        Record { value, slots }
+    }
+
+    /// The value of the key with slot `id`; `None` when absent. `key` serves records without slots.
+    #[inline(always)]
+    pub fn slot(&self, id: u32, key: &str) -> Option<&V<'a>> {
+        if self.slots.is_empty() {
+            return self.value.get(key);
+        }
+        match (self.slots.get(id as usize), &self.value) {
+            (Some(&i), V::Obj(entries)) if i != NO_SLOT => entries.get(i as usize).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+}
+
+/// Why a line is not a record.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("not valid JSON: {0}")]
+    Syntax(String),
+    #[error("not valid UTF-8 (byte {0})")]
+    Utf8(usize),
+    #[error("a JSON {0} is not a record; each line must be one JSON object")]
+    NotObject(&'static str),
+}
+
+/// Keeps the last value of each repeated key, as serde_json does.
+pub(super) fn dedupe_keys(entries: &mut Vec<(Cow<'_, str>, V<'_>)>) {
+    if entries.len() < 2 {
+        return;
+    }
+    let has_dup = if entries.len() <= 16 {
+        (1..entries.len()).any(|i| entries[..i].iter().any(|(k, _)| *k == entries[i].0))
+    } else {
+        let mut seen = HashSet::with_capacity(entries.len());
+        !entries.iter().all(|(k, _)| seen.insert(k.as_ref()))
+    };
+    if has_dup {
+        // Keep the last occurrence of each key, in the position of its first occurrence.
+        let mut out: Vec<(Cow<'_, str>, V<'_>)> = Vec::with_capacity(entries.len());
+        for (k, v) in entries.drain(..) {
+            match out.iter_mut().find(|(k2, _)| *k2 == k) {
+                Some(slot) => slot.1 = v,
+                None => out.push((k, v)),
+            }
+        }
+        *entries = out;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_ids_find_every_key_and_only_those() {
+        let mut ids = KeyIds::default();
+        // Many keys sharing length, first and last bytes land in the same buckets.
+        let keys: Vec<String> = (0..600)
+            .map(|i| format!("k{i:03}x"))
+            .chain(["".into(), "a".into(), "é".into()])
+            .collect();
+        for (i, k) in keys.iter().enumerate() {
+            assert_eq!(ids.get_or_insert(k, i as u32), i as u32);
+        }
+        assert_eq!(ids.get_or_insert("k007x", 9999), 7);
+        assert_eq!(ids.len(), keys.len());
+        for (i, k) in keys.iter().enumerate() {
+            assert_eq!(ids.get(k), Some(i as u32), "{k}");
+        }
+        for absent in ["k600x", "k00x", "b", "k007", "K007x", "ée"] {
+            assert_eq!(ids.get(absent), None, "{absent}");
+        }
+        assert_eq!(ids.iter().count(), keys.len());
+    }
+}
