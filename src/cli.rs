@@ -1,9 +1,11 @@
-//! The `convert`, `preview` and `validate` subcommands (spec/cli.md), over any reader and writer.
+//! The work of the `s3-import` subcommands (convert, preview, validate, send) over any reader and writer.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::fs::File;
 use std::io::{self, Read, Write};
 use std::ops::ControlFlow;
+use std::path::Path;
 
 use serde::Serialize;
 
@@ -15,7 +17,91 @@ use crate::json_out::{self, Style};
 /// Exit status for bad input (converter, data, key).
 pub const EXIT_BAD_INPUT: i32 = 2;
 
-/// JSON with `", "` and `": "` separators, as the CLI contract prints it.
+/// A size as the command line takes it: a whole number of bytes, optionally followed by a
+/// unit (case-insensitive, spaces allowed): `B`; `K`/`KB`, `M`/`MB`, `G`/`GB`, `T`/`TB` (powers
+/// of 1000); `KiB`, `MiB`, `GiB`, `TiB` (powers of 1024). E.g. `10MiB`, `64GiB`, `500MB`, `1024`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let digits_end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits_end);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size like 10MiB"))?;
+    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        "t" | "tb" => 1_000_000_000_000,
+        "tib" => 1 << 40,
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?} (use B, KiB, MiB, GiB, TiB)"
+            ))
+        }
+    };
+    number
+        .checked_mul(multiplier)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+/// Loads a converter file; the error names the file.
+pub fn load_converter(path: &Path) -> Result<Converter, String> {
+    let text = read_converter_file(path)?;
+    Converter::load(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn read_converter_file(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path)
+        .map_err(|e| format!("{}: cannot read the converter file: {e}", path.display()))
+}
+
+/// `validate`: loads a converter file and lists every problem, each naming the file.
+pub fn validate(path: &Path) -> Result<(), Vec<String>> {
+    let text = read_converter_file(path).map_err(|e| vec![e])?;
+    match Converter::load(&text) {
+        Ok(_) => Ok(()),
+        Err(errors) => Err(errors
+            .0
+            .iter()
+            .map(|e| format!("{}: {e}", path.display()))
+            .collect()),
+    }
+}
+
+/// Opens a local file for reading; the error names the file.
+pub fn open_file(path: &str) -> Result<File, String> {
+    File::open(path).map_err(|e| format!("{path}: cannot open: {e}"))
+}
+
+/// The input of `convert` and `preview`: the file, or standard input for `-` or no file.
+pub fn open_input(file: Option<&str>) -> Result<Box<dyn Read + Send>, String> {
+    match file {
+        None | Some("-") => Ok(Box::new(io::stdin())),
+        Some(path) => open_file(path).map(|f| Box::new(f) as Box<dyn Read + Send>),
+    }
+}
+
+/// Checks `key` against the converter's `keyValidatorConfig.filterPattern`; the error says
+/// which key and pattern. `convert` and `send` refuse such a key, `preview` warns about it.
+pub fn check_filter_pattern(converter: &Converter, key: &str) -> Result<(), String> {
+    let file = &converter.file;
+    if file.key_matches(key) {
+        Ok(())
+    } else {
+        Err(format!(
+            "key {key:?} does not match keyValidatorConfig.filterPattern {:?}",
+            file.filter_pattern().unwrap_or_default()
+        ))
+    }
+}
+
+/// JSON with `", "` and `": "` separators, the form `convert` and `preview --json` print.
 pub struct SpacedFormatter;
 
 impl serde_json::ser::Formatter for SpacedFormatter {
@@ -110,12 +196,18 @@ impl Summary {
     }
 }
 
-/// Converts one record: its output line(s) into `buf`, its outcome into `s`.
-fn convert_record(run: &ConvertRun<'_>, n: u64, rec: Rec<'_>, buf: &mut Vec<u8>, s: &mut Summary) {
-    s.records += 1;
+/// Converts one record: its output line(s) into `buf`, its outcome into `summary`.
+fn convert_record(
+    run: &ConvertRun<'_>,
+    n: u64,
+    rec: Rec<'_>,
+    buf: &mut Vec<u8>,
+    summary: &mut Summary,
+) {
+    summary.records += 1;
     match rec {
         Rec::Ok { record, .. } => {
-            let c = run.converter.convert(
+            let conversion = run.converter.convert(
                 record,
                 n,
                 Origin {
@@ -123,32 +215,32 @@ fn convert_record(run: &ConvertRun<'_>, n: u64, rec: Rec<'_>, buf: &mut Vec<u8>,
                     key: run.key,
                 },
             );
-            for d in &c.dropped {
-                match s.dropped_fields.get_mut(*d) {
+            for field in &conversion.dropped {
+                match summary.dropped_fields.get_mut(*field) {
                     Some(count) => *count += 1,
                     None => {
-                        s.dropped_fields.insert((*d).to_string(), 1);
+                        summary.dropped_fields.insert((*field).to_string(), 1);
                     }
                 }
             }
-            match c.outcome {
+            match conversion.outcome {
                 Outcome::Converted(payloads) => {
-                    s.converted += 1;
-                    s.payloads += payloads.len() as u64;
+                    summary.converted += 1;
+                    summary.payloads += payloads.len() as u64;
                     write_converted(buf, n, &payloads);
                 }
                 Outcome::Skipped => {
-                    s.skipped += 1;
+                    summary.skipped += 1;
                     let _ = writeln!(buf, "{{\"n\": {n}, \"outcome\": \"skipped\"}}");
                 }
                 Outcome::Invalid(reason) => {
-                    s.invalid += 1;
+                    summary.invalid += 1;
                     write_invalid(buf, n, &reason);
                 }
             }
         }
         Rec::Invalid { reason, .. } => {
-            s.invalid += 1;
+            summary.invalid += 1;
             write_invalid(buf, n, &reason);
         }
     }
@@ -162,7 +254,7 @@ pub fn convert<R: Read + Send, W: Write>(
     input: R,
     out: &mut W,
 ) -> ConvertEnd {
-    let mut s = Summary::default();
+    let mut summary = Summary::default();
     let mut write_err: Option<io::Error> = None;
     let file = &run.converter.file;
     let result = if run.threads >= 2 && crate::decode::parallel_capable(file) {
@@ -177,7 +269,7 @@ pub fn convert<R: Read + Send, W: Write>(
             (buf, part)
         };
         convert_chunks(input, file, run.limits, run.threads, work, |(buf, part)| {
-            s.merge(part);
+            summary.merge(part);
             match out.write_all(&buf) {
                 Ok(()) => ControlFlow::Continue(()),
                 Err(e) => {
@@ -195,7 +287,7 @@ pub fn convert<R: Read + Send, W: Write>(
             run.limits,
             run.threads,
             |n, rec| {
-                convert_record(run, n, rec, &mut buf, &mut s);
+                convert_record(run, n, rec, &mut buf, &mut summary);
                 if buf.len() < OUT_BUF {
                     return ControlFlow::Continue(());
                 }
@@ -219,9 +311,9 @@ pub fn convert<R: Read + Send, W: Write>(
     };
     let flushed = out.flush();
     match (write_err.or(flushed.err()), result) {
-        (Some(e), _) => ConvertEnd::OutputClosed(s, e),
-        (None, Ok(_)) => ConvertEnd::Done(s),
-        (None, Err(e)) => ConvertEnd::Failed(s, e),
+        (Some(e), _) => ConvertEnd::OutputClosed(summary, e),
+        (None, Ok(_)) => ConvertEnd::Done(summary),
+        (None, Err(e)) => ConvertEnd::Failed(summary, e),
     }
 }
 
@@ -277,12 +369,12 @@ pub fn preview<R: Read + Send>(
                 Rec::Ok { record, .. } => {
                     let source = to_json_value(&record.value);
                     match run.converter.convert(record, n, origin).outcome {
-                        Outcome::Converted(p) => PreviewItem {
+                        Outcome::Converted(payloads) => PreviewItem {
                             n,
                             source,
                             outcome: "converted",
-                            kinds: p.iter().map(|p| p.kind.as_str()).collect(),
-                            payloads: Some(p.iter().map(to_json_value).collect()),
+                            kinds: payloads.iter().map(|p| p.kind.as_str()).collect(),
+                            payloads: Some(payloads.iter().map(to_json_value).collect()),
                             error: None,
                         },
                         Outcome::Skipped => PreviewItem {
@@ -323,29 +415,31 @@ pub fn preview<R: Read + Send>(
     Ok(items)
 }
 
+/// `line` padded or cut (with `…`) to exactly `width` characters.
 fn clip(line: &str, width: usize) -> String {
     if line.chars().count() <= width {
         let pad = width - line.chars().count();
         return format!("{line}{}", " ".repeat(pad));
     }
-    let mut s: String = line.chars().take(width.saturating_sub(1)).collect();
-    s.push('…');
-    s
+    let mut cut: String = line.chars().take(width.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
 }
 
+/// `text` broken into lines of at most `width` characters at spaces (a longer word stays whole).
 fn wrap(text: &str, width: usize) -> Vec<String> {
     let mut lines = Vec::new();
-    let mut cur = String::new();
+    let mut line = String::new();
     for word in text.split(' ') {
-        if !cur.is_empty() && cur.chars().count() + 1 + word.chars().count() > width {
-            lines.push(std::mem::take(&mut cur));
+        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+            lines.push(std::mem::take(&mut line));
         }
-        if !cur.is_empty() {
-            cur.push(' ');
+        if !line.is_empty() {
+            line.push(' ');
         }
-        cur.push_str(word);
+        line.push_str(word);
     }
-    lines.push(cur);
+    lines.push(line);
     lines
 }
 
@@ -403,10 +497,15 @@ pub fn render_preview(items: &[PreviewItem], width: usize) -> String {
                 "result"
             }
         );
-        for i in 0..left.len().max(right.len()) {
-            let l = left.get(i).map_or("", String::as_str);
-            let r = right.get(i).map_or("", String::as_str);
-            let _ = writeln!(out, "{} │ {}", clip(l, col), clip(r, col).trim_end());
+        for row in 0..left.len().max(right.len()) {
+            let source = left.get(row).map_or("", String::as_str);
+            let result = right.get(row).map_or("", String::as_str);
+            let _ = writeln!(
+                out,
+                "{} │ {}",
+                clip(source, col),
+                clip(result, col).trim_end()
+            );
         }
         out.push('\n');
     }
@@ -422,8 +521,8 @@ pub fn preview_json(items: &[PreviewItem]) -> String {
 }
 
 /// The summary line of `convert`.
-pub fn summary_line(s: &Summary) -> String {
-    spaced(s)
+pub fn summary_line(summary: &Summary) -> String {
+    spaced(summary)
 }
 
 /// The outcome of `send`: what conversion and delivery made of every record.
@@ -539,4 +638,91 @@ pub fn render_send(name: &str, s: &SendSummary) -> String {
         let _ = writeln!(out, "  {e}");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_are_bytes_with_an_optional_decimal_or_binary_unit() {
+        for (text, want) in [
+            ("0", 0),
+            ("1024", 1024),
+            (" 1024 ", 1024),
+            ("7B", 7),
+            ("7b", 7),
+            ("1K", 1_000),
+            ("1KB", 1_000),
+            ("1kb", 1_000),
+            ("1KiB", 1024),
+            ("1kib", 1024),
+            ("10MiB", 10 << 20),
+            ("10 MiB", 10 << 20),
+            ("500MB", 500_000_000),
+            ("2M", 2_000_000),
+            ("64GiB", 64 << 30),
+            ("3GB", 3_000_000_000),
+            ("1G", 1_000_000_000),
+            ("2TB", 2_000_000_000_000),
+            ("2T", 2_000_000_000_000),
+            ("1TiB", 1 << 40),
+            ("18446744073709551615", u64::MAX),
+            ("16777215TiB", 16_777_215 << 40),
+        ] {
+            assert_eq!(parse_size(text), Ok(want), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn bad_sizes_say_what_is_wrong() {
+        for (text, want) in [
+            ("", r#""" is not a size like 10MiB"#),
+            ("MiB", r#""MiB" is not a size like 10MiB"#),
+            ("-1", r#""-1" is not a size like 10MiB"#),
+            (
+                "1.5GiB",
+                r#"unknown size unit ".5gib" (use B, KiB, MiB, GiB, TiB)"#,
+            ),
+            (
+                "10 parsecs",
+                r#"unknown size unit "parsecs" (use B, KiB, MiB, GiB, TiB)"#,
+            ),
+            (
+                "1PiB",
+                r#"unknown size unit "pib" (use B, KiB, MiB, GiB, TiB)"#,
+            ),
+            (
+                "18446744073709551616",
+                r#""18446744073709551616" is not a size like 10MiB"#,
+            ),
+            ("16777216TiB", r#""16777216TiB" is too large"#),
+            (
+                "18446744073709551615K",
+                r#""18446744073709551615K" is too large"#,
+            ),
+        ] {
+            assert_eq!(parse_size(text), Err(want.to_string()), "{text:?}");
+        }
+    }
+
+    fn converter(key_validator: &str) -> Converter {
+        Converter::load(&format!(
+            r#"{{"converterConfig": {{"fileType": "json", "compressionType": "none",
+                 "convertToAmplitudeFunc": {{"event_type": "e"}}}}{key_validator}}}"#
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_filter_pattern_check_names_the_key_and_the_pattern() {
+        let filtered =
+            converter(r#", "keyValidatorConfig": {"filterPattern": "events/.*\\.json"}"#);
+        assert_eq!(check_filter_pattern(&filtered, "events/a.json"), Ok(()));
+        assert_eq!(
+            check_filter_pattern(&filtered, "x/events/a.json"),
+            Err(r#"key "x/events/a.json" does not match keyValidatorConfig.filterPattern "events/.*\\.json""#.to_string())
+        );
+        assert_eq!(check_filter_pattern(&converter(""), "anything"), Ok(()));
+    }
 }
