@@ -7,12 +7,13 @@ use std::io::{self, Read, Write};
 use std::ops::ControlFlow;
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
 use crate::convert::{Converter, Origin, Outcome, Payload};
 use crate::datalang::Keys;
 use crate::decode::{convert_chunks, read_records, visit_chunk, Chunk, DecodeError, Limits, Rec};
 use crate::json_out::{self, Style};
+use crate::report::Counts;
 
 /// Exit status for bad input (converter, data, key).
 pub const EXIT_BAD_INPUT: i32 = 2;
@@ -526,20 +527,33 @@ pub fn summary_line(summary: &Summary) -> String {
 }
 
 /// The outcome of `send`: what conversion and delivery made of every record.
+///
+/// As JSON (`send --json`), the counts' keys come first, at the top level, then `fatal` (when
+/// delivery stopped) and `errors`. `duplicates` appears only when it is not 0, which it always
+/// is: `send` has no dedupe table, the endpoint absorbs a second send of an insert_id.
 #[derive(Debug, Default, Serialize)]
 pub struct SendSummary {
-    pub records: u64,
-    pub converted: u64,
-    pub skipped: u64,
-    pub invalid: u64,
-    pub payloads: u64,
-    pub sent: u64,
-    pub rejected: u64,
-    pub not_sent: u64,
+    #[serde(flatten, serialize_with = "counts_without_zero_duplicates")]
+    pub counts: Counts,
+    /// Why delivery stopped before the end, if it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fatal: Option<String>,
     /// The first problems, with their record numbers.
     pub errors: Vec<String>,
+}
+
+/// `counts` as their JSON object (in field order), without `duplicates` when it is 0.
+fn counts_without_zero_duplicates<S: Serializer>(
+    counts: &Counts,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    let mut value = serde_json::to_value(counts).map_err(serde::ser::Error::custom)?;
+    if counts.duplicates == 0 {
+        if let Some(fields) = value.as_object_mut() {
+            fields.shift_remove("duplicates");
+        }
+    }
+    value.serialize(serializer)
 }
 
 const MAX_ERRORS: usize = 20;
@@ -558,28 +572,29 @@ pub async fn send<R: Read + Send + 'static>(
     use crate::sink::{deliver_stream, Fate, Item};
     let (tx, rx) = tokio::sync::mpsc::channel::<Item>(4096);
     let conversion = tokio::task::spawn_blocking(move || {
-        let mut s = SendSummary::default();
+        let mut summary = SendSummary::default();
         let origin = Origin {
             bucket: &bucket,
             key: &key,
         };
         let file = &converter.file;
         let read = read_records(input, file, &file.record_keys, limits, 2, |n, rec| {
-            s.records += 1;
+            let counts = &mut summary.counts;
+            counts.records += 1;
             let reason = match rec {
                 Rec::Ok { record, .. } => match converter.convert(record, n, origin).outcome {
                     Outcome::Converted(payloads) => {
-                        s.converted += 1;
-                        for p in &payloads {
-                            s.payloads += 1;
-                            if tx.blocking_send(Item::from_payload(n, p)).is_err() {
+                        counts.converted += 1;
+                        for payload in &payloads {
+                            counts.payloads += 1;
+                            if tx.blocking_send(Item::from_payload(n, payload)).is_err() {
                                 return ControlFlow::Break(());
                             }
                         }
                         None
                     }
                     Outcome::Skipped => {
-                        s.skipped += 1;
+                        counts.skipped += 1;
                         None
                     }
                     Outcome::Invalid(reason) => Some(reason),
@@ -587,55 +602,69 @@ pub async fn send<R: Read + Send + 'static>(
                 Rec::Invalid { reason, .. } => Some(reason),
             };
             if let Some(reason) = reason {
-                s.invalid += 1;
-                if s.errors.len() < MAX_ERRORS {
-                    s.errors.push(format!("record {n}: invalid: {reason}"));
+                counts.invalid += 1;
+                if summary.errors.len() < MAX_ERRORS {
+                    summary
+                        .errors
+                        .push(format!("record {n}: invalid: {reason}"));
                 }
             }
             ControlFlow::Continue(())
         });
-        (s, read)
+        (summary, read)
     });
     let client = reqwest::Client::new();
     let delivery = deliver_stream(&client, settings, rx, deadline).await;
-    let (mut s, read) = conversion.await.map_err(|e| DecodeError::Io {
+    let (mut summary, read) = conversion.await.map_err(|e| DecodeError::Io {
         offset: 0,
         detail: e.to_string(),
     })?;
     read?;
     for (n, _, fate) in &delivery.fates {
-        match fate {
-            Fate::Sent => s.sent += 1,
+        let problem = match fate {
+            Fate::Sent => {
+                summary.counts.sent += 1;
+                None
+            }
             Fate::Rejected(why) => {
-                s.rejected += 1;
-                if s.errors.len() < MAX_ERRORS {
-                    s.errors
-                        .push(format!("record {n}: rejected by the endpoint: {why}"));
-                }
+                summary.counts.rejected += 1;
+                Some(format!("record {n}: rejected by the endpoint: {why}"))
             }
             Fate::NotSent(why) => {
-                s.not_sent += 1;
-                if s.errors.len() < MAX_ERRORS {
-                    s.errors.push(format!("record {n}: not sent: {why}"));
-                }
+                summary.counts.not_sent += 1;
+                Some(format!("record {n}: not sent: {why}"))
+            }
+        };
+        if let Some(problem) = problem {
+            if summary.errors.len() < MAX_ERRORS {
+                summary.errors.push(problem);
             }
         }
     }
-    s.fatal = delivery.fatal;
-    Ok(s)
+    summary.fatal = delivery.fatal;
+    Ok(summary)
 }
 
-/// The summary of `send` for a person.
-pub fn render_send(name: &str, s: &SendSummary) -> String {
-    let mut out = format!(
-        "{name}\n  records {}: converted {}, skipped {}, invalid {}\n  payloads {}: sent {}, rejected {}, not sent {}\n",
-        s.records, s.converted, s.skipped, s.invalid, s.payloads, s.sent, s.rejected, s.not_sent
-    );
-    if let Some(f) = &s.fatal {
-        let _ = writeln!(out, "  delivery stopped: {f}");
+/// What `send` names its file by: the file, or the S3 location it stands for when `--key` is given.
+pub fn send_title(bucket: &str, key: Option<&str>, file: &str) -> String {
+    match key {
+        Some(key) => format!("s3://{bucket}/{key} (from {file})"),
+        None => file.to_string(),
     }
-    for e in &s.errors {
-        let _ = writeln!(out, "  {e}");
+}
+
+/// The summary of `send` for a person: the title, the counts, why delivery stopped, the
+/// first problems.
+pub fn render_send(title: &str, summary: &SendSummary) -> String {
+    let mut out = format!("{title}\n");
+    for line in summary.counts.to_string().lines() {
+        let _ = writeln!(out, "  {line}");
+    }
+    if let Some(fatal) = &summary.fatal {
+        let _ = writeln!(out, "  delivery stopped: {fatal}");
+    }
+    for error in &summary.errors {
+        let _ = writeln!(out, "  {error}");
     }
     out
 }
@@ -724,5 +753,53 @@ mod tests {
             Err(r#"key "x/events/a.json" does not match keyValidatorConfig.filterPattern "events/.*\\.json""#.to_string())
         );
         assert_eq!(check_filter_pattern(&converter(""), "anything"), Ok(()));
+    }
+
+    fn send_summary(not_sent: u64, duplicates: u64) -> SendSummary {
+        SendSummary {
+            counts: Counts {
+                records: 4,
+                converted: 2,
+                skipped: 1,
+                invalid: 1,
+                payloads: 3,
+                sent: 1 + (1 - not_sent) - duplicates,
+                duplicates,
+                rejected: 1,
+                not_sent,
+            },
+            fatal: None,
+            errors: vec!["record 3: invalid: time: missing".to_string()],
+        }
+    }
+
+    #[test]
+    fn send_json_keeps_its_keys_and_their_order() {
+        let summary = send_summary(0, 0);
+        assert_eq!(
+            serde_json::to_string(&summary).unwrap(),
+            r#"{"records":4,"converted":2,"skipped":1,"invalid":1,"payloads":3,"sent":2,"rejected":1,"not_sent":0,"errors":["record 3: invalid: time: missing"]}"#
+        );
+        let mut stopped = send_summary(1, 1);
+        stopped.fatal = Some("401: invalid API key".to_string());
+        assert_eq!(
+            serde_json::to_string(&stopped).unwrap(),
+            r#"{"records":4,"converted":2,"skipped":1,"invalid":1,"payloads":3,"sent":0,"duplicates":1,"rejected":1,"not_sent":1,"fatal":"401: invalid API key","errors":["record 3: invalid: time: missing"]}"#
+        );
+    }
+
+    #[test]
+    fn send_renders_its_counts_like_every_report() {
+        let mut summary = send_summary(1, 0);
+        summary.fatal = Some("deadline passed".to_string());
+        assert_eq!(
+            render_send(&send_title("b", Some("k.json"), "local.json"), &summary),
+            "s3://b/k.json (from local.json)\n\
+             \x20 records 4: converted 2, skipped 1, invalid 1\n\
+             \x20 payloads 3: sent 1, duplicates 0, rejected 1, not sent 1\n\
+             \x20 delivery stopped: deadline passed\n\
+             \x20 record 3: invalid: time: missing\n"
+        );
+        assert_eq!(send_title("b", None, "local.json"), "local.json");
     }
 }

@@ -439,13 +439,10 @@ fn run_send(args: SendArgs) -> ExitCode {
             if args.json {
                 println!("{}", serde_json::to_string(&summary).unwrap_or_default());
             } else {
-                let title = match &args.key {
-                    Some(key) => format!("s3://{}/{key} (from {})", args.bucket, args.file),
-                    None => args.file.clone(),
-                };
+                let title = cli::send_title(&args.bucket, args.key.as_deref(), &args.file);
                 print!("{}", cli::render_send(&title, &summary));
             }
-            if summary.fatal.is_some() || summary.not_sent > 0 {
+            if summary.fatal.is_some() || summary.counts.not_sent > 0 {
                 ExitCode::from(1)
             } else {
                 ExitCode::SUCCESS
