@@ -1,21 +1,108 @@
-//! The `convert`, `preview` and `validate` subcommands (spec/cli.md), over any reader and writer.
+//! The work of the `s3-import` subcommands (convert, preview, validate, send) over any reader and writer.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::fs::File;
 use std::io::{self, Read, Write};
 use std::ops::ControlFlow;
+use std::path::Path;
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
 use crate::convert::{Converter, Origin, Outcome, Payload};
 use crate::datalang::Keys;
 use crate::decode::{convert_chunks, read_records, visit_chunk, Chunk, DecodeError, Limits, Rec};
 use crate::json_out::{self, Style};
+use crate::report::Counts;
 
 /// Exit status for bad input (converter, data, key).
 pub const EXIT_BAD_INPUT: i32 = 2;
 
-/// JSON with `", "` and `": "` separators, as the CLI contract prints it.
+/// A size as the command line takes it: a whole number of bytes, optionally followed by a
+/// unit (case-insensitive, spaces allowed): `B`; `K`/`KB`, `M`/`MB`, `G`/`GB`, `T`/`TB` (powers
+/// of 1000); `KiB`, `MiB`, `GiB`, `TiB` (powers of 1024). E.g. `10MiB`, `64GiB`, `500MB`, `1024`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let digits_end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits_end);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size like 10MiB"))?;
+    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        "t" | "tb" => 1_000_000_000_000,
+        "tib" => 1 << 40,
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?} (use B, KiB, MiB, GiB, TiB)"
+            ))
+        }
+    };
+    number
+        .checked_mul(multiplier)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+/// Loads a converter file; the error names the file.
+pub fn load_converter(path: &Path) -> Result<Converter, String> {
+    let text = read_converter_file(path)?;
+    Converter::load(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn read_converter_file(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path)
+        .map_err(|e| format!("{}: cannot read the converter file: {e}", path.display()))
+}
+
+/// `validate`: loads a converter file and lists every problem, each naming the file.
+pub fn validate(path: &Path) -> Result<(), Vec<String>> {
+    let text = read_converter_file(path).map_err(|e| vec![e])?;
+    match Converter::load(&text) {
+        Ok(_) => Ok(()),
+        Err(errors) => Err(errors
+            .0
+            .iter()
+            .map(|e| format!("{}: {e}", path.display()))
+            .collect()),
+    }
+}
+
+/// Opens a local file for reading; the error names the file.
+pub fn open_file(path: &str) -> Result<File, String> {
+    File::open(path).map_err(|e| format!("{path}: cannot open: {e}"))
+}
+
+/// The input of `convert` and `preview`: the file, or standard input for `-` or no file.
+pub fn open_input(file: Option<&str>) -> Result<Box<dyn Read + Send>, String> {
+    match file {
+        None | Some("-") => Ok(Box::new(io::stdin())),
+        Some(path) => open_file(path).map(|f| Box::new(f) as Box<dyn Read + Send>),
+    }
+}
+
+/// Checks `key` against the converter's `keyValidatorConfig.filterPattern`; the error says
+/// which key and pattern. `convert` and `send` refuse such a key, `preview` warns about it.
+pub fn check_filter_pattern(converter: &Converter, key: &str) -> Result<(), String> {
+    let file = &converter.file;
+    if file.key_matches(key) {
+        Ok(())
+    } else {
+        Err(format!(
+            "key {key:?} does not match keyValidatorConfig.filterPattern {:?}",
+            file.filter_pattern().unwrap_or_default()
+        ))
+    }
+}
+
+/// JSON with `", "` and `": "` separators, the form `convert` and `preview --json` print.
 pub struct SpacedFormatter;
 
 impl serde_json::ser::Formatter for SpacedFormatter {
@@ -110,12 +197,18 @@ impl Summary {
     }
 }
 
-/// Converts one record: its output line(s) into `buf`, its outcome into `s`.
-fn convert_record(run: &ConvertRun<'_>, n: u64, rec: Rec<'_>, buf: &mut Vec<u8>, s: &mut Summary) {
-    s.records += 1;
+/// Converts one record: its output line(s) into `buf`, its outcome into `summary`.
+fn convert_record(
+    run: &ConvertRun<'_>,
+    n: u64,
+    rec: Rec<'_>,
+    buf: &mut Vec<u8>,
+    summary: &mut Summary,
+) {
+    summary.records += 1;
     match rec {
         Rec::Ok { record, .. } => {
-            let c = run.converter.convert(
+            let conversion = run.converter.convert(
                 record,
                 n,
                 Origin {
@@ -123,32 +216,32 @@ fn convert_record(run: &ConvertRun<'_>, n: u64, rec: Rec<'_>, buf: &mut Vec<u8>,
                     key: run.key,
                 },
             );
-            for d in &c.dropped {
-                match s.dropped_fields.get_mut(*d) {
+            for field in &conversion.dropped {
+                match summary.dropped_fields.get_mut(*field) {
                     Some(count) => *count += 1,
                     None => {
-                        s.dropped_fields.insert((*d).to_string(), 1);
+                        summary.dropped_fields.insert((*field).to_string(), 1);
                     }
                 }
             }
-            match c.outcome {
+            match conversion.outcome {
                 Outcome::Converted(payloads) => {
-                    s.converted += 1;
-                    s.payloads += payloads.len() as u64;
+                    summary.converted += 1;
+                    summary.payloads += payloads.len() as u64;
                     write_converted(buf, n, &payloads);
                 }
                 Outcome::Skipped => {
-                    s.skipped += 1;
+                    summary.skipped += 1;
                     let _ = writeln!(buf, "{{\"n\": {n}, \"outcome\": \"skipped\"}}");
                 }
                 Outcome::Invalid(reason) => {
-                    s.invalid += 1;
+                    summary.invalid += 1;
                     write_invalid(buf, n, &reason);
                 }
             }
         }
         Rec::Invalid { reason, .. } => {
-            s.invalid += 1;
+            summary.invalid += 1;
             write_invalid(buf, n, &reason);
         }
     }
@@ -162,7 +255,7 @@ pub fn convert<R: Read + Send, W: Write>(
     input: R,
     out: &mut W,
 ) -> ConvertEnd {
-    let mut s = Summary::default();
+    let mut summary = Summary::default();
     let mut write_err: Option<io::Error> = None;
     let file = &run.converter.file;
     let result = if run.threads >= 2 && crate::decode::parallel_capable(file) {
@@ -177,7 +270,7 @@ pub fn convert<R: Read + Send, W: Write>(
             (buf, part)
         };
         convert_chunks(input, file, run.limits, run.threads, work, |(buf, part)| {
-            s.merge(part);
+            summary.merge(part);
             match out.write_all(&buf) {
                 Ok(()) => ControlFlow::Continue(()),
                 Err(e) => {
@@ -195,7 +288,7 @@ pub fn convert<R: Read + Send, W: Write>(
             run.limits,
             run.threads,
             |n, rec| {
-                convert_record(run, n, rec, &mut buf, &mut s);
+                convert_record(run, n, rec, &mut buf, &mut summary);
                 if buf.len() < OUT_BUF {
                     return ControlFlow::Continue(());
                 }
@@ -219,9 +312,9 @@ pub fn convert<R: Read + Send, W: Write>(
     };
     let flushed = out.flush();
     match (write_err.or(flushed.err()), result) {
-        (Some(e), _) => ConvertEnd::OutputClosed(s, e),
-        (None, Ok(_)) => ConvertEnd::Done(s),
-        (None, Err(e)) => ConvertEnd::Failed(s, e),
+        (Some(e), _) => ConvertEnd::OutputClosed(summary, e),
+        (None, Ok(_)) => ConvertEnd::Done(summary),
+        (None, Err(e)) => ConvertEnd::Failed(summary, e),
     }
 }
 
@@ -277,12 +370,12 @@ pub fn preview<R: Read + Send>(
                 Rec::Ok { record, .. } => {
                     let source = to_json_value(&record.value);
                     match run.converter.convert(record, n, origin).outcome {
-                        Outcome::Converted(p) => PreviewItem {
+                        Outcome::Converted(payloads) => PreviewItem {
                             n,
                             source,
                             outcome: "converted",
-                            kinds: p.iter().map(|p| p.kind.as_str()).collect(),
-                            payloads: Some(p.iter().map(to_json_value).collect()),
+                            kinds: payloads.iter().map(|p| p.kind.as_str()).collect(),
+                            payloads: Some(payloads.iter().map(to_json_value).collect()),
                             error: None,
                         },
                         Outcome::Skipped => PreviewItem {
@@ -323,29 +416,31 @@ pub fn preview<R: Read + Send>(
     Ok(items)
 }
 
+/// `line` padded or cut (with `…`) to exactly `width` characters.
 fn clip(line: &str, width: usize) -> String {
     if line.chars().count() <= width {
         let pad = width - line.chars().count();
         return format!("{line}{}", " ".repeat(pad));
     }
-    let mut s: String = line.chars().take(width.saturating_sub(1)).collect();
-    s.push('…');
-    s
+    let mut cut: String = line.chars().take(width.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
 }
 
+/// `text` broken into lines of at most `width` characters at spaces (a longer word stays whole).
 fn wrap(text: &str, width: usize) -> Vec<String> {
     let mut lines = Vec::new();
-    let mut cur = String::new();
+    let mut line = String::new();
     for word in text.split(' ') {
-        if !cur.is_empty() && cur.chars().count() + 1 + word.chars().count() > width {
-            lines.push(std::mem::take(&mut cur));
+        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+            lines.push(std::mem::take(&mut line));
         }
-        if !cur.is_empty() {
-            cur.push(' ');
+        if !line.is_empty() {
+            line.push(' ');
         }
-        cur.push_str(word);
+        line.push_str(word);
     }
-    lines.push(cur);
+    lines.push(line);
     lines
 }
 
@@ -403,10 +498,15 @@ pub fn render_preview(items: &[PreviewItem], width: usize) -> String {
                 "result"
             }
         );
-        for i in 0..left.len().max(right.len()) {
-            let l = left.get(i).map_or("", String::as_str);
-            let r = right.get(i).map_or("", String::as_str);
-            let _ = writeln!(out, "{} │ {}", clip(l, col), clip(r, col).trim_end());
+        for row in 0..left.len().max(right.len()) {
+            let source = left.get(row).map_or("", String::as_str);
+            let result = right.get(row).map_or("", String::as_str);
+            let _ = writeln!(
+                out,
+                "{} │ {}",
+                clip(source, col),
+                clip(result, col).trim_end()
+            );
         }
         out.push('\n');
     }
@@ -422,25 +522,38 @@ pub fn preview_json(items: &[PreviewItem]) -> String {
 }
 
 /// The summary line of `convert`.
-pub fn summary_line(s: &Summary) -> String {
-    spaced(s)
+pub fn summary_line(summary: &Summary) -> String {
+    spaced(summary)
 }
 
 /// The outcome of `send`: what conversion and delivery made of every record.
+///
+/// As JSON (`send --json`), the counts' keys come first, at the top level, then `fatal` (when
+/// delivery stopped) and `errors`. `duplicates` appears only when it is not 0, which it always
+/// is: `send` has no dedupe table, the endpoint absorbs a second send of an insert_id.
 #[derive(Debug, Default, Serialize)]
 pub struct SendSummary {
-    pub records: u64,
-    pub converted: u64,
-    pub skipped: u64,
-    pub invalid: u64,
-    pub payloads: u64,
-    pub sent: u64,
-    pub rejected: u64,
-    pub not_sent: u64,
+    #[serde(flatten, serialize_with = "counts_without_zero_duplicates")]
+    pub counts: Counts,
+    /// Why delivery stopped before the end, if it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fatal: Option<String>,
     /// The first problems, with their record numbers.
     pub errors: Vec<String>,
+}
+
+/// `counts` as their JSON object (in field order), without `duplicates` when it is 0.
+fn counts_without_zero_duplicates<S: Serializer>(
+    counts: &Counts,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    let mut value = serde_json::to_value(counts).map_err(serde::ser::Error::custom)?;
+    if counts.duplicates == 0 {
+        if let Some(fields) = value.as_object_mut() {
+            fields.shift_remove("duplicates");
+        }
+    }
+    value.serialize(serializer)
 }
 
 const MAX_ERRORS: usize = 20;
@@ -459,28 +572,29 @@ pub async fn send<R: Read + Send + 'static>(
     use crate::sink::{deliver_stream, Fate, Item};
     let (tx, rx) = tokio::sync::mpsc::channel::<Item>(4096);
     let conversion = tokio::task::spawn_blocking(move || {
-        let mut s = SendSummary::default();
+        let mut summary = SendSummary::default();
         let origin = Origin {
             bucket: &bucket,
             key: &key,
         };
         let file = &converter.file;
         let read = read_records(input, file, &file.record_keys, limits, 2, |n, rec| {
-            s.records += 1;
+            let counts = &mut summary.counts;
+            counts.records += 1;
             let reason = match rec {
                 Rec::Ok { record, .. } => match converter.convert(record, n, origin).outcome {
                     Outcome::Converted(payloads) => {
-                        s.converted += 1;
-                        for p in &payloads {
-                            s.payloads += 1;
-                            if tx.blocking_send(Item::from_payload(n, p)).is_err() {
+                        counts.converted += 1;
+                        for payload in &payloads {
+                            counts.payloads += 1;
+                            if tx.blocking_send(Item::from_payload(n, payload)).is_err() {
                                 return ControlFlow::Break(());
                             }
                         }
                         None
                     }
                     Outcome::Skipped => {
-                        s.skipped += 1;
+                        counts.skipped += 1;
                         None
                     }
                     Outcome::Invalid(reason) => Some(reason),
@@ -488,55 +602,204 @@ pub async fn send<R: Read + Send + 'static>(
                 Rec::Invalid { reason, .. } => Some(reason),
             };
             if let Some(reason) = reason {
-                s.invalid += 1;
-                if s.errors.len() < MAX_ERRORS {
-                    s.errors.push(format!("record {n}: invalid: {reason}"));
+                counts.invalid += 1;
+                if summary.errors.len() < MAX_ERRORS {
+                    summary
+                        .errors
+                        .push(format!("record {n}: invalid: {reason}"));
                 }
             }
             ControlFlow::Continue(())
         });
-        (s, read)
+        (summary, read)
     });
     let client = reqwest::Client::new();
     let delivery = deliver_stream(&client, settings, rx, deadline).await;
-    let (mut s, read) = conversion.await.map_err(|e| DecodeError::Io {
+    let (mut summary, read) = conversion.await.map_err(|e| DecodeError::Io {
         offset: 0,
         detail: e.to_string(),
     })?;
     read?;
     for (n, _, fate) in &delivery.fates {
-        match fate {
-            Fate::Sent => s.sent += 1,
+        let problem = match fate {
+            Fate::Sent => {
+                summary.counts.sent += 1;
+                None
+            }
             Fate::Rejected(why) => {
-                s.rejected += 1;
-                if s.errors.len() < MAX_ERRORS {
-                    s.errors
-                        .push(format!("record {n}: rejected by the endpoint: {why}"));
-                }
+                summary.counts.rejected += 1;
+                Some(format!("record {n}: rejected by the endpoint: {why}"))
             }
             Fate::NotSent(why) => {
-                s.not_sent += 1;
-                if s.errors.len() < MAX_ERRORS {
-                    s.errors.push(format!("record {n}: not sent: {why}"));
-                }
+                summary.counts.not_sent += 1;
+                Some(format!("record {n}: not sent: {why}"))
+            }
+        };
+        if let Some(problem) = problem {
+            if summary.errors.len() < MAX_ERRORS {
+                summary.errors.push(problem);
             }
         }
     }
-    s.fatal = delivery.fatal;
-    Ok(s)
+    summary.fatal = delivery.fatal;
+    Ok(summary)
 }
 
-/// The summary of `send` for a person.
-pub fn render_send(name: &str, s: &SendSummary) -> String {
-    let mut out = format!(
-        "{name}\n  records {}: converted {}, skipped {}, invalid {}\n  payloads {}: sent {}, rejected {}, not sent {}\n",
-        s.records, s.converted, s.skipped, s.invalid, s.payloads, s.sent, s.rejected, s.not_sent
-    );
-    if let Some(f) = &s.fatal {
-        let _ = writeln!(out, "  delivery stopped: {f}");
+/// What `send` names its file by: the file, or the S3 location it stands for when `--key` is given.
+pub fn send_title(bucket: &str, key: Option<&str>, file: &str) -> String {
+    match key {
+        Some(key) => format!("s3://{bucket}/{key} (from {file})"),
+        None => file.to_string(),
     }
-    for e in &s.errors {
-        let _ = writeln!(out, "  {e}");
+}
+
+/// The summary of `send` for a person: the title, the counts, why delivery stopped, the
+/// first problems.
+pub fn render_send(title: &str, summary: &SendSummary) -> String {
+    let mut out = format!("{title}\n");
+    for line in summary.counts.to_string().lines() {
+        let _ = writeln!(out, "  {line}");
+    }
+    if let Some(fatal) = &summary.fatal {
+        let _ = writeln!(out, "  delivery stopped: {fatal}");
+    }
+    for error in &summary.errors {
+        let _ = writeln!(out, "  {error}");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_are_bytes_with_an_optional_decimal_or_binary_unit() {
+        for (text, want) in [
+            ("0", 0),
+            ("1024", 1024),
+            (" 1024 ", 1024),
+            ("7B", 7),
+            ("7b", 7),
+            ("1K", 1_000),
+            ("1KB", 1_000),
+            ("1kb", 1_000),
+            ("1KiB", 1024),
+            ("1kib", 1024),
+            ("10MiB", 10 << 20),
+            ("10 MiB", 10 << 20),
+            ("500MB", 500_000_000),
+            ("2M", 2_000_000),
+            ("64GiB", 64 << 30),
+            ("3GB", 3_000_000_000),
+            ("1G", 1_000_000_000),
+            ("2TB", 2_000_000_000_000),
+            ("2T", 2_000_000_000_000),
+            ("1TiB", 1 << 40),
+            ("18446744073709551615", u64::MAX),
+            ("16777215TiB", 16_777_215 << 40),
+        ] {
+            assert_eq!(parse_size(text), Ok(want), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn bad_sizes_say_what_is_wrong() {
+        for (text, want) in [
+            ("", r#""" is not a size like 10MiB"#),
+            ("MiB", r#""MiB" is not a size like 10MiB"#),
+            ("-1", r#""-1" is not a size like 10MiB"#),
+            (
+                "1.5GiB",
+                r#"unknown size unit ".5gib" (use B, KiB, MiB, GiB, TiB)"#,
+            ),
+            (
+                "10 parsecs",
+                r#"unknown size unit "parsecs" (use B, KiB, MiB, GiB, TiB)"#,
+            ),
+            (
+                "1PiB",
+                r#"unknown size unit "pib" (use B, KiB, MiB, GiB, TiB)"#,
+            ),
+            (
+                "18446744073709551616",
+                r#""18446744073709551616" is not a size like 10MiB"#,
+            ),
+            ("16777216TiB", r#""16777216TiB" is too large"#),
+            (
+                "18446744073709551615K",
+                r#""18446744073709551615K" is too large"#,
+            ),
+        ] {
+            assert_eq!(parse_size(text), Err(want.to_string()), "{text:?}");
+        }
+    }
+
+    fn converter(key_validator: &str) -> Converter {
+        Converter::load(&format!(
+            r#"{{"converterConfig": {{"fileType": "json", "compressionType": "none",
+                 "convertToAmplitudeFunc": {{"event_type": "e"}}}}{key_validator}}}"#
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_filter_pattern_check_names_the_key_and_the_pattern() {
+        let filtered =
+            converter(r#", "keyValidatorConfig": {"filterPattern": "events/.*\\.json"}"#);
+        assert_eq!(check_filter_pattern(&filtered, "events/a.json"), Ok(()));
+        assert_eq!(
+            check_filter_pattern(&filtered, "x/events/a.json"),
+            Err(r#"key "x/events/a.json" does not match keyValidatorConfig.filterPattern "events/.*\\.json""#.to_string())
+        );
+        assert_eq!(check_filter_pattern(&converter(""), "anything"), Ok(()));
+    }
+
+    fn send_summary(not_sent: u64, duplicates: u64) -> SendSummary {
+        SendSummary {
+            counts: Counts {
+                records: 4,
+                converted: 2,
+                skipped: 1,
+                invalid: 1,
+                payloads: 3,
+                sent: 1 + (1 - not_sent) - duplicates,
+                duplicates,
+                rejected: 1,
+                not_sent,
+            },
+            fatal: None,
+            errors: vec!["record 3: invalid: time: missing".to_string()],
+        }
+    }
+
+    #[test]
+    fn send_json_keeps_its_keys_and_their_order() {
+        let summary = send_summary(0, 0);
+        assert_eq!(
+            serde_json::to_string(&summary).unwrap(),
+            r#"{"records":4,"converted":2,"skipped":1,"invalid":1,"payloads":3,"sent":2,"rejected":1,"not_sent":0,"errors":["record 3: invalid: time: missing"]}"#
+        );
+        let mut stopped = send_summary(1, 1);
+        stopped.fatal = Some("401: invalid API key".to_string());
+        assert_eq!(
+            serde_json::to_string(&stopped).unwrap(),
+            r#"{"records":4,"converted":2,"skipped":1,"invalid":1,"payloads":3,"sent":0,"duplicates":1,"rejected":1,"not_sent":1,"fatal":"401: invalid API key","errors":["record 3: invalid: time: missing"]}"#
+        );
+    }
+
+    #[test]
+    fn send_renders_its_counts_like_every_report() {
+        let mut summary = send_summary(1, 0);
+        summary.fatal = Some("deadline passed".to_string());
+        assert_eq!(
+            render_send(&send_title("b", Some("k.json"), "local.json"), &summary),
+            "s3://b/k.json (from local.json)\n\
+             \x20 records 4: converted 2, skipped 1, invalid 1\n\
+             \x20 payloads 3: sent 1, duplicates 0, rejected 1, not sent 1\n\
+             \x20 delivery stopped: deadline passed\n\
+             \x20 record 3: invalid: time: missing\n"
+        );
+        assert_eq!(send_title("b", None, "local.json"), "local.json");
+    }
 }

@@ -1,10 +1,4 @@
-//! What happened to one object: counts that add up, the first errors, and the file of
-//! invalid and rejected records.
-//!
-//! Counts are kept for confirmed records only (those before the checkpoint), so that an
-//! object imported over several invocations reports each record exactly once:
-//! records = converted + skipped + invalid, and payloads = sent + duplicates + rejected
-//! (+ not_sent while the object is unfinished).
+//! What happened to one object: counts that add up, the first errors, and the rejects file.
 
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -15,6 +9,16 @@ pub const FIRST_ERRORS: usize = 20;
 /// The longest raw record copied into the rejects file; longer ones are cut and marked.
 pub const MAX_RAW_BYTES: usize = 64 * 1024;
 
+/// What became of an object's records and payloads.
+///
+/// Counts are kept for confirmed records only (those before the checkpoint), so that an
+/// object imported over several invocations reports each record exactly once:
+/// records = converted + skipped + invalid, and payloads = sent + duplicates + rejected
+/// (+ not_sent while the object is unfinished).
+///
+/// Displayed for a person as two lines (no trailing newline):
+/// `records N: converted N, skipped N, invalid N` and
+/// `payloads N: sent N, duplicates N, rejected N` (then `, not sent N` when some were not sent).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Counts {
@@ -39,16 +43,37 @@ impl Counts {
             && self.payloads == self.sent + self.duplicates + self.rejected + self.not_sent
     }
 
-    pub fn add(&mut self, o: &Counts) {
-        self.records += o.records;
-        self.converted += o.converted;
-        self.skipped += o.skipped;
-        self.invalid += o.invalid;
-        self.payloads += o.payloads;
-        self.sent += o.sent;
-        self.duplicates += o.duplicates;
-        self.rejected += o.rejected;
-        self.not_sent += o.not_sent;
+    pub fn add(&mut self, other: &Counts) {
+        self.records += other.records;
+        self.converted += other.converted;
+        self.skipped += other.skipped;
+        self.invalid += other.invalid;
+        self.payloads += other.payloads;
+        self.sent += other.sent;
+        self.duplicates += other.duplicates;
+        self.rejected += other.rejected;
+        self.not_sent += other.not_sent;
+    }
+}
+
+impl std::fmt::Display for Counts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "records {}: converted {}, skipped {}, invalid {}\npayloads {}: sent {}, duplicates {}, rejected {}",
+            self.records,
+            self.converted,
+            self.skipped,
+            self.invalid,
+            self.payloads,
+            self.sent,
+            self.duplicates,
+            self.rejected
+        )?;
+        if self.not_sent > 0 {
+            write!(f, ", not sent {}", self.not_sent)?;
+        }
+        Ok(())
     }
 }
 
@@ -201,7 +226,7 @@ mod tests {
 
     #[test]
     fn counts_add_up_only_when_every_record_and_payload_has_one_outcome() {
-        let mut c = Counts {
+        let mut counts = Counts {
             records: 10,
             converted: 7,
             skipped: 2,
@@ -212,21 +237,52 @@ mod tests {
             rejected: 1,
             not_sent: 0,
         };
-        assert!(c.add_up());
-        c.sent -= 1;
-        assert!(!c.add_up());
-        c.not_sent = 1;
-        assert!(c.add_up());
+        assert!(counts.add_up());
+        counts.sent -= 1;
+        assert!(!counts.add_up());
+        counts.not_sent = 1;
+        assert!(counts.add_up());
+    }
+
+    #[test]
+    fn counts_display_as_two_lines_naming_not_sent_only_when_some_were_not_sent() {
+        let mut counts = Counts {
+            records: 10,
+            converted: 7,
+            skipped: 2,
+            invalid: 1,
+            payloads: 8,
+            sent: 5,
+            duplicates: 2,
+            rejected: 1,
+            not_sent: 0,
+        };
+        assert_eq!(
+            counts.to_string(),
+            "records 10: converted 7, skipped 2, invalid 1\n\
+             payloads 8: sent 5, duplicates 2, rejected 1"
+        );
+        counts.sent = 4;
+        counts.not_sent = 1;
+        assert_eq!(
+            counts.to_string(),
+            "records 10: converted 7, skipped 2, invalid 1\n\
+             payloads 8: sent 4, duplicates 2, rejected 1, not sent 1"
+        );
+        assert_eq!(
+            Counts::default().to_string(),
+            "records 0: converted 0, skipped 0, invalid 0\npayloads 0: sent 0, duplicates 0, rejected 0"
+        );
     }
 
     #[test]
     fn reject_lines_keep_the_raw_record_and_cut_long_ones_on_a_char_boundary() {
-        let l = RejectsFile::line(7, "invalid", "bad JSON", Some(b"{\"a\":"), None);
+        let line = RejectsFile::line(7, "invalid", "bad JSON", Some(b"{\"a\":"), None);
         assert_eq!(
-            l,
+            line,
             r#"{"record":7,"outcome":"invalid","reason":"bad JSON","raw":"{\"a\":"}"#
         );
-        let l = RejectsFile::line(
+        let line = RejectsFile::line(
             3,
             "rejected",
             "invalid field time",
@@ -234,13 +290,13 @@ mod tests {
             Some(r#"{"event_type":"x"}"#),
         );
         assert_eq!(
-            l,
+            line,
             r#"{"record":3,"outcome":"rejected","reason":"invalid field time","payload":{"event_type":"x"}}"#
         );
         let long = "é".repeat(MAX_RAW_BYTES);
-        let l = RejectsFile::line(1, "invalid", "too long", Some(long.as_bytes()), None);
-        let v: serde_json::Value = serde_json::from_str(&l).unwrap();
-        assert_eq!(v["truncated"], true);
-        assert!(v["raw"].as_str().unwrap().chars().all(|c| c == 'é'));
+        let line = RejectsFile::line(1, "invalid", "too long", Some(long.as_bytes()), None);
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(value["truncated"], true);
+        assert!(value["raw"].as_str().unwrap().chars().all(|ch| ch == 'é'));
     }
 }

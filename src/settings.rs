@@ -1,10 +1,73 @@
-//! Settings from environment variables, read and checked once at start. Every problem is
-//! listed at once, naming the variable. The README's "Settings" table lists them all.
+//! The importer's settings from environment variables, read and checked once at start.
 
 use std::time::Duration;
 
 use crate::decode::Limits;
 use crate::sink::{EventApi, Region, SinkSettings};
+
+/// The claims table when `S3I_CLAIMS_TABLE` is not set.
+pub const DEFAULT_CLAIMS_TABLE: &str = "s3-import-claims";
+/// The dedupe table when `S3I_DEDUPE_TABLE` is not set (`off` turns dedupe off).
+pub const DEFAULT_DEDUPE_TABLE: &str = "s3-import-dedupe";
+
+/// The DynamoDB tables of the importer, as `S3I_CLAIMS_TABLE` and `S3I_DEDUPE_TABLE` name them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tables {
+    pub claims: String,
+    /// `None` when dedupe is off (`S3I_DEDUPE_TABLE=off`).
+    pub dedupe: Option<String>,
+}
+
+impl Tables {
+    /// Reads the process environment (an empty variable counts as unset).
+    pub fn from_env() -> Tables {
+        Self::from_lookup(&env_lookup)
+    }
+
+    /// Reads the table names through `get` (the environment, or a table in tests).
+    pub fn from_lookup(get: &dyn Fn(&str) -> Option<String>) -> Tables {
+        Tables {
+            claims: get("S3I_CLAIMS_TABLE").unwrap_or_else(|| DEFAULT_CLAIMS_TABLE.into()),
+            dedupe: match get("S3I_DEDUPE_TABLE") {
+                Some(t) if t == "off" => None,
+                Some(t) => Some(t),
+                None => Some(DEFAULT_DEDUPE_TABLE.to_string()),
+            },
+        }
+    }
+}
+
+/// The Amplitude region named `us` or `eu` (lower case, as `S3I_REGION` takes it).
+pub fn region_named(name: &str) -> Option<Region> {
+    match name {
+        "us" => Some(Region::Us),
+        "eu" => Some(Region::Eu),
+        _ => None,
+    }
+}
+
+/// Where payloads go: `endpoint` when one is given (the region is then not looked at),
+/// otherwise the Amplitude URL of the region named `region`. The error is the region name
+/// when it is neither `us` nor `eu`.
+pub fn base_url(endpoint: Option<String>, region: &str) -> Result<String, String> {
+    match endpoint {
+        Some(url) => Ok(url),
+        None => region_named(region)
+            .map(|r| r.base_url().to_string())
+            .ok_or_else(|| region.to_string()),
+    }
+}
+
+/// Conversion threads when none are asked for: 2 (one decompresses, one converts), or 1 on
+/// a single core.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(2))
+}
+
+/// A variable of the process environment; an empty one counts as unset.
+fn env_lookup(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
 
 /// An `s3://bucket/prefix` location.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -96,15 +159,16 @@ fn flag(get: &dyn Fn(&str) -> Option<String>, name: &str, problems: &mut Vec<Str
 }
 
 impl Settings {
-    /// Reads the process environment.
+    /// Reads the process environment (an empty variable counts as unset).
     pub fn from_env() -> Result<Settings, Vec<String>> {
-        Self::from_lookup(&|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+        Self::from_lookup(&env_lookup)
     }
 
-    /// Reads settings through `get` (the environment, or a table in tests).
+    /// Reads settings through `get` (the environment, or a table in tests). Every problem is
+    /// listed at once, naming the variable; the README's "Settings" table lists them all.
     pub fn from_lookup(get: &dyn Fn(&str) -> Option<String>) -> Result<Settings, Vec<String>> {
         let mut problems = Vec::new();
-        let s3 = |name: &str, problems: &mut Vec<String>| match get(name) {
+        let s3_location = |name: &str, problems: &mut Vec<String>| match get(name) {
             None => {
                 problems.push(format!("{name} is required (an s3://bucket/key location)"));
                 None
@@ -113,8 +177,8 @@ impl Settings {
                 .map_err(|e| problems.push(format!("{name}: {e}")))
                 .ok(),
         };
-        let converter = s3("S3I_CONVERTER", &mut problems);
-        let reports = s3("S3I_REPORTS", &mut problems);
+        let converter = s3_location("S3I_CONVERTER", &mut problems);
+        let reports = s3_location("S3I_REPORTS", &mut problems);
         let prefix = get("S3I_PREFIX").unwrap_or_default();
         let filter = get("S3I_FILTER_PATTERN").and_then(|p| {
             fancy_regex::Regex::new(&format!("^(?:{p})$"))
@@ -141,17 +205,17 @@ impl Settings {
                     .into(),
             );
         }
-        let base_url = match (get("S3I_ENDPOINT"), get("S3I_REGION").as_deref()) {
-            (Some(url), _) if url.starts_with("http://") || url.starts_with("https://") => url,
-            (Some(url), _) => {
+        let base_url = match get("S3I_ENDPOINT") {
+            Some(url) if !(url.starts_with("http://") || url.starts_with("https://")) => {
                 problems.push(format!("S3I_ENDPOINT: `{url}` is not an http(s) URL"));
                 String::new()
             }
-            (None, None | Some("us")) => Region::Us.base_url().to_string(),
-            (None, Some("eu")) => Region::Eu.base_url().to_string(),
-            (None, Some(other)) => {
-                problems.push(format!("S3I_REGION: `{other}` is not us or eu"));
-                String::new()
+            endpoint => {
+                let region = get("S3I_REGION").unwrap_or_else(|| "us".into());
+                base_url(endpoint, &region).unwrap_or_else(|other| {
+                    problems.push(format!("S3I_REGION: `{other}` is not us or eu"));
+                    String::new()
+                })
             }
         };
         let mut sink = SinkSettings::new(api_key.unwrap_or_default(), base_url);
@@ -186,18 +250,8 @@ impl Settings {
                 &mut problems,
             ),
         };
-        let threads = number(
-            get,
-            "S3I_THREADS",
-            std::thread::available_parallelism().map_or(1, |n| n.get().min(2)),
-            &mut problems,
-        )
-        .max(1);
-        let dedupe_table = match get("S3I_DEDUPE_TABLE") {
-            Some(t) if t == "off" => None,
-            Some(t) => Some(t),
-            None => Some("s3-import-dedupe".to_string()),
-        };
+        let threads = number(get, "S3I_THREADS", default_threads(), &mut problems).max(1);
+        let tables = Tables::from_lookup(get);
         let dedupe_in_flight = number(get, "S3I_DEDUPE_IN_FLIGHT", 8usize, &mut problems).max(1);
         let secs = |name: &str, default: u64, problems: &mut Vec<String>| {
             Duration::from_secs(number(get, name, default, problems))
@@ -214,8 +268,8 @@ impl Settings {
             prefix,
             filter,
             reports: reports.expect("checked"),
-            claims_table: get("S3I_CLAIMS_TABLE").unwrap_or_else(|| "s3-import-claims".into()),
-            dedupe_table,
+            claims_table: tables.claims,
+            dedupe_table: tables.dedupe,
             dedupe_in_flight,
             queue_url: get("S3I_QUEUE_URL"),
             sink,
@@ -255,7 +309,7 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    fn from(pairs: &[(&str, &str)]) -> Result<Settings, Vec<String>> {
+    fn settings_from(pairs: &[(&str, &str)]) -> Result<Settings, Vec<String>> {
         let map: HashMap<String, String> = pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -272,7 +326,7 @@ mod tests {
 
     #[test]
     fn every_problem_is_listed_with_its_variable() {
-        let problems = from(&[
+        let problems = settings_from(&[
             ("S3I_CONVERTER", "config/converter.json"),
             ("S3I_MAX_IN_FLIGHT", "many"),
             ("S3I_REGION", "mars"),
@@ -297,30 +351,80 @@ mod tests {
         let mut pairs = BASE.to_vec();
         pairs.retain(|p| p.0 != "S3I_REPORTS");
         pairs.push(("S3I_REPORTS", "s3://data/events/reports/"));
-        assert!(from(&pairs).unwrap_err()[0].contains("would trigger imports of themselves"));
+        assert!(
+            settings_from(&pairs).unwrap_err()[0].contains("would trigger imports of themselves")
+        );
 
-        let s = from(BASE).unwrap();
-        assert_eq!(s.excludes("data", "events/a.json"), None);
-        assert!(s.excludes("data", "s3-import-reports/x.json").is_some());
-        assert!(s
+        let settings = settings_from(BASE).unwrap();
+        assert_eq!(settings.excludes("data", "events/a.json"), None);
+        assert!(settings
+            .excludes("data", "s3-import-reports/x.json")
+            .is_some());
+        assert!(settings
             .excludes("data", "other/a.json")
             .unwrap()
             .contains("outside the prefix"));
-        assert!(s.excludes("config", "converter.json").is_some());
+        assert!(settings.excludes("config", "converter.json").is_some());
         let mut pairs = BASE.to_vec();
         pairs.push(("S3I_FILTER_PATTERN", r".*\.json(\.gz)?"));
-        let s = from(&pairs).unwrap();
-        assert_eq!(s.excludes("data", "events/a.json.gz"), None);
-        assert!(s.excludes("data", "events/a.csv").is_some());
+        let settings = settings_from(&pairs).unwrap();
+        assert_eq!(settings.excludes("data", "events/a.json.gz"), None);
+        assert!(settings.excludes("data", "events/a.csv").is_some());
     }
 
     #[test]
     fn defaults_a_user_would_accept() {
-        let s = from(BASE).unwrap();
-        assert_eq!(s.sink.base_url, "https://api2.amplitude.com");
-        assert_eq!(s.claims_table, "s3-import-claims");
-        assert_eq!(s.dedupe_table.as_deref(), Some("s3-import-dedupe"));
-        assert_eq!(s.source, "default");
-        assert!(format!("{:?}", s.sink).contains("<redacted>"));
+        let settings = settings_from(BASE).unwrap();
+        assert_eq!(settings.sink.base_url, "https://api2.amplitude.com");
+        assert_eq!(settings.claims_table, "s3-import-claims");
+        assert_eq!(settings.dedupe_table.as_deref(), Some("s3-import-dedupe"));
+        assert_eq!(settings.source, "default");
+        assert!(format!("{:?}", settings.sink).contains("<redacted>"));
+        let mut pairs = BASE.to_vec();
+        pairs.push(("S3I_DEDUPE_TABLE", "off"));
+        pairs.push(("S3I_CLAIMS_TABLE", "claims-b"));
+        let settings = settings_from(&pairs).unwrap();
+        assert_eq!(settings.claims_table, "claims-b");
+        assert_eq!(settings.dedupe_table, None);
+    }
+
+    #[test]
+    fn the_endpoint_wins_over_the_region_and_the_region_is_us_or_eu() {
+        let us = "https://api2.amplitude.com".to_string();
+        let eu = "https://api.eu.amplitude.com".to_string();
+        let local = "http://127.0.0.1:8787".to_string();
+        for (endpoint, region, want) in [
+            (None, "us", Ok(us.clone())),
+            (None, "eu", Ok(eu.clone())),
+            (None, "EU", Err("EU".to_string())),
+            (None, "mars", Err("mars".to_string())),
+            (None, "", Err(String::new())),
+            (Some(local.clone()), "us", Ok(local.clone())),
+            (Some(local.clone()), "mars", Ok(local.clone())),
+        ] {
+            assert_eq!(
+                base_url(endpoint.clone(), region),
+                want,
+                "{endpoint:?} {region}"
+            );
+        }
+        let mut pairs = BASE.to_vec();
+        pairs.push(("S3I_REGION", "eu"));
+        assert_eq!(settings_from(&pairs).unwrap().sink.base_url, eu);
+        pairs.push(("S3I_ENDPOINT", "http://127.0.0.1:8787"));
+        assert_eq!(settings_from(&pairs).unwrap().sink.base_url, local);
+        let mut pairs = BASE.to_vec();
+        pairs.push(("S3I_ENDPOINT", "127.0.0.1:8787"));
+        assert!(settings_from(&pairs).unwrap_err()[0].contains("is not an http(s) URL"));
+    }
+
+    #[test]
+    fn tables_default_and_dedupe_turns_off() {
+        let none = Tables::from_lookup(&|_| None);
+        assert_eq!(none.claims, DEFAULT_CLAIMS_TABLE);
+        assert_eq!(none.dedupe.as_deref(), Some(DEFAULT_DEDUPE_TABLE));
+        let off = Tables::from_lookup(&|name| (name == "S3I_DEDUPE_TABLE").then(|| "off".into()));
+        assert_eq!(off.dedupe, None);
+        assert_eq!(off.claims, DEFAULT_CLAIMS_TABLE);
     }
 }

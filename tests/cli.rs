@@ -1,5 +1,4 @@
-//! The `s3-import` command line as a user meets it: help, stdin, exit codes, large inputs that
-//! cross chunk boundaries on several threads, a stream cut in the middle, a closed pipe.
+//! The `s3-import` command line as a user meets it: help, stdin, exit codes, large and cut inputs, pipes, send.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Output, Stdio};
@@ -266,6 +265,83 @@ fn preview_stops_at_the_limit() {
     );
     assert_eq!(items[1]["source"]["e"], "ev-1");
     assert_eq!(items[2]["payloads"][0]["event_type"], "ev-2");
+}
+
+#[test]
+fn a_key_outside_the_filter_pattern_is_refused_by_convert_and_send_and_noted_by_preview() {
+    let dir = tempdir("filter");
+    let converter = CONVERTER.strip_suffix('}').unwrap().to_string()
+        + r#", "keyValidatorConfig": {"filterPattern": "events/.*"}}"#;
+    std::fs::write(dir.join("c.json"), converter).unwrap();
+    std::fs::write(dir.join("in.jsonl"), "{\"e\":\"x\",\"u\":\"user-1\"}\n").unwrap();
+    let refused =
+        r#"error: key "in.jsonl" does not match keyValidatorConfig.filterPattern "events/.*""#;
+    for sub in ["convert", "send"] {
+        let out = bin()
+            .current_dir(&dir)
+            .args([sub, "--config", "c.json", "in.jsonl"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{sub}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr).trim_end(),
+            refused,
+            "{sub}"
+        );
+        assert!(out.stdout.is_empty(), "{sub}");
+    }
+    let out = bin()
+        .current_dir(&dir)
+        .args([
+            "convert",
+            "--config",
+            "c.json",
+            "--key",
+            "events/a.json",
+            "in.jsonl",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let out = bin()
+        .current_dir(&dir)
+        .args(["preview", "--config", "c.json", "--json", "in.jsonl"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim_end(),
+        r#"warning: key "in.jsonl" does not match keyValidatorConfig.filterPattern "events/.*"; the importer would not pick this object up"#
+    );
+}
+
+#[test]
+fn send_takes_the_region_us_or_eu_in_any_case() {
+    let dir = tempdir("region");
+    std::fs::write(dir.join("c.json"), CONVERTER).unwrap();
+    let send = |region: &str| {
+        bin()
+            .current_dir(&dir)
+            .env_remove("AMPLITUDE_API_KEY")
+            .args(["send", "--config", "c.json", "--region", region, "in.jsonl"])
+            .output()
+            .unwrap()
+    };
+    let out = send("Mars");
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim_end(),
+        r#"error: --region must be us or eu, got "mars""#
+    );
+    // A known region gets past the region check to the next one: the API key.
+    for region in ["us", "EU"] {
+        let out = send(region);
+        assert_eq!(out.status.code(), Some(2), "{region}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("$AMPLITUDE_API_KEY"),
+            "{region}"
+        );
+    }
 }
 
 /// The emulator binary on a free port; killed when dropped.

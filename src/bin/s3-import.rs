@@ -1,14 +1,13 @@
-//! The `s3-import` command line: wiring only; the work is in the library.
+//! The `s3-import` command line: parses arguments, calls the library, prints, picks exit codes.
 
-use std::fs::File;
-use std::io::{self, BufWriter, IsTerminal, Read, Write};
+use std::io::{self, BufWriter, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use s3_import::cli::{self, ConvertEnd, ConvertRun, EXIT_BAD_INPUT};
-use s3_import::convert::Converter;
+use s3_import::cli::{self, parse_size, ConvertEnd, ConvertRun, EXIT_BAD_INPUT};
 use s3_import::decode::Limits;
+use s3_import::settings;
 
 #[derive(Parser)]
 #[command(
@@ -239,95 +238,45 @@ struct ValidateArgs {
     config: PathBuf,
 }
 
-/// `10MiB`, `64GiB`, `500MB`, `1024`.
-fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size like 10MiB"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" => 1_000,
-        "kib" => 1 << 10,
-        "m" | "mb" => 1_000_000,
-        "mib" => 1 << 20,
-        "g" | "gb" => 1_000_000_000,
-        "gib" => 1 << 30,
-        "t" | "tb" => 1_000_000_000_000,
-        "tib" => 1 << 40,
-        other => {
-            return Err(format!(
-                "unknown size unit {other:?} (use B, KiB, MiB, GiB, TiB)"
-            ))
-        }
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("{s:?} is too large"))
-}
-
-fn fail(msg: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {msg}");
+/// Prints `error: …` and gives the exit status for bad input.
+fn exit_bad_input(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {message}");
     ExitCode::from(EXIT_BAD_INPUT as u8)
 }
 
-fn load_converter(path: &PathBuf) -> Result<Converter, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("{}: cannot read the converter file: {e}", path.display()))?;
-    Converter::load(&text).map_err(|e| format!("{}: {e}", path.display()))
-}
-
-fn open_input(file: Option<&str>) -> Result<Box<dyn Read + Send>, String> {
-    match file {
-        None | Some("-") => Ok(Box::new(io::stdin())),
-        Some(path) => File::open(path)
-            .map(|f| Box::new(f) as Box<dyn Read + Send>)
-            .map_err(|e| format!("{path}: cannot open: {e}")),
-    }
-}
-
-fn default_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get().min(2))
-}
-
-fn run_convert(a: ConvertArgs) -> ExitCode {
-    let converter = match load_converter(&a.config) {
-        Ok(c) => c,
-        Err(e) => return fail(e),
+fn run_convert(args: ConvertArgs) -> ExitCode {
+    let converter = match cli::load_converter(&args.config) {
+        Ok(converter) => converter,
+        Err(e) => return exit_bad_input(e),
     };
-    let name = a.file.clone().unwrap_or_else(|| "-".to_string());
-    let key = a.key.clone().unwrap_or_else(|| name.clone());
-    if !converter.file.key_matches(&key) {
-        return fail(format!(
-            "key {key:?} does not match keyValidatorConfig.filterPattern {:?}",
-            converter.file.filter_pattern().unwrap_or_default()
-        ));
+    let name = args.file.clone().unwrap_or_else(|| "-".to_string());
+    let key = args.key.clone().unwrap_or_else(|| name.clone());
+    if let Err(e) = cli::check_filter_pattern(&converter, &key) {
+        return exit_bad_input(e);
     }
-    let input = match open_input(a.file.as_deref()) {
-        Ok(i) => i,
-        Err(e) => return fail(e),
+    let input = match cli::open_input(args.file.as_deref()) {
+        Ok(input) => input,
+        Err(e) => return exit_bad_input(e),
     };
     let run = ConvertRun {
         converter: &converter,
-        bucket: &a.bucket,
+        bucket: &args.bucket,
         key: &key,
-        limits: a.limits.limits(),
-        threads: a.threads.unwrap_or_else(default_threads),
+        limits: args.limits.limits(),
+        threads: args.threads.unwrap_or_else(settings::default_threads),
     };
     let stdout = io::stdout();
     let mut out = BufWriter::with_capacity(256 << 10, stdout.lock());
     match cli::convert(&run, input, &mut out) {
-        ConvertEnd::Done(s) => {
-            eprintln!("{}", cli::summary_line(&s));
+        ConvertEnd::Done(summary) => {
+            eprintln!("{}", cli::summary_line(&summary));
             ExitCode::SUCCESS
         }
-        ConvertEnd::Failed(s, e) => {
-            eprintln!("{}", cli::summary_line(&s));
-            fail(format!("{name}: {e} (after {} records)", s.records))
+        ConvertEnd::Failed(summary, e) => {
+            eprintln!("{}", cli::summary_line(&summary));
+            exit_bad_input(format!("{name}: {e} (after {} records)", summary.records))
         }
-        ConvertEnd::OutputClosed(s, e) if e.kind() == io::ErrorKind::BrokenPipe => {
-            let _ = s;
+        ConvertEnd::OutputClosed(_, e) if e.kind() == io::ErrorKind::BrokenPipe => {
             ExitCode::from(1)
         }
         ConvertEnd::OutputClosed(_, e) => {
@@ -337,28 +286,28 @@ fn run_convert(a: ConvertArgs) -> ExitCode {
     }
 }
 
-fn run_preview(a: PreviewArgs) -> ExitCode {
-    let converter = match load_converter(&a.config) {
-        Ok(c) => c,
-        Err(e) => return fail(e),
+fn run_preview(args: PreviewArgs) -> ExitCode {
+    let converter = match cli::load_converter(&args.config) {
+        Ok(converter) => converter,
+        Err(e) => return exit_bad_input(e),
     };
-    let input = match open_input(Some(&a.file)) {
-        Ok(i) => i,
-        Err(e) => return fail(e),
+    let input = match cli::open_input(Some(&args.file)) {
+        Ok(input) => input,
+        Err(e) => return exit_bad_input(e),
     };
-    let key = a.key.clone().unwrap_or_else(|| a.file.clone());
+    let key = args.key.clone().unwrap_or_else(|| args.file.clone());
     let run = ConvertRun {
         converter: &converter,
-        bucket: &a.bucket,
+        bucket: &args.bucket,
         key: &key,
-        limits: a.limits.limits(),
+        limits: args.limits.limits(),
         threads: 1,
     };
-    let items = match cli::preview(&run, input, a.limit) {
+    let items = match cli::preview(&run, input, args.limit) {
         Ok(items) => items,
-        Err(e) => return fail(format!("{}: {e}", a.file)),
+        Err(e) => return exit_bad_input(format!("{}: {e}", args.file)),
     };
-    let text = if a.json {
+    let text = if args.json {
         cli::preview_json(&items) + "\n"
     } else {
         let width = std::env::var("COLUMNS")
@@ -368,33 +317,21 @@ fn run_preview(a: PreviewArgs) -> ExitCode {
         cli::render_preview(&items, width)
     };
     let _ = io::stdout().write_all(text.as_bytes());
-    if !converter.file.key_matches(&key) {
-        eprintln!(
-            "warning: key {key:?} does not match keyValidatorConfig.filterPattern {:?}; the importer would not pick this object up",
-            converter.file.filter_pattern().unwrap_or_default()
-        );
+    if let Err(e) = cli::check_filter_pattern(&converter, &key) {
+        eprintln!("warning: {e}; the importer would not pick this object up");
     }
     ExitCode::SUCCESS
 }
 
-fn run_validate(a: ValidateArgs) -> ExitCode {
-    let text = match std::fs::read_to_string(&a.config) {
-        Ok(t) => t,
-        Err(e) => {
-            return fail(format!(
-                "{}: cannot read the converter file: {e}",
-                a.config.display()
-            ))
-        }
-    };
-    match Converter::load(&text) {
-        Ok(_) => {
+fn run_validate(args: ValidateArgs) -> ExitCode {
+    match cli::validate(&args.config) {
+        Ok(()) => {
             println!("ok");
             ExitCode::SUCCESS
         }
-        Err(errors) => {
-            for e in &errors.0 {
-                eprintln!("error: {}: {e}", a.config.display());
+        Err(problems) => {
+            for problem in &problems {
+                eprintln!("error: {problem}");
             }
             ExitCode::from(EXIT_BAD_INPUT as u8)
         }
@@ -412,131 +349,128 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
         })
 }
 
-fn run_emulator(a: EmulatorArgs) -> ExitCode {
-    for (name, rate) in [("--fail-rate", a.fail_rate), ("--drop-rate", a.drop_rate)] {
+fn run_emulator(args: EmulatorArgs) -> ExitCode {
+    for (name, rate) in [
+        ("--fail-rate", args.fail_rate),
+        ("--drop-rate", args.drop_rate),
+    ] {
         if !(0.0..=1.0).contains(&rate) {
-            return fail(format!("{name} must be between 0 and 1, got {rate}"));
+            return exit_bad_input(format!("{name} must be between 0 and 1, got {rate}"));
         }
     }
     let config = s3_import::emulator::EmulatorConfig {
-        api_key: a.api_key,
-        eps_limit: a.eps_limit,
-        fail_rate: a.fail_rate,
-        drop_rate: a.drop_rate,
-        latency: std::time::Duration::from_millis(a.latency_ms),
-        max_events: a.max_events,
-        seed: a.seed,
-        ..s3_import::emulator::EmulatorConfig::new(a.data_dir)
+        api_key: args.api_key,
+        eps_limit: args.eps_limit,
+        fail_rate: args.fail_rate,
+        drop_rate: args.drop_rate,
+        latency: std::time::Duration::from_millis(args.latency_ms),
+        max_events: args.max_events,
+        seed: args.seed,
+        ..s3_import::emulator::EmulatorConfig::new(args.data_dir)
     };
     let runtime = match runtime() {
-        Ok(r) => r,
+        Ok(runtime) => runtime,
         Err(code) => return code,
     };
-    let served = runtime.block_on(s3_import::emulator::serve(a.listen, config, |addr| {
+    let served = runtime.block_on(s3_import::emulator::serve(args.listen, config, |addr| {
         println!("listening on http://{addr}");
         let _ = io::stdout().flush();
     }));
     match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: emulator on {}: {e}", a.listen);
+            eprintln!("error: emulator on {}: {e}", args.listen);
             ExitCode::from(1)
         }
     }
 }
 
-fn run_send(a: SendArgs) -> ExitCode {
-    let converter = match load_converter(&a.config) {
-        Ok(c) => std::sync::Arc::new(c),
-        Err(e) => return fail(e),
+fn run_send(args: SendArgs) -> ExitCode {
+    let converter = match cli::load_converter(&args.config) {
+        Ok(converter) => std::sync::Arc::new(converter),
+        Err(e) => return exit_bad_input(e),
     };
-    let key = a.key.clone().unwrap_or_else(|| a.file.clone());
-    if !converter.file.key_matches(&key) {
-        return fail(format!(
-            "key {key:?} does not match keyValidatorConfig.filterPattern {:?}",
-            converter.file.filter_pattern().unwrap_or_default()
-        ));
+    let key = args.key.clone().unwrap_or_else(|| args.file.clone());
+    if let Err(e) = cli::check_filter_pattern(&converter, &key) {
+        return exit_bad_input(e);
     }
-    let base_url = match (a.endpoint.clone(), a.region.to_ascii_lowercase().as_str()) {
-        (Some(url), _) => url,
-        (None, "us") => s3_import::sink::Region::Us.base_url().to_string(),
-        (None, "eu") => s3_import::sink::Region::Eu.base_url().to_string(),
-        (None, other) => return fail(format!("--region must be us or eu, got {other:?}")),
+    let region = args.region.to_ascii_lowercase();
+    let base_url = match settings::base_url(args.endpoint.clone(), &region) {
+        Ok(url) => url,
+        Err(other) => return exit_bad_input(format!("--region must be us or eu, got {other:?}")),
     };
-    let api_key = match std::env::var(&a.api_key_env) {
-        Ok(k) if !k.is_empty() => k,
+    let api_key = match std::env::var(&args.api_key_env) {
+        Ok(api_key) if !api_key.is_empty() => api_key,
         _ => {
-            return fail(format!(
+            return exit_bad_input(format!(
                 "the API key is read from ${}, which is not set",
-                a.api_key_env
+                args.api_key_env
             ))
         }
     };
-    let mut settings = s3_import::sink::SinkSettings::new(api_key, base_url);
-    settings.event_api = if a.batch_api {
+    let mut sink = s3_import::sink::SinkSettings::new(api_key, base_url);
+    sink.event_api = if args.batch_api {
         s3_import::sink::EventApi::Batch
     } else {
         s3_import::sink::EventApi::HttpV2
     };
-    settings.max_in_flight = a.in_flight.max(1);
-    settings.gzip = a.gzip;
-    let input = match File::open(&a.file) {
-        Ok(f) => f,
-        Err(e) => return fail(format!("{}: cannot open: {e}", a.file)),
+    sink.max_in_flight = args.in_flight.max(1);
+    sink.gzip = args.gzip;
+    let input = match cli::open_file(&args.file) {
+        Ok(input) => input,
+        Err(e) => return exit_bad_input(e),
     };
     let runtime = match runtime() {
-        Ok(r) => r,
+        Ok(runtime) => runtime,
         Err(code) => return code,
     };
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(a.deadline_secs);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(args.deadline_secs);
     let result = runtime.block_on(cli::send(
         converter,
-        a.bucket.clone(),
+        args.bucket.clone(),
         key,
-        a.limits.limits(),
+        args.limits.limits(),
         input,
-        &settings,
+        &sink,
         deadline,
     ));
     match result {
-        Ok(s) => {
-            if a.json {
-                println!("{}", serde_json::to_string(&s).unwrap_or_default());
+        Ok(summary) => {
+            if args.json {
+                println!("{}", serde_json::to_string(&summary).unwrap_or_default());
             } else {
-                let title = match &a.key {
-                    Some(key) => format!("s3://{}/{key} (from {})", a.bucket, a.file),
-                    None => a.file.clone(),
-                };
-                print!("{}", cli::render_send(&title, &s));
+                let title = cli::send_title(&args.bucket, args.key.as_deref(), &args.file);
+                print!("{}", cli::render_send(&title, &summary));
             }
-            if s.fatal.is_some() || s.not_sent > 0 {
+            if summary.fatal.is_some() || summary.counts.not_sent > 0 {
                 ExitCode::from(1)
             } else {
                 ExitCode::SUCCESS
             }
         }
-        Err(e) => fail(format!("{}: {e}", a.file)),
+        Err(e) => exit_bad_input(format!("{}: {e}", args.file)),
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Convert(a) => run_convert(a),
-        Command::Preview(a) => run_preview(a),
-        Command::Validate(a) => run_validate(a),
-        Command::Emulator(a) => run_emulator(a),
-        Command::Send(a) => run_send(a),
-        Command::Import(a) => run_importer(Job::Import(a)),
-        Command::Scan(a) => run_importer(Job::Scan(a)),
-        Command::Worker(a) => run_importer(Job::Worker(a)),
-        Command::Status(a) => run_importer(Job::Status(a)),
-        Command::Retry(a) => run_importer(Job::Retry(a)),
-        Command::Setup(a) => run_setup(a),
+        Command::Convert(args) => run_convert(args),
+        Command::Preview(args) => run_preview(args),
+        Command::Validate(args) => run_validate(args),
+        Command::Emulator(args) => run_emulator(args),
+        Command::Send(args) => run_send(args),
+        Command::Import(args) => run_importer(ImporterCommand::Import(args)),
+        Command::Scan(args) => run_importer(ImporterCommand::Scan(args)),
+        Command::Worker(args) => run_importer(ImporterCommand::Worker(args)),
+        Command::Status(args) => run_importer(ImporterCommand::Status(args)),
+        Command::Retry(args) => run_importer(ImporterCommand::Retry(args)),
+        Command::Setup(args) => run_setup(args),
     }
 }
 
-enum Job {
+/// The subcommands that run the importer against AWS (or a local stack).
+enum ImporterCommand {
     Import(ImportArgs),
     Scan(ScanArgs),
     Worker(WorkerArgs),
@@ -553,14 +487,14 @@ fn init_logs() {
         .try_init();
 }
 
-/// The subcommands that run the importer against AWS (or a local stack).
-fn run_importer(job: Job) -> ExitCode {
+/// Runs one importer subcommand against AWS (or a local stack) with the settings of the environment.
+fn run_importer(command: ImporterCommand) -> ExitCode {
     init_logs();
-    let rt = match runtime() {
-        Ok(rt) => rt,
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
         Err(code) => return code,
     };
-    rt.block_on(async move {
+    runtime.block_on(async move {
         let clients = s3_import::aws::Clients::from_env().await;
         let settings = match s3_import::aws::settings_from_env(&clients).await {
             Ok(s) => s,
@@ -581,33 +515,35 @@ fn run_importer(job: Job) -> ExitCode {
             let _ = io::stdout().flush();
         };
         let object = |url: &str| s3_import::ops::object_ref(url);
-        match job {
-            Job::Import(a) => {
-                let obj = match object(&a.object) {
-                    Ok(o) => o,
-                    Err(e) => return fail(e),
+        match command {
+            ImporterCommand::Import(args) => {
+                let obj = match object(&args.object) {
+                    Ok(obj) => obj,
+                    Err(e) => return exit_bad_input(e),
                 };
                 let outcome = pipeline.import_to_end(&obj, &owner).await;
                 print(&s3_import::ops::render_outcome(&obj, &outcome));
                 outcome_code(&outcome)
             }
-            Job::Retry(a) => {
-                let obj = match object(&a.object) {
-                    Ok(o) => o,
-                    Err(e) => return fail(e),
+            ImporterCommand::Retry(args) => {
+                let obj = match object(&args.object) {
+                    Ok(obj) => obj,
+                    Err(e) => return exit_bad_input(e),
                 };
                 match pipeline.retry(&obj, &owner).await {
                     Ok(outcome) => {
                         print(&s3_import::ops::render_outcome(&obj, &outcome));
                         outcome_code(&outcome)
                     }
-                    Err(e) => fail(e),
+                    Err(e) => exit_bad_input(e),
                 }
             }
-            Job::Scan(a) => {
-                let prefix = a.prefix.unwrap_or_else(|| pipeline.settings.prefix.clone());
+            ImporterCommand::Scan(args) => {
+                let prefix = args
+                    .prefix
+                    .unwrap_or_else(|| pipeline.settings.prefix.clone());
                 match pipeline
-                    .scan(&a.bucket, &prefix, a.enqueue, &owner, print)
+                    .scan(&args.bucket, &prefix, args.enqueue, &owner, print)
                     .await
                 {
                     Ok(summary) => {
@@ -618,22 +554,22 @@ fn run_importer(job: Job) -> ExitCode {
                             ExitCode::SUCCESS
                         }
                     }
-                    Err(e) => fail(e),
+                    Err(e) => exit_bad_input(e),
                 }
             }
-            Job::Status(a) => match pipeline.status(a.json).await {
+            ImporterCommand::Status(args) => match pipeline.status(args.json).await {
                 Ok(text) => {
                     print(&text);
                     ExitCode::SUCCESS
                 }
-                Err(e) => fail(e),
+                Err(e) => exit_bad_input(e),
             },
-            Job::Worker(a) => {
-                let Some(url) = a.queue_url.or(queue_url) else {
-                    return fail("worker: give --queue-url or set S3I_QUEUE_URL");
+            ImporterCommand::Worker(args) => {
+                let Some(url) = args.queue_url.or(queue_url) else {
+                    return exit_bad_input("worker: give --queue-url or set S3I_QUEUE_URL");
                 };
-                let idle = a.idle_exit.map(std::time::Duration::from_secs);
-                let retry = std::time::Duration::from_secs(a.retry_after);
+                let idle = args.idle_exit.map(std::time::Duration::from_secs);
+                let retry = std::time::Duration::from_secs(args.retry_after);
                 match s3_import::aws::work_queue(&pipeline, &clients.sqs, &url, idle, retry, print)
                     .await
                 {
@@ -641,7 +577,7 @@ fn run_importer(job: Job) -> ExitCode {
                         eprintln!("worker: {n} messages handled, queue idle");
                         ExitCode::SUCCESS
                     }
-                    Err(e) => fail(e),
+                    Err(e) => exit_bad_input(e),
                 }
             }
         }
@@ -650,37 +586,31 @@ fn run_importer(job: Job) -> ExitCode {
 
 /// 0 when the object is done (or was before), 1 otherwise.
 fn outcome_code(outcome: &s3_import::pipeline::ObjectOutcome) -> ExitCode {
-    use s3_import::pipeline::ObjectOutcome as O;
+    use s3_import::pipeline::ObjectOutcome;
     match outcome {
-        O::Completed(_) | O::AlreadyCompleted | O::Ignored(_) => ExitCode::SUCCESS,
+        ObjectOutcome::Completed(_)
+        | ObjectOutcome::AlreadyCompleted
+        | ObjectOutcome::Ignored(_) => ExitCode::SUCCESS,
         _ => ExitCode::from(1),
     }
 }
 
-fn run_setup(a: SetupArgs) -> ExitCode {
+fn run_setup(args: SetupArgs) -> ExitCode {
     init_logs();
-    let rt = match runtime() {
-        Ok(rt) => rt,
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
         Err(code) => return code,
     };
-    let env = |name: &str, default: &str| {
-        std::env::var(name)
-            .ok()
-            .filter(|v| !v.is_empty())
-            .unwrap_or_else(|| default.to_string())
-    };
-    let claims = env("S3I_CLAIMS_TABLE", "s3-import-claims");
-    let dedupe = env("S3I_DEDUPE_TABLE", "s3-import-dedupe");
-    let dedupe = (dedupe != "off").then_some(dedupe);
-    rt.block_on(async move {
+    let tables = settings::Tables::from_env();
+    runtime.block_on(async move {
         let clients = s3_import::aws::Clients::from_env().await;
         match s3_import::aws::setup(
             &clients,
-            &claims,
-            dedupe.as_deref(),
-            &a.bucket,
-            &a.queue,
-            &a.prefix,
+            &tables.claims,
+            tables.dedupe.as_deref(),
+            &args.bucket,
+            &args.queue,
+            &args.prefix,
         )
         .await
         {
@@ -688,7 +618,7 @@ fn run_setup(a: SetupArgs) -> ExitCode {
                 println!("{url}");
                 ExitCode::SUCCESS
             }
-            Err(e) => fail(e),
+            Err(e) => exit_bad_input(e),
         }
     })
 }
