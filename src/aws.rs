@@ -3,9 +3,17 @@
 //! worker, and `setup` of tables, bucket and queue. The same code runs against AWS and a local
 //! stack: only `AWS_ENDPOINT_URL` (and dummy credentials) differ.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+/// How often the worker extends the visibility of the messages it is working on.
+const VISIBILITY_HEARTBEAT: Duration = Duration::from_secs(20);
+/// The visibility timeout of queues made by `setup`: a worker's longest run and its lease
+/// margin (the defaults of `S3I_MAX_RUN_SECS` and `S3I_LEASE_MARGIN_SECS`), so that a notice
+/// does not come back while its import may still be running.
+const QUEUE_VISIBILITY_SECS: &str = "900";
 
 /// The SDK configuration from the environment (region, credentials, `AWS_ENDPOINT_URL`).
 pub async fn sdk_config() -> aws_config::SdkConfig {
@@ -295,7 +303,7 @@ pub async fn setup(
         .sqs
         .create_queue()
         .queue_name(queue)
-        .attributes(QueueAttributeName::VisibilityTimeout, "60")
+        .attributes(QueueAttributeName::VisibilityTimeout, QUEUE_VISIBILITY_SECS)
         .attributes(
             QueueAttributeName::RedrivePolicy,
             serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"}).to_string(),
@@ -365,6 +373,12 @@ pub async fn work_queue(
         }
         batch += 1;
         let deadline = Instant::now() + pipeline.settings.max_run;
+        let heartbeat = crate::queue::sqs::keep_invisible(
+            sqs.clone(),
+            url.to_string(),
+            received.handles.clone(),
+            VISIBILITY_HEARTBEAT,
+        );
         let result = pipeline
             .handle_event(
                 &received.event,
@@ -372,6 +386,7 @@ pub async fn work_queue(
                 &format!("worker-{}-{batch}", std::process::id()),
             )
             .await;
+        heartbeat.abort();
         for m in &result.messages {
             for (obj, outcome) in &m.objects {
                 report(&crate::ops::render_outcome(obj, outcome));
@@ -383,15 +398,13 @@ pub async fn work_queue(
                 report(&format!("unreadable message {:?}: {e}\n", m.message_id));
             }
         }
-        let failed = result.failed_message_ids();
-        crate::queue::sqs::settle(
-            sqs,
-            url,
-            &received.handles,
-            &failed,
-            retry_after.as_secs() as i32,
-        )
-        .await?;
+        let failed: HashMap<String, Duration> = result
+            .messages
+            .iter()
+            .filter(|m| m.retry)
+            .filter_map(|m| Some((m.message_id.clone()?, m.retry_after.unwrap_or(retry_after))))
+            .collect();
+        crate::queue::sqs::settle(sqs, url, &received.handles, &failed).await?;
         handled += received.handles.len() as u64;
         idle_since = Instant::now();
     }

@@ -47,9 +47,19 @@ pub enum Notice {
 pub struct Message {
     /// The SQS `messageId`, when the notices came in an SQS message.
     pub message_id: Option<String>,
+    /// How to hand an SQS message back to its queue for later (its queue and receipt handle).
+    pub receipt: Option<Receipt>,
     /// The notices, or why the message could not be read (it then goes back to the queue,
     /// and after `maxReceiveCount` to the dead-letter queue).
     pub notices: Result<Vec<Notice>, String>,
+}
+
+/// An SQS message's queue (`eventSourceARN`: an ARN from Lambda, the URL from our worker) and
+/// receipt handle, with which its visibility can be changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    pub queue: String,
+    pub handle: String,
 }
 
 /// A key that cannot be decoded.
@@ -232,6 +242,7 @@ pub fn messages(event: &Value) -> Vec<Message> {
     if !is_sqs {
         return vec![Message {
             message_id: None,
+            receipt: None,
             notices: document(event),
         }];
     }
@@ -240,6 +251,9 @@ pub fn messages(event: &Value) -> Vec<Message> {
         .flatten()
         .map(|r| Message {
             message_id: text(r, &["messageId"]),
+            receipt: text(r, &["eventSourceARN"])
+                .zip(text(r, &["receiptHandle"]))
+                .map(|(queue, handle)| Receipt { queue, handle }),
             notices: match text(r, &["body"]) {
                 None => Err("SQS record without body".into()),
                 Some(body) => serde_json::from_str::<Value>(&body)

@@ -186,7 +186,7 @@ where
                         ),
                     )
                 }
-                ClaimState::Failed { reason } => ("FAILED", reason.clone()),
+                ClaimState::Failed { reason, .. } => ("FAILED", reason.clone()),
                 ClaimState::InProgress {
                     checkpoint,
                     progress,
@@ -219,31 +219,50 @@ where
         Ok(out)
     }
 
-    /// Makes a FAILED object importable again and imports it.
+    /// Makes a FAILED object importable again and imports it; an object whose import stopped
+    /// (its lease ended, e.g. its notice went to the dead-letter queue) is resumed.
+    ///
+    /// When the key's content changed after the failed import had sent records of the old
+    /// content, the new content is imported from its first record with default insert_ids
+    /// tagged by its ETag (`<bucket>/<key>@<etag>:<n>`), so that the ids the old content used
+    /// do not make the endpoint drop the new records as duplicates.
     pub async fn retry(&self, obj: &ObjectRef, owner: &str) -> Result<ObjectOutcome, String> {
-        let key = ClaimKey {
-            source: self.settings.source.clone(),
-            bucket: obj.bucket.clone(),
-            key: obj.key.clone(),
-        };
-        match self.claims.get(&key).await.map_err(|e| e.to_string())? {
-            Some(ClaimState::Failed { .. }) => {}
+        let key = self.claim_key(obj);
+        let name = format!("s3://{}/{}", obj.bucket, obj.key);
+        let failed_progress = match self.claims.get(&key).await.map_err(|e| e.to_string())? {
+            Some(ClaimState::Failed { progress, .. }) => Progress::parse(&progress),
             Some(ClaimState::Completed { .. }) => {
                 return Err(format!(
-                    "s3://{}/{} was imported already; completed objects are never imported again",
-                    obj.bucket, obj.key
+                    "{name} was imported already; completed objects are never imported again"
                 ))
             }
-            Some(ClaimState::InProgress { .. }) => {
-                return Err(format!(
-                    "s3://{}/{} is in progress; it resumes by itself",
-                    obj.bucket, obj.key
-                ))
+            Some(ClaimState::InProgress { lease_until, .. }) => {
+                let now = self.clock.now_secs();
+                if lease_until >= now {
+                    return Err(format!(
+                        "{name} is being imported (its lease runs {} s more); it resumes by itself",
+                        lease_until - now + 1
+                    ));
+                }
+                return Ok(self.import_to_end(obj, owner).await);
             }
-            None => {}
+            None => return Ok(self.import_to_end(obj, owner).await),
+        };
+        let mut fresh = Progress::default();
+        if let Some(old) = &failed_progress.content {
+            let now = self
+                .source
+                .head(&obj.bucket, &obj.key)
+                .await
+                .map_err(|e| format!("{name}: {e}"))?;
+            // The content was pinned before its first record was sent: some may have been.
+            if now.etag.is_some() && now.etag != old.etag {
+                fresh.id_tag = now.etag.map(|e| e.chars().take(12).collect());
+            }
         }
+        let seed = serde_json::to_string(&fresh).unwrap_or_default();
         self.claims
-            .reset_failed(&key)
+            .reset_failed(&key, &seed)
             .await
             .map_err(|e| e.to_string())?;
         Ok(self.import_to_end(obj, owner).await)

@@ -88,6 +88,14 @@ pub struct Progress {
     pub invocations: u32,
     /// Epoch milliseconds of the first invocation.
     pub started_ms: i64,
+    /// The content the import started on (pinned at its start): every later invocation reads
+    /// exactly this content, or stops.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<crate::source::Content>,
+    /// Set when the import follows a change of content under the key: default insert_ids are
+    /// `<bucket>/<key>@<tag>:<n>`, so that the earlier content's ids do not swallow these.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_tag: Option<String>,
 }
 
 impl Progress {

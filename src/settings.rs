@@ -130,6 +130,12 @@ pub struct Settings {
     pub max_run: Duration,
     /// Added to the deadline for the claim's lease (`S3I_LEASE_MARGIN_SECS`).
     pub lease_margin: Duration,
+    /// Confirmed progress is saved on the claim at least this often (`S3I_CHECKPOINT_SECS`),
+    /// so that a crash re-sends at most about this much work.
+    pub checkpoint_every: Duration,
+    /// Inflate a compressed object once and check its checksums before any record is sent
+    /// (`S3I_VERIFY_COMPRESSED`, default on; off only for trusted writers).
+    pub verify_compressed: bool,
 }
 
 fn number<T: std::str::FromStr>(
@@ -259,6 +265,10 @@ impl Settings {
         let stop_margin = secs("S3I_STOP_MARGIN_SECS", 20, &mut problems);
         let max_run = secs("S3I_MAX_RUN_SECS", 840, &mut problems);
         let lease_margin = secs("S3I_LEASE_MARGIN_SECS", 60, &mut problems);
+        let checkpoint_every =
+            secs("S3I_CHECKPOINT_SECS", 5, &mut problems).max(Duration::from_secs(1));
+        let verify_compressed = get("S3I_VERIFY_COMPRESSED").is_none()
+            || flag(get, "S3I_VERIFY_COMPRESSED", &mut problems);
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -278,6 +288,8 @@ impl Settings {
             stop_margin,
             max_run,
             lease_margin,
+            checkpoint_every,
+            verify_compressed,
         })
     }
 

@@ -43,6 +43,7 @@ fn state_of(item: &Item) -> Option<ClaimState> {
         },
         _ => ClaimState::Failed {
             reason: str_of(item, "reason").unwrap_or_default().to_string(),
+            progress: str_of(item, "progress").unwrap_or_default().to_string(),
         },
     })
 }
@@ -200,7 +201,9 @@ impl ClaimStore for DynamoClaims {
                 };
                 Ok(match held {
                     Some(ClaimState::Completed { .. }) => ClaimOutcome::AlreadyCompleted,
-                    Some(ClaimState::Failed { reason }) => ClaimOutcome::AlreadyFailed { reason },
+                    Some(ClaimState::Failed { reason, .. }) => {
+                        ClaimOutcome::AlreadyFailed { reason }
+                    }
                     Some(ClaimState::InProgress { lease_until, .. }) => {
                         ClaimOutcome::HeldByOther { lease_until }
                     }
@@ -267,15 +270,30 @@ impl ClaimStore for DynamoClaims {
         .await
     }
 
-    async fn reset_failed(&self, key: &ClaimKey) -> Result<bool, StoreError> {
+    async fn reset_failed(&self, key: &ClaimKey, progress: &str) -> Result<bool, StoreError> {
+        let update = "SET #claim_state = :ip, #owner = :empty, #lease_until = :zero, \
+                      #checkpoint = :zero, #progress = :p REMOVE #reason";
+        let names = [
+            "#claim_state",
+            "#owner",
+            "#lease_until",
+            "#checkpoint",
+            "#progress",
+            "#reason",
+        ];
         let result = self
             .client
-            .delete_item()
+            .update_item()
             .table_name(&self.table)
             .key("pk", str_attr(pk(key)))
             .condition_expression("#claim_state = :failed")
-            .set_expression_attribute_names(Some(names_for(&["#claim_state"])))
+            .update_expression(update)
+            .set_expression_attribute_names(Some(names_for(&names)))
             .expression_attribute_values(":failed", str_attr(FAILED))
+            .expression_attribute_values(":ip", str_attr(IN_PROGRESS))
+            .expression_attribute_values(":empty", str_attr(""))
+            .expression_attribute_values(":zero", num_attr(0))
+            .expression_attribute_values(":p", str_attr(progress))
             .send()
             .await;
         match result {

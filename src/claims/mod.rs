@@ -39,6 +39,8 @@ pub enum ClaimState {
     },
     Failed {
         reason: String,
+        /// The progress saved before the failure (what was confirmed, the content read).
+        progress: String,
     },
 }
 
@@ -115,9 +117,13 @@ pub trait ClaimStore: Send + Sync {
         owner: &str,
         now: i64,
     ) -> impl Future<Output = Result<Held, StoreError>> + Send;
-    /// Makes a `Failed` claim importable again; true when there was one.
-    fn reset_failed(&self, key: &ClaimKey)
-        -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Makes a `Failed` claim importable again from its first record, carrying `progress`
+    /// (what the next attempt must know); true when there was one.
+    fn reset_failed(
+        &self,
+        key: &ClaimKey,
+        progress: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
     fn get(
         &self,
         key: &ClaimKey,
@@ -169,7 +175,7 @@ impl ClaimStore for MemoryClaims {
             let (checkpoint, takeover, progress) = match items.get(key) {
                 None => (0, false, String::new()),
                 Some(ClaimState::Completed { .. }) => return ClaimOutcome::AlreadyCompleted,
-                Some(ClaimState::Failed { reason }) => {
+                Some(ClaimState::Failed { reason, .. }) => {
                     return ClaimOutcome::AlreadyFailed {
                         reason: reason.clone(),
                     }
@@ -240,8 +246,13 @@ impl ClaimStore for MemoryClaims {
 
     async fn fail(&self, key: &ClaimKey, owner: &str, reason: &str) -> Result<Held, StoreError> {
         Ok(self.if_owner(key, owner, |state| {
+            let progress = match state {
+                ClaimState::InProgress { progress, .. } => std::mem::take(progress),
+                _ => String::new(),
+            };
             *state = ClaimState::Failed {
                 reason: reason.to_string(),
+                progress,
             }
         }))
     }
@@ -254,9 +265,17 @@ impl ClaimStore for MemoryClaims {
         }))
     }
 
-    async fn reset_failed(&self, key: &ClaimKey) -> Result<bool, StoreError> {
-        Ok(self.with(|items| match items.get(key) {
-            Some(ClaimState::Failed { .. }) => items.remove(key).is_some(),
+    async fn reset_failed(&self, key: &ClaimKey, progress: &str) -> Result<bool, StoreError> {
+        Ok(self.with(|items| match items.get_mut(key) {
+            Some(state @ ClaimState::Failed { .. }) => {
+                *state = ClaimState::InProgress {
+                    owner: String::new(),
+                    lease_until: 0,
+                    checkpoint: 0,
+                    progress: progress.to_string(),
+                };
+                true
+            }
             _ => false,
         }))
     }
@@ -404,14 +423,14 @@ pub mod contract {
                 reason: "corrupt gzip data".into()
             }
         );
-        assert!(store.reset_failed(&f).await.unwrap());
-        assert!(!store.reset_failed(&f).await.unwrap());
+        assert!(store.reset_failed(&f, "{\"id_tag\":\"t\"}").await.unwrap());
+        assert!(!store.reset_failed(&f, "").await.unwrap());
         assert_eq!(
             store.claim(&f, "owner-2", now + 60, now + 1).await.unwrap(),
             ClaimOutcome::Acquired {
                 checkpoint: 0,
-                takeover: false,
-                progress: String::new()
+                takeover: true,
+                progress: "{\"id_tag\":\"t\"}".into()
             }
         );
 

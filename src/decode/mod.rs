@@ -4,6 +4,7 @@
 mod compress;
 mod csv_rows;
 mod lines;
+mod verify;
 
 use std::io::{self, Read};
 use std::ops::ControlFlow;
@@ -13,6 +14,7 @@ use crate::datalang::value::{parse_record, RecordError};
 use crate::datalang::{Keys, Record};
 pub use compress::{decompress, detect, Decompressed};
 pub use lines::{Chunk, LineFramer};
+pub use verify::{verify, Verified};
 
 /// Bounds on what one object may make us read.
 #[derive(Clone, Copy, Debug)]

@@ -107,6 +107,8 @@ mod tests {
                 ignored: vec![crate::notify::Ignored::TestEvent],
                 error: None,
                 retry: true,
+                retry_after: None,
+                receipt: None,
             }],
         };
         let v: Value =

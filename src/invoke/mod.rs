@@ -58,6 +58,7 @@ where
         return Ok(json!({"scan": summary.to_string()}));
     }
     let result = pipeline.handle_event(payload, deadline, request_id).await;
+    hand_back(&pipeline.queue, &result).await;
     emit(metrics::emf_line(
         &pipeline.settings.source,
         &result,
@@ -99,6 +100,19 @@ where
         }
     }))
     .await
+}
+
+/// Messages that are to come back at a time of their own (the end of another invocation's
+/// lease) get it as their visibility; Lambda leaves a failed message's visibility alone.
+pub async fn hand_back<Q: Enqueue>(queue: &Q, result: &EventResult) {
+    for m in &result.messages {
+        let (Some(after), Some(receipt)) = (m.retry_after, &m.receipt) else {
+            continue;
+        };
+        if let Err(e) = queue.hand_back(receipt, after).await {
+            tracing::warn!(error = %e, "message not handed back; it returns after the queue's visibility timeout");
+        }
+    }
 }
 
 /// The time left in an invocation whose context carries `deadline_ms`. Lambda sends epoch

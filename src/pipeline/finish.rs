@@ -2,14 +2,14 @@
 //! written down on the claim (conditional on owning it) and in the report.
 
 use super::outcome::ObjectOutcome;
-use super::run::{RequestCounts, RunEnd};
+use super::run::{object_tag, RequestCounts, RunEnd};
 use super::tracker::Tracker;
 use super::Pipeline;
 use crate::claims::{ClaimKey, ClaimStore, Held, StoreError};
 use crate::dedupe::DedupeStore;
 use crate::notify::ObjectRef;
 use crate::queue::Enqueue;
-use crate::report::{Progress, Report, FIRST_ERRORS};
+use crate::report::{Progress, RejectsFile, Report, FIRST_ERRORS};
 use crate::source::{Body, ObjectSource, SourceError};
 
 /// One attempt on an object: the claim it holds and what the claim carried in.
@@ -22,6 +22,8 @@ pub(super) struct Attempt<'a> {
     pub progress: Progress,
     /// The converter's version (ETag), empty when none was loaded.
     pub config_version: String,
+    /// The claim's lease (epoch seconds), kept by the checkpoints written while it runs.
+    pub lease_until: i64,
 }
 
 /// What a claim write that needs the lease came to: the claim lost to another owner (its lease
@@ -35,13 +37,45 @@ fn claim_write(result: Result<Held, StoreError>, doing: &str) -> Result<(), Obje
 }
 
 impl Progress {
-    /// Takes in what a run confirmed: its counts and its first errors.
-    fn absorb(&mut self, tracker: &Tracker) {
+    /// Takes in what a run confirmed: its counts and its first errors (taken from the tracker,
+    /// so that the next call adds only newer ones).
+    fn absorb(&mut self, tracker: &mut Tracker) {
         self.counts = tracker.counts.clone();
         let room = FIRST_ERRORS.saturating_sub(self.first_errors.len());
-        self.first_errors
-            .extend(tracker.errors.iter().take(room).cloned());
+        let errors = std::mem::take(&mut tracker.errors);
+        self.first_errors.extend(errors.into_iter().take(room));
     }
+
+    /// Notes a problem that does not stop the import (a report file not written).
+    fn note(&mut self, problem: String) {
+        tracing::warn!(problem = %problem, "report problem");
+        if self.first_errors.len() < FIRST_ERRORS {
+            self.first_errors.push(problem);
+        }
+    }
+}
+
+/// S3's longest key, in bytes.
+const MAX_KEY_BYTES: usize = 1024;
+
+/// `<prefix><bucket>/<key>.<suffix>`, or, when that is longer than S3 allows, the key cut on a
+/// character boundary and marked with a hash of the whole key (the report names the key).
+pub(super) fn report_key(prefix: &str, bucket: &str, key: &str, suffix: &str) -> String {
+    let full = format!("{prefix}{bucket}/{key}.{suffix}");
+    if full.len() <= MAX_KEY_BYTES {
+        return full;
+    }
+    use md5::{Digest, Md5};
+    let hash: String = Md5::digest(key.as_bytes())[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let fixed = prefix.len() + bucket.len() + 1 + 1 + hash.len() + 1 + suffix.len();
+    let mut keep = MAX_KEY_BYTES.saturating_sub(fixed).min(key.len());
+    while !key.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    format!("{prefix}{bucket}/{}~{hash}.{suffix}", &key[..keep])
 }
 
 impl<C, D, S, Q> Pipeline<C, D, S, Q>
@@ -67,30 +101,27 @@ where
             || end.dedupe_error.is_some()
             || end.tracker.has_open()
             || end.tracker.write_error.is_some();
+        if let Some(lost) = end.claim_lost.take() {
+            return lost;
+        }
         // Save what this run confirmed: the rejects part, then the counts with the checkpoint.
-        let part = match self
-            .upload_rejects(at.obj, at.checkpoint, &mut end.tracker)
-            .await
-        {
-            Ok(part) => part,
-            Err(e) => {
-                self.release(&at.key, at.owner).await;
-                return ObjectOutcome::Retry(format!("writing the rejects file: {e}"));
-            }
-        };
-        at.progress.parts.extend(part);
-        at.progress.absorb(&end.tracker);
+        self.save_rejects(&mut at, &mut end.tracker).await;
+        at.progress.absorb(&mut end.tracker);
         if unfinished {
             return self.pause(at, end).await;
         }
         let report = self.report(&at, "COMPLETED", None, end.requests);
-        if let Err(e) = self.write_report(at.obj, &report).await {
-            self.release(&at.key, at.owner).await;
-            return ObjectOutcome::Retry(format!("writing the report: {e}"));
-        }
+        // A report that cannot be written never undoes a finished import: the claim completes.
+        let report_written = match self.write_report(at.obj, &report).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(bucket = %at.obj.bucket, key = %at.obj.key, error = %e, "report not written");
+                false
+            }
+        };
         let summary = serde_json::json!({
             "counts": report.counts,
-            "report": self.report_url(&self.report_key(at.obj, "report.json")),
+            "report": report_written.then(|| self.report_url(&self.report_key(at.obj, "report.json"))),
             "config_version": report.config_version,
             "invocations": report.invocations,
         })
@@ -145,13 +176,8 @@ where
     ) -> ObjectOutcome {
         let mut requests = RequestCounts::default();
         if let Some(mut end) = end {
-            if let Ok(part) = self
-                .upload_rejects(at.obj, end.start, &mut end.tracker)
-                .await
-            {
-                at.progress.parts.extend(part);
-            }
-            at.progress.absorb(&end.tracker);
+            self.save_rejects(&mut at, &mut end.tracker).await;
+            at.progress.absorb(&mut end.tracker);
             requests = end.requests;
         }
         let report = self.report(&at, "FAILED", Some(reason.clone()), requests);
@@ -173,27 +199,65 @@ where
         }
     }
 
-    /// Uploads this run's rejects file, if it has any line; its key.
-    async fn upload_rejects(
+    /// Saves the progress on the claim with checkpoint `base`, keeping the lease.
+    pub(super) async fn save_checkpoint(
         &self,
-        obj: &ObjectRef,
-        checkpoint: u64,
+        at: &Attempt<'_>,
+        base: u64,
+    ) -> Result<(), ObjectOutcome> {
+        let text = serde_json::to_string(&at.progress).unwrap_or_default();
+        let saved = self
+            .claims
+            .checkpoint(&at.key, at.owner, base, &text, at.lease_until)
+            .await;
+        claim_write(saved, "checkpoint not saved")
+    }
+
+    /// While a run goes on: saves what it confirmed so far (its rejects part, then the counts
+    /// with the checkpoint), so that a crash re-sends only what came after.
+    pub(super) async fn checkpoint_run(
+        &self,
+        at: &mut Attempt<'_>,
         tracker: &mut Tracker,
-    ) -> Result<Option<String>, String> {
-        let Some(path) = tracker.rejects.finish().map_err(|e| e.to_string())? else {
-            return Ok(None);
+    ) -> Result<(), ObjectOutcome> {
+        self.save_rejects(at, tracker).await;
+        at.progress.absorb(tracker);
+        self.save_checkpoint(at, tracker.base).await
+    }
+
+    /// Uploads the rejects of the records confirmed since the last part, if any, and starts a
+    /// new part. A part that cannot be written is noted in the report, never a reason to stop.
+    async fn save_rejects(&self, at: &mut Attempt<'_>, tracker: &mut Tracker) {
+        let start = tracker.rejects_start;
+        let path = match tracker.rejects.finish() {
+            Ok(Some(path)) => path,
+            Ok(None) => return,
+            Err(e) => return at.progress.note(format!("rejects file not written: {e}")),
         };
-        let key = self.report_key(obj, &format!("rejects.{checkpoint:012}.jsonl"));
-        self.source
+        let key = self.report_key(at.obj, &format!("rejects.{start:012}.jsonl"));
+        let put = self
+            .source
             .put(
                 &self.settings.reports.bucket,
                 &key,
                 Body::File(path),
                 "application/x-ndjson",
             )
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(Some(key))
+            .await;
+        match put {
+            Ok(()) => at.progress.parts.push(key),
+            Err(e) => at.progress.note(format!(
+                "rejects of records {start}..{} not written: {e}",
+                tracker.base
+            )),
+        }
+        let tag = format!(
+            "{}-{}-{}",
+            object_tag(at.obj),
+            tracker.base,
+            self.clock.now_ms()
+        );
+        tracker.next_rejects(RejectsFile::new(&tag));
     }
 
     fn report(
@@ -237,15 +301,37 @@ where
             .await
     }
 
-    /// Where an object's report files go: `<reports prefix><bucket>/<key>.<suffix>`.
+    /// Where an object's report files go (see [`report_key`]).
     pub(super) fn report_key(&self, obj: &ObjectRef, suffix: &str) -> String {
-        format!(
-            "{}{}/{}.{suffix}",
-            self.settings.reports.key, obj.bucket, obj.key
-        )
+        report_key(&self.settings.reports.key, &obj.bucket, &obj.key, suffix)
     }
 
     fn report_url(&self, key: &str) -> String {
         format!("s3://{}/{key}", self.settings.reports.bucket)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_keys_always_fit_s3s_limit_and_stay_apart() {
+        assert_eq!(
+            report_key("reports/", "b", "in/a.json", "report.json"),
+            "reports/b/in/a.json.report.json"
+        );
+        let long = format!("in/{}", "é".repeat(504)); // 1,011 bytes
+        let other = format!("in/{}x", "é".repeat(504));
+        for suffix in ["report.json", "rejects.000000000000.jsonl"] {
+            let k = report_key("s3-import-reports/", "bucket", &long, suffix);
+            assert!(k.len() <= MAX_KEY_BYTES, "{} bytes", k.len());
+            assert!(k.ends_with(&format!(".{suffix}")), "{k}");
+            assert!(k.starts_with("s3-import-reports/bucket/in/é"), "{k}");
+            assert_ne!(
+                k,
+                report_key("s3-import-reports/", "bucket", &other, suffix)
+            );
+        }
     }
 }

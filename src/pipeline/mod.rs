@@ -33,12 +33,13 @@ pub use outcome::{EventResult, MessageResult, ObjectOutcome};
 
 use crate::claims::{ClaimKey, ClaimOutcome, ClaimStore};
 use crate::convert::Converter;
+use crate::decode::{verify, Verified};
 use crate::dedupe::DedupeStore;
 use crate::notify::{continuation, messages, Notice, ObjectRef};
 use crate::queue::Enqueue;
 use crate::report::Progress;
 use crate::settings::{S3Url, Settings};
-use crate::source::{ObjectSource, SourceError};
+use crate::source::{Content, ObjectReader, ObjectSource, SourceError};
 
 /// The largest converter file accepted.
 const MAX_CONVERTER_BYTES: usize = 1 << 20;
@@ -121,6 +122,8 @@ where
                 ignored: Vec::new(),
                 error: None,
                 retry: false,
+                retry_after: None,
+                receipt: m.receipt,
             };
             let notices = match m.notices {
                 Ok(notices) => notices,
@@ -144,8 +147,21 @@ where
                 let owner = format!("{request_id}/{i}/{j}/{:x}", self.clock.now_ms());
                 let outcome = self.import(&obj, deadline, &owner).await;
                 tracing::info!(bucket = %obj.bucket, key = %obj.key, outcome = %outcome.label(), "object");
-                if outcome.unfinished() && !self.continue_later(&obj, &outcome).await {
-                    done.retry = true;
+                match &outcome {
+                    ObjectOutcome::Paused { .. } => {
+                        done.retry |= !self.continue_later(&obj).await;
+                    }
+                    ObjectOutcome::HeldByOther { lease_until } => {
+                        // Back when the lease ends: if its holder died, the object is taken
+                        // over then, without a scan; if it is healthy, the notice finds the
+                        // object completed and is acknowledged.
+                        done.retry = true;
+                        let left = (lease_until - self.clock.now_secs()).max(0) as u64 + 1;
+                        let after = Duration::from_secs(left);
+                        done.retry_after = Some(done.retry_after.map_or(after, |a| a.max(after)));
+                    }
+                    o if o.unfinished() => done.retry = true,
+                    _ => {}
                 }
                 done.objects.push((obj, outcome));
             }
@@ -155,10 +171,7 @@ where
     }
 
     /// Sends a continuation message for a paused object; false when none could be sent.
-    async fn continue_later(&self, obj: &ObjectRef, outcome: &ObjectOutcome) -> bool {
-        if !matches!(outcome, ObjectOutcome::Paused { .. }) {
-            return false;
-        }
+    async fn continue_later(&self, obj: &ObjectRef) -> bool {
         match self.queue.enqueue(continuation(obj)).await {
             Ok(()) => true,
             Err(e) => {
@@ -241,7 +254,9 @@ where
             Ok(ClaimOutcome::AlreadyFailed { reason }) => {
                 return ObjectOutcome::AlreadyFailed(reason)
             }
-            Ok(ClaimOutcome::HeldByOther { .. }) => return ObjectOutcome::HeldByOther,
+            Ok(ClaimOutcome::HeldByOther { lease_until }) => {
+                return ObjectOutcome::HeldByOther { lease_until }
+            }
             Ok(ClaimOutcome::Acquired {
                 checkpoint,
                 progress,
@@ -264,6 +279,7 @@ where
             checkpoint,
             progress,
             config_version: String::new(),
+            lease_until,
         };
         let converter = match config {
             Ok((etag, conv)) => {
@@ -274,22 +290,100 @@ where
                 return self.fail(attempt, why, None).await
             }
         };
-        let reader = match self
-            .source
-            .open(&obj.bucket, &obj.key, obj.version_id.as_deref())
-            .await
-        {
-            Ok(r) => r,
-            Err(e) if e.is_permanent() => return self.fail(attempt, e.to_string(), None).await,
-            Err(e) => {
-                self.release(&attempt.key, owner).await;
-                return ObjectOutcome::Retry(e.to_string());
-            }
+        let (mut attempt, reader) = match self.open_content(attempt, &converter).await {
+            Ok(opened) => opened,
+            Err(outcome) => return outcome,
         };
-        let counts = attempt.progress.counts.clone();
-        let end = self
-            .run(reader, converter, obj, checkpoint, &counts, deadline)
-            .await;
+        let end = self.run(reader, converter, &mut attempt, deadline).await;
         self.finish(attempt, end).await
+    }
+
+    /// Opens the content the import reads. On a first start: checks a compressed object's
+    /// integrity to its end before anything is sent, then pins its version (or ETag) on the
+    /// claim. On a resume: reads exactly the pinned content, or fails if it is gone.
+    async fn open_content<'a>(
+        &self,
+        mut at: Attempt<'a>,
+        converter: &Converter,
+    ) -> Result<(Attempt<'a>, ObjectReader), ObjectOutcome> {
+        let obj = at.obj;
+        let pinned = at.progress.content.clone();
+        let want = pinned.clone().unwrap_or_else(|| Content {
+            version_id: obj.version_id.clone(),
+            etag: None,
+        });
+        let opened = match self.source.open(&obj.bucket, &obj.key, &want).await {
+            Ok(opened) => opened,
+            Err(e) => return Err(self.not_opened(at, pinned.is_some(), e).await),
+        };
+        if pinned.is_some() {
+            return Ok((at, opened.reader));
+        }
+        let content = opened.content;
+        let mut reader = opened.reader;
+        if self.settings.verify_compressed {
+            let (compression, limits) = (converter.file.compression, self.settings.limits);
+            let checked =
+                tokio::task::spawn_blocking(move || verify(reader, compression, limits)).await;
+            reader = match checked {
+                Ok(Ok(Verified::Plain(reader))) => reader,
+                Ok(Ok(Verified::Intact(_))) => {
+                    match self.source.open(&obj.bucket, &obj.key, &content).await {
+                        Ok(opened) => opened.reader,
+                        Err(e) => return Err(self.not_opened(at, true, e).await),
+                    }
+                }
+                Ok(Err(e)) if !e.is_retryable() => {
+                    let why = format!(
+                        "unreadable object: {e} (found before sending: no record was sent)"
+                    );
+                    return Err(self.fail(at, why, None).await);
+                }
+                Ok(Err(e)) => {
+                    self.release(&at.key, at.owner).await;
+                    return Err(ObjectOutcome::Retry(format!("checking the object: {e}")));
+                }
+                Err(e) => {
+                    self.release(&at.key, at.owner).await;
+                    return Err(ObjectOutcome::Retry(format!("checking the object: {e}")));
+                }
+            };
+        }
+        at.progress.content = Some(content);
+        self.save_checkpoint(&at, 0).await?;
+        Ok((at, reader))
+    }
+
+    /// What an object that could not be opened comes to. Gone before anything was read:
+    /// acknowledged, never FAILED (new content under the key imports normally). Gone or
+    /// changed after an earlier invocation read from it: FAILED, never continued into other
+    /// content.
+    async fn not_opened(&self, at: Attempt<'_>, pinned: bool, e: SourceError) -> ObjectOutcome {
+        match e {
+            SourceError::Missing(_) | SourceError::Changed(_) if pinned => {
+                let c = &at.progress.counts;
+                let why = format!(
+                    "the object changed during the import ({e}): its first {} records were \
+                     confirmed ({} events sent) from {}; `s3-import retry` imports the new \
+                     content from its first record",
+                    at.checkpoint,
+                    c.sent,
+                    at.progress
+                        .content
+                        .as_ref()
+                        .map_or_else(String::new, |c| c.to_string()),
+                );
+                self.fail(at, why, None).await
+            }
+            SourceError::Missing(why) | SourceError::Changed(why) => {
+                self.release(&at.key, at.owner).await;
+                ObjectOutcome::Gone(why)
+            }
+            e if e.is_permanent() => self.fail(at, e.to_string(), None).await,
+            e => {
+                self.release(&at.key, at.owner).await;
+                ObjectOutcome::Retry(e.to_string())
+            }
+        }
     }
 }

@@ -1,6 +1,8 @@
 //! What became of an object, a message and an invocation: the values the edges report.
 
-use crate::notify::{Ignored, ObjectRef};
+use std::time::Duration;
+
+use crate::notify::{Ignored, ObjectRef, Receipt};
 use crate::report::Report;
 
 /// What became of one object.
@@ -13,8 +15,14 @@ pub enum ObjectOutcome {
     Ignored(String),
     AlreadyCompleted,
     AlreadyFailed(String),
-    /// Another invocation holds a live lease on it.
-    HeldByOther,
+    /// Another invocation holds a live lease on it until `lease_until` (epoch seconds): the
+    /// notice comes back when the lease ends, in case its holder died.
+    HeldByOther {
+        lease_until: i64,
+    },
+    /// The object (or the version named) was deleted before it was read: nothing to import;
+    /// a later notice of new content under the key imports normally.
+    Gone(String),
     /// Stopped before the deadline with progress saved; another invocation continues.
     Paused {
         checkpoint: u64,
@@ -26,7 +34,12 @@ pub enum ObjectOutcome {
 impl ObjectOutcome {
     /// Whether the notice must be delivered again (or continued) for the object to finish.
     pub fn unfinished(&self) -> bool {
-        matches!(self, ObjectOutcome::Paused { .. } | ObjectOutcome::Retry(_))
+        matches!(
+            self,
+            ObjectOutcome::Paused { .. }
+                | ObjectOutcome::Retry(_)
+                | ObjectOutcome::HeldByOther { .. }
+        )
     }
 
     pub fn label(&self) -> String {
@@ -36,7 +49,8 @@ impl ObjectOutcome {
             ObjectOutcome::Ignored(why) => format!("ignored: {why}"),
             ObjectOutcome::AlreadyCompleted => "already completed".into(),
             ObjectOutcome::AlreadyFailed(why) => format!("failed before: {why}"),
-            ObjectOutcome::HeldByOther => "being imported by another invocation".into(),
+            ObjectOutcome::HeldByOther { .. } => "being imported by another invocation".into(),
+            ObjectOutcome::Gone(why) => format!("gone before it was read: {why}"),
             ObjectOutcome::Paused { checkpoint } => {
                 format!("paused at record {checkpoint}, to be continued")
             }
@@ -55,6 +69,11 @@ pub struct MessageResult {
     pub error: Option<String>,
     /// Whether the message must come back (SQS: listed in `batchItemFailures`).
     pub retry: bool,
+    /// When the message should come back, if not after the queue's own visibility timeout:
+    /// when the lease of the invocation that holds its object ends.
+    pub retry_after: Option<Duration>,
+    /// How to hand the message back to its queue (SQS messages).
+    pub receipt: Option<Receipt>,
 }
 
 /// An invocation's result.

@@ -10,6 +10,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::finish::Attempt;
+use super::outcome::ObjectOutcome;
 use super::record::{convert_record, RecordResult};
 use super::tracker::{OpenRecord, Tracker};
 use super::Pipeline;
@@ -19,7 +21,7 @@ use crate::decode::{read_records, DecodeError};
 use crate::dedupe::{DedupeKey, DedupeStore, RecordRef, Verdict};
 use crate::notify::ObjectRef;
 use crate::queue::Enqueue;
-use crate::report::{Counts, RejectsFile};
+use crate::report::RejectsFile;
 use crate::sink::{Driver, Fate, Item};
 use crate::source::{ObjectReader, ObjectSource};
 
@@ -39,8 +41,6 @@ pub struct RequestCounts {
 
 /// What one run over an object's bytes ended with.
 pub struct RunEnd {
-    /// The checkpoint the run started from.
-    pub start: u64,
     pub tracker: Tracker,
     pub read: Result<(), DecodeError>,
     /// Stopped by the deadline: reading stopped, or sending ran out of time.
@@ -49,6 +49,8 @@ pub struct RunEnd {
     pub fatal: Option<String>,
     pub dedupe_error: Option<String>,
     pub requests: RequestCounts,
+    /// Set when a checkpoint found the claim taken over: nothing more may be written.
+    pub claim_lost: Option<ObjectOutcome>,
 }
 
 /// A dedupe call's events and their verdicts (or why there are none).
@@ -151,13 +153,19 @@ where
         &self,
         reader: ObjectReader,
         converter: Arc<Converter>,
-        obj: &ObjectRef,
-        checkpoint: u64,
+        at: &Attempt<'_>,
         stop_reading: std::time::Instant,
     ) -> Conversion {
         let (tx, records) = mpsc::channel::<RecordResult>(4096);
         let stopped = Arc::new(AtomicBool::new(false));
-        let (bucket, key) = (obj.bucket.clone(), obj.key.clone());
+        let checkpoint = at.checkpoint;
+        let bucket = at.obj.bucket.clone();
+        // The origin names the object in default insert_ids: `<bucket>/<key>:<n>`, or
+        // `<bucket>/<key>@<tag>:<n>` for new content imported after a change under the key.
+        let key = match &at.progress.id_tag {
+            Some(tag) => format!("{}@{tag}", at.obj.key),
+            None => at.obj.key.clone(),
+        };
         let dedupe_source = self.dedupe.is_some().then(|| self.settings.source.clone());
         let (limits, threads) = (self.settings.limits, self.settings.threads);
         let stop = stopped.clone();
@@ -198,29 +206,31 @@ where
         }
     }
 
-    /// Streams, converts, dedupes and sends the records from `checkpoint` on.
+    /// Streams, converts, dedupes and sends the records from the attempt's checkpoint on,
+    /// saving the confirmed progress on the claim every `checkpoint_every`.
     pub(super) async fn run(
         &self,
         reader: ObjectReader,
         converter: Arc<Converter>,
-        obj: &ObjectRef,
-        checkpoint: u64,
-        counts: &Counts,
+        at: &mut Attempt<'_>,
         deadline: Instant,
     ) -> RunEnd {
         let margin = self.settings.stop_margin;
         let send_until = deadline - margin / 2;
-        let mut conversion = self.start_conversion(
-            reader,
-            converter,
-            obj,
-            checkpoint,
-            (deadline - margin).into_std(),
-        );
+        let checkpoint = at.checkpoint;
+        let mut conversion =
+            self.start_conversion(reader, converter, at, (deadline - margin).into_std());
         let dedupe_before = self.dedupe.as_ref().map_or(0, |d| d.requests());
-        let object = object_id(obj);
-        let rejects = RejectsFile::new(&format!("{object}-{checkpoint}-{}", self.clock.now_ms()));
-        let mut tracker = Tracker::new(checkpoint, counts.clone(), rejects);
+        let object = object_id(at.obj);
+        let tag = format!(
+            "{}-{checkpoint}-{}",
+            object_tag(at.obj),
+            self.clock.now_ms()
+        );
+        let counts = at.progress.counts.clone();
+        let mut tracker = Tracker::new(checkpoint, counts, RejectsFile::new(&tag));
+        let mut saved = (Instant::now(), checkpoint);
+        let mut claim_lost = None;
         let mut driver = Driver::new(&self.http, &self.settings.sink, send_until);
         let mut dedupe = DedupeCalls {
             store: self.dedupe.clone(),
@@ -252,6 +262,15 @@ where
                 let (fates, rejected) = driver.take_settled();
                 tracker.record_fates(fates, rejected);
                 tracker.confirm_settled();
+                if saved.0.elapsed() >= self.settings.checkpoint_every && tracker.base > saved.1 {
+                    if let Err(lost) = self.checkpoint_run(at, &mut tracker).await {
+                        // Taken over (our lease ran out): stop; nothing more is ours to write.
+                        tracing::warn!(bucket = %at.obj.bucket, key = %at.obj.key, outcome = %lost.label(), "checkpoint refused");
+                        claim_lost = Some(lost);
+                        conversion.records.close();
+                    }
+                    saved = (Instant::now(), tracker.base);
+                }
             }
             if dedupe.error.is_some() && !conversion.records.is_closed() {
                 // Stop reading: nothing more can be checked. What was read stays unconfirmed.
@@ -275,12 +294,12 @@ where
         };
         let dedupe_requests = self.dedupe.as_ref().map_or(0, |d| d.requests()) - dedupe_before;
         RunEnd {
-            start: checkpoint,
             tracker,
             read,
             stopped: conversion.stopped.load(Ordering::Relaxed) || Instant::now() >= send_until,
             fatal: delivery.fatal,
             dedupe_error: dedupe.error,
+            claim_lost,
             requests: RequestCounts {
                 http: delivery.requests,
                 http_retries: delivery.retries,
@@ -320,6 +339,15 @@ where
             }
         }
     }
+}
+
+/// A short, file-name-safe name for an object (temporary files; keys may be 1,024 bytes).
+pub(super) fn object_tag(obj: &ObjectRef) -> String {
+    use md5::{Digest, Md5};
+    Md5::digest(object_id(obj).as_bytes())[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// How a record names its object in the dedupe table: bucket/key, and the version when known.

@@ -64,7 +64,9 @@ pub struct Tracker {
     pub counts: Counts,
     /// The first errors of the confirmed records.
     pub errors: Vec<String>,
+    /// The rejects of the confirmed records since `rejects_start`.
     pub rejects: RejectsFile,
+    pub rejects_start: u64,
     pub write_error: Option<String>,
     /// The first reason a record stays unconfirmed (a payload not sent).
     pub blocker: Option<String>,
@@ -79,9 +81,16 @@ impl Tracker {
             counts,
             errors: Vec::new(),
             rejects,
+            rejects_start: base,
             write_error: None,
             blocker: None,
         }
+    }
+
+    /// Starts a new rejects part at the checkpoint (the last one was saved).
+    pub fn next_rejects(&mut self, rejects: RejectsFile) {
+        self.rejects = rejects;
+        self.rejects_start = self.base;
     }
 
     /// Whether records were read that are not confirmed.

@@ -1,21 +1,64 @@
 //! The SQS adapter: continuation messages, and receiving and settling batches for the worker
 //! that polls a queue and runs the same handler as the Lambda function.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
 use aws_sdk_sqs::Client;
 use serde_json::{json, Value};
 
 use super::Enqueue;
+use crate::notify::Receipt;
+
+/// SQS's longest visibility timeout (12 hours).
+const MAX_VISIBILITY_SECS: u64 = 43_200;
 
 /// A queue that continuation messages go to (`None`: no queue, the notice is retried).
 #[derive(Clone)]
 pub struct SqsQueue {
     client: Client,
     url: Option<String>,
+    /// Queue URLs by the ARN Lambda names them with.
+    urls: Arc<Mutex<HashMap<String, String>>>,
 }
 
 impl SqsQueue {
     pub fn new(client: Client, url: Option<String>) -> Self {
-        SqsQueue { client, url }
+        SqsQueue {
+            client,
+            url,
+            urls: Arc::default(),
+        }
+    }
+
+    /// The URL of the queue a message came from: our worker names it by URL, Lambda by ARN
+    /// (`arn:aws:sqs:<region>:<account>:<name>`).
+    async fn url_of(&self, queue: &str) -> Result<String, String> {
+        if queue.starts_with("http://") || queue.starts_with("https://") {
+            return Ok(queue.to_string());
+        }
+        if let Some(url) = self.urls.lock().ok().and_then(|m| m.get(queue).cloned()) {
+            return Ok(url);
+        }
+        let parts: Vec<&str> = queue.split(':').collect();
+        let [_, _, "sqs", _, account, name] = parts[..] else {
+            return Err(format!("not an SQS queue ARN: {queue}"));
+        };
+        let url = self
+            .client
+            .get_queue_url()
+            .queue_name(name)
+            .queue_owner_aws_account_id(account)
+            .send()
+            .await
+            .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string())?
+            .queue_url
+            .ok_or_else(|| format!("no URL for {queue}"))?;
+        if let Ok(mut m) = self.urls.lock() {
+            m.insert(queue.to_string(), url.clone());
+        }
+        Ok(url)
     }
 }
 
@@ -28,6 +71,19 @@ impl Enqueue for SqsQueue {
             .send_message()
             .queue_url(url)
             .message_body(body)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string())
+    }
+
+    async fn hand_back(&self, receipt: &Receipt, after: Duration) -> Result<(), String> {
+        let url = self.url_of(&receipt.queue).await?;
+        self.client
+            .change_message_visibility()
+            .queue_url(url)
+            .receipt_handle(&receipt.handle)
+            .visibility_timeout(after.as_secs().clamp(1, MAX_VISIBILITY_SECS) as i32)
             .send()
             .await
             .map(|_| ())
@@ -81,36 +137,62 @@ pub async fn receive(client: &Client, url: &str, wait_secs: i32) -> Result<Recei
     })
 }
 
-/// Deletes the messages that are done; the failed ones come back after `retry_after_secs`.
+/// Deletes the messages that are done; the failed ones (message id → when) come back then.
 pub async fn settle(
     client: &Client,
     url: &str,
     handles: &[(String, String)],
-    failed: &[String],
-    retry_after_secs: i32,
+    failed: &HashMap<String, Duration>,
 ) -> Result<(), String> {
     for (id, handle) in handles {
-        let result = if failed.contains(id) {
-            client
+        let result = match failed.get(id) {
+            Some(after) => client
                 .change_message_visibility()
                 .queue_url(url)
                 .receipt_handle(handle)
-                .visibility_timeout(retry_after_secs)
+                .visibility_timeout(after.as_secs().min(MAX_VISIBILITY_SECS) as i32)
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string())
-        } else {
-            client
+                .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string()),
+            None => client
                 .delete_message()
                 .queue_url(url)
                 .receipt_handle(handle)
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string())
+                .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string()),
         };
         result?;
     }
     Ok(())
+}
+
+/// Keeps a batch's messages invisible while the worker handles them: every `every`, their
+/// visibility is set to three times that. Ends when the returned task is aborted.
+pub fn keep_invisible(
+    client: Client,
+    url: String,
+    handles: Vec<(String, String)>,
+    every: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            for (_, handle) in &handles {
+                let extended = client
+                    .change_message_visibility()
+                    .queue_url(&url)
+                    .receipt_handle(handle)
+                    .visibility_timeout((every.as_secs() * 3).clamp(1, MAX_VISIBILITY_SECS) as i32)
+                    .send()
+                    .await;
+                if let Err(e) = extended {
+                    let e = aws_sdk_sqs::error::DisplayErrorContext(e);
+                    tracing::warn!(error = %e, "message visibility not extended");
+                }
+            }
+        }
+    })
 }

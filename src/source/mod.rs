@@ -30,6 +30,13 @@ pub enum SourceError {
     /// The store could not be reached or failed in a way a retry may fix.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// The store refused the request itself (a 4xx such as KeyTooLongError): no retry helps.
+    #[error("request refused: {0}")]
+    Refused(String),
+    /// The key no longer holds the content an import started on (overwritten, or the pinned
+    /// version deleted).
+    #[error("content changed: {0}")]
+    Changed(String),
 }
 
 impl SourceError {
@@ -48,15 +55,43 @@ pub enum Body {
 /// A streaming reader of one object's bytes.
 pub type ObjectReader = Box<dyn Read + Send>;
 
+/// Which content of a key is read: a version when the bucket is versioned, else the ETag.
+/// An import pins the content it started on, so that a resume never reads another one.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Content {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+}
+
+impl std::fmt::Display for Content {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.version_id, &self.etag) {
+            (Some(v), _) => write!(f, "version {v}"),
+            (None, Some(e)) => write!(f, "ETag {e}"),
+            (None, None) => f.write_str("unknown content"),
+        }
+    }
+}
+
+/// An object being read, and which content it is.
+pub struct Opened {
+    pub reader: ObjectReader,
+    pub content: Content,
+}
+
 /// The storage port.
 pub trait ObjectSource: Send + Sync {
-    /// Starts reading an object (`version_id` when the notice named one).
+    /// Starts reading an object: the version `want` names, else the current content if its
+    /// ETag is `want.etag` (when set), else the current content. A content that is not the
+    /// one wanted is `Changed` (or `Missing` when the key or version is gone).
     fn open(
         &self,
         bucket: &str,
         key: &str,
-        version_id: Option<&str>,
-    ) -> impl Future<Output = Result<ObjectReader, SourceError>> + Send;
+        want: &Content,
+    ) -> impl Future<Output = Result<Opened, SourceError>> + Send;
     /// Describes an object (the converter file's ETag decides whether to recompile it).
     fn head(
         &self,
@@ -135,15 +170,24 @@ fn walk(dir: &Path, base: &Path, out: &mut Vec<ObjectInfo>) -> std::io::Result<(
 }
 
 impl ObjectSource for LocalSource {
-    async fn open(
-        &self,
-        bucket: &str,
-        key: &str,
-        _version_id: Option<&str>,
-    ) -> Result<ObjectReader, SourceError> {
+    async fn open(&self, bucket: &str, key: &str, want: &Content) -> Result<Opened, SourceError> {
         let what = format!("{bucket}/{key}");
         let file = std::fs::File::open(self.path(bucket, key)).map_err(|e| io_error(&what, e))?;
-        Ok(Box::new(file))
+        let meta = file.metadata().map_err(|e| io_error(&what, e))?;
+        let etag = etag_of(&meta);
+        if want.etag.as_ref().is_some_and(|w| *w != etag) {
+            return Err(SourceError::Changed(format!(
+                "{what}: ETag is {etag}, not {}",
+                want.etag.as_deref().unwrap_or_default()
+            )));
+        }
+        Ok(Opened {
+            reader: Box::new(file),
+            content: Content {
+                version_id: None,
+                etag: Some(etag),
+            },
+        })
     }
 
     async fn head(&self, bucket: &str, key: &str) -> Result<ObjectInfo, SourceError> {

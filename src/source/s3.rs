@@ -10,7 +10,7 @@ use aws_sdk_s3::Client;
 use bytes::Bytes;
 use std::io::{self, Read};
 
-use super::{Body, ObjectInfo, ObjectReader, ObjectSource, SourceError};
+use super::{Body, Content, ObjectInfo, ObjectSource, Opened, SourceError};
 
 /// Chunks buffered between the network and the decoder (each typically 8–64 KiB).
 const CHUNKS_AHEAD: usize = 16;
@@ -106,27 +106,36 @@ fn etag(e: Option<&str>) -> Option<String> {
 }
 
 impl ObjectSource for S3Source {
-    async fn open(
-        &self,
-        bucket: &str,
-        key: &str,
-        version_id: Option<&str>,
-    ) -> Result<ObjectReader, SourceError> {
+    async fn open(&self, bucket: &str, key: &str, want: &Content) -> Result<Opened, SourceError> {
         let what = format!("s3://{bucket}/{key}");
         let out = self
             .reader
             .get_object()
             .bucket(bucket)
             .key(key)
-            .set_version_id(version_id.map(str::to_string))
+            .set_version_id(want.version_id.clone())
+            .set_if_match(match &want.version_id {
+                None => want.etag.as_ref().map(|e| format!("\"{e}\"")),
+                Some(_) => None,
+            })
             .send()
             .await
-            .map_err(|e| classify(&what, e))?;
+            .map_err(|e| match e.code() {
+                Some("PreconditionFailed") => {
+                    SourceError::Changed(format!("{what} no longer has {want} (overwritten)"))
+                }
+                _ => classify(&what, e),
+            })?;
         let etag = out.e_tag().map(str::to_string);
         let version = out
             .version_id()
             .map(str::to_string)
-            .or(version_id.map(str::to_string));
+            .filter(|v| v != "null")
+            .or(want.version_id.clone());
+        let content = Content {
+            version_id: version.clone(),
+            etag: self::etag(etag.as_deref()),
+        };
         let (tx, rx) = tokio::sync::mpsc::channel(CHUNKS_AHEAD);
         let client = self.reader.clone();
         let (bucket, key) = (bucket.to_string(), key.to_string());
@@ -181,10 +190,13 @@ impl ObjectSource for S3Source {
                 }
             }
         });
-        Ok(Box::new(ChannelReader {
-            rx,
-            current: Bytes::new(),
-        }))
+        Ok(Opened {
+            reader: Box::new(ChannelReader {
+                rx,
+                current: Bytes::new(),
+            }),
+            content,
+        })
     }
 
     async fn head(&self, bucket: &str, key: &str) -> Result<ObjectInfo, SourceError> {
