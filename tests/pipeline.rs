@@ -3,8 +3,9 @@
 //! shapes, reports and the scan mode. `make test` starts the stack; run alone, set
 //! `AWS_ENDPOINT_URL` to a running stack.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +15,7 @@ use s3_import::claims::dynamo::DynamoClaims;
 use s3_import::claims::{ClaimKey, ClaimState, ClaimStore};
 use s3_import::dedupe::dynamo::DynamoDedupe;
 use s3_import::dedupe::{DedupeKey, DedupeStore, RecordRef, Verdict};
-use s3_import::emulator::{serve, EmulatorConfig};
+use s3_import::emulator::EmulatorConfig;
 use s3_import::invoke::lambda_response;
 use s3_import::notify::ObjectRef;
 use s3_import::pipeline::ObjectOutcome;
@@ -23,13 +24,10 @@ use s3_import::settings::Settings;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
+use common::{events, gzip, soon, unique, CONVERTER};
+
 const CLAIMS: &str = "s3i-test-claims";
 const DEDUPE: &str = "s3i-test-dedupe";
-
-const CONVERTER: &str = r#"{"converterConfig": {"fileType": "json", "compressionType": "auto",
-  "convertToAmplitudeFunc": {"insert_id": "id", "event_type": "type", "device_id": "device",
-    "user_id": "user", "time": "ts", "$skip": ["equals", "type", ["value", "Heartbeat"]]},
-  "ignoreEventFlag": "$skip"}}"#;
 
 /// The local stack's clients; fails with directions when no stack is configured.
 async fn clients() -> Clients {
@@ -56,14 +54,6 @@ async fn clients() -> Clients {
     c
 }
 
-fn unique(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("{name}-{}-{nanos:x}", std::process::id())
-}
-
 /// One test's world: a bucket with the converter, an emulator, and settings for both.
 struct World {
     c: Clients,
@@ -78,18 +68,11 @@ impl World {
         let c = clients().await;
         let bucket = unique(&format!("t-{name}"));
         c.s3.create_bucket().bucket(&bucket).send().await.unwrap();
-        let dir = std::env::temp_dir().join(unique(&format!("s3i-pipeline-{name}")));
-        let mut config = EmulatorConfig::new(dir.clone());
-        config.api_key = Some("test-key".into());
-        emulator(&mut config);
-        let (tx, rx) = tokio::sync::oneshot::channel::<SocketAddr>();
-        tokio::spawn(async move {
-            let _ = serve("127.0.0.1:0".parse().unwrap(), config, move |a| {
-                let _ = tx.send(a);
-            })
-            .await;
-        });
-        let endpoint = format!("http://{}", rx.await.unwrap());
+        let (endpoint, dir) = common::emulator(&format!("s3i-pipeline-{name}"), |config| {
+            config.api_key = Some("test-key".into());
+            emulator(config);
+        })
+        .await;
         let w = World {
             c,
             vars: [
@@ -200,47 +183,12 @@ impl World {
 
     /// insert_id → how many times the endpoint accepted it.
     fn received(&self) -> BTreeMap<String, u32> {
-        let text = std::fs::read_to_string(self.received.join("events.jsonl")).unwrap_or_default();
-        let mut seen = BTreeMap::new();
-        for line in text.lines() {
-            let v: Value = serde_json::from_str(line).unwrap();
-            *seen
-                .entry(v["insert_id"].as_str().unwrap().to_string())
-                .or_insert(0) += 1;
-        }
-        seen
+        common::received(&self.received)
     }
 
     async fn stats(&self) -> Value {
-        let text = reqwest::get(format!("{}/stats", self.endpoint))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        serde_json::from_str(&text).unwrap()
+        common::stats(&self.endpoint).await
     }
-}
-
-/// JSON lines of events `ids` (insert_id `<tag>-<i>`), spread over 50 devices.
-fn events(tag: &str, ids: std::ops::Range<u64>) -> Vec<u8> {
-    let mut out = String::new();
-    for i in ids {
-        out.push_str(
-            &json!({"id": format!("{tag}-{i}"), "type": "Played", "device": format!("device-{}", i % 50),
-                    "ts": 1_790_000_000_000u64 + i})
-            .to_string(),
-        );
-        out.push('\n');
-    }
-    out.into_bytes()
-}
-
-fn gzip(data: &[u8]) -> Vec<u8> {
-    use std::io::Write;
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
 }
 
 /// An S3 notification record as AWS writes it; `raw_key` is form-encoded as AWS encodes it.
@@ -260,10 +208,6 @@ fn sqs_event(bodies: &[(&str, String)]) -> Value {
         "attributes": {"ApproximateReceiveCount": "1"}, "eventSource": "aws:sqs",
         "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:q", "awsRegion": "us-east-1"
     })).collect::<Vec<_>>()})
-}
-
-fn soon(secs: u64) -> Instant {
-    Instant::now() + Duration::from_secs(secs)
 }
 
 fn completed(outcome: &ObjectOutcome) -> &Report {

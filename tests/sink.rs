@@ -1,41 +1,23 @@
 //! The sender against the emulator over real HTTP on loopback: every response rule, faults,
 //! the deadline and throttling, and the accounting (every payload ends in one fate).
 
-use std::net::SocketAddr;
+mod common;
+
 use std::time::Duration;
 
 use s3_import::convert::Kind;
-use s3_import::emulator::{serve, EmulatorConfig};
+use s3_import::emulator::EmulatorConfig;
 use s3_import::sink::{deliver, Fate, Item, SinkSettings};
 use serde_json::{json, Value};
 use tokio::time::Instant;
+
+use common::{soon, stats};
 
 async fn emulator(
     name: &str,
     tweak: impl FnOnce(&mut EmulatorConfig),
 ) -> (String, std::path::PathBuf) {
-    let dir = std::env::temp_dir().join(format!("s3-import-sink-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let mut config = EmulatorConfig::new(dir.clone());
-    tweak(&mut config);
-    let (tx, rx) = tokio::sync::oneshot::channel::<SocketAddr>();
-    tokio::spawn(async move {
-        let _ = serve("127.0.0.1:0".parse().unwrap(), config, move |a| {
-            let _ = tx.send(a);
-        })
-        .await;
-    });
-    (format!("http://{}", rx.await.unwrap()), dir)
-}
-
-async fn stats(base: &str) -> Value {
-    let text = reqwest::get(format!("{base}/stats"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    serde_json::from_str(&text).unwrap()
+    common::emulator(&format!("s3-import-sink-{name}"), tweak).await
 }
 
 fn event(n: u64, device: &str, extra: Value) -> Item {
@@ -63,10 +45,6 @@ fn settings(base: &str) -> SinkSettings {
     s.backoff_base = Duration::from_millis(5);
     s.backoff_max = Duration::from_millis(50);
     s
-}
-
-fn soon(secs: u64) -> Instant {
-    Instant::now() + Duration::from_secs(secs)
 }
 
 fn assert_accounted(d: &s3_import::sink::Delivery, items: usize) {

@@ -1,0 +1,101 @@
+//! Helpers the integration tests share: the endpoint emulator on loopback, unique names, the
+//! event generator with its converter, gzip, and what the emulator received.
+// Each test crate uses only some of these.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use s3_import::emulator::{serve, EmulatorConfig};
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+/// The converter the tests' events (see [`events`]) are read with: heartbeats are skipped.
+pub const CONVERTER: &str = r#"{"converterConfig": {"fileType": "json", "compressionType": "auto",
+  "convertToAmplitudeFunc": {"insert_id": "id", "event_type": "type", "device_id": "device",
+    "user_id": "user", "time": "ts", "$skip": ["equals", "type", ["value", "Heartbeat"]]},
+  "ignoreEventFlag": "$skip"}}"#;
+
+/// `name`, made unique to this process and moment.
+pub fn unique(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{name}-{}-{nanos:x}", std::process::id())
+}
+
+/// Starts an emulator on a free loopback port, writing into a new folder named after `name`;
+/// its base URL and that folder.
+pub async fn emulator(name: &str, tweak: impl FnOnce(&mut EmulatorConfig)) -> (String, PathBuf) {
+    let dir = std::env::temp_dir().join(unique(name));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut config = EmulatorConfig::new(dir.clone());
+    tweak(&mut config);
+    let (tx, rx) = tokio::sync::oneshot::channel::<SocketAddr>();
+    tokio::spawn(async move {
+        let _ = serve("127.0.0.1:0".parse().unwrap(), config, move |a| {
+            let _ = tx.send(a);
+        })
+        .await;
+    });
+    (format!("http://{}", rx.await.unwrap()), dir)
+}
+
+/// The emulator's counts (`GET /stats`).
+pub async fn stats(base: &str) -> Value {
+    let text = reqwest::get(format!("{base}/stats"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// The JSON lines of one of the emulator's files (`events.jsonl`, `mutations.jsonl`, …);
+/// none when it has not written it.
+pub fn lines(dir: &Path, file: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(dir.join(file)).unwrap_or_default();
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// insert_id → how many times the emulator accepted the event.
+pub fn received(dir: &Path) -> BTreeMap<String, u32> {
+    let mut seen = BTreeMap::new();
+    for v in lines(dir, "events.jsonl") {
+        *seen
+            .entry(v["insert_id"].as_str().unwrap().to_string())
+            .or_insert(0) += 1;
+    }
+    seen
+}
+
+/// JSON lines of events `ids` (insert_id `<tag>-<i>`), spread over 50 devices.
+pub fn events(tag: &str, ids: std::ops::Range<u64>) -> Vec<u8> {
+    let mut out = String::new();
+    for i in ids {
+        out.push_str(
+            &json!({"id": format!("{tag}-{i}"), "type": "Played", "device": format!("device-{}", i % 50),
+                    "ts": 1_790_000_000_000u64 + i})
+            .to_string(),
+        );
+        out.push('\n');
+    }
+    out.into_bytes()
+}
+
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+pub fn soon(secs: u64) -> Instant {
+    Instant::now() + Duration::from_secs(secs)
+}
