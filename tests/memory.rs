@@ -223,11 +223,11 @@ async fn an_expired_lease_is_taken_over_from_its_checkpoint_and_a_live_one_left_
         Held::Yes
     );
     let o = p.import(&w.obj("in/l.json"), soon(60), "t1").await;
-    assert!(matches!(o, ObjectOutcome::HeldByOther), "{o:?}");
+    assert!(matches!(o, ObjectOutcome::HeldByOther { .. }), "{o:?}");
     w.clock.advance(Duration::from_secs(600));
     let o = p.import(&w.obj("in/l.json"), soon(60), "t2").await;
     assert!(
-        matches!(o, ObjectOutcome::HeldByOther),
+        matches!(o, ObjectOutcome::HeldByOther { .. }),
         "the lease's last second: {o:?}"
     );
     assert!(w.received().is_empty());
@@ -433,22 +433,45 @@ async fn an_endpoint_that_stops_mid_object_leaves_it_to_retry_from_the_confirmed
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gzip_corrupt_in_the_middle_fails_with_counts_that_add_up() {
-    let w = World::new("corrupt", |_| {}).await;
+    let mut w = World::new("corrupt", |_| {}).await;
     let mut data = gzip(&events("c", 0..20_000));
     let middle = data.len() / 2;
     data[middle..middle + 64].fill(0xA5);
     w.put("in/c.json.gz", &data);
+    w.put("in/trusted.json.gz", &data);
     let p = w.pipeline();
     let o = p.import(&w.obj("in/c.json.gz"), soon(60), "t").await;
     let r = match &o {
         ObjectOutcome::Failed(r) => r,
         other => panic!("expected failed, got {other:?}"),
     };
+    let reason = r.reason.as_deref().unwrap();
     assert!(
-        r.reason.as_deref().unwrap().contains("unreadable object"),
-        "{:?}",
-        r.reason
+        reason.contains("unreadable object") && reason.contains("no record was sent"),
+        "{reason}"
     );
+    assert_eq!(
+        r.counts.records, 0,
+        "checked before sending: {:?}",
+        r.counts
+    );
+    assert_eq!(w.received().len(), 0, "no garbled event was sent");
+    assert_eq!(&w.report("in/c.json.gz"), r.as_ref());
+    match p.claims.get(&w.claim_key("in/c.json.gz")).await.unwrap() {
+        Some(ClaimState::Failed { reason, .. }) => {
+            assert!(reason.contains("unreadable"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // With the check off (trusted writers), the records before the damage are sent and the
+    // object fails with counts that add up.
+    w.vars
+        .insert("S3I_VERIFY_COMPRESSED".into(), "false".into());
+    let p = w.pipeline();
+    let o = p.import(&w.obj("in/trusted.json.gz"), soon(60), "t").await;
+    let ObjectOutcome::Failed(r) = &o else {
+        panic!("expected failed, got {o:?}");
+    };
     assert!(
         r.counts.records > 0 && r.counts.records < 20_000,
         "{:?}",
@@ -456,11 +479,6 @@ async fn a_gzip_corrupt_in_the_middle_fails_with_counts_that_add_up() {
     );
     assert!(r.counts.add_up(), "{:?}", r.counts);
     assert_eq!(r.counts.sent as usize, w.received().len());
-    assert_eq!(&w.report("in/c.json.gz"), r.as_ref());
-    match p.claims.get(&w.claim_key("in/c.json.gz")).await.unwrap() {
-        Some(ClaimState::Failed { reason }) => assert!(reason.contains("unreadable"), "{reason}"),
-        other => panic!("{other:?}"),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
