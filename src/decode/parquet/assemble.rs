@@ -44,12 +44,21 @@ impl<T: DataType> Typed<T> {
         self.values.clear();
         self.defs.clear();
         self.reps.clear();
-        let (_, values, levels) = self.reader.read_records(
-            BATCH,
-            (self.max_def > 0).then_some(&mut self.defs),
-            (self.max_rep > 0).then_some(&mut self.reps),
+        let (max_def, max_rep) = (self.max_def, self.max_rep);
+        let (reader, defs, reps, values) = (
+            &mut self.reader,
+            &mut self.defs,
+            &mut self.reps,
             &mut self.values,
-        )?;
+        );
+        let (_, values, levels) = guard(|| {
+            reader.read_records(
+                BATCH,
+                (max_def > 0).then_some(defs),
+                (max_rep > 0).then_some(reps),
+                values,
+            )
+        })?;
         self.len = if self.max_def > 0 { levels } else { values };
         if self.max_def > 0 && self.defs.len() < self.len
             || self.max_rep > 0 && self.reps.len() < self.len
@@ -110,6 +119,22 @@ where
     }
 }
 
+/// Runs a step of the `parquet` crate's decoder, turning a panic on malformed data (it has a
+/// few) into an error, so that a hostile file fails alone instead of taking the process down.
+pub fn guard<T>(step: impl FnOnce() -> Result<T, ParquetError>) -> Result<T, ParquetError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(step)) {
+        Ok(r) => r,
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("malformed data");
+            Err(ParquetError::General(format!("the decoder failed: {why}")))
+        }
+    }
+}
+
 /// A column reader for `reader`, after skipping its first `skip` rows, at its first triplet.
 pub fn column(
     reader: ColumnReader,
@@ -130,7 +155,7 @@ pub fn column(
     {
         let mut reader: ColumnReaderImpl<T> = get_typed_column_reader(reader);
         if skip > 0 {
-            let skipped = reader.skip_records(skip)?;
+            let skipped = guard(|| reader.skip_records(skip))?;
             if skipped < skip {
                 return Err(ParquetError::General(format!(
                     "the column has {skipped} rows, fewer than the {skip} to skip"

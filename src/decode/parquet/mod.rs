@@ -178,22 +178,37 @@ impl<S: ReadAt> ParquetFile<S> {
                 "the file is truncated: it does not end with the PAR1 magic of a Parquet footer ({len} bytes)"
             )));
         }
-        let reader = SerializedFileReader::new(Source(Arc::new(src)))
+        let src = Source(Arc::new(src));
+        let reader = assemble::guard(|| SerializedFileReader::new(src))
             .map_err(|e| parquet_error(e, |e| format!("cannot read the footer: {e}")))?;
         let meta = reader.metadata();
         let plan = plan(meta.file_metadata().schema_descr()).map_err(DecodeError::Parquet)?;
         let mut groups = Vec::new();
         let mut first_row = 0u64;
         for (index, g) in meta.row_groups().iter().enumerate() {
-            let rows = u64::try_from(g.num_rows()).unwrap_or(0);
-            let ranges = g.columns().iter().map(|c| {
-                let (start, n) = c.byte_range();
-                (start, start + n)
-            });
-            let bytes = match ranges.reduce(|a, b| (a.0.min(b.0), a.1.max(b.1))) {
-                Some((start, end)) => start..end,
-                None => 0..0,
+            let corrupt = |what: &str| {
+                DecodeError::Parquet(format!(
+                    "the footer is corrupt: row group {index} has {what}"
+                ))
             };
+            let rows = u64::try_from(g.num_rows()).map_err(|_| corrupt("a negative row count"))?;
+            let mut bytes: Option<Range<u64>> = None;
+            for c in g.columns() {
+                let start = c.dictionary_page_offset().unwrap_or(c.data_page_offset());
+                let (Ok(start), Ok(n)) = (u64::try_from(start), u64::try_from(c.compressed_size()))
+                else {
+                    return Err(corrupt("a column chunk at a negative offset or size"));
+                };
+                let end = start.saturating_add(n);
+                if end > len {
+                    return Err(corrupt("a column chunk past the end of the file"));
+                }
+                bytes = Some(match bytes {
+                    Some(b) => b.start.min(start)..b.end.max(end),
+                    None => start..end,
+                });
+            }
+            let bytes = bytes.unwrap_or(0..0);
             groups.push(RowGroupInfo {
                 index,
                 first_row,
@@ -282,17 +297,14 @@ impl<S: ReadAt> ParquetFile<S> {
                     )
                 })
             };
-            let group = self
-                .reader
-                .get_row_group(g.index)
+            let group = assemble::guard(|| self.reader.get_row_group(g.index))
                 .map_err(|e| parquet_error(e, |e| format!("row group {}: {e}", g.index)))?;
             let mut cols: Vec<Option<Box<dyn Column>>> = Vec::new();
             cols.resize_with(descr.num_columns(), || None);
             for &i in &leaves {
                 let d = descr.column(i);
                 let kind = kind_of_leaf(&self.plan, i);
-                let c = group
-                    .get_column_reader(i)
+                let c = assemble::guard(|| group.get_column_reader(i))
                     .and_then(|r| {
                         column(r, kind, d.max_def_level(), d.max_rep_level(), skip as usize)
                     })
