@@ -356,12 +356,6 @@ impl Loader<'_> {
             ],
             None,
         );
-        if file_type == Some(FileType::Parquet) {
-            self.err(
-                &child_path(path, "fileType"),
-                "\"parquet\" is not supported yet; export the data as JSON lines or CSV (gzip or zstd compressed)",
-            );
-        }
         let compression = self.choice(
             m,
             path,
@@ -374,6 +368,19 @@ impl Loader<'_> {
             ],
             None,
         );
+        if file_type == Some(FileType::Parquet) {
+            if let Some(c @ (Compression::Gzip | Compression::Zstd)) = compression {
+                let name = if c == Compression::Gzip {
+                    "gzip"
+                } else {
+                    "zstd"
+                };
+                self.err(
+                    &child_path(path, "compressionType"),
+                    format!("\"{name}\" does not apply to fileType \"parquet\": Parquet pages carry their own compression; use \"none\" (or \"auto\")"),
+                );
+            }
+        }
         let data_type = self.choice(
             m,
             path,
@@ -592,9 +599,21 @@ mod tests {
         assert!(errors(&base(r#","ignoreEventFlag":"$ignore""#))[0].contains("no such field"));
         let f = ConverterFile::load(&base(r#","dataType":"profiles""#)).unwrap();
         assert_eq!(f.strategy, Strategy::Mirror);
-        let p = errors(
-            r#"{"converterConfig":{"fileType":"parquet","compressionType":"none","convertToAmplitudeFunc":{}}}"#,
-        );
-        assert!(p[0].contains("not supported yet"), "{p:?}");
+        for ok in ["none", "auto"] {
+            let f = ConverterFile::load(&format!(
+                r#"{{"converterConfig":{{"fileType":"parquet","compressionType":"{ok}","convertToAmplitudeFunc":{{}}}}}}"#
+            ))
+            .unwrap();
+            assert_eq!(f.file_type, FileType::Parquet);
+        }
+        for bad in ["gzip", "zstd"] {
+            let p = errors(&format!(
+                r#"{{"converterConfig":{{"fileType":"parquet","compressionType":"{bad}","convertToAmplitudeFunc":{{}}}}}}"#
+            ));
+            assert_eq!(
+                p[0],
+                format!("converterConfig.compressionType: \"{bad}\" does not apply to fileType \"parquet\": Parquet pages carry their own compression; use \"none\" (or \"auto\")")
+            );
+        }
     }
 }

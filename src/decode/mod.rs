@@ -1,9 +1,11 @@
 //! Object bytes → records: one module owns every decompressor and the size caps, then frames
-//! JSON lines or CSV rows. Streaming throughout; nothing holds the whole object.
+//! JSON lines or CSV rows, or reads Parquet row groups. Streaming throughout; nothing holds the
+//! whole object.
 
 mod compress;
 mod csv_rows;
 mod lines;
+pub mod parquet;
 mod verify;
 
 use std::io::{self, Read};
@@ -56,6 +58,8 @@ pub enum DecodeError {
     Csv { detail: String },
     #[error("reading the object failed after {offset} decompressed bytes: {detail}")]
     Io { offset: u64, detail: String },
+    #[error("Parquet: {0}")]
+    Parquet(String),
 }
 
 impl DecodeError {
@@ -67,7 +71,8 @@ impl DecodeError {
 
 /// One record as the decoder delivers it.
 pub enum Rec<'a> {
-    /// A record; `line` is its JSON text (JSON lines) or `None` (CSV, rebuilt from `record`).
+    /// A record; `line` is its JSON text (JSON lines) or `None` (CSV, Parquet: rebuilt from
+    /// `record`).
     Ok {
         record: &'a Record<'a>,
         line: Option<&'a [u8]>,
@@ -97,7 +102,8 @@ pub fn read_records<R: Read + Send>(
     let input = decompress(raw, file.compression, limits)?;
     match file.file_type {
         FileType::Csv => csv_rows::read(input, &file.csv, limits, &mut f),
-        FileType::Json | FileType::Parquet => {
+        FileType::Parquet => parquet::read_stream(input, keys, &mut f),
+        FileType::Json => {
             let counter = input.counter();
             let mut n = 0u64;
             let mut visit = |chunk: &Chunk| -> ControlFlow<()> {

@@ -1,0 +1,514 @@
+//! Parquet files → records, row group by row group, over any source that reads byte ranges
+//! ([`ReadAt`]): a local file now, ranged GETs later. Only the footer and the pages of the
+//! row group being read are ever fetched; nothing holds the whole file.
+//!
+//! Values map as converter.md §1 "Parquet values" decides (`values.rs`); rows are rebuilt from
+//! the leaf columns by `assemble.rs` following the plan that `schema.rs` builds once per file,
+//! which is also where a column of a type without a record value fails the file.
+//!
+//! [`read_records`](super::read_records) reaches Parquet through [`read_stream`], which spools
+//! a plain stream (stdin, a streaming GET) to an unlinked temporary file first; callers that
+//! can read ranges use [`ParquetFile`] directly, which also resumes from a row group and row.
+
+mod assemble;
+mod schema;
+mod values;
+
+use std::borrow::Cow;
+use std::fs::File;
+use std::io::{self, Read};
+use std::ops::{ControlFlow, Range};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parquet::errors::ParquetError;
+use parquet::file::reader::{ChunkReader, FileReader, Length};
+use parquet::file::serialized_reader::SerializedFileReader;
+
+use super::{DecodeError, ReadStats, Rec};
+use crate::datalang::{Keys, Record, V};
+use assemble::{column, Column, ColumnError, Row};
+use schema::{plan, Plan};
+
+/// A source of bytes by offset: a local file, an object read with ranged GETs.
+pub trait ReadAt: Send + Sync + 'static {
+    /// The total size in bytes.
+    fn len(&self) -> u64;
+    /// Exactly `len` bytes from `offset` (a short read is an error).
+    fn read_at(&self, offset: u64, len: usize) -> io::Result<Bytes>;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl ReadAt for File {
+    fn len(&self) -> u64 {
+        self.metadata().map(|m| m.len()).unwrap_or(0)
+    }
+
+    fn read_at(&self, offset: u64, len: usize) -> io::Result<Bytes> {
+        use std::os::unix::fs::FileExt;
+        let mut buf = vec![0u8; len];
+        self.read_exact_at(&mut buf, offset)?;
+        Ok(Bytes::from(buf))
+    }
+}
+
+/// A read of the source that failed (kept apart from bad content: it may succeed again).
+#[derive(Debug)]
+struct ReadFailed(io::Error);
+
+impl std::fmt::Display for ReadFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for ReadFailed {}
+
+/// [`ReadAt`] as the `parquet` crate wants it.
+struct Source<S>(Arc<S>);
+
+impl<S: ReadAt> Length for Source<S> {
+    fn len(&self) -> u64 {
+        self.0.len()
+    }
+}
+
+impl<S: ReadAt> ChunkReader for Source<S> {
+    type T = Cursor<S>;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<Cursor<S>> {
+        Ok(Cursor {
+            src: Arc::clone(&self.0),
+            pos: start,
+            buf: Bytes::new(),
+        })
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
+        self.0
+            .read_at(start, length)
+            .map_err(|e| ParquetError::External(Box::new(ReadFailed(e))))
+    }
+}
+
+/// A sequential reader over a [`ReadAt`] (page headers are read this way), in small blocks.
+struct Cursor<S> {
+    src: Arc<S>,
+    pos: u64,
+    buf: Bytes,
+}
+
+/// Block size of [`Cursor`]: a page header is well under it.
+const CURSOR_BLOCK: u64 = 16 << 10;
+
+impl<S: ReadAt> Read for Cursor<S> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.buf.is_empty() {
+            let left = self.src.len().saturating_sub(self.pos);
+            let n = left.min(CURSOR_BLOCK.max(out.len() as u64));
+            if n == 0 {
+                return Ok(0);
+            }
+            self.buf = self.src.read_at(self.pos, n as usize)?;
+            self.pos += n;
+        }
+        let n = out.len().min(self.buf.len());
+        out[..n].copy_from_slice(&self.buf[..n]);
+        let _ = self.buf.split_to(n);
+        Ok(n)
+    }
+}
+
+/// One row group: where its rows sit in the file's numbering and in its bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RowGroupInfo {
+    pub index: usize,
+    /// The number (`n`) of its first row: rows are numbered from 0 across row groups.
+    pub first_row: u64,
+    pub rows: u64,
+    /// The bytes of all its column chunks (what reading it fetches).
+    pub bytes: Range<u64>,
+}
+
+/// Where to start reading: a row group, and a row within it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Position {
+    pub row_group: usize,
+    pub row: u64,
+}
+
+/// An open Parquet file: its footer read and every column's type checked.
+pub struct ParquetFile<S: ReadAt> {
+    reader: SerializedFileReader<Source<S>>,
+    plan: Plan,
+    groups: Vec<RowGroupInfo>,
+    len: u64,
+}
+
+fn parquet_error(e: ParquetError, what: impl FnOnce(String) -> String) -> DecodeError {
+    if let ParquetError::External(inner) = &e {
+        if let Some(ReadFailed(io)) = inner.downcast_ref::<ReadFailed>() {
+            return DecodeError::Io {
+                offset: 0,
+                detail: io.to_string(),
+            };
+        }
+    }
+    DecodeError::Parquet(what(e.to_string()))
+}
+
+impl<S: ReadAt> ParquetFile<S> {
+    /// Reads the footer. Fails when the source is not Parquet, is truncated, or has a column
+    /// of a type without a record value (converter.md §1).
+    pub fn open(src: S) -> Result<Self, DecodeError> {
+        let len = src.len();
+        let io_err = |e: io::Error| DecodeError::Io {
+            offset: 0,
+            detail: e.to_string(),
+        };
+        if len < 4 || &src.read_at(0, 4).map_err(io_err)?[..] != b"PAR1" {
+            return Err(DecodeError::Parquet(
+                "not a Parquet file: it does not start with the PAR1 magic".into(),
+            ));
+        }
+        if len < 12 || &src.read_at(len - 4, 4).map_err(io_err)?[..] != b"PAR1" {
+            return Err(DecodeError::Parquet(format!(
+                "the file is truncated: it does not end with the PAR1 magic of a Parquet footer ({len} bytes)"
+            )));
+        }
+        let src = Source(Arc::new(src));
+        let reader = assemble::guard(|| SerializedFileReader::new(src))
+            .map_err(|e| parquet_error(e, |e| format!("cannot read the footer: {e}")))?;
+        let meta = reader.metadata();
+        let plan = plan(meta.file_metadata().schema_descr()).map_err(DecodeError::Parquet)?;
+        let mut groups = Vec::new();
+        let mut first_row = 0u64;
+        for (index, g) in meta.row_groups().iter().enumerate() {
+            let corrupt = |what: &str| {
+                DecodeError::Parquet(format!(
+                    "the footer is corrupt: row group {index} has {what}"
+                ))
+            };
+            let rows = u64::try_from(g.num_rows()).map_err(|_| corrupt("a negative row count"))?;
+            let mut bytes: Option<Range<u64>> = None;
+            for c in g.columns() {
+                let start = c.dictionary_page_offset().unwrap_or(c.data_page_offset());
+                let (Ok(start), Ok(n)) = (u64::try_from(start), u64::try_from(c.compressed_size()))
+                else {
+                    return Err(corrupt("a column chunk at a negative offset or size"));
+                };
+                let end = start.saturating_add(n);
+                if end > len {
+                    return Err(corrupt("a column chunk past the end of the file"));
+                }
+                bytes = Some(match bytes {
+                    Some(b) => b.start.min(start)..b.end.max(end),
+                    None => start..end,
+                });
+            }
+            let bytes = bytes.unwrap_or(0..0);
+            groups.push(RowGroupInfo {
+                index,
+                first_row,
+                rows,
+                bytes,
+            });
+            first_row += rows;
+        }
+        Ok(ParquetFile {
+            reader,
+            plan,
+            groups,
+            len,
+        })
+    }
+
+    /// The row groups, in file order.
+    pub fn row_groups(&self) -> &[RowGroupInfo] {
+        &self.groups
+    }
+
+    /// Every row of the file.
+    pub fn rows(&self) -> u64 {
+        self.groups.last().map_or(0, |g| g.first_row + g.rows)
+    }
+
+    /// The position of row `n` (the end of the file when `n` is past it).
+    pub fn position_of(&self, n: u64) -> Position {
+        match self.groups.iter().find(|g| n < g.first_row + g.rows) {
+            Some(g) => Position {
+                row_group: g.index,
+                row: n - g.first_row,
+            },
+            None => Position {
+                row_group: self.groups.len(),
+                row: 0,
+            },
+        }
+    }
+
+    /// Hands every row from `from` on to `f`, numbered across row groups, reading only the
+    /// top-level columns `keys` names. `f` may stop early with `ControlFlow::Break`.
+    /// `records` in the result is the number one past the last row handed over.
+    pub fn read(
+        &self,
+        keys: &Keys,
+        from: Position,
+        f: &mut dyn FnMut(u64, Rec<'_>) -> ControlFlow<()>,
+    ) -> Result<ReadStats, DecodeError> {
+        let fields: Vec<&(String, schema::Node)> = self
+            .plan
+            .fields
+            .iter()
+            .filter(|(name, _)| match keys {
+                Keys::All => true,
+                Keys::Only { ids, .. } => ids.get(name).is_some(),
+            })
+            .collect();
+        let mut leaves = Vec::new();
+        for (_, node) in &fields {
+            node.leaves(&mut leaves);
+        }
+        let descr = self.reader.metadata().file_metadata().schema_descr_ptr();
+        let mut n = self
+            .groups
+            .get(from.row_group)
+            .map_or(self.rows(), |g| g.first_row + from.row.min(g.rows));
+        let stats = |n| ReadStats {
+            records: n,
+            decompressed_bytes: self.len,
+        };
+        for g in self.groups.iter().skip(from.row_group) {
+            let skip = if g.index == from.row_group {
+                from.row.min(g.rows)
+            } else {
+                0
+            };
+            if skip == g.rows {
+                continue;
+            }
+            let corrupt = |ColumnError(col, e): ColumnError| {
+                parquet_error(e, |e| {
+                    format!(
+                        "corrupt data in column `{}` of row group {}: {e}",
+                        self.plan.column_names[col], g.index
+                    )
+                })
+            };
+            let group = assemble::guard(|| self.reader.get_row_group(g.index))
+                .map_err(|e| parquet_error(e, |e| format!("row group {}: {e}", g.index)))?;
+            let mut cols: Vec<Option<Box<dyn Column>>> = Vec::new();
+            cols.resize_with(descr.num_columns(), || None);
+            for &i in &leaves {
+                let d = descr.column(i);
+                let kind = kind_of_leaf(&self.plan, i);
+                let c = assemble::guard(|| group.get_column_reader(i))
+                    .and_then(|r| {
+                        column(r, kind, d.max_def_level(), d.max_rep_level(), skip as usize)
+                    })
+                    .map_err(|e| corrupt(ColumnError(i, e)))?;
+                cols[i] = Some(c);
+            }
+            for _ in skip..g.rows {
+                let mut row = Row {
+                    cols: &mut cols,
+                    bad: None,
+                };
+                let mut out = Vec::with_capacity(fields.len());
+                for (name, node) in &fields {
+                    if let Some(v) = row.read(node).map_err(corrupt)? {
+                        out.push((Cow::Borrowed(name.as_str()), v));
+                    }
+                }
+                let flow = match row.bad {
+                    None => f(
+                        n,
+                        Rec::Ok {
+                            record: &Record::new(V::Obj(out)),
+                            line: None,
+                        },
+                    ),
+                    Some(reason) => f(n, Rec::Invalid { reason, raw: b"" }),
+                };
+                n += 1;
+                if flow.is_break() {
+                    return Ok(stats(n));
+                }
+            }
+        }
+        Ok(stats(n))
+    }
+}
+
+/// The kind of leaf column `col` in the plan.
+fn kind_of_leaf(plan: &Plan, col: usize) -> values::Kind {
+    fn find(node: &schema::Node, col: usize) -> Option<values::Kind> {
+        use schema::Node;
+        match node {
+            Node::Leaf { col: c, kind } => (*c == col).then_some(*kind),
+            Node::Opt { child, .. } | Node::List { child, .. } => find(child, col),
+            Node::Group { fields } => fields.iter().find_map(|(_, n)| find(n, col)),
+            Node::Map { key, value, .. } => {
+                find(key, col).or_else(|| value.as_deref().and_then(|v| find(v, col)))
+            }
+        }
+    }
+    plan.fields
+        .iter()
+        .find_map(|(_, n)| find(n, col))
+        .unwrap_or(values::Kind::Null)
+}
+
+/// A temporary file, removed from its directory as soon as it is created.
+fn spool_file() -> io::Result<File> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir();
+    loop {
+        let path = dir.join(format!(
+            "s3-import-parquet-{}-{}.spool",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(f) => {
+                let _ = std::fs::remove_file(&path);
+                return Ok(f);
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Reads a Parquet file that arrives as a plain stream: it is copied to an unlinked temporary
+/// file (the footer is at the end), then read by row groups from there.
+pub fn read_stream<R: Read>(
+    mut input: R,
+    keys: &Keys,
+    f: &mut dyn FnMut(u64, Rec<'_>) -> ControlFlow<()>,
+) -> Result<ReadStats, DecodeError> {
+    let mut spool = spool_file().map_err(|e| DecodeError::Io {
+        offset: 0,
+        detail: format!("cannot create a temporary file for the Parquet data: {e}"),
+    })?;
+    let mut copied = 0u64;
+    let mut buf = vec![0u8; 256 << 10];
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(super::classify(e, copied)),
+        };
+        io::Write::write_all(&mut spool, &buf[..n]).map_err(|e| DecodeError::Io {
+            offset: copied,
+            detail: format!("writing the temporary copy of the Parquet data: {e}"),
+        })?;
+        copied += n as u64;
+    }
+    ParquetFile::open(spool)?.read(keys, Position::default(), f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A [`ReadAt`] over bytes in memory.
+    struct Mem(Vec<u8>);
+
+    impl ReadAt for Mem {
+        fn len(&self) -> u64 {
+            self.0.len() as u64
+        }
+        fn read_at(&self, offset: u64, len: usize) -> io::Result<Bytes> {
+            let start = offset as usize;
+            self.0
+                .get(start..start + len)
+                .map(Bytes::copy_from_slice)
+                .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "past the end"))
+        }
+    }
+
+    fn golden(name: &str) -> Vec<u8> {
+        let path = format!(
+            "{}/tests/golden/{name}/input.parquet",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    fn rows(file: &ParquetFile<Mem>, from: Position) -> Vec<(u64, String)> {
+        let mut out = Vec::new();
+        file.read(&Keys::All, from, &mut |n, rec| {
+            if let Rec::Ok { record, .. } = rec {
+                out.push((n, record.value.to_json()));
+            }
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn bad_magic_and_truncation_are_named() {
+        let e = ParquetFile::open(Mem(b"{\"a\": 1}\n".to_vec()))
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("not a Parquet file"), "{e}");
+        let mut data = golden("parquet_row_groups");
+        data.truncate(data.len() - 10);
+        let e = ParquetFile::open(Mem(data)).err().unwrap();
+        assert!(e.to_string().contains("truncated"), "{e}");
+    }
+
+    #[test]
+    fn row_groups_number_rows_across_groups_and_resume() {
+        let file = ParquetFile::open(Mem(golden("parquet_row_groups"))).unwrap();
+        let groups = file.row_groups().to_vec();
+        assert!(groups.len() >= 3, "{groups:?}");
+        assert_eq!(groups[1].first_row, groups[0].rows);
+        for w in groups.windows(2) {
+            assert!(w[0].bytes.end <= w[1].bytes.start, "{groups:?}");
+        }
+        let all = rows(&file, Position::default());
+        assert_eq!(all.len() as u64, file.rows());
+        assert!(all.iter().enumerate().all(|(i, (n, _))| *n == i as u64));
+        // Resume at every row of the second group and at the start of the last one.
+        for n in [
+            groups[1].first_row,
+            groups[1].first_row + 3,
+            groups[2].first_row,
+        ] {
+            let pos = file.position_of(n);
+            let rest = rows(&file, pos);
+            assert_eq!(rest, all[n as usize..], "from {pos:?}");
+        }
+        let end = file.position_of(file.rows());
+        assert!(rows(&file, end).is_empty());
+    }
+
+    #[test]
+    fn a_break_stops_reading() {
+        let file = ParquetFile::open(Mem(golden("parquet_row_groups"))).unwrap();
+        let mut seen = 0;
+        let stats = file
+            .read(&Keys::All, Position::default(), &mut |_, _| {
+                seen += 1;
+                if seen == 2 {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })
+            .unwrap();
+        assert_eq!((seen, stats.records), (2, 2));
+    }
+}

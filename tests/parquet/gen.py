@@ -1,0 +1,444 @@
+#!/usr/bin/env python3
+"""Writes the Parquet golden cases under tests/golden/ (input.parquet, converter.json,
+case.json); `UPDATE_GOLDEN=1 cargo test --test golden` then writes their expectations.
+
+    python3 -m venv /tmp/pqvenv && /tmp/pqvenv/bin/pip install -r tests/parquet/requirements.txt
+    /tmp/pqvenv/bin/python tests/parquet/gen.py
+
+Every file is small and written by pyarrow or by DuckDB (the two writers most exports come
+from), so the cases cover both writers' layouts: dictionary pages, several row groups, nested
+types, every page codec, INT96 timestamps as Spark writes them, and broken files.
+"""
+
+import base64
+import datetime as dt
+import decimal
+import json
+import os
+import struct
+import uuid
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "golden")
+D = decimal.Decimal
+
+
+def case(name, converter, writer, case_json=None):
+    """Writes one case directory: `writer(path)` writes input.parquet."""
+    d = os.path.join(ROOT, name)
+    os.makedirs(d, exist_ok=True)
+    for old in os.listdir(d):
+        if old.startswith("input"):
+            os.remove(os.path.join(d, old))
+    writer(os.path.join(d, "input.parquet"))
+    with open(os.path.join(d, "converter.json"), "w") as f:
+        json.dump(converter, f, indent=1)
+        f.write("\n")
+    path = os.path.join(d, "case.json")
+    if case_json:
+        with open(path, "w") as f:
+            json.dump(case_json, f, indent=1)
+            f.write("\n")
+    elif os.path.exists(path):
+        os.remove(path)
+
+
+def converter(props, compression="none", **extra):
+    """An event converter that copies the named columns into event_properties."""
+    func = {
+        "event_type": ["value", "row"],
+        "user_id": ["value", "user-1"],
+        "event_properties": {p: p for p in props},
+    }
+    func.update(extra)
+    return {
+        "converterConfig": {
+            "fileType": "parquet",
+            "compressionType": compression,
+            "convertToAmplitudeFunc": func,
+        }
+    }
+
+
+def pa_writer(table, **kw):
+    return lambda path: pq.write_table(table, path, **kw)
+
+
+def duck_writer(sql, **opts):
+    def write(path):
+        o = ", ".join(["FORMAT parquet"] + [f"{k} {v}" for k, v in opts.items()])
+        duckdb.connect().execute(f"COPY ({sql}) TO '{path}' ({o})")
+
+    return write
+
+
+# --- Amplitude's documented example --------------------------------------------------------
+
+DOCS_CONVERTER = {
+    "config_name": ["Event sample converter"],
+    "converterConfig": {
+        "fileType": "parquet",
+        "compressionType": "none",
+        "convertToAmplitudeFunc": {
+            "event_type": "action",
+            "user_id": "user",
+            "device_id": "device",
+            "event_properties": {"business_id_encid": "business_id"},
+            "user_properties": {
+                "utm_channel_category": "utm_channel_c",
+                "utm_channel_source": "utm_channel_s",
+            },
+            "time": "epoch",
+            "session_id": "session_id",
+            "app_version": "app_version",
+        },
+    },
+    "keyValidatorConfig": {"filterPattern": "folder1/folder2/ds=202011[1-2][0-9]/.*\\.parquet"},
+}
+DOCS_KEY = ["--key", "folder1/folder2/ds=20201115/part-00000.parquet"]
+
+
+def docs_row(**over):
+    row = {
+        "action": "watch tv",
+        "user": "john",
+        "device": "host1",
+        "business_id": "123",
+        "utm_channel_c": "social",
+        "utm_channel_s": "twitter",
+        "epoch": "1645066434189",
+        "session_id": "1",
+        "app_version": "1",
+    }
+    row.update(over)
+    return row
+
+
+def int96_ns(b64):
+    """The nanoseconds since the epoch of a base64 INT96 (nanos of day, Julian day)."""
+    raw = base64.b64decode(b64)
+    nanos, julian = struct.unpack("<qi", raw)
+    return (julian - 2440588) * 86_400_000_000_000 + nanos
+
+
+def docs_cases():
+    rows = [docs_row(), docs_row(action="buy", user="jane", epoch="1645066435000", session_id="2")]
+    case(
+        "example_amplitude_docs_parquet",
+        DOCS_CONVERTER,
+        pa_writer(pa.Table.from_pylist(rows)),
+        {"args": DOCS_KEY},
+    )
+    # The INT96 form: `epoch` is a legacy timestamp, read with int96_time_to_ms.
+    conv = json.loads(json.dumps(DOCS_CONVERTER))
+    func = conv["converterConfig"]["convertToAmplitudeFunc"]
+    func["time"] = ["int96_time_to_ms", "epoch"]
+    func["event_properties"]["epoch_int96"] = "epoch"
+    ns = [int96_ns("AP6qCz41AAAwhCUA"), int96_ns("AP6qCz41AAAwhCUA") + 1_999_999]
+    table = pa.table(
+        {
+            "action": ["watch tv", "buy"],
+            "user": ["john", "jane"],
+            "device": ["host1", "host2"],
+            "business_id": ["123", "456"],
+            "utm_channel_c": ["social", "search"],
+            "utm_channel_s": ["twitter", "google"],
+            "epoch": pa.array(ns, pa.timestamp("ns")),
+            "session_id": ["1", "2"],
+            "app_version": ["1", "1"],
+        }
+    )
+    case(
+        "example_amplitude_docs_parquet_int96",
+        conv,
+        pa_writer(table, use_deprecated_int96_timestamps=True),
+        {"args": DOCS_KEY},
+    )
+
+
+# --- Every type row of converter.md §1 ------------------------------------------------------
+
+def pyarrow_types_table():
+    utc = dt.timezone.utc
+    t0 = dt.datetime(2024, 2, 29, 23, 59, 59, 999999, tzinfo=utc)
+    pre = dt.datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=utc)
+    u = uuid.UUID("123e4567-e89b-12d3-a456-426614174000")
+    cols = {
+        "n": pa.array([0, 1, 2], pa.int64()),
+        "bool": pa.array([True, False, None]),
+        "i8": pa.array([-128, 127, None], pa.int8()),
+        "i16": pa.array([-32768, 32767, None], pa.int16()),
+        "i32": pa.array([-(2**31), 2**31 - 1, None], pa.int32()),
+        "i64": pa.array([-(2**63), 2**63 - 1, None], pa.int64()),
+        "u8": pa.array([0, 255, None], pa.uint8()),
+        "u16": pa.array([0, 65535, None], pa.uint16()),
+        "u32": pa.array([0, 2**32 - 1, None], pa.uint32()),
+        "u64": pa.array([0, 2**64 - 1, None], pa.uint64()),
+        "f32": pa.array([0.1, float("nan"), float("inf")], pa.float32()),
+        "f64": pa.array([2.5, float("-inf"), float("nan")], pa.float64()),
+        "dec": pa.array([D("12.30"), D("-0.01"), None], pa.decimal128(4, 2)),
+        "dec38": pa.array(
+            [D("1234567890123456789012345678.0123456789"), D("-1"), None], pa.decimal128(38, 10)
+        ),
+        "dec0": pa.array([D("99999999999999999999"), D("-7"), None], pa.decimal128(20, 0)),
+        "str": pa.array(["plain", "ünïcödé ✓ \"quoted\"\n", ""], pa.string()),
+        "str_large": pa.array(["large", None, "x"], pa.large_string()),
+        "str_dict": pa.array(["red", "red", None]).dictionary_encode(),
+        "json": pa.array(['{"a": [1, 2]}', None, "3"], pa.json_(pa.string())),
+        "bin": pa.array([b"\x00\xff\x10", b"", None], pa.binary()),
+        "bin_fixed": pa.array([b"abc", b"\x00\x00\x01", None], pa.binary(3)),
+        "uuid": pa.array([u.bytes, None, uuid.UUID(int=0).bytes], pa.uuid()),
+        "ts_s": pa.array([t0.replace(microsecond=0), pre.replace(microsecond=0), None], pa.timestamp("s")),
+        "ts_ms": pa.array([t0, pre, None], pa.timestamp("ms")),
+        "ts_us": pa.array([t0, pre, None], pa.timestamp("us")),
+        "ts_ns": pa.array([1_700_000_000_123_456_789, -1, None], pa.timestamp("ns")),
+        "ts_us_tz": pa.array([t0, pre, None], pa.timestamp("us", tz="America/New_York")),
+        "ts_ms_utc": pa.array([t0, pre, None], pa.timestamp("ms", tz="UTC")),
+        "date": pa.array([dt.date(2024, 2, 29), dt.date(1900, 1, 1), None], pa.date32()),
+        "date64": pa.array([dt.date(1970, 1, 1), None, dt.date(9999, 12, 31)], pa.date64()),
+        "time_s": pa.array([dt.time(1, 2, 3), None, dt.time(0, 0)], pa.time32("s")),
+        "time_ms": pa.array([dt.time(23, 59, 59, 999000), None, dt.time(0, 0)], pa.time32("ms")),
+        "time_us": pa.array([dt.time(23, 59, 59, 999999), None, dt.time(12, 0, 0, 1)], pa.time64("us")),
+        "time_ns": pa.array([86_399_999_999_999, None, 1_000_000], pa.time64("ns")),
+        "nothing": pa.nulls(3),
+    }
+    return pa.table(cols)
+
+
+def duckdb_types_sql():
+    return """
+    SELECT * FROM (VALUES
+      (0, true, (-128)::TINYINT, (-32768)::SMALLINT, (-2147483648)::INTEGER, (-9223372036854775808)::BIGINT,
+       255::UTINYINT, 65535::USMALLINT, 4294967295::UINTEGER, 18446744073709551615::UBIGINT,
+       170141183460469231731687303715884105727::HUGEINT,
+       0.1::FLOAT, 'nan'::DOUBLE, 12.30::DECIMAL(4,2), 123456789012.345::DECIMAL(18,3),
+       1234567890123456789012345678.0123456789::DECIMAL(38,10),
+       'plain', 'a'::ENUM('a', 'b'), '\\x00\\xFF'::BLOB, '123e4567-e89b-12d3-a456-426614174000'::UUID,
+       '{"a": 1}'::JSON,
+       DATE '2024-02-29', TIME '23:59:59.999999',
+       TIMESTAMP '2024-02-29 23:59:59.999999', TIMESTAMP_S '2024-02-29 23:59:59',
+       TIMESTAMP_MS '2024-02-29 23:59:59.999', TIMESTAMP_NS '1969-12-31 23:59:59.999999999',
+       TIMESTAMPTZ '2024-02-29 23:59:59.999999+00'),
+      (1, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       'inf'::FLOAT, (-2.5)::DOUBLE, (-0.01)::DECIMAL(4,2), NULL, NULL,
+       NULL, 'b'::ENUM('a', 'b'), NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)
+    ) t(n, bool, i8, i16, i32, i64, u8, u16, u32, u64, huge, f32, f64, dec, dec18, dec38,
+        str, enum, bin, uuid, json, date, time, ts, ts_s, ts_ms, ts_ns, ts_tz)
+    """
+
+
+def type_cases():
+    table = pyarrow_types_table()
+    props = [c for c in table.column_names]
+    case("parquet_types_pyarrow", converter(props), pa_writer(table))
+    case(
+        "parquet_types_pyarrow_preview",
+        converter(["n"]),
+        pa_writer(table),
+        {"command": "preview", "args": ["--json"]},
+    )
+    sql = duckdb_types_sql()
+    cols = duckdb.connect().execute(f"SELECT * FROM ({sql}) LIMIT 0").description
+    case("parquet_types_duckdb", converter([c[0] for c in cols]), duck_writer(sql))
+
+
+# --- Nested types ---------------------------------------------------------------------------
+
+def nested_cases():
+    point = pa.struct([("x", pa.int32()), ("tags", pa.list_(pa.string()))])
+    table = pa.table(
+        {
+            "n": pa.array([0, 1, 2, 3], pa.int64()),
+            "list": pa.array([[1, None, 3], [], None, [4]], pa.list_(pa.int64())),
+            "list_nan": pa.array([[1.5, float("nan"), float("-inf")], None, [], [0.0]], pa.list_(pa.float64())),
+            "large_list": pa.array([["a"], None, [], ["b", None]], pa.large_list(pa.string())),
+            "fixed_list": pa.array([[1, 2], None, [3, None], [5, 6]], pa.list_(pa.int16(), 2)),
+            "struct": pa.array(
+                [{"a": 1, "b": "x"}, {"a": None, "b": "y"}, None, {"a": 4, "b": None}],
+                pa.struct([("a", pa.int64()), ("b", pa.string())]),
+            ),
+            "struct_in_struct": pa.array(
+                [{"inner": {"z": dt.date(2024, 1, 2)}}, {"inner": None}, None, {"inner": {"z": None}}],
+                pa.struct([("inner", pa.struct([("z", pa.date32())]))]),
+            ),
+            "list_of_struct": pa.array(
+                [[{"x": 1, "tags": ["t1", "t2"]}, None, {"x": None, "tags": []}], [], None, [{"x": 2, "tags": None}]],
+                pa.list_(point),
+            ),
+            "list_of_list": pa.array([[[1], [], None, [2, 3]], None, [], [[None]]], pa.list_(pa.list_(pa.int8()))),
+            "map": pa.array(
+                [[("k1", 1), ("k2", None), ("k1", 3)], [], None, [("only", 9)]],
+                pa.map_(pa.string(), pa.int64()),
+            ),
+            "map_int_keys": pa.array(
+                [[(1, "one"), (-2, "minus two")], None, [], [(3, None)]], pa.map_(pa.int32(), pa.string())
+            ),
+            "map_date_keys": pa.array(
+                [[(dt.date(2024, 1, 1), 1.5)], [], None, [(dt.date(1970, 1, 1), float("nan"))]],
+                pa.map_(pa.date32(), pa.float64()),
+            ),
+            "map_of_list": pa.array(
+                [[("a", [1, 2])], [("b", None)], None, [("c", [])]], pa.map_(pa.string(), pa.list_(pa.int64()))
+            ),
+        }
+    )
+    props = table.column_names
+    case("parquet_nested_pyarrow", converter(props), pa_writer(table, row_group_size=2))
+    sql = """
+    SELECT * FROM (VALUES
+      (0, [1, NULL, 3], {'a': 1, 'b': 'x'}, MAP {'k1': 1, 'k2': NULL}, [{'x': 1, 'tags': ['t']}], [[1], []]),
+      (1, [], {'a': NULL, 'b': 'y'}, MAP {}, [], NULL),
+      (2, NULL, NULL, NULL, NULL, [[NULL]])
+    ) t(n, list, struct, map, list_of_struct, list_of_list)
+    """
+    case(
+        "parquet_nested_duckdb",
+        converter(["n", "list", "struct", "map", "list_of_struct", "list_of_list"]),
+        duck_writer(sql, ROW_GROUP_SIZE=2),
+    )
+
+
+# --- Codecs, row groups, dictionary pages ---------------------------------------------------
+
+CODECS = ["snappy", "gzip", "brotli", "lz4", "zstd", "none"]
+
+
+def codec_table(rows=12):
+    return pa.table(
+        {
+            "n": pa.array(range(rows), pa.int64()),
+            "event": pa.array([["open", "click", "close"][i % 3] for i in range(rows)]),
+            "user": pa.array([f"user-{i % 4}" for i in range(rows)]),
+            "amount": pa.array([i * 1.25 if i % 5 else None for i in range(rows)], pa.float64()),
+        }
+    )
+
+
+def codec_converter():
+    return {
+        "converterConfig": {
+            "fileType": "parquet",
+            "compressionType": "none",
+            "convertToAmplitudeFunc": {
+                "event_type": "event",
+                "user_id": "user",
+                "event_properties": {"n": "n", "amount": "amount"},
+            },
+        }
+    }
+
+
+def codec_cases():
+    table = codec_table()
+    for codec in CODECS:
+        case(
+            f"parquet_codec_{codec}_pyarrow",
+            codec_converter(),
+            pa_writer(table, compression=codec, row_group_size=5, use_dictionary=True),
+        )
+        duck = {"none": "uncompressed"}.get(codec, codec)
+        sql = (
+            "SELECT range AS n, ['open', 'click', 'close'][range % 3 + 1] AS event, "
+            "'user-' || (range % 4) AS user, CASE WHEN range % 5 = 0 THEN NULL ELSE range * 1.25 END AS amount "
+            "FROM range(12)"
+        )
+        case(
+            f"parquet_codec_{codec}_duckdb",
+            codec_converter(),
+            duck_writer(sql, COMPRESSION=duck, ROW_GROUP_SIZE=5),
+        )
+
+
+def row_group_cases():
+    # Several row groups, dictionary-encoded strings; the default insert_id numbers rows
+    # across groups. `auto` compression is accepted for Parquet.
+    table = codec_table(23)
+    conv = codec_converter()
+    conv["converterConfig"]["compressionType"] = "auto"
+    case(
+        "parquet_row_groups",
+        conv,
+        pa_writer(table, row_group_size=5, data_page_size=64, write_batch_size=2),
+    )
+    case("parquet_empty", codec_converter(), pa_writer(codec_table(0)))
+    # Spark writes timestamps as INT96 and names its schema spark_schema.
+    spark = pa.table(
+        {
+            "event_time": pa.array([int96_ns("AP6qCz41AAAwhCUA"), 0, None], pa.timestamp("ns")),
+            "user": ["user-1", "user-2", "user-3"],
+        }
+    )
+    conv = {
+        "converterConfig": {
+            "fileType": "parquet",
+            "compressionType": "none",
+            "convertToAmplitudeFunc": {
+                "event_type": ["value", "spark"],
+                "user_id": "user",
+                "time": ["int96_time_to_ms", "event_time"],
+                "event_properties": {"raw": "event_time"},
+            },
+        }
+    }
+    case("parquet_spark_int96", conv, pa_writer(spark, flavor="spark", compression="snappy"))
+
+
+# --- Broken files and rejected configs ------------------------------------------------------
+
+def corrupt_page(src, dst, row_group, column):
+    """Copies `src` with the data of one column chunk's first page overwritten."""
+    md = pq.ParquetFile(src).metadata.row_group(row_group).column(column)
+    data = bytearray(open(src, "rb").read())
+    start = md.data_page_offset
+    # Keep the page header (thrift, at the start); wreck the second half of the payload.
+    for i in range(start + md.total_compressed_size // 2, start + md.total_compressed_size):
+        data[i] = 0xFF
+    open(dst, "wb").write(bytes(data))
+
+
+def fail_cases():
+    def not_parquet(path):
+        with open(path, "w") as f:
+            f.write('{"event": "open", "user": "u1"}\n')
+
+    case("parquet_fail_not_parquet", codec_converter(), not_parquet, {"exit": 2})
+    case(
+        "parquet_fail_truncated",
+        codec_converter(),
+        pa_writer(codec_table()),
+        {"transform": [{"truncate": 300}], "exit": 2},
+    )
+
+    def corrupt(path):
+        tmp = path + ".tmp"
+        pq.write_table(codec_table(), tmp, compression="snappy", row_group_size=5, use_dictionary=False)
+        corrupt_page(tmp, path, 1, 1)
+        os.remove(tmp)
+
+    case("parquet_fail_corrupt_page", codec_converter(), corrupt, {"exit": 2})
+    f16 = pa.table({"n": pa.array([1], pa.int64()), "half": pa.array([1.5], pa.float16())})
+    case("parquet_fail_unsupported_type", codec_converter(), pa_writer(f16), {"exit": 2})
+    case(
+        "parquet_fail_unsupported_interval_duckdb",
+        codec_converter(),
+        duck_writer("SELECT 1 AS n, INTERVAL 1 DAY AS wait"),
+        {"exit": 2},
+    )
+    case(
+        "fail_parquet_compression_gzip",
+        codec_converter() | {"converterConfig": codec_converter()["converterConfig"] | {"compressionType": "gzip"}},
+        pa_writer(codec_table(2)),
+        {"exit": 2},
+    )
+
+
+if __name__ == "__main__":
+    docs_cases()
+    type_cases()
+    nested_cases()
+    codec_cases()
+    row_group_cases()
+    fail_cases()
