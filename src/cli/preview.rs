@@ -1,0 +1,202 @@
+//! `preview`: the first records of a file beside what the converter makes of them, for a
+//! person (a table that fits the terminal) or as JSON.
+
+use std::io::Read;
+
+use serde::Serialize;
+
+use super::*;
+
+/// One previewed record.
+#[derive(Serialize)]
+pub struct PreviewItem {
+    pub n: u64,
+    pub source: serde_json::Value,
+    pub outcome: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payloads: Option<Vec<serde_json::Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip)]
+    pub kinds: Vec<&'static str>,
+}
+
+fn to_json_value<T: Serialize>(v: &T) -> serde_json::Value {
+    serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
+}
+
+/// The first `limit` records of `input`, each beside what it converts to.
+pub fn preview<R: Read + Send>(
+    run: &ConvertRun<'_>,
+    input: R,
+    limit: u64,
+) -> Result<Vec<PreviewItem>, DecodeError> {
+    let mut items = Vec::new();
+    let origin = Origin {
+        bucket: run.bucket,
+        key: run.key,
+    };
+    if limit == 0 {
+        return Ok(items);
+    }
+    read_records(
+        input,
+        &run.converter.file,
+        &Keys::All,
+        run.limits,
+        1,
+        |n, rec| {
+            let item = match rec {
+                Rec::Ok { record, .. } => {
+                    let source = to_json_value(&record.value);
+                    match run.converter.convert(record, n, origin).outcome {
+                        Outcome::Converted(payloads) => PreviewItem {
+                            n,
+                            source,
+                            outcome: "converted",
+                            kinds: payloads.iter().map(|p| p.kind.as_str()).collect(),
+                            payloads: Some(payloads.iter().map(to_json_value).collect()),
+                            error: None,
+                        },
+                        Outcome::Skipped => PreviewItem {
+                            n,
+                            source,
+                            outcome: "skipped",
+                            payloads: Some(Vec::new()),
+                            error: None,
+                            kinds: Vec::new(),
+                        },
+                        Outcome::Invalid(e) => PreviewItem {
+                            n,
+                            source,
+                            outcome: "invalid",
+                            payloads: None,
+                            error: Some(e),
+                            kinds: Vec::new(),
+                        },
+                    }
+                }
+                Rec::Invalid { reason, raw } => PreviewItem {
+                    n,
+                    source: serde_json::Value::String(String::from_utf8_lossy(raw).into_owned()),
+                    outcome: "invalid",
+                    payloads: None,
+                    error: Some(reason),
+                    kinds: Vec::new(),
+                },
+            };
+            items.push(item);
+            if items.len() as u64 >= limit {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        },
+    )?;
+    Ok(items)
+}
+
+/// `line` padded or cut (with `…`) to exactly `width` characters.
+fn clip(line: &str, width: usize) -> String {
+    if line.chars().count() <= width {
+        let pad = width - line.chars().count();
+        return format!("{line}{}", " ".repeat(pad));
+    }
+    let mut cut: String = line.chars().take(width.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
+/// `text` broken into lines of at most `width` characters at spaces (a longer word stays whole).
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in text.split(' ') {
+        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    lines.push(line);
+    lines
+}
+
+/// The preview for a person: source and conversion side by side, `width` columns wide.
+pub fn render_preview(items: &[PreviewItem], width: usize) -> String {
+    let width = width.max(60);
+    let col = (width - 3) / 2;
+    let mut out = String::new();
+    for item in items {
+        let title = match item.outcome {
+            "converted" => format!("record {} · converted → {}", item.n, item.kinds.join(", ")),
+            other => format!("record {} · {other}", item.n),
+        };
+        let _ = writeln!(
+            out,
+            "── {title} {}",
+            "─".repeat(width.saturating_sub(title.chars().count() + 4))
+        );
+        let left: Vec<String> = match &item.source {
+            serde_json::Value::String(raw)
+                if item.error.is_some() && item.payloads.is_none() && !raw.starts_with('{') =>
+            {
+                wrap(raw, col)
+            }
+            v => serde_json::to_string_pretty(v)
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_string)
+                .collect(),
+        };
+        let right: Vec<String> = match (&item.payloads, &item.error) {
+            (_, Some(e)) => wrap(&format!("invalid: {e}"), col),
+            (Some(p), None) if p.is_empty() => {
+                vec!["skipped (ignoreEventFlag is true)".to_string()]
+            }
+            (Some(p), None) => p
+                .iter()
+                .flat_map(|v| {
+                    serde_json::to_string_pretty(v)
+                        .unwrap_or_default()
+                        .lines()
+                        .map(str::to_string)
+                        .collect::<Vec<_>>()
+                })
+                .collect(),
+            (None, None) => Vec::new(),
+        };
+        let _ = writeln!(
+            out,
+            "{} │ {}",
+            clip("source", col),
+            if item.outcome == "converted" {
+                "sent"
+            } else {
+                "result"
+            }
+        );
+        for row in 0..left.len().max(right.len()) {
+            let source = left.get(row).map_or("", String::as_str);
+            let result = right.get(row).map_or("", String::as_str);
+            let _ = writeln!(
+                out,
+                "{} │ {}",
+                clip(source, col),
+                clip(result, col).trim_end()
+            );
+        }
+        out.push('\n');
+    }
+    if items.is_empty() {
+        out.push_str("(no records)\n");
+    }
+    out
+}
+
+/// The spaced JSON of the preview's `--json` form.
+pub fn preview_json(items: &[PreviewItem]) -> String {
+    spaced(items)
+}
