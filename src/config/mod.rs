@@ -1,4 +1,5 @@
 //! The converter file (Amplitude's S3 Import format): model and load-time checks.
+//! One file (~620 lines): a third of it is the table tests of the load errors.
 //!
 //! Loading walks the JSON by hand rather than with `deny_unknown_fields`, so that `validate`
 //! can report every problem at once, each with its JSON path.
