@@ -185,6 +185,12 @@ impl Settings {
                 defaults.max_record_bytes,
                 &mut problems,
             ),
+            max_decompression_ratio: number(
+                get,
+                "S3I_MAX_DECOMPRESSION_RATIO",
+                defaults.max_decompression_ratio,
+                &mut problems,
+            ),
         };
         let threads = number(
             get,
@@ -277,6 +283,7 @@ mod tests {
             ("S3I_MAX_IN_FLIGHT", "many"),
             ("S3I_REGION", "mars"),
             ("S3I_GZIP", "perhaps"),
+            ("S3I_MAX_DECOMPRESSION_RATIO", "1000x"),
         ])
         .unwrap_err();
         let text = problems.join("\n");
@@ -287,6 +294,7 @@ mod tests {
             "S3I_MAX_IN_FLIGHT: `many` is not a valid number",
             "S3I_REGION: `mars` is not us or eu",
             "S3I_GZIP: `perhaps` is not true or false",
+            "S3I_MAX_DECOMPRESSION_RATIO: `1000x` is not a valid number",
         ] {
             assert!(text.contains(want), "missing `{want}` in:\n{text}");
         }
@@ -322,5 +330,18 @@ mod tests {
         assert_eq!(s.dedupe_table.as_deref(), Some("s3-import-dedupe"));
         assert_eq!(s.source, "default");
         assert!(format!("{:?}", s.sink).contains("<redacted>"));
+        assert_eq!(s.limits.max_decompression_ratio, 1000);
+    }
+
+    #[test]
+    fn the_decompression_ratio_cap_can_be_raised_or_turned_off() {
+        for (value, want) in [("5000", 5000), (" 0 ", 0)] {
+            let mut pairs = BASE.to_vec();
+            pairs.push(("S3I_MAX_DECOMPRESSION_RATIO", value));
+            assert_eq!(from(&pairs).unwrap().limits.max_decompression_ratio, want);
+        }
+        let mut pairs = BASE.to_vec();
+        pairs.push(("S3I_MAX_DECOMPRESSION_RATIO", "-1"));
+        assert!(from(&pairs).unwrap_err()[0].contains("S3I_MAX_DECOMPRESSION_RATIO"));
     }
 }
