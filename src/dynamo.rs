@@ -165,6 +165,35 @@ where
     }
 }
 
+/// A DynamoDB client for a port where nothing listens, quick to give up: no retries, short
+/// timeouts.
+#[cfg(test)]
+pub(crate) async fn unreachable_client() -> aws_sdk_dynamodb::Client {
+    use aws_sdk_dynamodb::config::retry::RetryConfig;
+    use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
+    use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+    use std::time::Duration;
+
+    let port = {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(format!("http://127.0.0.1:{port}"))
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
+        .retry_config(RetryConfig::standard().with_max_attempts(1))
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(2))
+                .operation_timeout(Duration::from_secs(5))
+                .build(),
+        )
+        .build();
+    aws_sdk_dynamodb::Client::from_conf(config)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -299,33 +328,4 @@ mod tests {
         );
         assert_eq!(root_cause(&dns), "failed to lookup address");
     }
-}
-
-/// A DynamoDB client for a port where nothing listens, quick to give up: no retries, short
-/// timeouts.
-#[cfg(test)]
-pub(crate) async fn unreachable_client() -> aws_sdk_dynamodb::Client {
-    use aws_sdk_dynamodb::config::retry::RetryConfig;
-    use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
-    use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
-    use std::time::Duration;
-
-    let port = {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        listener.local_addr().unwrap().port()
-    };
-    let config = aws_sdk_dynamodb::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .endpoint_url(format!("http://127.0.0.1:{port}"))
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
-        .retry_config(RetryConfig::standard().with_max_attempts(1))
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(2))
-                .operation_timeout(Duration::from_secs(5))
-                .build(),
-        )
-        .build();
-    aws_sdk_dynamodb::Client::from_conf(config)
 }
