@@ -138,7 +138,8 @@ fn timed_out(e: &(dyn Error + 'static)) -> String {
 }
 
 /// The error of an SDK request to `table`: service errors by their code, the rest (no
-/// connection, a timeout, an unreadable response) by their root cause.
+/// connection, a timeout, an unreadable response, a request that could not be built) by their
+/// root cause; all but the service's permanent codes are retryable, as before.
 pub fn sdk_store_error<E, R>(table: Table<'_>, e: &SdkError<E, R>) -> StoreError
 where
     E: ProvideErrorMetadata + Error + 'static,
@@ -160,6 +161,12 @@ where
             "",
             "",
             &format!("unreadable response: {}", root_cause(e)),
+        ),
+        SdkError::ConstructionFailure(_) => store_error_of(
+            table,
+            "",
+            &format!("the request could not be built: {}", root_cause(e)),
+            "",
         ),
         _ => store_error_of(table, "", "", &root_cause(e)),
     }
