@@ -152,7 +152,7 @@ fn cut_connection() -> Response {
 /// A connection's switch: once thrown, its reads and writes fail and hyper drops it, so the
 /// client sees the connection close before any response.
 #[derive(Clone, Default)]
-pub struct Cutter(Arc<AtomicBool>);
+struct Cutter(Arc<AtomicBool>);
 
 impl Cutter {
     fn cut(&self) {
@@ -164,7 +164,7 @@ impl Cutter {
 }
 
 /// A TCP connection that its [`Cutter`] can break.
-pub struct CuttableStream {
+struct CuttableStream {
     io: tokio::net::TcpStream,
     cutter: Cutter,
 }
