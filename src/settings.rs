@@ -255,6 +255,12 @@ impl Settings {
                 defaults.max_record_bytes,
                 &mut problems,
             ),
+            max_decompression_ratio: number(
+                get,
+                "S3I_MAX_DECOMPRESSION_RATIO",
+                defaults.max_decompression_ratio,
+                &mut problems,
+            ),
         };
         let threads = number(get, "S3I_THREADS", default_threads(), &mut problems).max(1);
         let tables = Tables::from_lookup(get);
@@ -343,6 +349,7 @@ mod tests {
             ("S3I_MAX_IN_FLIGHT", "many"),
             ("S3I_REGION", "mars"),
             ("S3I_GZIP", "perhaps"),
+            ("S3I_MAX_DECOMPRESSION_RATIO", "1000x"),
         ])
         .unwrap_err();
         let text = problems.join("\n");
@@ -353,6 +360,7 @@ mod tests {
             "S3I_MAX_IN_FLIGHT: `many` is not a valid number",
             "S3I_REGION: `mars` is not us or eu",
             "S3I_GZIP: `perhaps` is not true or false",
+            "S3I_MAX_DECOMPRESSION_RATIO: `1000x` is not a valid number",
         ] {
             assert!(text.contains(want), "missing `{want}` in:\n{text}");
         }
@@ -438,5 +446,27 @@ mod tests {
         let off = Tables::from_lookup(&|name| (name == "S3I_DEDUPE_TABLE").then(|| "off".into()));
         assert_eq!(off.dedupe, None);
         assert_eq!(off.claims, DEFAULT_CLAIMS_TABLE);
+    }
+
+    #[test]
+    fn the_decompression_ratio_cap_can_be_raised_or_turned_off() {
+        assert_eq!(
+            settings_from(BASE).unwrap().limits.max_decompression_ratio,
+            1000
+        );
+        for (value, want) in [("5000", 5000), (" 0 ", 0)] {
+            let mut pairs = BASE.to_vec();
+            pairs.push(("S3I_MAX_DECOMPRESSION_RATIO", value));
+            assert_eq!(
+                settings_from(&pairs)
+                    .unwrap()
+                    .limits
+                    .max_decompression_ratio,
+                want
+            );
+        }
+        let mut pairs = BASE.to_vec();
+        pairs.push(("S3I_MAX_DECOMPRESSION_RATIO", "-1"));
+        assert!(settings_from(&pairs).unwrap_err()[0].contains("S3I_MAX_DECOMPRESSION_RATIO"));
     }
 }

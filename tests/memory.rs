@@ -595,8 +595,6 @@ async fn mirror_mutations_of_one_insert_id_are_not_deduped_and_all_reach_the_end
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "src/emulator.rs drops an UPDATE or DELETE whose insert_id it has seen: its insert_id \
-            dedupe also runs on /mutations"]
 async fn the_emulator_keeps_every_mutation_of_one_insert_id() {
     let (w, _, _) = import_mirror("mirror-kept").await;
     let kept = common::lines(&w.received, "mutations.jsonl");

@@ -186,6 +186,7 @@ impl InputLimits {
         Limits {
             max_decompressed_bytes: self.max_decompressed_bytes,
             max_record_bytes: usize::try_from(self.max_record_bytes).unwrap_or(usize::MAX),
+            ..Limits::default()
         }
     }
 }

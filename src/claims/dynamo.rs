@@ -10,7 +10,8 @@ use aws_sdk_dynamodb::Client;
 use std::collections::HashMap;
 
 use super::{ClaimKey, ClaimOutcome, ClaimState, ClaimStore, Held, StoreError};
-use crate::dynamo::{num_attr, num_of, store_error, str_attr, str_of};
+use crate::dynamo::{num_attr, num_of, sdk_store_error, str_attr, str_of, Table};
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 
 const IN_PROGRESS: &str = "IN_PROGRESS";
 const COMPLETED: &str = "COMPLETED";
@@ -97,6 +98,19 @@ impl DynamoClaims {
         }
     }
 
+    /// The error of a request to this table.
+    fn error<E, R>(&self, e: &SdkError<E, R>) -> StoreError
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug + 'static,
+    {
+        let table = Table {
+            role: "claims",
+            name: &self.table,
+        };
+        sdk_store_error(table, e)
+    }
+
     /// An update that only the owner may make: `set` is the SET clause over `#st`, `#lease`, …
     async fn owned_update(
         &self,
@@ -124,11 +138,12 @@ impl DynamoClaims {
         match req.send().await {
             Ok(_) => Ok(Held::Yes),
             Err(e) => {
-                let e = e.into_service_error();
-                if e.is_conditional_check_failed_exception() {
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception())
+                {
                     Ok(Held::Lost)
                 } else {
-                    Err(store_error(e))
+                    Err(self.error(&e))
                 }
             }
         }
@@ -184,15 +199,11 @@ impl ClaimStore for DynamoClaims {
                 },
             }),
             Err(e) => {
-                let e = e.into_service_error();
-                if !e.is_conditional_check_failed_exception() {
-                    return Err(store_error(e));
-                }
-                let held = match &e {
-                    aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c) => {
+                let held = match e.as_service_error() {
+                    Some(aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c)) => {
                         c.item().and_then(state_of)
                     }
-                    _ => None,
+                    _ => return Err(self.error(&e)),
                 };
                 // Stores that do not return the item on a failed condition: read it.
                 let held = match held {
@@ -299,11 +310,12 @@ impl ClaimStore for DynamoClaims {
         match result {
             Ok(_) => Ok(true),
             Err(e) => {
-                let e = e.into_service_error();
-                if e.is_conditional_check_failed_exception() {
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception())
+                {
                     Ok(false)
                 } else {
-                    Err(store_error(e))
+                    Err(self.error(&e))
                 }
             }
         }
@@ -318,7 +330,7 @@ impl ClaimStore for DynamoClaims {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| store_error(e.into_service_error()))?;
+            .map_err(|e| self.error(&e))?;
         Ok(out.item().and_then(state_of))
     }
 
@@ -335,7 +347,7 @@ impl ClaimStore for DynamoClaims {
             .items()
             .send();
         while let Some(item) = pages.next().await {
-            let item = item.map_err(|e| store_error(e.into_service_error()))?;
+            let item = item.map_err(|e| self.error(&e))?;
             if let Some(state) = state_of(&item) {
                 found.push((
                     ClaimKey {
@@ -348,5 +360,32 @@ impl ClaimStore for DynamoClaims {
             }
         }
         Ok(found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_unreachable_endpoint_is_named_with_its_table_and_cause() {
+        let claims = DynamoClaims::new(crate::dynamo::unreachable_client().await, "s3i-claims");
+        let key = ClaimKey {
+            source: "s".into(),
+            bucket: "b".into(),
+            key: "k".into(),
+        };
+        let started = std::time::Instant::now();
+        let e = claims.claim(&key, "me", 10, 0).await.unwrap_err();
+        let text = e.to_string();
+        assert!(matches!(e, StoreError::Unavailable(_)), "{text}");
+        assert!(
+            text.starts_with("claims table s3i-claims unreachable: connection refused"),
+            "{text}"
+        );
+        assert!(!text.contains("unhandled error"), "{text}");
+        assert!(started.elapsed().as_secs() < 5);
+        let e = claims.get(&key).await.unwrap_err().to_string();
+        assert!(e.contains("claims table s3i-claims"), "{e}");
     }
 }

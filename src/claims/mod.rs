@@ -70,13 +70,16 @@ pub enum Held {
     Lost,
 }
 
+/// An error of the claims or the dedupe store. The text says which store (`claims table
+/// s3-import-claims`, `dedupe table …`) and the cause (connection refused, throttled, missing
+/// table, …); see `crate::dynamo::store_error_of`.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The store could not be reached or answered with a retryable error.
-    #[error("claims store unavailable: {0}")]
+    #[error("{0}")]
     Unavailable(String),
     /// The store refused the request for good (permissions, missing table, …).
-    #[error("claims store refused: {0}")]
+    #[error("{0}")]
     Refused(String),
 }
 

@@ -13,6 +13,9 @@ use crate::config::Compression;
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 const BUF: usize = 256 << 10;
+/// Decompressed bytes before the ratio is judged: a small file may inflate a lot and harm no one,
+/// and by then the buffers' read-ahead no longer matters.
+const RATIO_AFTER: u64 = 64 << 20;
 
 /// What the first bytes say the data is.
 pub fn detect(prefix: &[u8]) -> Compression {
@@ -35,6 +38,26 @@ impl fmt::Display for CapExceeded {
     }
 }
 impl std::error::Error for CapExceeded {}
+
+/// The data inflates beyond the ratio cap (a decompression bomb).
+#[derive(Debug)]
+pub(crate) struct RatioExceeded {
+    pub codec: &'static str,
+    pub output: u64,
+    pub input: u64,
+    pub limit: u64,
+}
+
+impl fmt::Display for RatioExceeded {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "{} bytes decompressed out of {} compressed bytes, more than {}:1",
+            self.output, self.input, self.limit
+        )
+    }
+}
+impl std::error::Error for RatioExceeded {}
 
 /// The codec rejected the data (corrupt, truncated, bad checksum).
 #[derive(Debug)]
@@ -85,12 +108,46 @@ impl Counter {
     }
 }
 
+/// Counts the compressed bytes a decoder has consumed (not what a buffer read ahead).
+struct Consumed<B> {
+    inner: B,
+    count: Counter,
+}
+
+impl<B: BufRead> Read for Consumed<B> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.0.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+impl<B: BufRead> BufRead for Consumed<B> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+    fn consume(&mut self, n: usize) {
+        self.inner.consume(n);
+        self.count.0.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+/// The ratio cap: output may not pass `max_ratio` × the compressed bytes consumed, once
+/// `after` bytes have come out.
+struct RatioCap {
+    consumed: Counter,
+    max_ratio: u64,
+    after: u64,
+}
+
 /// Counts, caps, and tags codec errors.
 struct Capped<'r> {
     inner: Box<dyn Read + Send + 'r>,
     codec: &'static str,
     count: Counter,
     limit: u64,
+    /// `None` for plain data and when the check is off.
+    ratio: Option<RatioCap>,
 }
 
 impl Read for Capped<'_> {
@@ -118,6 +175,17 @@ impl Read for Capped<'_> {
         let total = self.count.0.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
         if total > self.limit {
             return Err(io::Error::other(CapExceeded(self.limit)));
+        }
+        if let Some(cap) = &self.ratio {
+            let input = cap.consumed.get();
+            if total >= cap.after && total / cap.max_ratio > input {
+                return Err(io::Error::other(RatioExceeded {
+                    codec: self.codec,
+                    output: total,
+                    input,
+                    limit: cap.max_ratio,
+                }));
+            }
         }
         Ok(n)
     }
@@ -214,6 +282,16 @@ pub fn decompress<'r, R: Read + Send + 'r>(
     compression: Compression,
     limits: Limits,
 ) -> Result<Decompressed<'r>, DecodeError> {
+    decompress_judged_after(raw, compression, limits, RATIO_AFTER)
+}
+
+/// [`decompress`], judging the ratio once `ratio_after` bytes have come out.
+fn decompress_judged_after<'r, R: Read + Send + 'r>(
+    raw: R,
+    compression: Compression,
+    limits: Limits,
+    ratio_after: u64,
+) -> Result<Decompressed<'r>, DecodeError> {
     let mut raw = BufReader::with_capacity(BUF, Source(raw));
     // Up to four bytes decide the codec; a short first read must not fool the sniffer.
     let mut prefix = Vec::with_capacity(4);
@@ -243,7 +321,11 @@ pub fn decompress<'r, R: Read + Send + 'r>(
         }
         other => other,
     };
-    let joined = BufReader::with_capacity(BUF, Cursor::new(prefix).chain(raw));
+    let consumed = Counter::default();
+    let joined = Consumed {
+        inner: BufReader::with_capacity(BUF, Cursor::new(prefix).chain(raw)),
+        count: consumed.clone(),
+    };
     let (inner, name): (Box<dyn Read + Send + 'r>, &'static str) = match codec {
         Compression::Gzip => (
             Box::new(MultiGz {
@@ -263,11 +345,17 @@ pub fn decompress<'r, R: Read + Send + 'r>(
         }
         Compression::None | Compression::Auto => (Box::new(joined), "plain"),
     };
+    let ratio = (name != "plain" && limits.max_decompression_ratio > 0).then_some(RatioCap {
+        consumed,
+        max_ratio: limits.max_decompression_ratio,
+        after: ratio_after,
+    });
     let capped = Capped {
         inner,
         codec: name,
         count: Counter::default(),
         limit: limits.max_decompressed_bytes,
+        ratio,
     };
     Ok(Decompressed {
         reader: BufReader::with_capacity(BUF, capped),
@@ -294,5 +382,136 @@ impl<R: BufRead> Read for ZstdChecked<R> {
             ));
         }
         Ok(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::time::Instant;
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    /// A gzip of `mib` MiB of zeros (a multiple of 4), built from one 4 MiB member repeated
+    /// (concatenated gzip is read whole), so that a big bomb costs one small compression.
+    fn gzip_zeros(mib: usize) -> Vec<u8> {
+        static MEMBER: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+        MEMBER
+            .get_or_init(|| gzip(&vec![0u8; 4 << 20]))
+            .repeat(mib / 4)
+    }
+
+    /// Reads everything, keeping nothing; the bytes that came out, or the error.
+    fn drain(
+        data: &[u8],
+        compression: Compression,
+        limits: Limits,
+        after: u64,
+    ) -> Result<u64, DecodeError> {
+        let mut d = decompress_judged_after(data, compression, limits, after)?;
+        io::copy(&mut d, &mut io::sink()).map_err(|e| classify(e, d.counter().get()))
+    }
+
+    #[test]
+    fn a_gzip_bomb_fails_as_a_bomb_under_the_default_ratio() {
+        let bomb = gzip_zeros(32);
+        let ratio = (32u64 << 20) / bomb.len() as u64;
+        assert!(ratio > 1000, "zeros inflate {ratio}:1");
+
+        let started = Instant::now();
+        let e = drain(&bomb, Compression::Auto, Limits::default(), 8 << 20).unwrap_err();
+        let text = e.to_string();
+        assert!(matches!(e, DecodeError::Bomb { limit: 1000, .. }), "{text}");
+        assert!(!e.is_retryable());
+        for want in [
+            "decompression bomb",
+            "S3I_MAX_DECOMPRESSION_RATIO",
+            "limit of 1000:1",
+            "gzip data inflates 10",
+        ] {
+            assert!(text.contains(want), "missing `{want}` in: {text}");
+        }
+        assert!(started.elapsed().as_secs() < 5);
+    }
+
+    #[test]
+    fn a_zstd_bomb_fails_as_a_bomb() {
+        let bomb = zstd::stream::encode_all(&vec![0u8; 32 << 20][..], 3).unwrap();
+        let e = drain(&bomb, Compression::Zstd, Limits::default(), 8 << 20).unwrap_err();
+        assert!(matches!(e, DecodeError::Bomb { codec: "zstd", .. }), "{e}");
+    }
+
+    #[test]
+    fn a_bomb_read_as_json_lines_fails_the_object_after_64_mib() {
+        // Before the cap, such an object ended well, with one over-long invalid record.
+        let file = crate::config::ConverterFile::load(
+            r#"{"converterConfig":{"fileType":"json","compressionType":"auto","convertToAmplitudeFunc":{}}}"#,
+        )
+        .unwrap();
+        let bomb = gzip_zeros(80);
+        let mut records = 0;
+        let e = super::super::read_records(
+            &bomb[..],
+            &file,
+            &file.record_keys,
+            Limits::default(),
+            2,
+            |_, _| {
+                records += 1;
+                std::ops::ControlFlow::Continue(())
+            },
+        )
+        .unwrap_err();
+        let DecodeError::Bomb { output, .. } = e else {
+            panic!("{e}")
+        };
+        assert!((64 << 20..66 << 20).contains(&output), "{output}");
+        assert_eq!(records, 0);
+    }
+
+    #[test]
+    fn ordinary_data_and_a_ratio_of_0_pass() {
+        let mut lines = String::new();
+        let mut n = 1u64;
+        while lines.len() < 2 << 20 {
+            n = n
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            lines.push_str(&format!(
+                "{{\"event_type\":\"page_view\",\"device_id\":\"d-{}\",\"time\":{},\"insert_id\":\"{n:x}\",\"event_properties\":{{\"path\":\"/p/{}\",\"ok\":true}}}}\n",
+                n % 5000,
+                1_700_000_000_000u64 + (n >> 40),
+                n % 97
+            ));
+        }
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(lines.as_bytes()).unwrap();
+        let gz = e.finish().unwrap();
+
+        let zst = zstd::stream::encode_all(lines.as_bytes(), 3).unwrap();
+        for (data, codec) in [(&gz, Compression::Gzip), (&zst, Compression::Zstd)] {
+            let got = drain(data, codec, Limits::default(), 1 << 20).unwrap();
+            assert_eq!(got, lines.len() as u64);
+        }
+        let off = Limits {
+            max_decompression_ratio: 0,
+            ..Limits::default()
+        };
+        let bomb = gzip_zeros(32);
+        assert_eq!(
+            drain(&bomb, Compression::Gzip, off, 1 << 20).unwrap(),
+            32 << 20
+        );
+        // Plain data is never judged.
+        let zeros = vec![0u8; 4 << 20];
+        assert_eq!(
+            drain(&zeros, Compression::None, Limits::default(), 1 << 20).unwrap(),
+            4 << 20
+        );
     }
 }

@@ -25,6 +25,10 @@ pub struct Limits {
     pub max_decompressed_bytes: u64,
     /// Bytes of one record; a longer JSON line is an invalid record, a longer CSV row fails the object.
     pub max_record_bytes: usize,
+    /// Decompressed bytes per compressed byte consumed, judged once 64 MiB have come out; beyond
+    /// it the object fails as a decompression bomb. JSON compresses 10–20×, a bomb of zeros
+    /// about 1000× (gzip) or far more (zstd). 0 turns the check off.
+    pub max_decompression_ratio: u64,
 }
 
 impl Default for Limits {
@@ -32,6 +36,7 @@ impl Default for Limits {
         Limits {
             max_decompressed_bytes: 64 << 30,
             max_record_bytes: 10 << 20,
+            max_decompression_ratio: 1000,
         }
     }
 }
@@ -52,6 +57,14 @@ pub enum DecodeError {
     },
     #[error("decompressed size exceeds the limit of {limit} bytes (raise the max-decompressed-bytes limit if the file is genuine)")]
     TooLarge { limit: u64 },
+    #[error("{codec} data inflates {ratio}:1 ({output} bytes out of {input} compressed bytes), more than the limit of {limit}:1: it looks like a decompression bomb (raise S3I_MAX_DECOMPRESSION_RATIO, or set it to 0 to turn the check off, if the file is genuine)")]
+    Bomb {
+        codec: &'static str,
+        output: u64,
+        input: u64,
+        ratio: u64,
+        limit: u64,
+    },
     #[error("CSV row {record} is longer than the limit of {limit} bytes (an unclosed quote?)")]
     RowTooLong { record: u64, limit: usize },
     #[error("CSV: {detail}")]
@@ -271,6 +284,18 @@ pub fn convert_chunks<R: Read + Send, T: Send>(
 
 /// Maps an error from a decompressing reader back to what it was.
 pub(crate) fn classify(e: io::Error, offset: u64) -> DecodeError {
+    if let Some(b) = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<compress::RatioExceeded>())
+    {
+        return DecodeError::Bomb {
+            codec: b.codec,
+            output: b.output,
+            input: b.input,
+            ratio: b.output / b.input.max(1),
+            limit: b.limit,
+        };
+    }
     match e
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<compress::CapExceeded>())

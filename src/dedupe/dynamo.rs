@@ -18,7 +18,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::{DedupeKey, DedupeStore, RecordRef, StoreError, Verdict, WINDOW_SECS};
-use crate::dynamo::{num_attr, num_of, store_error, str_attr, str_of};
+use crate::dynamo::{num_attr, num_of, sdk_store_error, str_attr, str_of, Table};
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 
 /// DynamoDB allows 100 actions per transaction.
 const PER_TRANSACTION: usize = 100;
@@ -64,6 +65,22 @@ impl DynamoDedupe {
         }
     }
 
+    fn table(&self) -> Table<'_> {
+        Table {
+            role: "dedupe",
+            name: &self.table,
+        }
+    }
+
+    /// The error of a request to this table.
+    fn error<E, R>(&self, e: &SdkError<E, R>) -> StoreError
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug + 'static,
+    {
+        sdk_store_error(self.table(), e)
+    }
+
     fn put(
         &self,
         key: &DedupeKey,
@@ -82,7 +99,7 @@ impl DynamoDedupe {
             .expression_attribute_values(":now", num_attr(now))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .build()
-            .map_err(|e| StoreError::Refused(e.to_string()))?;
+            .map_err(|e| StoreError::Refused(format!("{}: {e}", self.table())))?;
         Ok(TransactWriteItem::builder().put(put).build())
     }
 
@@ -107,10 +124,12 @@ impl DynamoDedupe {
                 }
                 return Ok(Vec::new());
             }
-            Err(e) => e.into_service_error(),
+            Err(e) => e,
         };
-        let TransactWriteItemsError::TransactionCanceledException(cancel) = &err else {
-            return Err(store_error(err));
+        let Some(TransactWriteItemsError::TransactionCanceledException(cancel)) =
+            err.as_service_error()
+        else {
+            return Err(self.error(&err));
         };
         let reasons = cancel.cancellation_reasons();
         if reasons.len() != batch.len() {
@@ -153,7 +172,7 @@ impl DynamoDedupe {
         }
         let keys = keys
             .build()
-            .map_err(|e| StoreError::Refused(e.to_string()))?;
+            .map_err(|e| StoreError::Refused(format!("{}: {e}", self.table())))?;
         self.requests.fetch_add(1, Ordering::Relaxed);
         let got = self
             .client
@@ -161,7 +180,7 @@ impl DynamoDedupe {
             .request_items(&self.table, keys)
             .send()
             .await
-            .map_err(|e| store_error(e.into_service_error()))?;
+            .map_err(|e| self.error(&e))?;
         let items: HashMap<&str, &Item> = got
             .responses()
             .and_then(|r| r.get(&self.table))
@@ -225,7 +244,8 @@ impl DedupeStore for DynamoDedupe {
         }
         if !todo.is_empty() {
             return Err(StoreError::Unavailable(format!(
-                "{} dedupe keys still conflicting after {MAX_ROUNDS} rounds",
+                "{}: {} keys still conflicting after {MAX_ROUNDS} rounds",
+                self.table(),
                 todo.len()
             )));
         }
@@ -240,5 +260,33 @@ impl DedupeStore for DynamoDedupe {
             }
         }
         Ok(out.into_iter().map(|v| v.unwrap_or(Verdict::New)).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_unreachable_endpoint_is_named_with_its_table_and_cause() {
+        let dedupe = DynamoDedupe::new(crate::dynamo::unreachable_client().await, "s3i-dedupe");
+        let event = (
+            DedupeKey {
+                source: "s".into(),
+                id: "d".into(),
+                insert_id: "i".into(),
+            },
+            RecordRef {
+                object: "o".into(),
+                n: 0,
+            },
+        );
+        let e = dedupe.check_and_mark(&[event], 0).await.unwrap_err();
+        let text = e.to_string();
+        assert!(matches!(e, StoreError::Unavailable(_)), "{text}");
+        assert!(
+            text.starts_with("dedupe table s3i-dedupe unreachable: connection refused"),
+            "{text}"
+        );
     }
 }

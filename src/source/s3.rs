@@ -4,6 +4,7 @@
 //! The SDK does not decode `Content-Encoding: gzip` bodies: the bytes arrive as stored, and
 //! the converter's compression setting (or the magic bytes) decides.
 
+use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
@@ -41,14 +42,56 @@ impl S3Source {
     }
 }
 
-/// Classifies an S3 error: missing, denied, or worth retrying.
-fn classify<E, R>(what: &str, e: SdkError<E, R>) -> SourceError
+/// Client errors (4xx) that a retry may fix: timeouts, throttling, clock skew, expired
+/// credentials (refreshed on the next attempt), a conflicting operation in progress, and an
+/// object that changed under a ranged resume (the object is read again from the start).
+const RETRYABLE_4XX: &[&str] = &[
+    "RequestTimeout",
+    "RequestTimeTooSkewed",
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "TokenRefreshRequired",
+    "OperationAborted",
+    "PreconditionFailed",
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottled",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+];
+
+/// Client errors that no retry fixes, whatever status they come with: the request itself is
+/// wrong (a key too long, a bad argument, a body too large, a bucket in another region, …).
+const PERMANENT: &[&str] = &[
+    "KeyTooLongError",
+    "InvalidArgument",
+    "InvalidRequest",
+    "EntityTooLarge",
+    "EntityTooSmall",
+    "MalformedXML",
+    "InvalidBucketName",
+    "InvalidURI",
+    "InvalidRange",
+    "MetadataTooLarge",
+    "MethodNotAllowed",
+    "PermanentRedirect",
+    "AuthorizationHeaderMalformed",
+    "IllegalLocationConstraintException",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+];
+
+/// Classifies an S3 error: missing, denied, refused (a 4xx that no retry fixes, such as
+/// KeyTooLongError), or worth retrying (5xx, throttling, timeouts, the network).
+fn classify<E>(what: &str, e: SdkError<E, HttpResponse>) -> SourceError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
 {
     let status = match &e {
-        SdkError::ServiceError(s) => Some(format!("{:?}", s.raw())),
+        SdkError::ServiceError(s) => Some(s.raw().status().as_u16()),
         _ => None,
     };
     let (code, message) = (
@@ -60,11 +103,12 @@ where
     } else {
         format!("{what}: {code} {message}").trim_end().to_string()
     };
-    let raw = status.unwrap_or_default();
+    let client_error = status.is_some_and(|s| (400..500).contains(&s) && s != 408 && s != 429)
+        && !RETRYABLE_4XX.contains(&code.as_str());
     if matches!(
         code.as_str(),
         "NoSuchKey" | "NoSuchVersion" | "NoSuchBucket" | "NotFound"
-    ) || (code.is_empty() && raw.contains("status: StatusCode(404)"))
+    ) || (code.is_empty() && status == Some(404))
     {
         SourceError::Missing(detail)
     } else if code.starts_with("AccessDenied")
@@ -72,9 +116,11 @@ where
         || code == "AllAccessDisabled"
         || code == "Forbidden"
         || code == "InvalidObjectState"
-        || (code.is_empty() && raw.contains("status: StatusCode(403)"))
+        || (code.is_empty() && status == Some(403))
     {
         SourceError::Denied(detail)
+    } else if PERMANENT.contains(&code.as_str()) || client_error {
+        SourceError::Refused(format!("{detail} (HTTP {})", status.unwrap_or(400)))
     } else {
         SourceError::Unavailable(detail)
     }
@@ -302,13 +348,16 @@ mod tests {
     use super::*;
     use aws_sdk_s3::error::ErrorMetadata;
     use aws_sdk_s3::operation::get_object::GetObjectError;
+    use aws_sdk_s3::primitives::SdkBody;
+
+    fn error_with(code: &str, status: u16) -> SourceError {
+        let e = GetObjectError::generic(ErrorMetadata::builder().code(code).message("m").build());
+        let raw = HttpResponse::new(status.try_into().unwrap(), SdkBody::empty());
+        classify("s3://b/k", SdkError::service_error(e, raw))
+    }
 
     fn error(code: &str) -> SourceError {
-        let e = GetObjectError::generic(ErrorMetadata::builder().code(code).message("m").build());
-        classify(
-            "s3://b/k",
-            SdkError::<GetObjectError, ()>::service_error(e, ()),
-        )
+        error_with(code, 400)
     }
 
     #[test]
@@ -324,13 +373,50 @@ mod tests {
         ] {
             assert!(matches!(error(code), SourceError::Denied(_)), "{code}");
         }
-        for code in ["SlowDown", "InternalError", "RequestTimeout"] {
-            let e = error(code);
+        // Client errors that no retry fixes: permanent (denied, for want of a variant).
+        for (code, status) in [
+            ("KeyTooLongError", 400),
+            ("InvalidArgument", 400),
+            ("InvalidRequest", 400),
+            ("EntityTooLarge", 400),
+            ("MalformedXML", 400),
+            ("InvalidBucketName", 400),
+            ("MethodNotAllowed", 405),
+            ("PermanentRedirect", 301),
+            ("SomeFutureClientError", 400),
+            ("", 400),
+        ] {
+            let e = error_with(code, status);
             assert!(
-                matches!(e, SourceError::Unavailable(_)) && !e.is_permanent(),
-                "{code}"
+                matches!(e, SourceError::Refused(_)) && e.is_permanent(),
+                "{code}: {e}"
             );
         }
+        assert!(matches!(error_with("", 404), SourceError::Missing(_)));
+        assert!(matches!(error_with("", 403), SourceError::Denied(_)));
+        // Server errors, throttling, timeouts, skew and expired credentials: retried.
+        for (code, status) in [
+            ("SlowDown", 503),
+            ("InternalError", 500),
+            ("ServiceUnavailable", 503),
+            ("RequestTimeout", 400),
+            ("RequestTimeTooSkewed", 403),
+            ("ExpiredToken", 400),
+            ("ThrottlingException", 400),
+            ("TooManyRequests", 429),
+            ("", 408),
+            ("", 502),
+        ] {
+            let e = error_with(code, status);
+            assert!(
+                matches!(e, SourceError::Unavailable(_)) && !e.is_permanent(),
+                "{code}: {e}"
+            );
+        }
+        assert_eq!(
+            error("KeyTooLongError").to_string(),
+            "request refused: s3://b/k: KeyTooLongError m (HTTP 400)"
+        );
         assert_eq!(
             error("AccessDenied").to_string(),
             "access denied: s3://b/k: AccessDenied m"
