@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::error::Error;
 use std::{fmt, io};
 
-use crate::claims::StoreError;
+use crate::store::StoreError;
 
 /// A string attribute.
 pub fn str_attr(v: impl Into<String>) -> AttributeValue {

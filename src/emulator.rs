@@ -2,6 +2,9 @@
 //! and dry runs. It validates like Amplitude (amplitude-reference.md §6–9), drops repeated
 //! `insert_id`s per device for 7 days, throttles hot devices/users with 429, can inject faults,
 //! appends what it accepted to JSON-lines files and reports counts at `GET /stats`.
+//!
+//! One file (~730 lines): one server whose validation, throttling, dedupe and fault injection
+//! share its state; its tests are in tests/sink.rs and tests/faults.rs.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{Read, Write};

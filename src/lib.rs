@@ -20,3 +20,4 @@ pub mod report;
 pub mod settings;
 pub mod sink;
 pub mod source;
+pub mod store;

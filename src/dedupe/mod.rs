@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Mutex;
 
-pub use crate::claims::StoreError;
+pub use crate::store::StoreError;
 
 pub mod dynamo;
 
