@@ -34,25 +34,9 @@ pub fn object_ref(url: &str) -> Result<ObjectRef, String> {
 pub fn render_outcome(obj: &ObjectRef, outcome: &ObjectOutcome) -> String {
     let mut out = format!("s3://{}/{}: {}\n", obj.bucket, obj.key, outcome.label());
     if let ObjectOutcome::Completed(r) | ObjectOutcome::Failed(r) = outcome {
-        let c = &r.counts;
-        let _ = writeln!(
-            out,
-            "  records {}: converted {}, skipped {}, invalid {}",
-            c.records, c.converted, c.skipped, c.invalid
-        );
-        let _ = writeln!(
-            out,
-            "  payloads {}: sent {}, duplicates {}, rejected {}{}",
-            c.payloads,
-            c.sent,
-            c.duplicates,
-            c.rejected,
-            if c.not_sent > 0 {
-                format!(", not sent {}", c.not_sent)
-            } else {
-                String::new()
-            }
-        );
+        for line in r.counts.to_string().lines() {
+            let _ = writeln!(out, "  {line}");
+        }
         let _ = writeln!(
             out,
             "  invocations {}, {} ms, converter {}",

@@ -232,9 +232,9 @@ impl Drop for RejectsFile {
 mod tests {
     use super::*;
 
-    #[test]
-    fn counts_add_up_only_when_every_record_and_payload_has_one_outcome() {
-        let mut counts = Counts {
+    /// Ten records that add up.
+    fn sample() -> Counts {
+        Counts {
             records: 10,
             converted: 7,
             skipped: 2,
@@ -244,7 +244,12 @@ mod tests {
             duplicates: 2,
             rejected: 1,
             not_sent: 0,
-        };
+        }
+    }
+
+    #[test]
+    fn counts_add_up_only_when_every_record_and_payload_has_one_outcome() {
+        let mut counts = sample();
         assert!(counts.add_up());
         counts.sent -= 1;
         assert!(!counts.add_up());
@@ -254,17 +259,7 @@ mod tests {
 
     #[test]
     fn counts_display_as_two_lines_naming_not_sent_only_when_some_were_not_sent() {
-        let mut counts = Counts {
-            records: 10,
-            converted: 7,
-            skipped: 2,
-            invalid: 1,
-            payloads: 8,
-            sent: 5,
-            duplicates: 2,
-            rejected: 1,
-            not_sent: 0,
-        };
+        let mut counts = sample();
         assert_eq!(
             counts.to_string(),
             "records 10: converted 7, skipped 2, invalid 1\n\

@@ -28,6 +28,22 @@ pub fn detect(prefix: &[u8]) -> Compression {
     }
 }
 
+/// Reads the up to four bytes that decide the codec (a short first read must not fool the
+/// sniffer); the reader goes on after them.
+pub(crate) fn read_magic<R: BufRead>(raw: &mut R) -> Result<Vec<u8>, DecodeError> {
+    let mut prefix = Vec::with_capacity(4);
+    while prefix.len() < 4 {
+        let b = raw.fill_buf().map_err(|e| classify(e, 0))?;
+        if b.is_empty() {
+            break;
+        }
+        let take = b.len().min(4 - prefix.len());
+        prefix.extend_from_slice(&b[..take]);
+        raw.consume(take);
+    }
+    Ok(prefix)
+}
+
 /// The decompressed size passed the cap.
 #[derive(Debug)]
 pub(crate) struct CapExceeded(pub u64);
@@ -293,17 +309,7 @@ fn decompress_judged_after<'r, R: Read + Send + 'r>(
     ratio_after: u64,
 ) -> Result<Decompressed<'r>, DecodeError> {
     let mut raw = BufReader::with_capacity(BUF, Source(raw));
-    // Up to four bytes decide the codec; a short first read must not fool the sniffer.
-    let mut prefix = Vec::with_capacity(4);
-    while prefix.len() < 4 {
-        let b = raw.fill_buf().map_err(|e| classify(e, 0))?;
-        if b.is_empty() {
-            break;
-        }
-        let take = b.len().min(4 - prefix.len());
-        prefix.extend_from_slice(&b[..take]);
-        raw.consume(take);
-    }
+    let prefix = read_magic(&mut raw)?;
     let sniffed = detect(&prefix);
     let codec = match compression {
         Compression::Auto => sniffed,

@@ -1,9 +1,9 @@
 //! Integrity before anything is sent: a compressed object is inflated once to its end, every
 //! gzip member's and zstd frame's checksum checked, before its first record is converted.
 
-use std::io::{BufRead, BufReader, Cursor, Read};
+use std::io::{BufReader, Cursor, Read};
 
-use super::compress::{decompress, detect};
+use super::compress::{decompress, detect, read_magic};
 use super::{classify, DecodeError, Limits};
 use crate::config::Compression;
 
@@ -23,16 +23,7 @@ pub fn verify<R: Read + Send + 'static>(
     limits: Limits,
 ) -> Result<Verified, DecodeError> {
     let mut raw = BufReader::new(raw);
-    let mut prefix = Vec::with_capacity(4);
-    while prefix.len() < 4 {
-        let b = raw.fill_buf().map_err(|e| classify(e, 0))?;
-        if b.is_empty() {
-            break;
-        }
-        let take = b.len().min(4 - prefix.len());
-        prefix.extend_from_slice(&b[..take]);
-        raw.consume(take);
-    }
+    let prefix = read_magic(&mut raw)?;
     let plain = match compression {
         Compression::None => true,
         Compression::Auto => detect(&prefix) == Compression::None,
