@@ -3,30 +3,26 @@
 //! `insert_id`s per device for 7 days, throttles hot devices/users with 429, can inject faults,
 //! appends what it accepted to JSON-lines files and reports counts at `GET /stats`.
 //!
-//! One file (~730 lines): one server whose validation, throttling, dedupe and fault injection
-//! share its state; its tests are in tests/sink.rs and tests/faults.rs.
+//! Dropped requests really cut their connection (`cut.rs`). Tests: tests/sink.rs, tests/faults.rs.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use axum::body::{Body, Bytes};
-use axum::extract::connect_info::{ConnectInfo, Connected};
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::IncomingStream;
-use axum::Extension;
 use axum::Router;
 use serde_json::{json, Map, Value};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+mod cut;
+
+use cut::{cut_connection, deliver, ConnCutter, CuttableListener, Cutter};
 
 use crate::convert::usable_id;
 use crate::datalang::value::parse_value;
@@ -132,126 +128,6 @@ impl Inner {
 
 fn reply(code: StatusCode, body: Value) -> Response {
     (code, axum::Json(body)).into_response()
-}
-
-/// Marks a response whose connection is to be cut instead of answered.
-#[derive(Clone, Copy)]
-struct CutMark;
-
-/// A response to cut: [`serve`] closes the connection instead of writing it. Served
-/// otherwise, it declares more bytes than it sends, and the client waits for the rest until
-/// it times out. (Its body has no known size: hyper's debug builds panic on a body whose
-/// known size contradicts its content-length.)
-fn cut_connection() -> Response {
-    let mut r = Response::builder()
-        .status(StatusCode::OK)
-        .header("content-length", "1000")
-        .body(Body::from_stream(Body::from("{").into_data_stream()))
-        .unwrap_or_default();
-    r.extensions_mut().insert(CutMark);
-    r
-}
-
-/// A connection's switch: once thrown, its reads and writes fail and hyper drops it, so the
-/// client sees the connection close before any response.
-#[derive(Clone, Default)]
-struct Cutter(Arc<AtomicBool>);
-
-impl Cutter {
-    fn cut(&self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-    fn is_cut(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-/// A TCP connection that its [`Cutter`] can break.
-struct CuttableStream {
-    io: tokio::net::TcpStream,
-    cutter: Cutter,
-}
-
-fn cut_error() -> std::io::Error {
-    std::io::Error::new(
-        std::io::ErrorKind::ConnectionAborted,
-        "connection cut (--drop-rate)",
-    )
-}
-
-impl AsyncRead for CuttableStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        if self.cutter.is_cut() {
-            return Poll::Ready(Err(cut_error()));
-        }
-        Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for CuttableStream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        if self.cutter.is_cut() {
-            return Poll::Ready(Err(cut_error()));
-        }
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        if self.cutter.is_cut() {
-            return Poll::Ready(Err(cut_error()));
-        }
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-}
-
-/// Accepts TCP connections that handlers can cut.
-struct CuttableListener(tokio::net::TcpListener);
-
-impl axum::serve::Listener for CuttableListener {
-    type Io = CuttableStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let (io, addr) = axum::serve::Listener::accept(&mut self.0).await;
-        let cutter = Cutter::default();
-        (CuttableStream { io, cutter }, addr)
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.0.local_addr()
-    }
-}
-
-impl Connected<IncomingStream<'_, CuttableListener>> for Cutter {
-    fn connect_info(stream: IncomingStream<'_, CuttableListener>) -> Self {
-        stream.io().cutter.clone()
-    }
-}
-
-/// The connection's cutter, when the router is served by [`serve`].
-type ConnCutter = Option<Extension<ConnectInfo<Cutter>>>;
-
-/// Cuts the connection of a response marked so: nothing of it reaches the client.
-fn deliver(response: Response, conn: ConnCutter) -> Response {
-    match conn {
-        Some(Extension(ConnectInfo(cutter)))
-            if response.extensions().get::<CutMark>().is_some() =>
-        {
-            cutter.cut();
-            StatusCode::OK.into_response()
-        }
-        _ => response,
-    }
 }
 
 /// The request body, gzip-decoded when sent so; `None` when it does not decode.
