@@ -1082,3 +1082,42 @@ async fn a_notice_for_a_deleted_object_does_not_block_its_key() {
     let o = p.import(&obj, soon(60), "later").await;
     assert_eq!(completed(&o).counts.sent, 50);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_versioned_bucket_a_resume_finishes_the_version_it_started() {
+    let mut w = World::new("versioned", |c| c.latency = Duration::from_millis(100)).await;
+    w.c.s3
+        .put_bucket_versioning()
+        .bucket(&w.bucket)
+        .versioning_configuration(
+            aws_sdk_s3::types::VersioningConfiguration::builder()
+                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    w.vars.insert("S3I_MAX_IN_FLIGHT".into(), "1".into());
+    w.vars.insert("S3I_BATCH_EVENTS".into(), "100".into());
+    w.put("in/v.json", &events("v1", 0..3000)).await;
+    let p = w.pipeline();
+    // The notice names no version (a scan, or an unversioned notification shape).
+    let obj = w.obj("in/v.json");
+    let first = p.import(&obj, soon(4), "first").await;
+    assert!(matches!(first, ObjectOutcome::Paused { .. }), "{first:?}");
+    w.put("in/v.json", &events("v2", 0..500)).await;
+    let second = p.import(&obj, soon(60), "second").await;
+    let r = completed(&second);
+    assert_eq!(
+        r.counts.records, 3000,
+        "the version it started on, to its end"
+    );
+    let got = w.received();
+    assert_eq!(got.keys().filter(|k| k.starts_with("v1-")).count(), 3000);
+    assert_eq!(
+        got.keys().filter(|k| k.starts_with("v2-")).count(),
+        0,
+        "no mixing"
+    );
+    assert!(got.values().all(|&n| n == 1));
+}
