@@ -45,6 +45,14 @@ impl SqsQueue {
         let [_, _, "sqs", _, account, name] = parts[..] else {
             return Err(format!("not an SQS queue ARN: {queue}"));
         };
+        // Usually the queue continuations go to: no request needed.
+        if let Some(own) = self
+            .url
+            .as_ref()
+            .filter(|u| u.ends_with(&format!("/{account}/{name}")))
+        {
+            return Ok(own.clone());
+        }
         let url = self
             .client
             .get_queue_url()
