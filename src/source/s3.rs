@@ -431,7 +431,10 @@ mod tests {
     #[test]
     fn kms_denials_say_which_grant_is_missing() {
         let e = error_with("KMS.DisabledException", 400).to_string();
-        assert!(e.contains("kms:Decrypt") && e.contains("SourceKmsKeyArn"), "{e}");
+        assert!(
+            e.contains("kms:Decrypt") && e.contains("SourceKmsKeyArn"),
+            "{e}"
+        );
         let e = error_with("AccessDenied", 403).to_string();
         assert!(!e.contains("kms:Decrypt"), "{e}");
     }
