@@ -1,5 +1,6 @@
 //! The `s3-import` command line: parses arguments, calls the library, prints, picks exit codes.
-//! One file over 600 lines: most of it is the clap argument structs with their help texts.
+//! One file over 600 lines: most of it is the clap argument structs with their help texts, and
+//! the dispatch of each subcommand to the library with its exit status (0, 1 run-time, 2 input).
 
 use std::io::{self, BufWriter, IsTerminal, Write};
 use std::path::PathBuf;
