@@ -1,6 +1,7 @@
 //! s3-import: a self-hosted Amplitude S3 Import. The library does the work; binaries only wire.
 
 pub mod aws;
+pub mod check;
 pub mod claims;
 pub mod cli;
 pub mod config;

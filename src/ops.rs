@@ -1,6 +1,6 @@
 //! The importer's operations as the CLI and the Lambda edge run them: import one object to
-//! the end, scan a prefix, list claims, retry a failed object. Over the ports, so that the
-//! in-memory adapters can test them (the SQS worker is wiring: `crate::aws`).
+//! the end, scan a prefix, list claims, retry a failed object or every one. Over the ports, so
+//! that the in-memory adapters can test them (the SQS worker is wiring: `crate::aws`).
 
 use std::fmt::Write as _;
 
@@ -52,6 +52,83 @@ pub fn render_outcome(obj: &ObjectRef, outcome: &ObjectOutcome) -> String {
         }
     }
     out
+}
+
+/// One word for an outcome, for scripts (`--json`).
+pub fn outcome_state(outcome: &ObjectOutcome) -> &'static str {
+    match outcome {
+        ObjectOutcome::Completed(_) => "completed",
+        ObjectOutcome::Failed(_) => "failed",
+        ObjectOutcome::Ignored(_) => "ignored",
+        ObjectOutcome::AlreadyCompleted => "already_completed",
+        ObjectOutcome::AlreadyFailed(_) => "already_failed",
+        ObjectOutcome::HeldByOther { .. } => "held_by_other",
+        ObjectOutcome::Gone(_) => "gone",
+        ObjectOutcome::Paused { .. } => "paused",
+        ObjectOutcome::Retry(_) => "retry",
+    }
+}
+
+/// Whether an outcome leaves the object done: imported now or before, or not to be imported.
+pub fn outcome_ok(outcome: &ObjectOutcome) -> bool {
+    matches!(
+        outcome,
+        ObjectOutcome::Completed(_) | ObjectOutcome::AlreadyCompleted | ObjectOutcome::Ignored(_)
+    )
+}
+
+/// One object's outcome for scripts: `{"bucket", "key", "outcome", "detail", "report"?}`.
+pub fn outcome_json(obj: &ObjectRef, outcome: &ObjectOutcome) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "bucket": obj.bucket,
+        "key": obj.key,
+        "outcome": outcome_state(outcome),
+        "detail": outcome.label(),
+    });
+    if let ObjectOutcome::Completed(r) | ObjectOutcome::Failed(r) = outcome {
+        v["report"] = serde_json::to_value(r).unwrap_or_default();
+    }
+    v
+}
+
+/// Why an operation did not run: the request itself (exit 2), or a failure while running
+/// (exit 1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpError {
+    /// Asked for something that cannot be done (e.g. retrying a completed object).
+    Input(String),
+    /// Storage, tables or the network failed.
+    Runtime(String),
+}
+
+impl std::fmt::Display for OpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpError::Input(e) | OpError::Runtime(e) => f.write_str(e),
+        }
+    }
+}
+
+/// What `retry --failed` found and did.
+#[derive(Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RetrySummary {
+    /// FAILED objects found (under the prefix).
+    pub failed_found: usize,
+    pub completed: usize,
+    /// Failed again (with a reason in their report).
+    pub failed_again: usize,
+    /// Not finished (to be retried, paused, held by another importer) or not retried.
+    pub other: usize,
+}
+
+impl std::fmt::Display for RetrySummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "retried {} FAILED objects: completed {}, failed again {}, other {}",
+            self.failed_found, self.completed, self.failed_again, self.other
+        )
+    }
 }
 
 impl<C, D, S, Q> Pipeline<C, D, S, Q>
@@ -210,23 +287,29 @@ where
     /// content, the new content is imported from its first record with default insert_ids
     /// tagged by its ETag (`<bucket>/<key>@<etag>:<n>`), so that the ids the old content used
     /// do not make the endpoint drop the new records as duplicates.
-    pub async fn retry(&self, obj: &ObjectRef, owner: &str) -> Result<ObjectOutcome, String> {
+    pub async fn retry(&self, obj: &ObjectRef, owner: &str) -> Result<ObjectOutcome, OpError> {
         let key = self.claim_key(obj);
         let name = format!("s3://{}/{}", obj.bucket, obj.key);
-        let failed_progress = match self.claims.get(&key).await.map_err(|e| e.to_string())? {
+        let runtime = |e: String| OpError::Runtime(e);
+        let claim = self
+            .claims
+            .get(&key)
+            .await
+            .map_err(|e| runtime(e.to_string()))?;
+        let failed_progress = match claim {
             Some(ClaimState::Failed { progress, .. }) => Progress::parse(&progress),
             Some(ClaimState::Completed { .. }) => {
-                return Err(format!(
+                return Err(OpError::Input(format!(
                     "{name} was imported already; completed objects are never imported again"
-                ))
+                )))
             }
             Some(ClaimState::InProgress { lease_until, .. }) => {
                 let now = self.clock.now_secs();
                 if lease_until >= now {
-                    return Err(format!(
+                    return Err(OpError::Input(format!(
                         "{name} is being imported (its lease runs {} s more); it resumes by itself",
                         lease_until - now + 1
-                    ));
+                    )));
                 }
                 return Ok(self.import_to_end(obj, owner).await);
             }
@@ -238,7 +321,7 @@ where
                 .source
                 .head(&obj.bucket, &obj.key)
                 .await
-                .map_err(|e| format!("{name}: {e}"))?;
+                .map_err(|e| runtime(format!("{name}: {e}")))?;
             // The content was pinned before its first record was sent: some may have been.
             if now.etag.is_some() && now.etag != old.etag {
                 fresh.id_tag = now.etag.map(|e| e.chars().take(12).collect());
@@ -248,8 +331,59 @@ where
         self.claims
             .reset_failed(&key, &seed)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| runtime(e.to_string()))?;
         Ok(self.import_to_end(obj, owner).await)
+    }
+
+    /// Retries every FAILED object of this source whose key starts with `prefix`, in key
+    /// order (after the converter, permissions or files were fixed); `report` hears of each.
+    pub async fn retry_failed(
+        &self,
+        prefix: &str,
+        owner: &str,
+        mut report: impl FnMut(&ObjectRef, Result<&ObjectOutcome, &OpError>),
+    ) -> Result<RetrySummary, OpError> {
+        let mut failed: Vec<ClaimKey> = self
+            .claims
+            .list(&self.settings.source)
+            .await
+            .map_err(|e| OpError::Runtime(e.to_string()))?
+            .into_iter()
+            .filter(|(k, state)| {
+                matches!(state, ClaimState::Failed { .. }) && k.key.starts_with(prefix)
+            })
+            .map(|(k, _)| k)
+            .collect();
+        failed.sort_by(|a, b| (&a.bucket, &a.key).cmp(&(&b.bucket, &b.key)));
+        let mut s = RetrySummary {
+            failed_found: failed.len(),
+            ..RetrySummary::default()
+        };
+        for (i, k) in failed.into_iter().enumerate() {
+            let obj = ObjectRef {
+                bucket: k.bucket,
+                key: k.key,
+                version_id: None,
+                size: None,
+                etag: None,
+                sequencer: None,
+            };
+            match self.retry(&obj, &format!("{owner}/{i}")).await {
+                Ok(outcome) => {
+                    match outcome {
+                        ObjectOutcome::Completed(_) => s.completed += 1,
+                        ObjectOutcome::Failed(_) => s.failed_again += 1,
+                        _ => s.other += 1,
+                    }
+                    report(&obj, Ok(&outcome));
+                }
+                Err(e) => {
+                    s.other += 1;
+                    report(&obj, Err(&e));
+                }
+            }
+        }
+        Ok(s)
     }
 }
 

@@ -444,3 +444,123 @@ fn send_converts_and_delivers_a_file_and_accounts_for_every_record() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("$AMPLITUDE_API_KEY"));
 }
+
+#[test]
+fn the_operator_subcommands_have_help_and_refuse_bad_usage_with_2() {
+    for (sub, flag) in [
+        ("retry", "--failed"),
+        ("check", "--json"),
+        ("import", "--json"),
+        ("scan", "--json"),
+        ("status", "--json"),
+        ("preview", "S3_URL"),
+    ] {
+        let out = bin().args([sub, "--help"]).output().unwrap();
+        assert!(out.status.success(), "{sub} --help");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains(flag),
+            "{sub} --help mentions {flag}"
+        );
+    }
+    for args in [
+        vec!["retry"],
+        vec!["retry", "s3://b/k", "--failed"],
+        vec!["retry", "--prefix", "in/"],
+        vec!["check", "--no-such-flag"],
+    ] {
+        let out = bin().args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+    }
+    // Settings that do not load: bad input, before anything is called.
+    let out = bin()
+        .args(["check"])
+        .env_remove("S3I_CONVERTER")
+        .env_remove("AMPLITUDE_API_KEY")
+        .env_remove("S3I_API_KEY_SECRET")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("S3I_CONVERTER is required"));
+}
+
+#[test]
+fn storage_that_cannot_be_reached_is_a_run_time_failure_exit_1() {
+    let settings = [
+        ("S3I_CONVERTER", "s3://c/converter.json"),
+        ("S3I_REPORTS", "s3://r/reports/"),
+        ("AMPLITUDE_API_KEY", "k"),
+        ("AWS_ENDPOINT_URL", "http://127.0.0.1:9"),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_MAX_ATTEMPTS", "1"),
+    ];
+    for args in [
+        vec!["status"],
+        vec!["retry", "--failed"],
+        vec!["retry", "s3://b/k.json"],
+        vec!["scan", "--bucket", "b"],
+        vec!["setup", "--bucket", "b", "--queue", "q"],
+    ] {
+        let out = bin().args(&args).envs(settings).output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// Runs `shell` under a pseudo-terminal (`script`), so that standard error is a terminal;
+/// what the terminal showed.
+fn on_a_terminal(dir: &std::path::Path, shell: &str) -> String {
+    let out = Command::new("script")
+        .current_dir(dir)
+        .args(["-qec", shell, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_progress_line_is_drawn_on_a_terminal_and_nothing_otherwise() {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: no `script` to make a terminal");
+        return;
+    }
+    let dir = tempdir("progress");
+    std::fs::write(dir.join("c.json"), CONVERTER).unwrap();
+    let (text, _) = big_input(2000);
+    std::fs::write(dir.join("a.jsonl"), &text).unwrap();
+    let exe = env!("CARGO_BIN_EXE_s3-import");
+    // The input arrives in two parts a second apart: the line is drawn in between.
+    let shell = format!(
+        "(cat a.jsonl; sleep 1.2; cat a.jsonl) | {exe} convert --config c.json --threads 1 - > out.jsonl"
+    );
+    let shown = on_a_terminal(&dir, &shell);
+    assert!(
+        shown.contains("read ") && shown.contains("records") && shown.contains("/s"),
+        "{shown:?}"
+    );
+    assert!(
+        shown.contains("\"records\": 4000"),
+        "the summary follows: {shown:?}"
+    );
+    // Not a terminal: standard error is the summary line alone.
+    let out = bin()
+        .current_dir(&dir)
+        .args(["convert", "--config", "c.json", "a.jsonl"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("{\"records\": 2000"), "{stderr}");
+}

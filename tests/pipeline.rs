@@ -571,23 +571,53 @@ async fn permanent_failures_are_failed_with_a_reason_acknowledged_and_retryable_
     let retried = p.retry(&w.obj("in/cut.json.gz"), "t3").await.unwrap();
     assert_eq!(completed(&retried).counts.sent, 10);
 
-    // A bad converter fails the objects with its reason (fix it, then `retry`).
+    // A bad converter fails nothing: nothing is claimed, the notice comes back (with the
+    // load errors as its reason) until the file is fixed; then the object imports by itself.
     let mut bad = w.settings();
     bad.converter.key = "config/bad.json".into();
     w.put("config/bad.json", br#"{"converterConfig": {"fileType": "json", "compressionType": "none", "convertToAmplitudeFunc": {"event_type": ["nosuchop", "x"]}}}"#).await;
     w.put("in/x.json", &events("x", 0..5)).await;
-    let o = s3_import::aws::pipeline(&w.c, bad)
-        .import(&w.obj("in/x.json"), soon(60), "t4")
-        .await;
-    match o {
-        ObjectOutcome::Failed(r) => {
-            let reason = r.reason.unwrap();
-            assert!(
-                reason.contains("bad converter file") && reason.contains("nosuchop"),
-                "{reason}"
-            );
-        }
+    let notice = sqs_event(&[(
+        "x",
+        json!({"Records": [s3_record(&w.bucket, "in/x.json", 5)]}).to_string(),
+    )]);
+    let paused = s3_import::aws::pipeline(&w.c, bad.clone());
+    let r = paused.handle_event(&notice, soon(60), "t4").await;
+    match &r.messages[0].objects[0].1 {
+        ObjectOutcome::Retry(reason) => assert!(
+            reason.starts_with("converter unusable: bad converter file")
+                && reason.contains("nosuchop"),
+            "{reason}"
+        ),
         other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        lambda_response(&notice, &r).unwrap(),
+        json!({"batchItemFailures": [{"itemIdentifier": "x"}]}),
+        "the notice comes back"
+    );
+    assert!(
+        w.claim("in/x.json").await.is_none(),
+        "not claimed, never FAILED"
+    );
+    // Missing is the same wait.
+    let mut missing = bad.clone();
+    missing.converter.key = "config/not-there.json".into();
+    let o = s3_import::aws::pipeline(&w.c, missing)
+        .import(&w.obj("in/x.json"), soon(60), "t5")
+        .await;
+    assert!(
+        matches!(&o, ObjectOutcome::Retry(r) if r.starts_with("converter unusable")),
+        "{o:?}"
+    );
+    assert!(w.claim("in/x.json").await.is_none());
+    // Fixed: the same pipeline (its converter cache included) imports the waiting object.
+    w.put("config/bad.json", CONVERTER.as_bytes()).await;
+    let r = paused.handle_event(&notice, soon(60), "t6").await;
+    assert_eq!(completed(&r.messages[0].objects[0].1).counts.sent, 5);
+    let received = w.received();
+    for i in 0..5 {
+        assert_eq!(received.get(&format!("x-{i}")), Some(&1), "x-{i} once");
     }
 }
 

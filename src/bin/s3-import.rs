@@ -1,12 +1,16 @@
 //! The `s3-import` command line: parses arguments, calls the library, prints, picks exit codes.
-//! One file over 600 lines: most of it is the clap argument structs with their help texts.
+//! One file over 600 lines: most of it is the clap argument structs with their help texts, and
+//! the dispatch of each subcommand to the library with its exit status (0, 1 run-time, 2 input).
 
 use std::io::{self, BufWriter, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use s3_import::cli::{self, parse_size, ConvertEnd, ConvertRun, EXIT_BAD_INPUT};
+use std::sync::atomic::Ordering::Relaxed;
+
+use s3_import::cli::progress::ProgressLine;
+use s3_import::cli::{self, parse_size, ConvertEnd, ConvertRun, EXIT_BAD_INPUT, EXIT_FAILURE};
 use s3_import::decode::Limits;
 use s3_import::settings;
 
@@ -41,8 +45,10 @@ enum Command {
     Worker(WorkerArgs),
     /// List the claims of this source: state, counts, report location or failure reason
     Status(StatusArgs),
-    /// Import a FAILED object again (after fixing the converter, permissions or the file)
-    Retry(ImportArgs),
+    /// Import a FAILED object again, or every one (--failed), after fixing what failed them
+    Retry(RetryArgs),
+    /// Check the deployed settings: bucket, converter, reports, tables, queue, endpoint and key
+    Check(CheckArgs),
     /// Create the tables, bucket, queue and notification (local stack or a dev account)
     Setup(SetupArgs),
 }
@@ -52,6 +58,39 @@ struct ImportArgs {
     /// The object, as s3://bucket/key
     #[arg(value_name = "S3_URL")]
     object: String,
+    /// Print the outcome as one JSON object (with the report)
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct RetryArgs {
+    /// The FAILED object, as s3://bucket/key
+    #[arg(
+        value_name = "S3_URL",
+        required_unless_present = "failed",
+        conflicts_with = "failed"
+    )]
+    object: Option<String>,
+    /// Retry every FAILED object of this source (S3I_SOURCE)
+    #[arg(long)]
+    failed: bool,
+    /// With --failed: only the objects whose key starts with this
+    #[arg(long, requires = "failed")]
+    prefix: Option<String>,
+    /// One JSON object per object, then a summary object
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// The source bucket [default: from S3I_SOURCE when it is `<bucket>/<prefix>`, as the template sets it]
+    #[arg(long)]
+    bucket: Option<String>,
+    /// Print {"ok", "checks": [{"check", "ok", "detail", "fix"}]}
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -64,6 +103,9 @@ struct ScanArgs {
     /// Queue the objects (to S3I_QUEUE_URL) instead of importing them here
     #[arg(long)]
     enqueue: bool,
+    /// Print only the summary, as JSON
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -214,8 +256,9 @@ struct ConvertArgs {
 
 #[derive(Args)]
 struct PreviewArgs {
+    /// The converter file: a local path, or s3://bucket/key
     #[arg(long, value_name = "CONVERTER.json")]
-    config: PathBuf,
+    config: String,
     /// How many records to show
     #[arg(long, default_value_t = 10)]
     limit: u64,
@@ -230,7 +273,9 @@ struct PreviewArgs {
     key: Option<String>,
     #[command(flatten)]
     limits: InputLimits,
-    #[arg(value_name = "FILE")]
+    /// A local file, an object (s3://bucket/key), or a prefix (s3://bucket/prefix/: its first
+    /// object); objects are streamed and only the first records are read
+    #[arg(value_name = "FILE|S3_URL")]
     file: String,
 }
 
@@ -240,10 +285,24 @@ struct ValidateArgs {
     config: PathBuf,
 }
 
-/// Prints `error: …` and gives the exit status for bad input.
+/// Prints `error: …` and gives the exit status for bad input or usage (2).
 fn exit_bad_input(message: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {message}");
     ExitCode::from(EXIT_BAD_INPUT as u8)
+}
+
+/// Prints `error: …` and gives the exit status for a failure at run time (1).
+fn exit_failure(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(EXIT_FAILURE as u8)
+}
+
+/// The size of a local file (0 for standard input or when unknown): the progress line's total.
+fn file_size(file: Option<&str>) -> u64 {
+    match file {
+        None | Some("-") => 0,
+        Some(path) => std::fs::metadata(path).map_or(0, |m| m.len()),
+    }
 }
 
 fn run_convert(args: ConvertArgs) -> ExitCode {
@@ -260,16 +319,25 @@ fn run_convert(args: ConvertArgs) -> ExitCode {
         Ok(input) => input,
         Err(e) => return exit_bad_input(e),
     };
+    let progress = ProgressLine::start(false);
+    progress
+        .meter
+        .total
+        .store(file_size(args.file.as_deref()), Relaxed);
+    let input = progress.reader(input);
     let run = ConvertRun {
         converter: &converter,
         bucket: &args.bucket,
         key: &key,
         limits: args.limits.limits(),
         threads: args.threads.unwrap_or_else(settings::default_threads),
+        meter: Some(&progress.meter),
     };
     let stdout = io::stdout();
     let mut out = BufWriter::with_capacity(256 << 10, stdout.lock());
-    match cli::convert(&run, input, &mut out) {
+    let end = cli::convert(&run, input, &mut out);
+    progress.finish();
+    match end {
         ConvertEnd::Done(summary) => {
             eprintln!("{}", cli::summary_line(&summary));
             ExitCode::SUCCESS
@@ -289,7 +357,10 @@ fn run_convert(args: ConvertArgs) -> ExitCode {
 }
 
 fn run_preview(args: PreviewArgs) -> ExitCode {
-    let converter = match cli::load_converter(&args.config) {
+    if args.config.starts_with("s3://") || args.file.starts_with("s3://") {
+        return run_preview_s3(args);
+    }
+    let converter = match cli::load_converter(std::path::Path::new(&args.config)) {
         Ok(converter) => converter,
         Err(e) => return exit_bad_input(e),
     };
@@ -298,12 +369,24 @@ fn run_preview(args: PreviewArgs) -> ExitCode {
         Err(e) => return exit_bad_input(e),
     };
     let key = args.key.clone().unwrap_or_else(|| args.file.clone());
+    show_preview(&args, &converter, &args.bucket, &key, input)
+}
+
+/// Prints the preview of `input`; a read error is bad input (exit 2).
+fn show_preview(
+    args: &PreviewArgs,
+    converter: &s3_import::convert::Converter,
+    bucket: &str,
+    key: &str,
+    input: impl io::Read + Send,
+) -> ExitCode {
     let run = ConvertRun {
-        converter: &converter,
-        bucket: &args.bucket,
-        key: &key,
+        converter,
+        bucket,
+        key,
         limits: args.limits.limits(),
         threads: 1,
+        meter: None,
     };
     let items = match cli::preview(&run, input, args.limit) {
         Ok(items) => items,
@@ -319,10 +402,65 @@ fn run_preview(args: PreviewArgs) -> ExitCode {
         cli::render_preview(&items, width)
     };
     let _ = io::stdout().write_all(text.as_bytes());
-    if let Err(e) = cli::check_filter_pattern(&converter, &key) {
+    if let Err(e) = cli::check_filter_pattern(converter, key) {
         eprintln!("warning: {e}; the importer would not pick this object up");
     }
     ExitCode::SUCCESS
+}
+
+/// `preview` with the converter or the data (or both) in a bucket: the object is streamed and
+/// reading stops after the first records.
+fn run_preview_s3(args: PreviewArgs) -> ExitCode {
+    init_logs();
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    let fetch_exit = |e: cli::FetchError| match e {
+        cli::FetchError::Input(e) => exit_bad_input(e),
+        cli::FetchError::Runtime(e) => exit_failure(e),
+    };
+    let parse = |url: &str| settings::S3Url::parse(url);
+    runtime.block_on(async {
+        let clients = s3_import::aws::Clients::from_env().await;
+        let source = s3_import::source::s3::S3Source::new(clients.s3.clone())
+            .with_reader(clients.source_s3.clone());
+        let converter = if args.config.starts_with("s3://") {
+            let url = match parse(&args.config) {
+                Ok(url) => url,
+                Err(e) => return exit_bad_input(e),
+            };
+            match cli::converter_from(&source, &url).await {
+                Ok(converter) => converter,
+                Err(e) => return fetch_exit(e),
+            }
+        } else {
+            match cli::load_converter(std::path::Path::new(&args.config)) {
+                Ok(converter) => converter,
+                Err(e) => return exit_bad_input(e),
+            }
+        };
+        if !args.file.starts_with("s3://") {
+            let input = match cli::open_input(Some(&args.file)) {
+                Ok(input) => input,
+                Err(e) => return exit_bad_input(e),
+            };
+            let key = args.key.clone().unwrap_or_else(|| args.file.clone());
+            return show_preview(&args, &converter, &args.bucket, &key, input);
+        }
+        let url = match parse(&args.file) {
+            Ok(url) => url,
+            Err(e) => return exit_bad_input(e),
+        };
+        let (key, reader) = match cli::open_from(&source, &url, &converter).await {
+            Ok(opened) => opened,
+            Err(e) => return fetch_exit(e),
+        };
+        eprintln!("s3://{}/{key}", url.bucket);
+        // The reader blocks on the download, which runs on this runtime.
+        let bucket = url.bucket.clone();
+        tokio::task::block_in_place(|| show_preview(&args, &converter, &bucket, &key, reader))
+    })
 }
 
 fn run_validate(args: ValidateArgs) -> ExitCode {
@@ -422,6 +560,12 @@ fn run_send(args: SendArgs) -> ExitCode {
         Ok(input) => input,
         Err(e) => return exit_bad_input(e),
     };
+    let progress = ProgressLine::start(false);
+    progress
+        .meter
+        .total
+        .store(file_size(Some(&args.file)), Relaxed);
+    let input = progress.reader(input);
     let runtime = match runtime() {
         Ok(runtime) => runtime,
         Err(code) => return code,
@@ -436,6 +580,7 @@ fn run_send(args: SendArgs) -> ExitCode {
         &sink,
         deadline,
     ));
+    progress.finish();
     match result {
         Ok(summary) => {
             if args.json {
@@ -467,6 +612,7 @@ fn main() -> ExitCode {
         Command::Worker(args) => run_importer(ImporterCommand::Worker(args)),
         Command::Status(args) => run_importer(ImporterCommand::Status(args)),
         Command::Retry(args) => run_importer(ImporterCommand::Retry(args)),
+        Command::Check(args) => run_importer(ImporterCommand::Check(args)),
         Command::Setup(args) => run_setup(args),
     }
 }
@@ -477,7 +623,8 @@ enum ImporterCommand {
     Scan(ScanArgs),
     Worker(WorkerArgs),
     Status(StatusArgs),
-    Retry(ImportArgs),
+    Retry(RetryArgs),
+    Check(CheckArgs),
 }
 
 fn init_logs() {
@@ -489,7 +636,17 @@ fn init_logs() {
         .try_init();
 }
 
-/// Runs one importer subcommand against AWS (or a local stack) with the settings of the environment.
+fn print(text: &str) {
+    print!("{text}");
+    let _ = io::stdout().flush();
+}
+
+fn print_json(value: &serde_json::Value) {
+    print(&format!("{value}\n"));
+}
+
+/// Runs one importer subcommand against AWS (or a local stack) with the settings of the
+/// environment: bad settings or arguments exit 2, failures at run time 1.
 fn run_importer(command: ImporterCommand) -> ExitCode {
     init_logs();
     let runtime = match runtime() {
@@ -509,91 +666,177 @@ fn run_importer(command: ImporterCommand) -> ExitCode {
                 return ExitCode::from(EXIT_BAD_INPUT as u8);
             }
         };
-        let queue_url = settings.queue_url.clone();
-        let pipeline = s3_import::aws::pipeline(&clients, settings);
         let owner = format!("cli-{}", std::process::id());
-        let print = |text: &str| {
-            print!("{text}");
-            let _ = io::stdout().flush();
-        };
-        let object = |url: &str| s3_import::ops::object_ref(url);
         match command {
+            ImporterCommand::Worker(args) => run_worker(&clients, settings, args).await,
+            ImporterCommand::Check(args) => {
+                let bucket = args
+                    .bucket
+                    .or_else(|| s3_import::check::source_bucket(&settings));
+                let checks = s3_import::check::run(&clients, &settings, bucket.as_deref()).await;
+                if args.json {
+                    print_json(&s3_import::check::to_json(&checks));
+                } else {
+                    print(&s3_import::check::render(&checks));
+                }
+                exit_if(checks.iter().all(|c| c.ok))
+            }
             ImporterCommand::Import(args) => {
-                let obj = match object(&args.object) {
+                let obj = match s3_import::ops::object_ref(&args.object) {
                     Ok(obj) => obj,
                     Err(e) => return exit_bad_input(e),
                 };
+                let progress = ProgressLine::start(true);
+                let pipeline = cli::progress::metered_pipeline(&clients, settings, progress.meter.clone());
                 let outcome = pipeline.import_to_end(&obj, &owner).await;
-                print(&s3_import::ops::render_outcome(&obj, &outcome));
-                outcome_code(&outcome)
+                progress.finish();
+                print_outcome(&obj, &outcome, args.json);
+                exit_if(s3_import::ops::outcome_ok(&outcome))
             }
             ImporterCommand::Retry(args) => {
-                let obj = match object(&args.object) {
+                let progress = ProgressLine::start(true);
+                let pipeline = cli::progress::metered_pipeline(&clients, settings, progress.meter.clone());
+                let json = args.json;
+                let Some(url) = args.object else {
+                    let prefix = args.prefix.unwrap_or_default();
+                    let report = |obj: &s3_import::notify::ObjectRef,
+                                  outcome: Result<&s3_import::pipeline::ObjectOutcome, &s3_import::ops::OpError>| {
+                        progress.bar_println(|| match outcome {
+                            Ok(o) if json => format!("{}\n", s3_import::ops::outcome_json(obj, o)),
+                            Ok(o) => s3_import::ops::render_outcome(obj, o),
+                            Err(e) if json => format!(
+                                "{}\n",
+                                serde_json::json!({"bucket": obj.bucket, "key": obj.key, "outcome": "not_retried", "detail": e.to_string()})
+                            ),
+                            Err(e) => format!("s3://{}/{}: not retried: {e}\n", obj.bucket, obj.key),
+                        });
+                    };
+                    let summary = pipeline.retry_failed(&prefix, &owner, report).await;
+                    progress.finish();
+                    return match summary {
+                        Ok(summary) => {
+                            if json {
+                                print_json(&serde_json::json!({"summary": summary}));
+                            } else {
+                                println!("{summary}");
+                            }
+                            exit_if(summary.failed_again + summary.other == 0)
+                        }
+                        Err(e) => op_exit(e),
+                    };
+                };
+                let obj = match s3_import::ops::object_ref(&url) {
                     Ok(obj) => obj,
                     Err(e) => return exit_bad_input(e),
                 };
-                match pipeline.retry(&obj, &owner).await {
+                let outcome = pipeline.retry(&obj, &owner).await;
+                progress.finish();
+                match outcome {
                     Ok(outcome) => {
-                        print(&s3_import::ops::render_outcome(&obj, &outcome));
-                        outcome_code(&outcome)
+                        print_outcome(&obj, &outcome, json);
+                        exit_if(s3_import::ops::outcome_ok(&outcome))
                     }
-                    Err(e) => exit_bad_input(e),
+                    Err(e) => op_exit(e),
                 }
             }
             ImporterCommand::Scan(args) => {
+                let progress = ProgressLine::start(true);
+                let pipeline = cli::progress::metered_pipeline(&clients, settings, progress.meter.clone());
                 let prefix = args
                     .prefix
                     .unwrap_or_else(|| pipeline.settings.prefix.clone());
-                match pipeline
-                    .scan(&args.bucket, &prefix, args.enqueue, &owner, print)
-                    .await
-                {
-                    Ok(summary) => {
-                        println!("{summary}");
-                        if summary.failed + summary.other > 0 {
-                            ExitCode::from(1)
-                        } else {
-                            ExitCode::SUCCESS
+                let json = args.json;
+                let scanned = pipeline
+                    .scan(&args.bucket, &prefix, args.enqueue, &owner, |text: &str| {
+                        if !json {
+                            progress.bar_println(|| text.to_string());
                         }
+                    })
+                    .await;
+                progress.finish();
+                match scanned {
+                    Ok(summary) => {
+                        if json {
+                            print_json(&serde_json::json!({
+                                "listed": summary.listed,
+                                "imported": summary.imported,
+                                "failed": summary.failed,
+                                "enqueued": summary.enqueued,
+                                "other": summary.other,
+                                "completed_before": summary.completed_before,
+                                "failed_before": summary.failed_before,
+                                "ignored": summary.ignored,
+                            }));
+                        } else {
+                            println!("{summary}");
+                        }
+                        exit_if(summary.failed + summary.other == 0)
                     }
-                    Err(e) => exit_bad_input(e),
+                    Err(e) => exit_failure(e),
                 }
             }
-            ImporterCommand::Status(args) => match pipeline.status(args.json).await {
-                Ok(text) => {
-                    print(&text);
-                    ExitCode::SUCCESS
-                }
-                Err(e) => exit_bad_input(e),
-            },
-            ImporterCommand::Worker(args) => {
-                let Some(url) = args.queue_url.or(queue_url) else {
-                    return exit_bad_input("worker: give --queue-url or set S3I_QUEUE_URL");
-                };
-                let idle = args.idle_exit.map(std::time::Duration::from_secs);
-                let retry = std::time::Duration::from_secs(args.retry_after);
-                match s3_import::aws::work_queue(&pipeline, &clients.sqs, &url, idle, retry, print)
-                    .await
-                {
-                    Ok(n) => {
-                        eprintln!("worker: {n} messages handled, queue idle");
+            ImporterCommand::Status(args) => {
+                let pipeline = s3_import::aws::pipeline(&clients, settings);
+                match pipeline.status(args.json).await {
+                    Ok(text) => {
+                        print(&text);
                         ExitCode::SUCCESS
                     }
-                    Err(e) => exit_bad_input(e),
+                    Err(e) => exit_failure(e),
                 }
             }
         }
     })
 }
 
-/// 0 when the object is done (or was before), 1 otherwise.
-fn outcome_code(outcome: &s3_import::pipeline::ObjectOutcome) -> ExitCode {
-    use s3_import::pipeline::ObjectOutcome;
-    match outcome {
-        ObjectOutcome::Completed(_)
-        | ObjectOutcome::AlreadyCompleted
-        | ObjectOutcome::Ignored(_) => ExitCode::SUCCESS,
-        _ => ExitCode::from(1),
+/// `worker`: polls the queue like the Lambda trigger.
+async fn run_worker(
+    clients: &s3_import::aws::Clients,
+    settings: settings::Settings,
+    args: WorkerArgs,
+) -> ExitCode {
+    let Some(url) = args.queue_url.or_else(|| settings.queue_url.clone()) else {
+        return exit_bad_input("worker: give --queue-url or set S3I_QUEUE_URL");
+    };
+    let pipeline = s3_import::aws::pipeline(clients, settings);
+    let idle = args.idle_exit.map(std::time::Duration::from_secs);
+    let retry = std::time::Duration::from_secs(args.retry_after);
+    match s3_import::aws::work_queue(&pipeline, &clients.sqs, &url, idle, retry, print).await {
+        Ok(n) => {
+            eprintln!("worker: {n} messages handled, queue idle");
+            ExitCode::SUCCESS
+        }
+        Err(e) => exit_failure(e),
+    }
+}
+
+/// One object's outcome: its lines, or one JSON object.
+fn print_outcome(
+    obj: &s3_import::notify::ObjectRef,
+    outcome: &s3_import::pipeline::ObjectOutcome,
+    json: bool,
+) {
+    if json {
+        print_json(&s3_import::ops::outcome_json(obj, outcome));
+    } else {
+        print(&s3_import::ops::render_outcome(obj, outcome));
+    }
+}
+
+/// 0 when `ok`, 1 otherwise.
+fn exit_if(ok: bool) -> ExitCode {
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILURE as u8)
+    }
+}
+
+/// An operation refused (2) or failed (1).
+fn op_exit(e: s3_import::ops::OpError) -> ExitCode {
+    match e {
+        s3_import::ops::OpError::Input(e) => exit_bad_input(e),
+        s3_import::ops::OpError::Runtime(e) => exit_failure(e),
     }
 }
 
@@ -620,7 +863,7 @@ fn run_setup(args: SetupArgs) -> ExitCode {
                 println!("{url}");
                 ExitCode::SUCCESS
             }
-            Err(e) => exit_bad_input(e),
+            Err(e) => exit_failure(e),
         }
     })
 }

@@ -15,8 +15,11 @@ use crate::decode::{convert_chunks, read_records, visit_chunk, Chunk, DecodeErro
 use crate::json_out::{self, Style};
 use crate::report::Counts;
 
-/// Exit status for bad input (converter, data, key).
+/// Exit status for bad input or usage (converter, data, key, arguments, settings).
 pub const EXIT_BAD_INPUT: i32 = 2;
+/// Exit status for a failure at run time (storage, tables, network, endpoint, objects that
+/// did not import).
+pub const EXIT_FAILURE: i32 = 1;
 
 /// A size as the command line takes it: a whole number of bytes, optionally followed by a
 /// unit (case-insensitive, spaces allowed): `B`; `K`/`KB`, `M`/`MB`, `G`/`GB`, `T`/`TB` (powers
@@ -155,6 +158,17 @@ pub struct ConvertRun<'c> {
     pub key: &'c str,
     pub limits: Limits,
     pub threads: usize,
+    /// Where the records converted so far are shown (the progress line), if anywhere.
+    pub meter: Option<&'c progress::Meter>,
+}
+
+impl ConvertRun<'_> {
+    fn show(&self, summary: &Summary) {
+        if let Some(m) = self.meter {
+            m.records
+                .store(summary.records, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
 }
 
 /// How a `convert` run ended.
@@ -271,6 +285,7 @@ pub fn convert<R: Read + Send, W: Write>(
         };
         convert_chunks(input, file, run.limits, run.threads, work, |(buf, part)| {
             summary.merge(part);
+            run.show(&summary);
             match out.write_all(&buf) {
                 Ok(()) => ControlFlow::Continue(()),
                 Err(e) => {
@@ -292,6 +307,7 @@ pub fn convert<R: Read + Send, W: Write>(
                 if buf.len() < OUT_BUF {
                     return ControlFlow::Continue(());
                 }
+                run.show(&summary);
                 let written = out.write_all(&buf);
                 buf.clear();
                 match written {
@@ -333,9 +349,12 @@ pub fn summary_line(summary: &Summary) -> String {
 }
 
 mod preview;
+pub mod progress;
 mod send;
 
-pub use preview::{preview, preview_json, render_preview, PreviewItem};
+pub use preview::{
+    converter_from, open_from, preview, preview_json, render_preview, FetchError, PreviewItem,
+};
 pub use send::{render_send, send, send_title, SendSummary};
 
 #[cfg(test)]

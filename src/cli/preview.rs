@@ -200,3 +200,87 @@ pub fn render_preview(items: &[PreviewItem], width: usize) -> String {
 pub fn preview_json(items: &[PreviewItem]) -> String {
     spaced(items)
 }
+
+/// Why a preview from the bucket could not start: the location names nothing usable (exit 2),
+/// or the store failed (exit 1).
+#[derive(Debug)]
+pub enum FetchError {
+    Input(String),
+    Runtime(String),
+}
+
+impl std::fmt::Display for FetchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FetchError::Input(e) | FetchError::Runtime(e) => f.write_str(e),
+        }
+    }
+}
+
+fn fetch_error(e: crate::source::SourceError) -> FetchError {
+    match e {
+        crate::source::SourceError::Missing(_) | crate::source::SourceError::Refused(_) => {
+            FetchError::Input(e.to_string())
+        }
+        e => FetchError::Runtime(e.to_string()),
+    }
+}
+
+/// A converter file read from the bucket (`preview --config s3://…`).
+pub async fn converter_from<S: crate::source::ObjectSource>(
+    source: &S,
+    url: &crate::settings::S3Url,
+) -> Result<Converter, FetchError> {
+    let (bytes, _) = source
+        .get_small(&url.bucket, &url.key, 1 << 20)
+        .await
+        .map_err(fetch_error)?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| FetchError::Input(format!("{url}: the converter file is not UTF-8")))?;
+    Converter::load(&text).map_err(|e| FetchError::Input(format!("{url}: {e}")))
+}
+
+/// Opens the object `url` names for streaming, or, when it names a prefix (or no object), the
+/// first object under it that is not empty, not a folder and matches the converter's
+/// filterPattern. Its key and the reader; nothing more than what is read is downloaded.
+pub async fn open_from<S: crate::source::ObjectSource>(
+    source: &S,
+    url: &crate::settings::S3Url,
+    converter: &Converter,
+) -> Result<(String, crate::source::ObjectReader), FetchError> {
+    use crate::source::{Content, SourceError};
+    let open = |key: String| async move {
+        source
+            .open(&url.bucket, &key, &Content::default())
+            .await
+            .map(|o| (key, o.reader))
+    };
+    if !url.key.is_empty() && !url.key.ends_with('/') {
+        match open(url.key.clone()).await {
+            Ok(opened) => return Ok(opened),
+            Err(SourceError::Missing(_)) => {}
+            Err(e) => return Err(fetch_error(e)),
+        }
+    }
+    let listed = source
+        .list(&url.bucket, &url.key)
+        .await
+        .map_err(fetch_error)?;
+    let first = listed
+        .iter()
+        .find(|o| o.size > 0 && !o.key.ends_with('/') && converter.file.key_matches(&o.key))
+        .ok_or_else(|| {
+            FetchError::Input(format!(
+                "{url}: no object there, and none under it{}",
+                if listed.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " that matches the converter's filterPattern ({} listed)",
+                        listed.len()
+                    )
+                }
+            ))
+        })?;
+    open(first.key.clone()).await.map_err(fetch_error)
+}

@@ -293,7 +293,12 @@ impl App {
         if let Some(r) = self.key_problem(req.get("api_key").and_then(V::as_str)) {
             return r;
         }
-        let Some(V::Arr(items)) = req.get(list_key) else {
+        // An empty list is a missing field, as Amplitude answers it: a request that ingests
+        // nothing, which `s3-import check` sends to test the API key (checked just above).
+        let Some(V::Arr(items)) = req
+            .get(list_key)
+            .filter(|l| !matches!(l, V::Arr(a) if a.is_empty()))
+        else {
             return reply(
                 StatusCode::BAD_REQUEST,
                 json!({"code": 400, "error": "Request missing required field", "missing_field": list_key}),

@@ -1,9 +1,11 @@
 //! CloudWatch Embedded Metric Format: one JSON log line per invocation that CloudWatch turns
 //! into metrics (namespace `s3-import`, dimension `Source`), with no API call and no agent.
+//! `ConverterUnusable` counts the objects that wait for the converter file to be fixed (the
+//! template's `ConverterUnusableAlarm` watches it).
 
 use serde_json::{json, Map, Value};
 
-use crate::pipeline::{EventResult, ObjectOutcome};
+use crate::pipeline::{EventResult, ObjectOutcome, CONVERTER_UNUSABLE};
 
 /// The EMF line for one invocation's result (`now_ms`: the timestamp to record).
 pub fn emf_line(source: &str, result: &EventResult, now_ms: i64) -> String {
@@ -11,6 +13,7 @@ pub fn emf_line(source: &str, result: &EventResult, now_ms: i64) -> String {
         ("ObjectsCompleted", 0.0),
         ("ObjectsFailed", 0.0),
         ("ObjectsUnfinished", 0.0),
+        ("ConverterUnusable", 0.0),
         ("ObjectsSkipped", 0.0),
         ("NoticesIgnored", 0.0),
         ("MessagesUnreadable", 0.0),
@@ -52,6 +55,10 @@ pub fn emf_line(source: &str, result: &EventResult, now_ms: i64) -> String {
                     add("EventsRejected", c.rejected);
                     add("HttpRetries", r.http_retries);
                     add("Throttled", r.throttled);
+                }
+                ObjectOutcome::Retry(why) if why.starts_with(CONVERTER_UNUSABLE) => {
+                    add("ObjectsUnfinished", 1);
+                    add("ConverterUnusable", 1);
                 }
                 o if o.unfinished() => add("ObjectsUnfinished", 1),
                 _ => add("ObjectsSkipped", 1),
@@ -102,7 +109,13 @@ mod tests {
                 message_id: Some("m".into()),
                 objects: vec![
                     (obj.clone(), ObjectOutcome::Completed(Box::new(report))),
-                    (obj, ObjectOutcome::Retry("endpoint down".into())),
+                    (obj.clone(), ObjectOutcome::Retry("endpoint down".into())),
+                    (
+                        obj,
+                        ObjectOutcome::Retry(format!(
+                            "{CONVERTER_UNUSABLE}: bad converter file s3://c/k: nosuchop"
+                        )),
+                    ),
                 ],
                 ignored: vec![crate::notify::Ignored::TestEvent],
                 error: None,
@@ -126,7 +139,11 @@ mod tests {
         }
         assert_eq!(v["Source"], "events");
         assert_eq!(v["ObjectsCompleted"], 1.0);
-        assert_eq!(v["ObjectsUnfinished"], 1.0);
+        assert_eq!(v["ObjectsUnfinished"], 2.0);
+        assert_eq!(
+            v["ConverterUnusable"], 1.0,
+            "a broken converter is counted apart"
+        );
         assert_eq!(v["EventsSent"], 6.0);
         assert_eq!(v["EventsDuplicate"], 2.0);
         assert_eq!(v["NoticesIgnored"], 1.0);

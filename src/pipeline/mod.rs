@@ -71,19 +71,24 @@ pub struct Ports<C, D, S, Q> {
     pub clock: Clock,
 }
 
+/// How the reason of an `ObjectOutcome::Retry` starts when the converter file is missing,
+/// unreadable or does not load (metrics count these apart: `ConverterUnusable`).
+pub const CONVERTER_UNUSABLE: &str = "converter unusable";
+
 /// A converter that could not be had.
 enum ConfigProblem {
-    /// Bad or missing file: objects fail with this reason until it is fixed (then `retry`).
-    Permanent(String),
+    /// Bad, missing or denied file: objects wait (their notices come back, nothing is
+    /// claimed) until it is fixed, then import by themselves.
+    Unusable(String),
     Transient(String),
 }
 
 /// A storage error while reading the converter file: retry when the store is unavailable,
-/// fail the objects when the file is missing or denied.
+/// wait for a fix when the file is missing or denied.
 fn config_problem(c: &S3Url, e: SourceError) -> ConfigProblem {
     match e {
         SourceError::Unavailable(_) => ConfigProblem::Transient(format!("converter file: {e}")),
-        _ => ConfigProblem::Permanent(format!("converter file {c}: {e}")),
+        _ => ConfigProblem::Unusable(format!("converter file {c}: {e}")),
     }
 }
 
@@ -202,9 +207,9 @@ where
             .await
             .map_err(|e| config_problem(c, e))?;
         let text = String::from_utf8(bytes)
-            .map_err(|_| ConfigProblem::Permanent(format!("converter file {c}: not UTF-8")))?;
+            .map_err(|_| ConfigProblem::Unusable(format!("converter file {c}: not UTF-8")))?;
         let conv = Converter::load(&text)
-            .map_err(|e| ConfigProblem::Permanent(format!("bad converter file {c}: {e}")))?;
+            .map_err(|e| ConfigProblem::Unusable(format!("bad converter file {c}: {e}")))?;
         let tag = tag.unwrap_or(etag);
         let conv = Arc::new(conv);
         *cached = Some((tag.clone(), conv.clone()));
@@ -229,16 +234,21 @@ where
         if left < self.settings.stop_margin + MIN_WORK {
             return ObjectOutcome::Retry("too little time left in this invocation".into());
         }
-        let config = self.load_converter().await;
-        match &config {
-            Ok((_, conv)) if !conv.file.key_matches(&obj.key) => {
-                return ObjectOutcome::Ignored(format!(
-                    "does not match the converter's filterPattern `{}`",
-                    conv.file.filter_pattern().unwrap_or("")
-                ));
+        // Nothing is claimed before the converter is known good: a broken converter leaves
+        // every object untouched, and its notice comes back until the file is fixed.
+        let (config_version, converter) = match self.load_converter().await {
+            Ok(config) => config,
+            Err(ConfigProblem::Transient(why)) => return ObjectOutcome::Retry(why),
+            Err(ConfigProblem::Unusable(why)) => {
+                tracing::error!(converter = %self.settings.converter, error = %why, "converter unusable: objects wait for a fix");
+                return ObjectOutcome::Retry(format!("{CONVERTER_UNUSABLE}: {why}"));
             }
-            Err(ConfigProblem::Transient(why)) => return ObjectOutcome::Retry(why.clone()),
-            _ => {}
+        };
+        if !converter.file.key_matches(&obj.key) {
+            return ObjectOutcome::Ignored(format!(
+                "does not match the converter's filterPattern `{}`",
+                converter.file.filter_pattern().unwrap_or("")
+            ));
         }
 
         let now = self.clock.now_secs();
@@ -272,23 +282,14 @@ where
         if progress.started_ms == 0 {
             progress.started_ms = self.clock.now_ms();
         }
-        let mut attempt = Attempt {
+        let attempt = Attempt {
             obj,
             key,
             owner,
             checkpoint,
             progress,
-            config_version: String::new(),
+            config_version,
             lease_until,
-        };
-        let converter = match config {
-            Ok((etag, conv)) => {
-                attempt.config_version = etag;
-                conv
-            }
-            Err(ConfigProblem::Permanent(why)) | Err(ConfigProblem::Transient(why)) => {
-                return self.fail(attempt, why, None).await
-            }
         };
         let (mut attempt, reader) = match self.open_content(attempt, &converter).await {
             Ok(opened) => opened,

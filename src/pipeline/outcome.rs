@@ -9,7 +9,8 @@ use crate::report::Report;
 #[derive(Debug)]
 pub enum ObjectOutcome {
     Completed(Box<Report>),
-    /// Failed for good now (bad converter, corrupt data, access denied, object gone).
+    /// Failed for good now (corrupt data, access denied, object changed during its import).
+    /// A bad converter never fails an object: it is `Retry` (`CONVERTER_UNUSABLE`).
     Failed(Box<Report>),
     /// Excluded by the prefix, the filter pattern or the reports location.
     Ignored(String),

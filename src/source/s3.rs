@@ -84,6 +84,10 @@ const PERMANENT: &[&str] = &[
     "SignatureDoesNotMatch",
 ];
 
+/// What a KMS denial says to do: the objects are encrypted with a customer key.
+const KMS_HINT: &str = "the object is encrypted with a KMS key the importer may not use: grant \
+                        kms:Decrypt on that key (template parameter SourceKmsKeyArn)";
+
 /// Classifies an S3 error: missing, denied, refused (a 4xx that no retry fixes, such as
 /// KeyTooLongError), or worth retrying (5xx, throttling, timeouts, the network).
 fn classify<E>(what: &str, e: SdkError<E, HttpResponse>) -> SourceError
@@ -111,8 +115,9 @@ where
     ) || (code.is_empty() && status == Some(404))
     {
         SourceError::Missing(detail)
+    } else if code.starts_with("KMS") || message.contains("kms:") || message.contains("KMS") {
+        SourceError::Denied(format!("{detail} ({KMS_HINT})"))
     } else if code.starts_with("AccessDenied")
-        || code.starts_with("KMS")
         || code == "AllAccessDisabled"
         || code == "Forbidden"
         || code == "InvalidObjectState"
@@ -421,5 +426,16 @@ mod tests {
             error("AccessDenied").to_string(),
             "access denied: s3://b/k: AccessDenied m"
         );
+    }
+
+    #[test]
+    fn kms_denials_say_which_grant_is_missing() {
+        let e = error_with("KMS.DisabledException", 400).to_string();
+        assert!(
+            e.contains("kms:Decrypt") && e.contains("SourceKmsKeyArn"),
+            "{e}"
+        );
+        let e = error_with("AccessDenied", 403).to_string();
+        assert!(!e.contains("kms:Decrypt"), "{e}");
     }
 }
