@@ -3,9 +3,10 @@
 //! column chunks of the row group being read are ever fetched; nothing holds the whole file.
 //!
 //! A source that pays per request ([`ReadAt::read_ahead`]: S3) gets each row group's column
-//! chunks in a few large reads (one per run of adjacent chunks), fetched on a helper thread
-//! while the row group before is converted; pages are then served from those buffers, which
-//! are freed as soon as their row group is done. At most two row groups' bytes are held.
+//! chunks in a few large reads (one per run of adjacent chunks), the first 64 MiB of them
+//! fetched on a helper thread while the row group before is converted; pages are then served
+//! from those buffers, which are freed as soon as their row group is done. At most one row
+//! group's bytes and 64 MiB of the next are held.
 //!
 //! Values map as converter.md §1 "Parquet values" decides (`values.rs`); rows are rebuilt from
 //! the leaf columns by `assemble.rs` following the plan that `schema.rs` builds once per file,
@@ -120,13 +121,27 @@ impl<S: ReadAt> Source<S> {
     }
 
     /// The window's bytes from `pos` to the end of its run, if `pos..pos + len` is inside it.
+    /// A read that spans adjacent runs (where the read-ahead stopped) is copied together.
     fn windowed(&self, pos: u64, len: usize) -> Option<Bytes> {
         let window = self.window.lock().ok()?;
-        window.iter().find_map(|(start, bytes)| {
-            let end = start + bytes.len() as u64;
-            (pos >= *start && pos + len as u64 <= end)
-                .then(|| bytes.slice((pos - start) as usize..))
-        })
+        let i = window
+            .iter()
+            .position(|(start, b)| pos >= *start && pos < start + b.len() as u64)?;
+        let (start, bytes) = &window[i];
+        let first = bytes.slice((pos - start) as usize..);
+        if first.len() >= len {
+            return Some(first);
+        }
+        let mut joined = first.to_vec();
+        let mut end = start + bytes.len() as u64;
+        for (next, b) in &window[i + 1..] {
+            if *next != end || joined.len() >= len {
+                break;
+            }
+            joined.extend_from_slice(&b[..b.len().min(len - joined.len())]);
+            end += b.len() as u64;
+        }
+        (joined.len() >= len).then(|| Bytes::from(joined))
     }
 }
 
@@ -202,6 +217,29 @@ fn coalesce(mut ranges: Vec<Range<u64>>) -> Vec<Range<u64>> {
     out
 }
 
+/// Bytes of the next row group fetched while this one is read; the rest of it is fetched when
+/// it starts. Memory for Parquet pages stays under one row group + this.
+const READ_AHEAD_MAX: u64 = 64 << 20;
+
+/// `ranges` cut where `budget` bytes of them are reached: (before, after).
+fn split_at_budget(ranges: Vec<Range<u64>>, budget: u64) -> (Vec<Range<u64>>, Vec<Range<u64>>) {
+    let (mut before, mut after, mut left) = (Vec::new(), Vec::new(), budget);
+    for r in ranges {
+        let n = r.end - r.start;
+        if left >= n {
+            left -= n;
+            before.push(r);
+        } else if left > 0 {
+            before.push(r.start..r.start + left);
+            after.push(r.start + left..r.end);
+            left = 0;
+        } else {
+            after.push(r);
+        }
+    }
+    (before, after)
+}
+
 /// Reads `ranges` whole, one read each.
 fn fetch<S: ReadAt>(src: &S, ranges: &[Range<u64>]) -> io::Result<Vec<(u64, Bytes)>> {
     ranges
@@ -214,6 +252,8 @@ fn fetch<S: ReadAt>(src: &S, ranges: &[Range<u64>]) -> io::Result<Vec<(u64, Byte
 struct Ahead {
     group: usize,
     fetch: std::thread::JoinHandle<io::Result<Vec<(u64, Bytes)>>>,
+    /// What the read-ahead left for when the row group starts.
+    rest: Vec<Range<u64>>,
 }
 
 /// One row group: where its rows sit in the file's numbering and in its bytes.
@@ -497,7 +537,12 @@ impl<S: ReadAt> ParquetFile<S> {
             Some(a) if a.group == group => a
                 .fetch
                 .join()
-                .unwrap_or_else(|_| Err(io::Error::other("the read-ahead thread panicked"))),
+                .unwrap_or_else(|_| Err(io::Error::other("the read-ahead thread panicked")))
+                .and_then(|mut parts| {
+                    parts.extend(fetch(&*self.src.inner, &a.rest)?);
+                    parts.sort_by_key(|(start, _)| *start);
+                    Ok(parts)
+                }),
             _ => fetch(&*self.src.inner, &self.chunk_ranges(group, leaves)),
         }
         .map_err(|e| DecodeError::Io {
@@ -508,17 +553,17 @@ impl<S: ReadAt> ParquetFile<S> {
             *w = parts;
         }
         if let Some(following) = following {
-            let (src, ranges) = (
-                Arc::clone(&self.src.inner),
-                self.chunk_ranges(following, leaves),
-            );
+            let src = Arc::clone(&self.src.inner);
+            let (ahead, rest) =
+                split_at_budget(self.chunk_ranges(following, leaves), READ_AHEAD_MAX);
             *next = std::thread::Builder::new()
                 .name("parquet-read-ahead".into())
-                .spawn(move || fetch(&*src, &ranges))
+                .spawn(move || fetch(&*src, &ahead))
                 .ok()
                 .map(|fetch| Ahead {
                     group: following,
                     fetch,
+                    rest,
                 });
         }
         Ok(WindowGuard(&self.src.window))
@@ -677,6 +722,36 @@ mod tests {
         }
         assert!(reads.iter().all(|r| r.start >= groups[1].bytes.start));
         assert!(file.src.window.lock().unwrap().is_empty(), "window freed");
+    }
+
+    #[test]
+    fn the_read_ahead_budget_splits_ranges_and_reads_span_the_cut() {
+        assert_eq!(
+            split_at_budget(vec![0..10, 20..40, 50..60], 15),
+            (vec![0..10, 20..25], vec![25..40, 50..60])
+        );
+        assert_eq!(split_at_budget(vec![0..10], 10), (vec![0..10], vec![]));
+        let src = Source {
+            inner: Arc::new(Mem((0..100u8).collect())),
+            window: Window::default(),
+        };
+        *src.window.lock().unwrap() = vec![
+            (10, Bytes::from((10..20u8).collect::<Vec<_>>())),
+            (20, Bytes::from((20..30u8).collect::<Vec<_>>())),
+        ];
+        assert_eq!(
+            &src.windowed(15, 10).unwrap()[..],
+            &(15..25u8).collect::<Vec<_>>()[..]
+        );
+        assert_eq!(
+            src.windowed(25, 10),
+            None,
+            "past the window: read from the source"
+        );
+        assert_eq!(
+            src.get_bytes(25, 10).unwrap(),
+            Bytes::from((25..35u8).collect::<Vec<_>>())
+        );
     }
 
     #[test]
