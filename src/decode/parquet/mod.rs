@@ -730,7 +730,10 @@ mod tests {
             split_at_budget(vec![0..10, 20..40, 50..60], 15),
             (vec![0..10, 20..25], vec![25..40, 50..60])
         );
-        assert_eq!(split_at_budget(vec![0..10], 10), (vec![0..10], vec![]));
+        assert_eq!(
+            split_at_budget(vec![0..10, 20..30], 20),
+            (vec![0..10, 20..30], vec![])
+        );
         let src = Source {
             inner: Arc::new(Mem((0..100u8).collect())),
             window: Window::default(),
