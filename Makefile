@@ -54,6 +54,7 @@ fmt: ## Format the code
 bench: ## Throughput and memory figures against baselines measured in the same run
 	$(CARGO) build --release --locked --bin s3-import --example bench_gen --example bench_floor --example bench_deliver
 	python3 bench/run.py
+	python3 bench/parquet.py
 
 bench-pipeline: stack-up ## One 100 MB object end to end through the local AWS stack and the emulator
 	$(CARGO) build --release --locked --bin s3-import --example bench_gen

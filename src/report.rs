@@ -96,6 +96,9 @@ pub struct Progress {
     /// `<bucket>/<key>@<tag>:<n>`, so that the earlier content's ids do not swallow these.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id_tag: Option<String>,
+    /// Bytes read from the object by each invocation (see [`Report::bytes_read`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub bytes_read: Vec<u64>,
 }
 
 impl Progress {
@@ -127,6 +130,11 @@ pub struct Report {
     pub http_retries: u64,
     pub throttled: u64,
     pub dedupe_requests: u64,
+    /// Bytes read from the object by each invocation, in order (the first 1,000; later ones
+    /// add to the last): the stream up to where reading stopped (JSON lines, CSV; a resumed
+    /// stream reads from its first byte again), or the footer and row groups fetched by ranged
+    /// reads (Parquet; a resume fetches only the row groups from its checkpoint's on).
+    pub bytes_read: Vec<u64>,
     /// Where the invalid and rejected records are (s3:// URLs), in record order.
     pub rejects: Vec<String>,
     pub first_errors: Vec<String>,

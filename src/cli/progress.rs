@@ -15,7 +15,7 @@ use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressState, Prog
 
 use crate::claims::{ClaimKey, ClaimOutcome, ClaimState, ClaimStore, Held, StoreError};
 use crate::report::Progress;
-use crate::source::{Body, Content, ObjectInfo, ObjectSource, Opened, SourceError};
+use crate::source::{Body, Content, ObjectInfo, ObjectSource, Opened, Ranged, SourceError};
 
 /// What the line shows, updated by the work from any thread.
 #[derive(Default)]
@@ -211,6 +211,11 @@ impl<S: ObjectSource> ObjectSource for MeteredSource<S> {
             }),
             content: opened.content,
         })
+    }
+
+    async fn ranges(&self, bucket: &str, key: &str, want: &Content) -> Result<Ranged, SourceError> {
+        // Parquet reads by ranges; its progress shows at each checkpoint.
+        self.inner.ranges(bucket, key, want).await
     }
 
     async fn head(&self, bucket: &str, key: &str) -> Result<ObjectInfo, SourceError> {

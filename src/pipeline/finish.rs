@@ -283,6 +283,7 @@ where
             http_retries: requests.http_retries,
             throttled: requests.throttled,
             dedupe_requests: requests.dedupe,
+            bytes_read: p.bytes_read.clone(),
             rejects: p.parts.iter().map(|k| self.report_url(k)).collect(),
             first_errors: p.first_errors.clone(),
         }

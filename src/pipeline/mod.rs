@@ -39,7 +39,8 @@ use crate::notify::{continuation, messages, Notice, ObjectRef};
 use crate::queue::Enqueue;
 use crate::report::Progress;
 use crate::settings::{S3Url, Settings};
-use crate::source::{Content, ObjectReader, ObjectSource, SourceError};
+use crate::source::{Content, ObjectSource, SourceError};
+use run::Input;
 
 /// The largest converter file accepted.
 const MAX_CONVERTER_BYTES: usize = 1 << 20;
@@ -291,11 +292,11 @@ where
             config_version,
             lease_until,
         };
-        let (mut attempt, reader) = match self.open_content(attempt, &converter).await {
+        let (mut attempt, input) = match self.open_content(attempt, &converter).await {
             Ok(opened) => opened,
             Err(outcome) => return outcome,
         };
-        let end = self.run(reader, converter, &mut attempt, deadline).await;
+        let end = self.run(input, converter, &mut attempt, deadline).await;
         self.finish(attempt, end).await
     }
 
@@ -306,19 +307,31 @@ where
         &self,
         mut at: Attempt<'a>,
         converter: &Converter,
-    ) -> Result<(Attempt<'a>, ObjectReader), ObjectOutcome> {
+    ) -> Result<(Attempt<'a>, Input), ObjectOutcome> {
         let obj = at.obj;
         let pinned = at.progress.content.clone();
         let want = pinned.clone().unwrap_or_else(|| Content {
             version_id: obj.version_id.clone(),
             etag: None,
         });
+        if converter.file.file_type == crate::config::FileType::Parquet {
+            // Read by ranges (the footer first; no whole-file compression to verify).
+            let ranged = match self.source.ranges(&obj.bucket, &obj.key, &want).await {
+                Ok(ranged) => ranged,
+                Err(e) => return Err(self.not_opened(at, pinned.is_some(), e).await),
+            };
+            if pinned.is_none() {
+                at.progress.content = Some(ranged.content);
+                self.save_checkpoint(&at, 0).await?;
+            }
+            return Ok((at, Input::Ranges(ranged.reader)));
+        }
         let opened = match self.source.open(&obj.bucket, &obj.key, &want).await {
             Ok(opened) => opened,
             Err(e) => return Err(self.not_opened(at, pinned.is_some(), e).await),
         };
         if pinned.is_some() {
-            return Ok((at, opened.reader));
+            return Ok((at, Input::Stream(opened.reader)));
         }
         let content = opened.content;
         let mut reader = opened.reader;
@@ -352,7 +365,7 @@ where
         }
         at.progress.content = Some(content);
         self.save_checkpoint(&at, 0).await?;
-        Ok((at, reader))
+        Ok((at, Input::Stream(reader)))
     }
 
     /// What an object that could not be opened comes to. Gone before anything was read:

@@ -2,8 +2,9 @@
 //! flight, applied in order) → send, confirming records as their payloads meet their fates.
 
 use std::collections::VecDeque;
+use std::io::Read;
 use std::ops::ControlFlow;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -16,7 +17,9 @@ use super::record::{convert_record, RecordResult};
 use super::tracker::{OpenRecord, Tracker};
 use super::Pipeline;
 use crate::claims::ClaimStore;
+use crate::config::FileType;
 use crate::convert::{Converter, Origin};
+use crate::decode::parquet::{ParquetFile, ReadAt};
 use crate::decode::{read_records, DecodeError};
 use crate::dedupe::{DedupeKey, DedupeStore, RecordRef, Verdict};
 use crate::notify::ObjectRef;
@@ -38,6 +41,50 @@ pub struct RequestCounts {
     pub throttled: u64,
     pub dedupe: u64,
 }
+
+/// How a run reads its object: a stream from the first byte (JSON lines, CSV), or byte ranges
+/// (Parquet: the footer, then the row groups from the checkpoint's on).
+pub enum Input {
+    Stream(ObjectReader),
+    Ranges(Arc<dyn ReadAt>),
+}
+
+/// Counts the bytes a stream hands over.
+struct CountingReader {
+    inner: ObjectReader,
+    bytes: Arc<AtomicU64>,
+}
+
+impl Read for CountingReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bytes.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// Counts the bytes ranged reads fetch.
+struct CountingRanges {
+    inner: Arc<dyn ReadAt>,
+    bytes: Arc<AtomicU64>,
+}
+
+impl ReadAt for CountingRanges {
+    fn len(&self) -> u64 {
+        self.inner.len()
+    }
+    fn read_at(&self, offset: u64, len: usize) -> std::io::Result<bytes::Bytes> {
+        let b = self.inner.read_at(offset, len)?;
+        self.bytes.fetch_add(b.len() as u64, Ordering::Relaxed);
+        Ok(b)
+    }
+    fn read_ahead(&self) -> bool {
+        self.inner.read_ahead()
+    }
+}
+
+/// How many invocations' byte counts the progress keeps (later ones add to the last).
+const BYTES_READ_KEPT: usize = 1000;
 
 /// What one run over an object's bytes ended with.
 pub struct RunEnd {
@@ -138,6 +185,8 @@ struct Conversion {
     records: mpsc::Receiver<RecordResult>,
     end: JoinHandle<Result<(), DecodeError>>,
     stopped: Arc<AtomicBool>,
+    /// Bytes read from the object so far.
+    bytes_read: Arc<AtomicU64>,
 }
 
 impl<C, D, S, Q> Pipeline<C, D, S, Q>
@@ -148,16 +197,18 @@ where
     Q: Enqueue,
 {
     /// Reads and converts the records from `checkpoint` on, on a blocking thread, until the
-    /// object ends or `stop_reading`.
+    /// object ends or `stop_reading`. A Parquet object is read by ranges from the row group
+    /// holding the checkpoint; earlier row groups are not fetched.
     fn start_conversion(
         &self,
-        reader: ObjectReader,
+        input: Input,
         converter: Arc<Converter>,
         at: &Attempt<'_>,
         stop_reading: std::time::Instant,
     ) -> Conversion {
         let (tx, records) = mpsc::channel::<RecordResult>(4096);
         let stopped = Arc::new(AtomicBool::new(false));
+        let bytes_read = Arc::new(AtomicU64::new(0));
         let checkpoint = at.checkpoint;
         let bucket = at.obj.bucket.clone();
         // The origin names the object in default insert_ids: `<bucket>/<key>:<n>`, or
@@ -169,40 +220,54 @@ where
         let dedupe_source = self.dedupe.is_some().then(|| self.settings.source.clone());
         let (limits, threads) = (self.settings.limits, self.settings.threads);
         let stop = stopped.clone();
+        let counter = bytes_read.clone();
         let end = tokio::task::spawn_blocking(move || {
             let origin = Origin {
                 bucket: &bucket,
                 key: &key,
             };
             let file = &converter.file;
-            read_records(
-                reader,
-                file,
-                &file.record_keys,
-                limits,
-                threads,
-                |n, rec| {
-                    if n < checkpoint {
-                        return ControlFlow::Continue(());
-                    }
-                    if std::time::Instant::now() >= stop_reading {
-                        stop.store(true, Ordering::Relaxed);
-                        return ControlFlow::Break(());
-                    }
-                    let result =
-                        convert_record(&converter, origin, dedupe_source.as_deref(), n, rec);
-                    match tx.blocking_send(result) {
-                        Ok(()) => ControlFlow::Continue(()),
-                        Err(_) => ControlFlow::Break(()),
-                    }
-                },
-            )
-            .map(|_| ())
+            let mut each = |n: u64, rec: crate::decode::Rec<'_>| {
+                if n < checkpoint {
+                    return ControlFlow::Continue(());
+                }
+                if std::time::Instant::now() >= stop_reading {
+                    stop.store(true, Ordering::Relaxed);
+                    return ControlFlow::Break(());
+                }
+                let result = convert_record(&converter, origin, dedupe_source.as_deref(), n, rec);
+                match tx.blocking_send(result) {
+                    Ok(()) => ControlFlow::Continue(()),
+                    Err(_) => ControlFlow::Break(()),
+                }
+            };
+            match input {
+                Input::Ranges(inner) if file.file_type == FileType::Parquet => {
+                    let parquet = ParquetFile::open(CountingRanges {
+                        inner,
+                        bytes: counter,
+                    })?;
+                    let from = parquet.position_of(checkpoint);
+                    parquet.read(&file.record_keys, from, &mut each).map(|_| ())
+                }
+                Input::Ranges(_) => Err(DecodeError::Io {
+                    offset: 0,
+                    detail: "only Parquet objects are read by ranges".into(),
+                }),
+                Input::Stream(reader) => {
+                    let reader = CountingReader {
+                        inner: reader,
+                        bytes: counter,
+                    };
+                    read_records(reader, file, &file.record_keys, limits, threads, each).map(|_| ())
+                }
+            }
         });
         Conversion {
             records,
             end,
             stopped,
+            bytes_read,
         }
     }
 
@@ -210,7 +275,7 @@ where
     /// saving the confirmed progress on the claim every `checkpoint_every`.
     pub(super) async fn run(
         &self,
-        reader: ObjectReader,
+        input: Input,
         converter: Arc<Converter>,
         at: &mut Attempt<'_>,
         deadline: Instant,
@@ -219,7 +284,7 @@ where
         let send_until = deadline - margin / 2;
         let checkpoint = at.checkpoint;
         let mut conversion =
-            self.start_conversion(reader, converter, at, (deadline - margin).into_std());
+            self.start_conversion(input, converter, at, (deadline - margin).into_std());
         let dedupe_before = self.dedupe.as_ref().map_or(0, |d| d.requests());
         let object = object_id(at.obj);
         let tag = format!(
@@ -293,6 +358,13 @@ where
             }),
         };
         let dedupe_requests = self.dedupe.as_ref().map_or(0, |d| d.requests()) - dedupe_before;
+        let bytes_read = conversion.bytes_read.load(Ordering::Relaxed);
+        let kept = &mut at.progress.bytes_read;
+        if kept.len() < BYTES_READ_KEPT {
+            kept.push(bytes_read);
+        } else if let Some(last) = kept.last_mut() {
+            *last += bytes_read;
+        }
         RunEnd {
             tracker,
             read,

@@ -3,11 +3,15 @@
 //!
 //! Objects are streamed: `open` answers (or fails: missing, denied) before any byte is read,
 //! then hands a blocking `Read` that pulls the body as it goes, so memory stays bounded
-//! whatever the object's size.
+//! whatever the object's size. Formats that need their end first (Parquet's footer) read
+//! byte ranges instead (`ranges`): ranged GETs of the same pinned content.
 
 use std::future::Future;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use crate::decode::parquet::ReadAt;
 
 pub mod s3;
 
@@ -81,6 +85,13 @@ pub struct Opened {
     pub content: Content,
 }
 
+/// An object read by byte ranges, and which content it is. Its reads block: use it on a
+/// blocking thread.
+pub struct Ranged {
+    pub reader: Arc<dyn ReadAt>,
+    pub content: Content,
+}
+
 /// The storage port.
 pub trait ObjectSource: Send + Sync {
     /// Starts reading an object: the version `want` names, else the current content if its
@@ -92,6 +103,14 @@ pub trait ObjectSource: Send + Sync {
         key: &str,
         want: &Content,
     ) -> impl Future<Output = Result<Opened, SourceError>> + Send;
+    /// Like `open`, for reading by byte ranges (Parquet: the footer, then row groups): every
+    /// range comes from the content resolved here, or fails as `Changed`.
+    fn ranges(
+        &self,
+        bucket: &str,
+        key: &str,
+        want: &Content,
+    ) -> impl Future<Output = Result<Ranged, SourceError>> + Send;
     /// Describes an object (the converter file's ETag decides whether to recompile it).
     fn head(
         &self,
@@ -183,6 +202,26 @@ impl ObjectSource for LocalSource {
         }
         Ok(Opened {
             reader: Box::new(file),
+            content: Content {
+                version_id: None,
+                etag: Some(etag),
+            },
+        })
+    }
+
+    async fn ranges(&self, bucket: &str, key: &str, want: &Content) -> Result<Ranged, SourceError> {
+        let what = format!("{bucket}/{key}");
+        let file = std::fs::File::open(self.path(bucket, key)).map_err(|e| io_error(&what, e))?;
+        let meta = file.metadata().map_err(|e| io_error(&what, e))?;
+        let etag = etag_of(&meta);
+        if want.etag.as_ref().is_some_and(|w| *w != etag) {
+            return Err(SourceError::Changed(format!(
+                "{what}: ETag is {etag}, not {}",
+                want.etag.as_deref().unwrap_or_default()
+            )));
+        }
+        Ok(Ranged {
+            reader: Arc::new(file),
             content: Content {
                 version_id: None,
                 etag: Some(etag),

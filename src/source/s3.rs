@@ -1,6 +1,7 @@
 //! The storage port on S3: streaming GETs (the notice's version when given), HEAD, small
 //! reads, puts and listings. The body is pulled by an async task into a small bounded channel
-//! and read on the conversion thread, so at most a few chunks are in memory at once.
+//! and read on the conversion thread, so at most a few chunks are in memory at once. Ranged
+//! reads of pinned content (Parquet) are in `s3/ranges.rs`.
 //! The SDK does not decode `Content-Encoding: gzip` bodies: the bytes arrive as stored, and
 //! the converter's compression setting (or the magic bytes) decides.
 
@@ -11,7 +12,9 @@ use aws_sdk_s3::Client;
 use bytes::Bytes;
 use std::io::{self, Read};
 
-use super::{Body, Content, ObjectInfo, ObjectSource, Opened, SourceError};
+use super::{Body, Content, ObjectInfo, ObjectSource, Opened, Ranged, SourceError};
+
+mod ranges;
 
 /// Chunks buffered between the network and the decoder (each typically 8–64 KiB).
 const CHUNKS_AHEAD: usize = 16;
@@ -246,6 +249,14 @@ impl ObjectSource for S3Source {
                 rx,
                 current: Bytes::new(),
             }),
+            content,
+        })
+    }
+
+    async fn ranges(&self, bucket: &str, key: &str, want: &Content) -> Result<Ranged, SourceError> {
+        let (reader, content) = ranges::S3Ranges::open(&self.reader, bucket, key, want).await?;
+        Ok(Ranged {
+            reader: std::sync::Arc::new(reader),
             content,
         })
     }

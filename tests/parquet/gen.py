@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Writes the Parquet golden cases under tests/golden/ (input.parquet, converter.json,
 case.json); `UPDATE_GOLDEN=1 cargo test --test golden` then writes their expectations.
+Also writes tests/parquet/events.parquet, the multi-row-group object that tests/parquet_s3.rs
+imports from the local S3 over several invocations.
 
     python3 -m venv /tmp/pqvenv && /tmp/pqvenv/bin/pip install -r tests/parquet/requirements.txt
     /tmp/pqvenv/bin/python tests/parquet/gen.py
@@ -435,7 +437,29 @@ def fail_cases():
     )
 
 
+def s3_fixture():
+    """4,000 events in 40 row groups of 100 rows (snappy, dictionary strings, a column of
+    incompressible notes so that row groups are ~10 KB and the file is far bigger than the
+    footer read): tests/parquet_s3.rs imports it from LocalStack."""
+    import random
+
+    rnd = random.Random(11)
+    n = 4000
+    table = pa.table(
+        {
+            "id": [f"pq-{i}" for i in range(n)],
+            "type": ["Played" if i % 7 else "Paused" for i in range(n)],
+            "device": [f"device-{i % 50}" for i in range(n)],
+            "ts": pa.array([1_790_000_000_000 + i for i in range(n)], pa.int64()),
+            "note": ["".join(rnd.choice("0123456789abcdef") for _ in range(100)) for _ in range(n)],
+        }
+    )
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "events.parquet")
+    pq.write_table(table, path, row_group_size=100, compression="snappy")
+
+
 if __name__ == "__main__":
+    s3_fixture()
     docs_cases()
     type_cases()
     nested_cases()

@@ -1,6 +1,12 @@
 //! Parquet files → records, row group by row group, over any source that reads byte ranges
-//! ([`ReadAt`]): a local file now, ranged GETs later. Only the footer and the pages of the
-//! row group being read are ever fetched; nothing holds the whole file.
+//! ([`ReadAt`]): a local file, or an S3 object read with ranged GETs. Only the footer and the
+//! column chunks of the row group being read are ever fetched; nothing holds the whole file.
+//!
+//! A source that pays per request ([`ReadAt::read_ahead`]: S3) gets each row group's column
+//! chunks in a few large reads (one per run of adjacent chunks), the first 64 MiB of them
+//! fetched on a helper thread while the row group before is converted; pages are then served
+//! from those buffers, which are freed as soon as their row group is done. At most one row
+//! group's bytes and 64 MiB of the next are held.
 //!
 //! Values map as converter.md §1 "Parquet values" decides (`values.rs`); rows are rebuilt from
 //! the leaf columns by `assemble.rs` following the plan that `schema.rs` builds once per file,
@@ -18,7 +24,7 @@ use std::borrow::Cow;
 use std::fs::File;
 use std::io::{self, Read};
 use std::ops::{ControlFlow, Range};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use parquet::errors::ParquetError;
@@ -38,6 +44,23 @@ pub trait ReadAt: Send + Sync + 'static {
     fn read_at(&self, offset: u64, len: usize) -> io::Result<Bytes>;
     fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+    /// Whether each read costs a request (S3): the reader then fetches a row group's column
+    /// chunks in a few large reads, ahead of time, instead of page by page.
+    fn read_ahead(&self) -> bool {
+        false
+    }
+}
+
+impl<T: ReadAt + ?Sized> ReadAt for Arc<T> {
+    fn len(&self) -> u64 {
+        (**self).len()
+    }
+    fn read_at(&self, offset: u64, len: usize) -> io::Result<Bytes> {
+        (**self).read_at(offset, len)
+    }
+    fn read_ahead(&self) -> bool {
+        (**self).read_ahead()
     }
 }
 
@@ -66,12 +89,65 @@ impl std::fmt::Display for ReadFailed {
 
 impl std::error::Error for ReadFailed {}
 
-/// [`ReadAt`] as the `parquet` crate wants it.
-struct Source<S>(Arc<S>);
+/// Bytes fetched ahead for the row group being read: (offset, bytes) runs, in file order.
+type Window = Arc<Mutex<Vec<(u64, Bytes)>>>;
+
+/// [`ReadAt`] as the `parquet` crate wants it, serving reads that fall inside the row group
+/// fetched ahead from memory.
+struct Source<S> {
+    inner: Arc<S>,
+    window: Window,
+}
+
+impl<S> Clone for Source<S> {
+    fn clone(&self) -> Self {
+        Source {
+            inner: Arc::clone(&self.inner),
+            window: Arc::clone(&self.window),
+        }
+    }
+}
+
+impl<S: ReadAt> Source<S> {
+    /// Up to `max` bytes from `pos`: from the window when `pos` is inside it (never past the
+    /// run it falls in), else read from the source.
+    fn block(&self, pos: u64, max: usize) -> io::Result<Bytes> {
+        if let Some(b) = self.windowed(pos, 1) {
+            let n = max.min(b.len());
+            return Ok(b.slice(..n));
+        }
+        let n = (self.inner.len().saturating_sub(pos)).min(max as u64) as usize;
+        self.inner.read_at(pos, n)
+    }
+
+    /// The window's bytes from `pos` to the end of its run, if `pos..pos + len` is inside it.
+    /// A read that spans adjacent runs (where the read-ahead stopped) is copied together.
+    fn windowed(&self, pos: u64, len: usize) -> Option<Bytes> {
+        let window = self.window.lock().ok()?;
+        let i = window
+            .iter()
+            .position(|(start, b)| pos >= *start && pos < start + b.len() as u64)?;
+        let (start, bytes) = &window[i];
+        let first = bytes.slice((pos - start) as usize..);
+        if first.len() >= len {
+            return Some(first);
+        }
+        let mut joined = first.to_vec();
+        let mut end = start + bytes.len() as u64;
+        for (next, b) in &window[i + 1..] {
+            if *next != end || joined.len() >= len {
+                break;
+            }
+            joined.extend_from_slice(&b[..b.len().min(len - joined.len())]);
+            end += b.len() as u64;
+        }
+        (joined.len() >= len).then(|| Bytes::from(joined))
+    }
+}
 
 impl<S: ReadAt> Length for Source<S> {
     fn len(&self) -> u64 {
-        self.0.len()
+        self.inner.len()
     }
 }
 
@@ -80,45 +156,104 @@ impl<S: ReadAt> ChunkReader for Source<S> {
 
     fn get_read(&self, start: u64) -> parquet::errors::Result<Cursor<S>> {
         Ok(Cursor {
-            src: Arc::clone(&self.0),
+            src: self.clone(),
             pos: start,
             buf: Bytes::new(),
         })
     }
 
     fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
-        self.0
+        if let Some(b) = self.windowed(start, length) {
+            return Ok(b.slice(..length));
+        }
+        self.inner
             .read_at(start, length)
             .map_err(|e| ParquetError::External(Box::new(ReadFailed(e))))
     }
 }
 
-/// A sequential reader over a [`ReadAt`] (page headers are read this way), in small blocks.
+/// A sequential reader over a [`Source`] (page headers are read this way), in small blocks.
 struct Cursor<S> {
-    src: Arc<S>,
+    src: Source<S>,
     pos: u64,
     buf: Bytes,
 }
 
 /// Block size of [`Cursor`]: a page header is well under it.
-const CURSOR_BLOCK: u64 = 16 << 10;
+const CURSOR_BLOCK: usize = 16 << 10;
 
 impl<S: ReadAt> Read for Cursor<S> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         if self.buf.is_empty() {
-            let left = self.src.len().saturating_sub(self.pos);
-            let n = left.min(CURSOR_BLOCK.max(out.len() as u64));
-            if n == 0 {
+            self.buf = self.src.block(self.pos, CURSOR_BLOCK.max(out.len()))?;
+            self.pos += self.buf.len() as u64;
+            if self.buf.is_empty() {
                 return Ok(0);
             }
-            self.buf = self.src.read_at(self.pos, n as usize)?;
-            self.pos += n;
         }
         let n = out.len().min(self.buf.len());
         out[..n].copy_from_slice(&self.buf[..n]);
         let _ = self.buf.split_to(n);
         Ok(n)
     }
+}
+
+/// Column chunks closer than this are fetched in one read (the gap is read and dropped).
+const COALESCE_GAP: u64 = 1 << 20;
+
+/// Sorted byte ranges, with neighbours closer than [`COALESCE_GAP`] merged.
+fn coalesce(mut ranges: Vec<Range<u64>>) -> Vec<Range<u64>> {
+    ranges.retain(|r| r.start < r.end);
+    ranges.sort_by_key(|r| r.start);
+    let mut out: Vec<Range<u64>> = Vec::new();
+    for r in ranges {
+        match out.last_mut() {
+            Some(last) if r.start <= last.end.saturating_add(COALESCE_GAP) => {
+                last.end = last.end.max(r.end)
+            }
+            _ => out.push(r),
+        }
+    }
+    out
+}
+
+/// Bytes of the next row group fetched while this one is read; the rest of it is fetched when
+/// it starts. Memory for Parquet pages stays under one row group + this.
+const READ_AHEAD_MAX: u64 = 64 << 20;
+
+/// `ranges` cut where `budget` bytes of them are reached: (before, after).
+fn split_at_budget(ranges: Vec<Range<u64>>, budget: u64) -> (Vec<Range<u64>>, Vec<Range<u64>>) {
+    let (mut before, mut after, mut left) = (Vec::new(), Vec::new(), budget);
+    for r in ranges {
+        let n = r.end - r.start;
+        if left >= n {
+            left -= n;
+            before.push(r);
+        } else if left > 0 {
+            before.push(r.start..r.start + left);
+            after.push(r.start + left..r.end);
+            left = 0;
+        } else {
+            after.push(r);
+        }
+    }
+    (before, after)
+}
+
+/// Reads `ranges` whole, one read each.
+fn fetch<S: ReadAt>(src: &S, ranges: &[Range<u64>]) -> io::Result<Vec<(u64, Bytes)>> {
+    ranges
+        .iter()
+        .map(|r| Ok((r.start, src.read_at(r.start, (r.end - r.start) as usize)?)))
+        .collect()
+}
+
+/// A row group's bytes being fetched on a helper thread.
+struct Ahead {
+    group: usize,
+    fetch: std::thread::JoinHandle<io::Result<Vec<(u64, Bytes)>>>,
+    /// What the read-ahead left for when the row group starts.
+    rest: Vec<Range<u64>>,
 }
 
 /// One row group: where its rows sit in the file's numbering and in its bytes.
@@ -142,6 +277,7 @@ pub struct Position {
 /// An open Parquet file: its footer read and every column's type checked.
 pub struct ParquetFile<S: ReadAt> {
     reader: SerializedFileReader<Source<S>>,
+    src: Source<S>,
     plan: Plan,
     groups: Vec<RowGroupInfo>,
     len: u64,
@@ -178,8 +314,11 @@ impl<S: ReadAt> ParquetFile<S> {
                 "the file is truncated: it does not end with the PAR1 magic of a Parquet footer ({len} bytes)"
             )));
         }
-        let src = Source(Arc::new(src));
-        let reader = assemble::guard(|| SerializedFileReader::new(src))
+        let src = Source {
+            inner: Arc::new(src),
+            window: Window::default(),
+        };
+        let reader = assemble::guard(|| SerializedFileReader::new(src.clone()))
             .map_err(|e| parquet_error(e, |e| format!("cannot read the footer: {e}")))?;
         let meta = reader.metadata();
         let plan = plan(meta.file_metadata().schema_descr()).map_err(DecodeError::Parquet)?;
@@ -219,6 +358,7 @@ impl<S: ReadAt> ParquetFile<S> {
         }
         Ok(ParquetFile {
             reader,
+            src,
             plan,
             groups,
             len,
@@ -280,15 +420,31 @@ impl<S: ReadAt> ParquetFile<S> {
             records: n,
             decompressed_bytes: self.len,
         };
-        for g in self.groups.iter().skip(from.row_group) {
-            let skip = if g.index == from.row_group {
+        let skip_of = |g: &RowGroupInfo| {
+            if g.index == from.row_group {
                 from.row.min(g.rows)
             } else {
                 0
-            };
-            if skip == g.rows {
-                continue;
             }
+        };
+        let todo: Vec<&RowGroupInfo> = self
+            .groups
+            .iter()
+            .skip(from.row_group)
+            .filter(|g| skip_of(g) < g.rows)
+            .collect();
+        let ahead = self.src.inner.read_ahead() && !leaves.is_empty();
+        let mut next: Option<Ahead> = None;
+        for (k, g) in todo.iter().enumerate() {
+            let skip = skip_of(g);
+            // Declared before the column readers, so dropped after them: the window is freed
+            // once nothing of this row group is left.
+            let _window = if ahead {
+                let following = todo.get(k + 1).map(|g| g.index);
+                Some(self.fill_window(g.index, &leaves, &mut next, following)?)
+            } else {
+                None
+            };
             let corrupt = |ColumnError(col, e): ColumnError| {
                 parquet_error(e, |e| {
                     format!(
@@ -339,6 +495,78 @@ impl<S: ReadAt> ParquetFile<S> {
             }
         }
         Ok(stats(n))
+    }
+}
+
+/// Empties the window when its row group is done (or reading stops).
+struct WindowGuard<'a>(&'a Window);
+
+impl Drop for WindowGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut w) = self.0.lock() {
+            w.clear();
+        }
+    }
+}
+
+impl<S: ReadAt> ParquetFile<S> {
+    /// The byte ranges of row group `group`'s column chunks for columns `leaves`, coalesced.
+    fn chunk_ranges(&self, group: usize, leaves: &[usize]) -> Vec<Range<u64>> {
+        let g = self.reader.metadata().row_group(group);
+        coalesce(
+            leaves
+                .iter()
+                .map(|&i| {
+                    let (start, len) = g.column(i).byte_range();
+                    start..start.saturating_add(len).min(self.len)
+                })
+                .collect(),
+        )
+    }
+
+    /// Puts row group `group`'s column chunks in the window (fetched ahead, or now), then
+    /// starts fetching those of row group `following` on a helper thread.
+    fn fill_window(
+        &self,
+        group: usize,
+        leaves: &[usize],
+        next: &mut Option<Ahead>,
+        following: Option<usize>,
+    ) -> Result<WindowGuard<'_>, DecodeError> {
+        let parts = match next.take() {
+            Some(a) if a.group == group => a
+                .fetch
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("the read-ahead thread panicked")))
+                .and_then(|mut parts| {
+                    parts.extend(fetch(&*self.src.inner, &a.rest)?);
+                    parts.sort_by_key(|(start, _)| *start);
+                    Ok(parts)
+                }),
+            _ => fetch(&*self.src.inner, &self.chunk_ranges(group, leaves)),
+        }
+        .map_err(|e| DecodeError::Io {
+            offset: 0,
+            detail: format!("reading row group {group}: {e}"),
+        })?;
+        if let Ok(mut w) = self.src.window.lock() {
+            *w = parts;
+        }
+        if let Some(following) = following {
+            let src = Arc::clone(&self.src.inner);
+            let (ahead, rest) =
+                split_at_budget(self.chunk_ranges(following, leaves), READ_AHEAD_MAX);
+            *next = std::thread::Builder::new()
+                .name("parquet-read-ahead".into())
+                .spawn(move || fetch(&*src, &ahead))
+                .ok()
+                .map(|fetch| Ahead {
+                    group: following,
+                    fetch,
+                    rest,
+                });
+        }
+        Ok(WindowGuard(&self.src.window))
     }
 }
 
@@ -435,6 +663,114 @@ mod tests {
                 .map(Bytes::copy_from_slice)
                 .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "past the end"))
         }
+    }
+
+    /// A [`ReadAt`] that reads ahead, as S3 does, and logs every read.
+    struct Logged {
+        data: Vec<u8>,
+        reads: Mutex<Vec<Range<u64>>>,
+    }
+
+    impl ReadAt for Logged {
+        fn len(&self) -> u64 {
+            self.data.len() as u64
+        }
+        fn read_at(&self, offset: u64, len: usize) -> io::Result<Bytes> {
+            self.reads.lock().unwrap().push(offset..offset + len as u64);
+            Mem(self.data.clone()).read_at(offset, len)
+        }
+        fn read_ahead(&self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn reading_ahead_fetches_each_row_group_once_and_none_before_the_start() {
+        let data = golden("parquet_row_groups");
+        let plain = ParquetFile::open(Mem(data.clone())).unwrap();
+        let all = rows(&plain, Position::default());
+        let groups = plain.row_groups().to_vec();
+        let src = Arc::new(Logged {
+            data,
+            reads: Mutex::new(Vec::new()),
+        });
+        let file = ParquetFile::open(Arc::clone(&src)).unwrap();
+        let footer_reads = src.reads.lock().unwrap().len();
+        src.reads.lock().unwrap().clear();
+        let n = groups[1].first_row + 2;
+        let mut got = Vec::new();
+        file.read(&Keys::All, file.position_of(n), &mut |n, rec| {
+            if let Rec::Ok { record, .. } = rec {
+                got.push((n, record.value.to_json()));
+            }
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        assert_eq!(got, all[n as usize..]);
+        let reads = src.reads.lock().unwrap().clone();
+        // One read per row group from the one holding row n, none of the row group before.
+        assert_eq!(
+            reads.len(),
+            groups.len() - 1,
+            "{reads:?} (footer: {footer_reads})"
+        );
+        for (r, g) in reads.iter().zip(&groups[1..]) {
+            assert!(
+                r.start >= g.bytes.start && r.end <= g.bytes.end,
+                "{r:?} {g:?}"
+            );
+        }
+        assert!(reads.iter().all(|r| r.start >= groups[1].bytes.start));
+        assert!(file.src.window.lock().unwrap().is_empty(), "window freed");
+    }
+
+    #[test]
+    fn the_read_ahead_budget_splits_ranges_and_reads_span_the_cut() {
+        assert_eq!(
+            split_at_budget(vec![0..10, 20..40, 50..60], 15),
+            (vec![0..10, 20..25], vec![25..40, 50..60])
+        );
+        assert_eq!(
+            split_at_budget(vec![0..10, 20..30], 20),
+            (vec![0..10, 20..30], vec![])
+        );
+        let src = Source {
+            inner: Arc::new(Mem((0..100u8).collect())),
+            window: Window::default(),
+        };
+        *src.window.lock().unwrap() = vec![
+            (10, Bytes::from((10..20u8).collect::<Vec<_>>())),
+            (20, Bytes::from((20..30u8).collect::<Vec<_>>())),
+        ];
+        assert_eq!(
+            &src.windowed(15, 10).unwrap()[..],
+            &(15..25u8).collect::<Vec<_>>()[..]
+        );
+        assert_eq!(
+            src.windowed(25, 10),
+            None,
+            "past the window: read from the source"
+        );
+        assert_eq!(
+            src.get_bytes(25, 10).unwrap(),
+            Bytes::from((25..35u8).collect::<Vec<_>>())
+        );
+    }
+
+    #[test]
+    fn coalescing_merges_near_ranges_only() {
+        let mb = 1u64 << 20;
+        assert_eq!(
+            coalesce(vec![
+                10..20,
+                0..5,
+                5 * mb..6 * mb,
+                20..30,
+                30 + mb..40 + mb,
+                7..7
+            ]),
+            vec![0..40 + mb, 5 * mb..6 * mb]
+        );
     }
 
     fn golden(name: &str) -> Vec<u8> {
