@@ -64,6 +64,9 @@ struct ScanArgs {
     /// Queue the objects (to S3I_QUEUE_URL) instead of importing them here
     #[arg(long)]
     enqueue: bool,
+    /// Print the summary as JSON on stdout (progress goes to stderr)
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -544,12 +547,24 @@ fn run_importer(command: ImporterCommand) -> ExitCode {
                 let prefix = args
                     .prefix
                     .unwrap_or_else(|| pipeline.settings.prefix.clone());
+                let json = args.json;
+                let progress = |text: &str| {
+                    if json {
+                        eprint!("{text}");
+                    } else {
+                        print(text);
+                    }
+                };
                 match pipeline
-                    .scan(&args.bucket, &prefix, args.enqueue, &owner, print)
+                    .scan(&args.bucket, &prefix, args.enqueue, &owner, progress)
                     .await
                 {
                     Ok(summary) => {
-                        println!("{summary}");
+                        if json {
+                            println!("{}", serde_json::to_string(&summary).unwrap_or_default());
+                        } else {
+                            println!("{summary}");
+                        }
                         if summary.failed + summary.other > 0 {
                             ExitCode::from(1)
                         } else {

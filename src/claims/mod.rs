@@ -7,6 +7,11 @@
 //! imported again); `Failed` keeps a permanent reason and is re-importable only on purpose
 //! (`reset_failed`). Losing a race is an outcome, not an error. Times are epoch seconds and every
 //! comparison uses the stored lease, never the absence of an item (TTL deletes lazily).
+//!
+//! A scan that queues an object marks its claim `Queued` until `queued_until` (the time its
+//! message may still be in flight), so that the next scan does not queue it again; the mark
+//! is taken only where nothing holds the object (no claim, a mark that ran out, an import whose
+//! lease ended), and the first `claim` turns it into an import like any other.
 //! The DynamoDB adapter (pipeline issue) must pass the same `contract` suite.
 
 use std::collections::HashMap;
@@ -40,6 +45,13 @@ pub enum ClaimState {
     Failed {
         reason: String,
         /// The progress saved before the failure (what was confirmed, the content read).
+        progress: String,
+    },
+    /// A scan queued a message for the object; that copy may be in flight until
+    /// `queued_until`. An import whose lease had ended keeps its checkpoint and progress.
+    Queued {
+        queued_until: i64,
+        checkpoint: u64,
         progress: String,
     },
 }
@@ -120,6 +132,32 @@ pub trait ClaimStore: Send + Sync {
         &self,
         key: &ClaimKey,
     ) -> impl Future<Output = Result<Option<ClaimState>, StoreError>> + Send;
+    /// The claims of many keys at once (DynamoDB: BatchGetItem, 100 keys a request), in the
+    /// order of `keys`.
+    fn get_many(
+        &self,
+        keys: &[ClaimKey],
+    ) -> impl Future<Output = Result<Vec<Option<ClaimState>>, StoreError>> + Send;
+    /// Marks each key `Queued` until `queued_until` where nothing holds it (no claim, a queue
+    /// mark that ran out, an `InProgress` claim whose lease ended; conditional writes, up to
+    /// 100 a request on DynamoDB). True where the mark was taken: only those are to be queued.
+    fn mark_queued(
+        &self,
+        keys: &[ClaimKey],
+        queued_until: i64,
+        now: i64,
+    ) -> impl Future<Output = Result<Vec<bool>, StoreError>> + Send;
+    /// Takes back a mark of this `mark_queued` (its message could not be sent), so that the
+    /// next scan queues the object again; nothing when the claim has moved on.
+    fn unmark_queued(
+        &self,
+        key: &ClaimKey,
+        queued_until: i64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Requests made to the store so far (for the scan's figures).
+    fn requests(&self) -> u64 {
+        0
+    }
     /// Every claim of `source` (for `s3-import status`), in no particular order.
     fn list(
         &self,
@@ -180,6 +218,15 @@ impl ClaimStore for MemoryClaims {
                     progress,
                     ..
                 }) => (*checkpoint, true, progress.clone()),
+                Some(ClaimState::Queued {
+                    checkpoint,
+                    progress,
+                    ..
+                }) => (
+                    *checkpoint,
+                    *checkpoint > 0 || !progress.is_empty(),
+                    progress.clone(),
+                ),
             };
             items.insert(
                 key.clone(),
@@ -274,6 +321,62 @@ impl ClaimStore for MemoryClaims {
 
     async fn get(&self, key: &ClaimKey) -> Result<Option<ClaimState>, StoreError> {
         Ok(self.with(|items| items.get(key).cloned()))
+    }
+
+    async fn get_many(&self, keys: &[ClaimKey]) -> Result<Vec<Option<ClaimState>>, StoreError> {
+        Ok(self.with(|items| keys.iter().map(|k| items.get(k).cloned()).collect()))
+    }
+
+    async fn mark_queued(
+        &self,
+        keys: &[ClaimKey],
+        queued_until: i64,
+        now: i64,
+    ) -> Result<Vec<bool>, StoreError> {
+        Ok(self.with(|items| {
+            keys.iter()
+                .map(|k| {
+                    let (checkpoint, progress) = match items.get(k) {
+                        None => (0, String::new()),
+                        Some(ClaimState::Queued {
+                            queued_until: q,
+                            checkpoint,
+                            progress,
+                        }) if *q < now => (*checkpoint, progress.clone()),
+                        Some(ClaimState::InProgress {
+                            lease_until,
+                            checkpoint,
+                            progress,
+                            ..
+                        }) if *lease_until < now => (*checkpoint, progress.clone()),
+                        Some(_) => return false,
+                    };
+                    items.insert(
+                        k.clone(),
+                        ClaimState::Queued {
+                            queued_until,
+                            checkpoint,
+                            progress,
+                        },
+                    );
+                    true
+                })
+                .collect()
+        }))
+    }
+
+    async fn unmark_queued(&self, key: &ClaimKey, queued_until: i64) -> Result<(), StoreError> {
+        self.with(|items| {
+            if let Some(ClaimState::Queued {
+                queued_until: q, ..
+            }) = items.get_mut(key)
+            {
+                if *q == queued_until {
+                    *q = 0;
+                }
+            }
+        });
+        Ok(())
     }
 
     async fn list(&self, source: &str) -> Result<Vec<(ClaimKey, ClaimState)>, StoreError> {
@@ -451,6 +554,23 @@ pub mod contract {
             None
         );
 
+        // Many at once, in order, with the missing ones.
+        let never = key(&format!("{unique}/never"));
+        let got = store
+            .get_many(&[f.clone(), never.clone(), k.clone()])
+            .await
+            .unwrap();
+        assert!(matches!(got[0], Some(ClaimState::InProgress { .. })));
+        assert_eq!(got[1], None);
+        assert!(matches!(got[2], Some(ClaimState::Completed { .. })));
+        let many: Vec<ClaimKey> = (0..150)
+            .map(|i| key(&format!("{unique}/many/{i:03}")))
+            .collect();
+        assert_eq!(store.get_many(&many).await.unwrap(), vec![None; 150]);
+        assert_eq!(store.get_many(&[]).await.unwrap(), Vec::new());
+
+        queue_marks(store, unique, now).await;
+
         // Claims are scoped by source.
         let other = ClaimKey {
             source: format!("other-source-{unique}"),
@@ -463,6 +583,84 @@ pub mod contract {
                 takeover: false,
                 progress: String::new()
             }
+        );
+    }
+
+    /// A scan's queue marks: taken only where nothing holds the object, at most once while
+    /// they last, turned into an import by the first claim, given back on purpose.
+    async fn queue_marks<S: ClaimStore>(store: &S, unique: &str, now: i64) {
+        let fresh: Vec<ClaimKey> = (0..130)
+            .map(|i| key(&format!("{unique}/queued/{i:03}")))
+            .collect();
+        // A held object and a completed one are not marked; a released one is, with its
+        // checkpoint.
+        let held = key(&format!("{unique}/queued/held"));
+        store.claim(&held, "o", now + 60, now).await.unwrap();
+        let done = key(&format!("{unique}/queued/done"));
+        store.claim(&done, "o", now + 60, now).await.unwrap();
+        store.complete(&done, "o", "{}").await.unwrap();
+        let ended = key(&format!("{unique}/queued/ended"));
+        store.claim(&ended, "o", now + 60, now).await.unwrap();
+        store
+            .checkpoint(&ended, "o", 7, "p7", now + 60)
+            .await
+            .unwrap();
+        store.release(&ended, "o", now).await.unwrap();
+        let mut keys = fresh.clone();
+        keys.extend([held.clone(), done.clone(), ended.clone()]);
+        let until = now + 3600;
+        let marked = store.mark_queued(&keys, until, now).await.unwrap();
+        assert_eq!(marked.iter().filter(|m| **m).count(), 131, "{marked:?}");
+        assert!(!marked[130] && !marked[131] && marked[132]);
+        assert_eq!(
+            store.get(&fresh[0]).await.unwrap(),
+            Some(ClaimState::Queued {
+                queued_until: until,
+                checkpoint: 0,
+                progress: String::new()
+            })
+        );
+        // While the mark lasts, no second mark; after it, one.
+        let again = store.mark_queued(&keys, until + 10, now + 5).await.unwrap();
+        assert!(again.iter().all(|m| !m), "{again:?}");
+        let later = store
+            .mark_queued(&fresh[..2], until + 7200, until + 1)
+            .await
+            .unwrap();
+        assert_eq!(later, [true, true]);
+        // A queued object is claimed at once (its mark is no lease); an ended import resumes.
+        assert_eq!(
+            store
+                .claim(&fresh[5], "w", now + 60, now + 6)
+                .await
+                .unwrap(),
+            ClaimOutcome::Acquired {
+                checkpoint: 0,
+                takeover: false,
+                progress: String::new()
+            }
+        );
+        assert_eq!(
+            store.claim(&ended, "w", now + 60, now + 6).await.unwrap(),
+            ClaimOutcome::Acquired {
+                checkpoint: 7,
+                takeover: true,
+                progress: "p7".into()
+            }
+        );
+        // Given back: the next scan marks it again; a mark that moved on is left alone.
+        store.unmark_queued(&fresh[9], until).await.unwrap();
+        store.unmark_queued(&fresh[5], until).await.unwrap();
+        assert!(matches!(
+            store.get(&fresh[5]).await.unwrap(),
+            Some(ClaimState::InProgress { .. })
+        ));
+        assert_eq!(
+            store
+                .mark_queued(&fresh[9..11], until, now + 7)
+                .await
+                .unwrap(),
+            [true, false]
         );
     }
 }
