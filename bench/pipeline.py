@@ -132,16 +132,18 @@ def scan_at_scale(env, api, s3):
         return
     print(f"== a scan of {n} objects on the local stack ==", flush=True)
     run = f"scan-{int(time.time())}"
-    out = subprocess.run([BIN, "setup", "--bucket", run, "--queue", run, "--prefix", "in/"], env=env, check=True,
-                         stdout=subprocess.PIPE, text=True)
-    queue = out.stdout.strip()
-    # No notifications: only the scan finds these objects.
-    s3.put_bucket_notification_configuration(Bucket=run, NotificationConfiguration={})
+    # A bucket without notifications (only the scan finds these objects) and a plain queue; the
+    # tables are those `setup` made above.
+    s3.create_bucket(Bucket=run)
+    sqs = boto3.client("sqs", endpoint_url=ENDPOINT, region_name="us-east-1", aws_access_key_id="test",
+                       aws_secret_access_key="test")
+    queue = sqs.create_queue(QueueName=run, Attributes={"VisibilityTimeout": "900"})["QueueUrl"]
     with open(CONVERTER) as f:
         conv = json.load(f)
     conv["converterConfig"]["compressionType"] = "auto"
     s3.put_object(Bucket=run, Key="config/converter.json", Body=json.dumps(conv).encode())
-    line = '{"insert_id": "%s-%d", "event_type": "Backfill", "user_id": "u%d", "event_time": "2024-05-01T10:00:00Z"}\n'
+    line = ('{"insert_id": "%s-%d", "event_type": "Backfill", "user_id": "user-%05d", '
+            '"event_time": "2024-05-01T10:00:00Z"}\n')
 
     def put(i):
         body = "".join(line % (run, i * 2 + j, i % 1000) for j in range(2))
