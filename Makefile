@@ -56,8 +56,8 @@ bench: ## Throughput and memory figures against baselines measured in the same r
 	python3 bench/run.py
 	python3 bench/parquet.py
 
-bench-pipeline: stack-up ## One 100 MB object end to end through the local AWS stack and the emulator
-	$(CARGO) build --release --locked --bin s3-import --example bench_gen
+bench-pipeline: stack-up ## The pipeline in memory (DynamoDB-like and endpoint latencies injected), then one 100 MB object and a 20,000-object scan on the local AWS stack
+	$(CARGO) build --release --locked --bin s3-import --example bench_gen --example bench_pipeline
 	$(TOOLS_PY) bench/pipeline.py
 
 demo: bin ## The whole pipeline on the local AWS stack and the emulator, ending with a report

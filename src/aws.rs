@@ -348,8 +348,9 @@ pub async fn setup(
     Ok(url)
 }
 
-/// Polls `url` and runs each batch through the handler, like Lambda's SQS trigger:
-/// finished messages are deleted, the others come back after `retry_after`. Stops after
+/// Polls `url` and runs each batch through the handler, like Lambda's SQS trigger (scan
+/// messages included): finished messages are deleted, the others come back after their own
+/// time (zero: at once) or `retry_after`. Stops after
 /// `idle_exit` with no message (if set).
 pub async fn work_queue(
     pipeline: &AwsPipeline,
@@ -379,13 +380,13 @@ pub async fn work_queue(
             received.handles.clone(),
             VISIBILITY_HEARTBEAT,
         );
-        let result = pipeline
-            .handle_event(
-                &received.event,
-                deadline,
-                &format!("worker-{}-{batch}", std::process::id()),
-            )
-            .await;
+        let result = crate::invoke::handle(
+            pipeline,
+            &received.event,
+            deadline,
+            &format!("worker-{}-{batch}", std::process::id()),
+        )
+        .await;
         heartbeat.abort();
         for m in &result.messages {
             for (obj, outcome) in &m.objects {

@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 
+use futures_util::StreamExt;
 use tokio::time::Instant;
 
 use crate::claims::{ClaimKey, ClaimState, ClaimStore};
@@ -12,7 +13,7 @@ use crate::notify::{continuation, ObjectRef};
 use crate::pipeline::{ObjectOutcome, Pipeline};
 use crate::queue::Enqueue;
 use crate::report::Progress;
-use crate::source::ObjectSource;
+use crate::source::{ObjectInfo, ObjectSource};
 
 /// Parses `s3://bucket/key`.
 pub fn object_ref(url: &str) -> Result<ObjectRef, String> {
@@ -153,71 +154,227 @@ where
     }
 
     /// Lists `prefix` and imports (or, with `enqueue`, queues) every object that has no final
-    /// claim: objects whose notification was lost, and those that predate the importer.
+    /// claim: objects whose notification was lost, and those that predate the importer. Runs
+    /// to the end of the listing (see [`Pipeline::scan_from`] for a time budget).
     pub async fn scan(
         &self,
         bucket: &str,
         prefix: &str,
         enqueue: bool,
         owner: &str,
+        report: impl FnMut(&str),
+    ) -> Result<ScanSummary, String> {
+        let job = ScanJob {
+            bucket: bucket.to_string(),
+            prefix: prefix.to_string(),
+            start_after: None,
+            enqueue,
+            deadline: None,
+        };
+        self.scan_from(&job, owner, report).await
+    }
+
+    /// Scans as `job` says, page by page (constant memory): per 100 keys, one batch read of
+    /// their claims, then (queueing) one conditional batch of queue marks and SendMessageBatch
+    /// requests of 10, several in flight, or (importing) the objects, several at once. Objects
+    /// already final, being imported, or queued by an earlier scan whose message may still be
+    /// in flight are skipped. With a deadline, it stops `S3I_STOP_MARGIN_SECS` before it and,
+    /// when queueing, leaves a scan message on the queue that continues after the last key
+    /// handled, so that a listing of any size finishes over several invocations.
+    pub async fn scan_from(
+        &self,
+        job: &ScanJob,
+        owner: &str,
         mut report: impl FnMut(&str),
     ) -> Result<ScanSummary, String> {
-        let listed = self
-            .source
-            .list(bucket, prefix)
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut s = ScanSummary {
-            listed: listed.len(),
-            ..ScanSummary::default()
-        };
-        for o in listed {
+        let started = Instant::now();
+        let (claims0, queue0) = (self.claims.requests(), self.queue.requests());
+        let stop_at = job.deadline.map(|d| d - self.settings.stop_margin);
+        let mut s = ScanSummary::default();
+        let mut after = job.start_after.clone().filter(|a| !a.is_empty());
+        let mut stopped = false;
+        'pages: loop {
+            let page = self
+                .source
+                .list_page(&job.bucket, &job.prefix, after.as_deref(), LIST_PAGE)
+                .await
+                .map_err(|e| e.to_string())?;
+            s.pages += 1;
+            for chunk in page.objects.chunks(SCAN_CHUNK) {
+                // At least one chunk per invocation, so that every continuation moves on.
+                if s.listed > 0 && stop_at.is_some_and(|t| Instant::now() >= t) {
+                    stopped = true;
+                    break 'pages;
+                }
+                s.listed += chunk.len();
+                self.scan_chunk(job, chunk, owner, &mut s, &mut report)
+                    .await?;
+                after = chunk.last().map(|o| o.key.clone());
+            }
+            if job.enqueue {
+                report(&format!("{}\n", s.progress()));
+            }
+            if page.next.is_none() {
+                break;
+            }
+            after = page.next;
+        }
+        if stopped {
+            s.next = after.clone();
+            if job.enqueue {
+                self.queue
+                    .enqueue(scan_message(&job.bucket, &job.prefix, after.as_deref()))
+                    .await
+                    .map_err(|e| format!("the scan's continuation was not queued: {e}"))?;
+                s.continued = true;
+            }
+        }
+        s.claims_requests = self.claims.requests() - claims0;
+        s.queue_requests = self.queue.requests() - queue0;
+        s.ms = started.elapsed().as_millis() as u64;
+        Ok(s)
+    }
+
+    /// Up to 100 listed objects: their claims in one read, then queued or imported.
+    async fn scan_chunk(
+        &self,
+        job: &ScanJob,
+        chunk: &[ObjectInfo],
+        owner: &str,
+        s: &mut ScanSummary,
+        report: &mut impl FnMut(&str),
+    ) -> Result<(), String> {
+        let bucket = &job.bucket;
+        let mut wanted = Vec::new();
+        for o in chunk {
             if o.key.ends_with('/')
                 || o.size == 0
                 || self.settings.excludes(bucket, &o.key).is_some()
             {
                 s.ignored += 1;
-                continue;
+            } else {
+                wanted.push(o);
             }
-            let key = ClaimKey {
+        }
+        let keys: Vec<ClaimKey> = wanted
+            .iter()
+            .map(|o| ClaimKey {
                 source: self.settings.source.clone(),
-                bucket: bucket.to_string(),
+                bucket: bucket.clone(),
                 key: o.key.clone(),
-            };
-            match self.claims.get(&key).await.map_err(|e| e.to_string())? {
-                Some(ClaimState::Completed { .. }) => {
-                    s.completed_before += 1;
-                    continue;
+            })
+            .collect();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let states = self
+            .claims
+            .get_many(&keys)
+            .await
+            .map_err(|e| e.to_string())?;
+        let now = self.clock.now_secs();
+        let mut todo = Vec::new();
+        for ((o, key), state) in wanted.iter().zip(keys).zip(states) {
+            match state {
+                Some(ClaimState::Completed { .. }) => s.completed_before += 1,
+                Some(ClaimState::Failed { .. }) => s.failed_before += 1,
+                Some(ClaimState::InProgress { lease_until, .. }) if lease_until >= now => {
+                    s.in_flight += 1
                 }
-                Some(ClaimState::Failed { .. }) => {
-                    s.failed_before += 1;
-                    continue;
+                Some(ClaimState::Queued { queued_until, .. }) if queued_until >= now => {
+                    s.in_flight += 1
                 }
-                _ => {}
+                _ => todo.push((
+                    key,
+                    ObjectRef {
+                        bucket: bucket.clone(),
+                        key: o.key.clone(),
+                        version_id: None,
+                        size: Some(o.size),
+                        etag: o.etag.clone(),
+                        sequencer: None,
+                    },
+                )),
             }
-            let obj = ObjectRef {
-                bucket: bucket.to_string(),
-                key: o.key.clone(),
-                version_id: None,
-                size: Some(o.size),
-                etag: o.etag.clone(),
-                sequencer: None,
-            };
-            if enqueue {
-                self.queue.enqueue(continuation(&obj)).await?;
-                s.enqueued += 1;
-                report(&format!("s3://{bucket}/{}: queued\n", o.key));
-                continue;
-            }
-            let outcome = self.import_to_end(&obj, owner).await;
+        }
+        if todo.is_empty() {
+            return Ok(());
+        }
+        if job.enqueue {
+            return self.queue_objects(todo, now, s).await;
+        }
+        let deadline = job.deadline;
+        let mut imports = futures_util::stream::iter(todo)
+            .map(|(_, obj)| async move {
+                let outcome = match deadline {
+                    None => self.import_to_end(&obj, owner).await,
+                    Some(d) => self.import(&obj, d, owner).await,
+                };
+                (obj, outcome)
+            })
+            .buffered(self.settings.object_concurrency.max(1));
+        while let Some((obj, outcome)) = imports.next().await {
             report(&render_outcome(&obj, &outcome));
             match outcome {
                 ObjectOutcome::Completed(_) => s.imported += 1,
                 ObjectOutcome::Failed(_) => s.failed += 1,
+                ObjectOutcome::AlreadyCompleted => s.completed_before += 1,
+                ObjectOutcome::AlreadyFailed(_) => s.failed_before += 1,
+                ObjectOutcome::Ignored(_) => s.ignored += 1,
                 _ => s.other += 1,
             }
         }
-        Ok(s)
+        Ok(())
+    }
+
+    /// Marks the objects queued (only where nothing holds them), then sends their messages;
+    /// a message that could not be sent has its mark taken back.
+    async fn queue_objects(
+        &self,
+        todo: Vec<(ClaimKey, ObjectRef)>,
+        now: i64,
+        s: &mut ScanSummary,
+    ) -> Result<(), String> {
+        let until = now + self.settings.scan_queued.as_secs() as i64;
+        let keys: Vec<ClaimKey> = todo.iter().map(|(k, _)| k.clone()).collect();
+        let marked = self
+            .claims
+            .mark_queued(&keys, until, now)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut to_send = Vec::new();
+        for ((key, obj), marked) in todo.into_iter().zip(marked) {
+            if marked {
+                to_send.push((key, obj));
+            } else {
+                // Claimed, completed or queued by another between the read and the mark.
+                s.in_flight += 1;
+            }
+        }
+        let bodies = to_send.iter().map(|(_, o)| continuation(o)).collect();
+        let sent = self.queue.enqueue_many(bodies).await;
+        let mut first_error = None;
+        let mut not_sent = 0;
+        for ((key, _), result) in to_send.iter().zip(sent) {
+            match result {
+                Ok(()) => s.enqueued += 1,
+                Err(e) => {
+                    not_sent += 1;
+                    first_error.get_or_insert(e);
+                    if let Err(e) = self.claims.unmark_queued(key, until).await {
+                        tracing::warn!(key = %key.key, error = %e, "queue mark not taken back; the object is queued again after S3I_SCAN_QUEUED_SECS");
+                    }
+                }
+            }
+        }
+        match first_error {
+            None => Ok(()),
+            Some(e) => Err(format!(
+                "{not_sent} of {} messages not sent ({e}); {} queued",
+                to_send.len(),
+                s.enqueued
+            )),
+        }
     }
 
     /// Every claim of this source, for a person (`--json`: one JSON object per line).
@@ -248,6 +405,14 @@ where
                     )
                 }
                 ClaimState::Failed { reason, .. } => ("FAILED", reason.clone()),
+                ClaimState::Queued {
+                    queued_until,
+                    checkpoint,
+                    ..
+                } => (
+                    "QUEUED",
+                    format!("queued by a scan (its message in flight until {queued_until}), checkpoint {checkpoint}"),
+                ),
                 ClaimState::InProgress {
                     checkpoint,
                     progress,
@@ -313,7 +478,9 @@ where
                 }
                 return Ok(self.import_to_end(obj, owner).await);
             }
-            None => return Ok(self.import_to_end(obj, owner).await),
+            Some(ClaimState::Queued { .. }) | None => {
+                return Ok(self.import_to_end(obj, owner).await)
+            }
         };
         let mut fresh = Progress::default();
         if let Some(old) = &failed_progress.content {
@@ -387,26 +554,89 @@ where
     }
 }
 
+/// Keys listed per request (S3's most).
+const LIST_PAGE: usize = 1000;
+/// Keys whose claims are read in one request (DynamoDB's BatchGetItem most), and the step at
+/// which a scan may stop for its time budget.
+const SCAN_CHUNK: usize = 100;
+
+/// What a scan is to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScanJob {
+    pub bucket: String,
+    pub prefix: String,
+    /// Continue after this key (a continuation's); `None` from the start.
+    pub start_after: Option<String>,
+    /// Queue the objects found (true) or import them here.
+    pub enqueue: bool,
+    /// The invocation's deadline: the scan stops `S3I_STOP_MARGIN_SECS` before it (and,
+    /// queueing, leaves a continuation); `None` runs to the end.
+    pub deadline: Option<Instant>,
+}
+
+/// The scan message that continues a scan after `start_after` (read by `crate::invoke`):
+/// `{"s3import-scan": {"bucket", "prefix", "start_after"}}`.
+pub fn scan_message(bucket: &str, prefix: &str, start_after: Option<&str>) -> String {
+    serde_json::json!({"s3import-scan": {
+        "bucket": bucket, "prefix": prefix, "start_after": start_after
+    }})
+    .to_string()
+}
+
 /// What a scan found and did.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ScanSummary {
     pub listed: usize,
     pub ignored: usize,
     pub completed_before: usize,
     pub failed_before: usize,
+    /// Being imported (a live lease) or queued by an earlier scan whose message may still be
+    /// in flight: left alone.
+    pub in_flight: usize,
     pub imported: usize,
     pub failed: usize,
     pub enqueued: usize,
     pub other: usize,
+    /// Listing requests.
+    pub pages: usize,
+    /// Where the scan stopped for its time budget (the next one starts after this key).
+    pub next: Option<String>,
+    /// Whether a scan message was queued to continue from `next`.
+    pub continued: bool,
+    /// Requests to the claims store and to the queue (their figures per object).
+    pub claims_requests: u64,
+    pub queue_requests: u64,
+    pub ms: u64,
+}
+
+impl ScanSummary {
+    /// A progress line: objects listed, queued, already final, in flight.
+    pub fn progress(&self) -> String {
+        format!(
+            "listed {}: queued {}, already final {}, in flight {}, ignored {}",
+            self.listed,
+            self.enqueued,
+            self.completed_before + self.failed_before,
+            self.in_flight,
+            self.ignored
+        )
+    }
 }
 
 impl std::fmt::Display for ScanSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "listed {}: imported {}, failed {}, queued {}, other {}; skipped: completed before {}, failed before {}, ignored {}",
+            "listed {}: imported {}, failed {}, queued {}, other {}; skipped: completed before {}, failed before {}, in flight {}, ignored {}",
             self.listed, self.imported, self.failed, self.enqueued, self.other,
-            self.completed_before, self.failed_before, self.ignored
-        )
+            self.completed_before, self.failed_before, self.in_flight, self.ignored
+        )?;
+        if let Some(next) = &self.next {
+            write!(f, "; stopped at the time budget after `{next}`")?;
+            if self.continued {
+                f.write_str(", continued by a scan message")?;
+            }
+        }
+        Ok(())
     }
 }

@@ -59,10 +59,53 @@ pub fn base_url(endpoint: Option<String>, region: &str) -> Result<String, String
 }
 
 /// Conversion threads when none are asked for: 2 (one decompresses, one converts), or 1 on
-/// a single core.
+/// a single core. In Lambda, from the CPU the function really has (see [`default_threads_for`]).
 pub fn default_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get().min(2))
+    default_threads_for(lambda_memory_mb(&env_lookup), cores())
 }
+
+/// The cores this process may run on.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Lambda's memory per vCPU: a function gets one vCPU's worth of CPU time at 1,769 MB and two
+/// at 3,538 MB (CPU is allotted in proportion to memory; below 1,769 MB it is a fraction).
+pub const LAMBDA_MB_PER_VCPU: u64 = 1769;
+
+/// The function's memory (MB) when running in Lambda (`AWS_LAMBDA_FUNCTION_MEMORY_SIZE`).
+pub fn lambda_memory_mb(get: &dyn Fn(&str) -> Option<String>) -> Option<u64> {
+    get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE").and_then(|m| m.trim().parse().ok())
+}
+
+/// Conversion threads for a Lambda function of `memory_mb` (else for `cores`): two only when
+/// there are two vCPUs' worth of time (3,538 MB and more), since the second thread of a
+/// function with one vCPU's worth only shares it.
+pub fn default_threads_for(memory_mb: Option<u64>, cores: usize) -> usize {
+    match memory_mb {
+        Some(mb) => ((mb / LAMBDA_MB_PER_VCPU) as usize).clamp(1, 2),
+        None => cores.clamp(1, 2),
+    }
+}
+
+/// Memory set aside per object imported at once: the sender's batches in flight (up to
+/// 2 × `S3I_MAX_IN_FLIGHT` × 2,000 events), the records between the reader and the sender,
+/// the decoder's buffers, with room to spare.
+pub const MB_PER_OBJECT: u64 = 160;
+
+/// Objects of one invocation imported at once for a Lambda function of `memory_mb`: one per
+/// 160 MB, at least 1 and at most 10 (a batch from SQS holds at most 10 messages): 10 at
+/// 1,769 MB. Outside Lambda, 10. Small objects wait on round trips, so even one vCPU keeps
+/// several busy; a large object's conversion shares the CPU with the others.
+pub fn default_object_concurrency_for(memory_mb: Option<u64>) -> usize {
+    match memory_mb {
+        Some(mb) => ((mb / MB_PER_OBJECT) as usize).clamp(1, 10),
+        None => 10,
+    }
+}
+
+/// How long a scan's queue mark lasts when `S3I_SCAN_QUEUED_SECS` is not set: a day.
+pub const DEFAULT_SCAN_QUEUED_SECS: u64 = 86_400;
 
 /// A variable of the process environment; an empty one counts as unset.
 fn env_lookup(name: &str) -> Option<String> {
@@ -136,6 +179,12 @@ pub struct Settings {
     /// Inflate a compressed object once and check its checksums before any record is sent
     /// (`S3I_VERIFY_COMPRESSED`, default on; off only for trusted writers).
     pub verify_compressed: bool,
+    /// Objects of one invocation imported at once (`S3I_OBJECT_CONCURRENCY`; default from the
+    /// function's memory, see [`default_object_concurrency_for`]).
+    pub object_concurrency: usize,
+    /// How long a scan's queue mark keeps the next scans from queueing the object again
+    /// (`S3I_SCAN_QUEUED_SECS`): the time its message may wait in the queue.
+    pub scan_queued: Duration,
 }
 
 fn number<T: std::str::FromStr>(
@@ -262,7 +311,14 @@ impl Settings {
                 &mut problems,
             ),
         };
-        let threads = number(get, "S3I_THREADS", default_threads(), &mut problems).max(1);
+        let memory_mb = lambda_memory_mb(get);
+        let threads = number(
+            get,
+            "S3I_THREADS",
+            default_threads_for(memory_mb, cores()),
+            &mut problems,
+        )
+        .max(1);
         let tables = Tables::from_lookup(get);
         let dedupe_in_flight = number(get, "S3I_DEDUPE_IN_FLIGHT", 8usize, &mut problems).max(1);
         let secs = |name: &str, default: u64, problems: &mut Vec<String>| {
@@ -275,6 +331,18 @@ impl Settings {
             secs("S3I_CHECKPOINT_SECS", 5, &mut problems).max(Duration::from_secs(1));
         let verify_compressed = get("S3I_VERIFY_COMPRESSED").is_none()
             || flag(get, "S3I_VERIFY_COMPRESSED", &mut problems);
+        let object_concurrency = number(
+            get,
+            "S3I_OBJECT_CONCURRENCY",
+            default_object_concurrency_for(memory_mb),
+            &mut problems,
+        )
+        .max(1);
+        let scan_queued = secs(
+            "S3I_SCAN_QUEUED_SECS",
+            DEFAULT_SCAN_QUEUED_SECS,
+            &mut problems,
+        );
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -296,6 +364,8 @@ impl Settings {
             lease_margin,
             checkpoint_every,
             verify_compressed,
+            object_concurrency,
+            scan_queued,
         })
     }
 
@@ -446,6 +516,36 @@ mod tests {
         let off = Tables::from_lookup(&|name| (name == "S3I_DEDUPE_TABLE").then(|| "off".into()));
         assert_eq!(off.dedupe, None);
         assert_eq!(off.claims, DEFAULT_CLAIMS_TABLE);
+    }
+
+    #[test]
+    fn threads_and_objects_at_once_follow_the_functions_memory() {
+        // 1,769 MB is one vCPU's worth of time, 3,538 MB two.
+        assert_eq!(default_threads_for(Some(128), 2), 1);
+        assert_eq!(default_threads_for(Some(1769), 2), 1);
+        assert_eq!(default_threads_for(Some(3538), 2), 2);
+        assert_eq!(default_threads_for(Some(10240), 6), 2);
+        assert_eq!(default_threads_for(None, 1), 1);
+        assert_eq!(default_threads_for(None, 8), 2);
+        assert_eq!(default_object_concurrency_for(Some(128)), 1);
+        assert_eq!(default_object_concurrency_for(Some(512)), 3);
+        assert_eq!(default_object_concurrency_for(Some(1024)), 6);
+        assert_eq!(default_object_concurrency_for(Some(1769)), 10);
+        assert_eq!(default_object_concurrency_for(None), 10);
+        let mut pairs = BASE.to_vec();
+        pairs.push(("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "1769"));
+        let s = settings_from(&pairs).unwrap();
+        assert_eq!((s.threads, s.object_concurrency), (1, 10));
+        pairs.push(("S3I_OBJECT_CONCURRENCY", "3"));
+        pairs.push(("S3I_THREADS", "2"));
+        let s = settings_from(&pairs).unwrap();
+        assert_eq!((s.threads, s.object_concurrency), (2, 3));
+        pairs.push(("S3I_OBJECT_CONCURRENCY", "0"));
+        assert_eq!(settings_from(&pairs).unwrap().object_concurrency, 1);
+        assert_eq!(
+            settings_from(BASE).unwrap().scan_queued,
+            Duration::from_secs(86_400)
+        );
     }
 
     #[test]

@@ -757,16 +757,7 @@ fn run_importer(command: ImporterCommand) -> ExitCode {
                 match scanned {
                     Ok(summary) => {
                         if json {
-                            print_json(&serde_json::json!({
-                                "listed": summary.listed,
-                                "imported": summary.imported,
-                                "failed": summary.failed,
-                                "enqueued": summary.enqueued,
-                                "other": summary.other,
-                                "completed_before": summary.completed_before,
-                                "failed_before": summary.failed_before,
-                                "ignored": summary.ignored,
-                            }));
+                            print_json(&serde_json::to_value(&summary).unwrap_or_default());
                         } else {
                             println!("{summary}");
                         }

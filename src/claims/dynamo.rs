@@ -1,13 +1,27 @@
 //! The claims port on DynamoDB: one item per (source, bucket, key), every write conditional.
+//! A little over 600 lines: the single-item writes and the scan's batch reads and queue marks
+//! share the item's layout and expression helpers.
 //!
 //! Item: `pk` (the key, see [`pk`]), `source`, `bucket`, `object_key`, `claim_state`
-//! (`IN_PROGRESS` / `COMPLETED` / `FAILED`), `owner`, `lease_until` (epoch seconds),
-//! `checkpoint`, `progress`, `summary`, `reason`, `updated_at`. The lease is compared in the
-//! condition (`lease_until < :now`), never inferred from a missing item.
+//! (`IN_PROGRESS` / `COMPLETED` / `FAILED` / `QUEUED`), `owner`, `lease_until` (epoch seconds),
+//! `queued_until` (a scan's mark), `checkpoint`, `progress`, `summary`, `reason`, `updated_at`.
+//! The lease is compared in the condition (`lease_until < :now`), never inferred from a missing
+//! item. A scan reads claims with BatchGetItem (100 keys a request) and takes its queue marks
+//! with conditional updates in transactions of up to 100 (as the dedupe table's puts): a batch
+//! write cannot carry a condition, and an unconditional one could overwrite a claim taken or
+//! completed between the read and the write.
 
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, KeysAndAttributes, ReturnValue, ReturnValuesOnConditionCheckFailure,
+    TransactWriteItem, Update,
+};
 use aws_sdk_dynamodb::Client;
+use futures_util::{StreamExt, TryStreamExt};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use super::{ClaimKey, ClaimOutcome, ClaimState, ClaimStore, Held, StoreError};
 use crate::dynamo::{num_attr, num_of, sdk_store_error, str_attr, str_of, Table};
@@ -16,12 +30,24 @@ use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 const IN_PROGRESS: &str = "IN_PROGRESS";
 const COMPLETED: &str = "COMPLETED";
 const FAILED: &str = "FAILED";
+const QUEUED: &str = "QUEUED";
+
+/// Keys per BatchGetItem (DynamoDB's limit).
+const PER_BATCH_GET: usize = 100;
+/// Actions per transaction (DynamoDB's limit).
+const PER_TRANSACTION: usize = 100;
+/// Requests of one `get_many` or `mark_queued` in flight at once.
+const IN_FLIGHT: usize = 4;
+/// Rounds for keys left unprocessed (throttling, conflicts).
+const MAX_ROUNDS: u32 = 8;
 
 /// Claims in a DynamoDB table whose partition key is the string attribute `pk`.
 #[derive(Clone)]
 pub struct DynamoClaims {
     client: Client,
     table: String,
+    /// Requests made, for the scan's figures.
+    requests: Arc<AtomicU64>,
 }
 
 /// The partition key: a JSON array, so that no bucket or key spelling can collide.
@@ -30,6 +56,8 @@ pub fn pk(key: &ClaimKey) -> String {
 }
 
 type Item = HashMap<String, AttributeValue>;
+/// One transaction of queue marks: the indices to try again, and those settled (marked or not).
+type Round = (Vec<usize>, Vec<(usize, bool)>);
 
 fn state_of(item: &Item) -> Option<ClaimState> {
     Some(match str_of(item, "claim_state")? {
@@ -41,6 +69,11 @@ fn state_of(item: &Item) -> Option<ClaimState> {
         },
         COMPLETED => ClaimState::Completed {
             summary: str_of(item, "summary").unwrap_or_default().to_string(),
+        },
+        QUEUED => ClaimState::Queued {
+            queued_until: num_of(item, "queued_until").unwrap_or(0),
+            checkpoint: num_of(item, "checkpoint").unwrap_or(0).max(0) as u64,
+            progress: str_of(item, "progress").unwrap_or_default().to_string(),
         },
         _ => ClaimState::Failed {
             reason: str_of(item, "reason").unwrap_or_default().to_string(),
@@ -64,6 +97,7 @@ const NAMES: &[&str] = &[
     "reason",
     "summary",
     "pk",
+    "queued_until",
 ];
 
 /// The placeholders an expression uses; DynamoDB refuses unused ones, so pick them from
@@ -95,7 +129,148 @@ impl DynamoClaims {
         DynamoClaims {
             client,
             table: table.into(),
+            requests: Arc::default(),
         }
+    }
+
+    fn count(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One BatchGetItem round over `keys` (at most 100, distinct): the items found by `pk`,
+    /// and the keys DynamoDB left unprocessed.
+    async fn batch_get(&self, keys: Vec<String>) -> Result<(Vec<Item>, Vec<String>), StoreError> {
+        let mut ka = KeysAndAttributes::builder().consistent_read(true);
+        for k in &keys {
+            ka = ka.keys(HashMap::from([("pk".to_string(), str_attr(k))]));
+        }
+        let ka = ka
+            .build()
+            .map_err(|e| StoreError::Refused(format!("claims table {}: {e}", self.table)))?;
+        self.count();
+        let out = self
+            .client
+            .batch_get_item()
+            .request_items(&self.table, ka)
+            .send()
+            .await
+            .map_err(|e| self.error(&e))?;
+        let items = out
+            .responses()
+            .and_then(|r| r.get(&self.table))
+            .cloned()
+            .unwrap_or_default();
+        let left = out
+            .unprocessed_keys()
+            .and_then(|u| u.get(&self.table))
+            .map(|ka| {
+                ka.keys()
+                    .iter()
+                    .filter_map(|k| str_of(k, "pk").map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok((items, left))
+    }
+
+    /// Every item of `keys` (distinct, at most 100), retrying what DynamoDB leaves unprocessed.
+    async fn batch_get_all(&self, mut keys: Vec<String>) -> Result<Vec<Item>, StoreError> {
+        let mut found = Vec::new();
+        for round in 0..MAX_ROUNDS {
+            if round > 0 {
+                tokio::time::sleep(Duration::from_millis(20 << round)).await;
+            }
+            let (items, left) = self.batch_get(keys).await?;
+            found.extend(items);
+            if left.is_empty() {
+                return Ok(found);
+            }
+            keys = left;
+        }
+        Err(StoreError::Unavailable(format!(
+            "claims table {}: {} keys still unprocessed after {MAX_ROUNDS} rounds",
+            self.table,
+            keys.len()
+        )))
+    }
+
+    /// The queue mark's conditional update of one key.
+    fn mark(
+        &self,
+        key: &ClaimKey,
+        queued_until: i64,
+        now: i64,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let update = "SET #claim_state = :queued, #queued_until = :q, \
+             #checkpoint = if_not_exists(#checkpoint, :zero), \
+             #progress = if_not_exists(#progress, :empty), \
+             #source = :source, #bucket = :bucket, #object_key = :key, #updated_at = :now";
+        let condition = "attribute_not_exists(#pk) \
+             OR (#claim_state = :queued AND #queued_until < :now) \
+             OR (#claim_state = :ip AND #lease_until < :now)";
+        let update = Update::builder()
+            .table_name(&self.table)
+            .key("pk", str_attr(pk(key)))
+            .update_expression(update)
+            .condition_expression(condition)
+            .set_expression_attribute_names(Some(names_for(&[update, condition])))
+            .expression_attribute_values(":queued", str_attr(QUEUED))
+            .expression_attribute_values(":ip", str_attr(IN_PROGRESS))
+            .expression_attribute_values(":q", num_attr(queued_until))
+            .expression_attribute_values(":zero", num_attr(0))
+            .expression_attribute_values(":empty", str_attr(""))
+            .expression_attribute_values(":source", str_attr(&key.source))
+            .expression_attribute_values(":bucket", str_attr(&key.bucket))
+            .expression_attribute_values(":key", str_attr(&key.key))
+            .expression_attribute_values(":now", num_attr(now))
+            .build()
+            .map_err(|e| StoreError::Refused(format!("claims table {}: {e}", self.table)))?;
+        Ok(TransactWriteItem::builder().update(update).build())
+    }
+
+    /// One transaction of queue marks over `batch` (indices into `keys`): settled answers go
+    /// into `out`, the indices to try again are returned. A transaction is cancelled as a
+    /// whole when one condition fails; its reasons say which keys are held (not marked), and
+    /// the others go again.
+    async fn mark_round(
+        &self,
+        keys: &[ClaimKey],
+        batch: &[usize],
+        queued_until: i64,
+        now: i64,
+        out: &mut [Option<bool>],
+    ) -> Result<Vec<usize>, StoreError> {
+        let mut req = self.client.transact_write_items();
+        for &i in batch {
+            req = req.transact_items(self.mark(&keys[i], queued_until, now)?);
+        }
+        self.count();
+        let err = match req.send().await {
+            Ok(_) => {
+                for &i in batch {
+                    out[i] = Some(true);
+                }
+                return Ok(Vec::new());
+            }
+            Err(e) => e,
+        };
+        let Some(TransactWriteItemsError::TransactionCanceledException(cancel)) =
+            err.as_service_error()
+        else {
+            return Err(self.error(&err));
+        };
+        let reasons = cancel.cancellation_reasons();
+        if reasons.len() != batch.len() {
+            return Ok(batch.to_vec());
+        }
+        let mut again = Vec::new();
+        for (&i, reason) in batch.iter().zip(reasons) {
+            match reason.code() {
+                Some("ConditionalCheckFailed") => out[i] = Some(false),
+                _ => again.push(i),
+            }
+        }
+        Ok(again)
     }
 
     /// The error of a request to this table.
@@ -121,6 +296,7 @@ impl DynamoClaims {
     ) -> Result<Held, StoreError> {
         let update = format!("SET {set}, #updated_at = :upd");
         let condition = "#claim_state = :ip AND #owner = :o";
+        self.count();
         let mut req = self
             .client
             .update_item()
@@ -162,8 +338,10 @@ impl ClaimStore for DynamoClaims {
              #checkpoint = if_not_exists(#checkpoint, :zero), \
              #progress = if_not_exists(#progress, :empty), \
              #source = :source, #bucket = :bucket, #object_key = :key, #updated_at = :now \
-             REMOVE #reason, #summary";
-        let condition = "attribute_not_exists(#pk) OR (#claim_state = :ip AND #lease_until < :now)";
+             REMOVE #reason, #summary, #queued_until";
+        let condition = "attribute_not_exists(#pk) OR #claim_state = :queued \
+             OR (#claim_state = :ip AND #lease_until < :now)";
+        self.count();
         let result = self
             .client
             .update_item()
@@ -173,6 +351,7 @@ impl ClaimStore for DynamoClaims {
             .condition_expression(condition)
             .set_expression_attribute_names(Some(names_for(&[update, condition])))
             .expression_attribute_values(":ip", str_attr(IN_PROGRESS))
+            .expression_attribute_values(":queued", str_attr(QUEUED))
             .expression_attribute_values(":o", str_attr(owner))
             .expression_attribute_values(":lease", num_attr(lease_until))
             .expression_attribute_values(":zero", num_attr(0))
@@ -192,11 +371,18 @@ impl ClaimStore for DynamoClaims {
                     takeover: false,
                     progress: String::new(),
                 },
-                Some(old) => ClaimOutcome::Acquired {
-                    checkpoint: num_of(old, "checkpoint").unwrap_or(0).max(0) as u64,
-                    takeover: true,
-                    progress: str_of(old, "progress").unwrap_or_default().to_string(),
-                },
+                Some(old) => {
+                    let checkpoint = num_of(old, "checkpoint").unwrap_or(0).max(0) as u64;
+                    let progress = str_of(old, "progress").unwrap_or_default().to_string();
+                    // A scan's mark is no import: taking it over is a first start, unless
+                    // it kept the checkpoint of an import whose lease had ended.
+                    let queued = str_of(old, "claim_state") == Some(QUEUED);
+                    ClaimOutcome::Acquired {
+                        takeover: !queued || checkpoint > 0 || !progress.is_empty(),
+                        checkpoint,
+                        progress,
+                    }
+                }
             }),
             Err(e) => {
                 let held = match e.as_service_error() {
@@ -217,6 +403,10 @@ impl ClaimStore for DynamoClaims {
                     }
                     Some(ClaimState::InProgress { lease_until, .. }) => {
                         ClaimOutcome::HeldByOther { lease_until }
+                    }
+                    // Marked queued between the attempt and the read: try again later.
+                    Some(ClaimState::Queued { .. }) => {
+                        ClaimOutcome::HeldByOther { lease_until: now }
                     }
                     // Deleted in between (a reset): the caller may simply try again later.
                     None => ClaimOutcome::HeldByOther { lease_until: now },
@@ -292,6 +482,7 @@ impl ClaimStore for DynamoClaims {
             "#progress",
             "#reason",
         ];
+        self.count();
         let result = self
             .client
             .update_item()
@@ -322,6 +513,7 @@ impl ClaimStore for DynamoClaims {
     }
 
     async fn get(&self, key: &ClaimKey) -> Result<Option<ClaimState>, StoreError> {
+        self.count();
         let out = self
             .client
             .get_item()
@@ -332,6 +524,135 @@ impl ClaimStore for DynamoClaims {
             .await
             .map_err(|e| self.error(&e))?;
         Ok(out.item().and_then(state_of))
+    }
+
+    async fn get_many(&self, keys: &[ClaimKey]) -> Result<Vec<Option<ClaimState>>, StoreError> {
+        let pks: Vec<String> = keys.iter().map(pk).collect();
+        let mut distinct = pks.clone();
+        distinct.sort();
+        distinct.dedup();
+        let chunks: Vec<Vec<String>> = distinct
+            .chunks(PER_BATCH_GET)
+            .map(<[String]>::to_vec)
+            .collect();
+        let found: Vec<Vec<Item>> = futures_util::stream::iter(chunks)
+            .map(|chunk| self.batch_get_all(chunk))
+            .buffer_unordered(IN_FLIGHT)
+            .try_collect()
+            .await?;
+        let mut by_pk: HashMap<String, Item> = HashMap::new();
+        for item in found.into_iter().flatten() {
+            if let Some(k) = str_of(&item, "pk").map(str::to_string) {
+                by_pk.insert(k, item);
+            }
+        }
+        Ok(pks
+            .iter()
+            .map(|k| by_pk.get(k).and_then(state_of))
+            .collect())
+    }
+
+    async fn mark_queued(
+        &self,
+        keys: &[ClaimKey],
+        queued_until: i64,
+        now: i64,
+    ) -> Result<Vec<bool>, StoreError> {
+        // A transaction may name an item once: a repeated key follows its first.
+        let mut first_of: HashMap<String, usize> = HashMap::new();
+        let mut todo = Vec::new();
+        let mut follows = vec![None; keys.len()];
+        for (i, k) in keys.iter().enumerate() {
+            match first_of.get(&pk(k)) {
+                Some(&f) => follows[i] = Some(f),
+                None => {
+                    first_of.insert(pk(k), i);
+                    todo.push(i);
+                }
+            }
+        }
+        let mut out: Vec<Option<bool>> = vec![None; keys.len()];
+        for round in 0..MAX_ROUNDS {
+            if todo.is_empty() {
+                break;
+            }
+            if round > 0 {
+                tokio::time::sleep(Duration::from_millis(20 << round)).await;
+            }
+            let batches: Vec<Vec<usize>> = todo
+                .chunks(PER_TRANSACTION)
+                .map(<[usize]>::to_vec)
+                .collect();
+            let rounds: Vec<Round> = futures_util::stream::iter(batches)
+                .map(|batch: Vec<usize>| async move {
+                    let mut local = vec![None; keys.len()];
+                    let again = self
+                        .mark_round(keys, &batch, queued_until, now, &mut local)
+                        .await?;
+                    let settled = batch
+                        .iter()
+                        .filter_map(|&i| local[i].map(|m| (i, m)))
+                        .collect();
+                    Ok::<_, StoreError>((again, settled))
+                })
+                .buffer_unordered(IN_FLIGHT)
+                .try_collect()
+                .await?;
+            todo = Vec::new();
+            for (again, settled) in rounds {
+                todo.extend(again);
+                for (i, m) in settled {
+                    out[i] = Some(m);
+                }
+            }
+        }
+        if !todo.is_empty() {
+            return Err(StoreError::Unavailable(format!(
+                "claims table {}: {} queue marks still conflicting after {MAX_ROUNDS} rounds",
+                self.table,
+                todo.len()
+            )));
+        }
+        // A repeated key was marked once, by its first: the others are not queued again.
+        for (i, f) in follows.iter().enumerate() {
+            if f.is_some() {
+                out[i] = Some(false);
+            }
+        }
+        Ok(out.into_iter().map(|m| m.unwrap_or(false)).collect())
+    }
+
+    async fn unmark_queued(&self, key: &ClaimKey, queued_until: i64) -> Result<(), StoreError> {
+        let update = "SET #queued_until = :zero";
+        let condition = "#claim_state = :queued AND #queued_until = :q";
+        self.count();
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", str_attr(pk(key)))
+            .update_expression(update)
+            .condition_expression(condition)
+            .set_expression_attribute_names(Some(names_for(&[update, condition])))
+            .expression_attribute_values(":queued", str_attr(QUEUED))
+            .expression_attribute_values(":q", num_attr(queued_until))
+            .expression_attribute_values(":zero", num_attr(0))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(self.error(&e)),
+        }
+    }
+
+    fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
     }
 
     async fn list(&self, source: &str) -> Result<Vec<(ClaimKey, ClaimState)>, StoreError> {

@@ -7,6 +7,11 @@
 //! imported again); `Failed` keeps a permanent reason and is re-importable only on purpose
 //! (`reset_failed`). Losing a race is an outcome, not an error. Times are epoch seconds and every
 //! comparison uses the stored lease, never the absence of an item (TTL deletes lazily).
+//!
+//! A scan that queues an object marks its claim `Queued` until `queued_until` (the time its
+//! message may still be in flight), so that the next scan does not queue it again; the mark
+//! is taken only where nothing holds the object (no claim, a mark that ran out, an import whose
+//! lease ended), and the first `claim` turns it into an import like any other.
 //! The DynamoDB adapter (pipeline issue) must pass the same `contract` suite.
 
 use std::collections::HashMap;
@@ -40,6 +45,13 @@ pub enum ClaimState {
     Failed {
         reason: String,
         /// The progress saved before the failure (what was confirmed, the content read).
+        progress: String,
+    },
+    /// A scan queued a message for the object; that copy may be in flight until
+    /// `queued_until`. An import whose lease had ended keeps its checkpoint and progress.
+    Queued {
+        queued_until: i64,
+        checkpoint: u64,
         progress: String,
     },
 }
@@ -120,6 +132,32 @@ pub trait ClaimStore: Send + Sync {
         &self,
         key: &ClaimKey,
     ) -> impl Future<Output = Result<Option<ClaimState>, StoreError>> + Send;
+    /// The claims of many keys at once (DynamoDB: BatchGetItem, 100 keys a request), in the
+    /// order of `keys`.
+    fn get_many(
+        &self,
+        keys: &[ClaimKey],
+    ) -> impl Future<Output = Result<Vec<Option<ClaimState>>, StoreError>> + Send;
+    /// Marks each key `Queued` until `queued_until` where nothing holds it (no claim, a queue
+    /// mark that ran out, an `InProgress` claim whose lease ended; conditional writes, up to
+    /// 100 a request on DynamoDB). True where the mark was taken: only those are to be queued.
+    fn mark_queued(
+        &self,
+        keys: &[ClaimKey],
+        queued_until: i64,
+        now: i64,
+    ) -> impl Future<Output = Result<Vec<bool>, StoreError>> + Send;
+    /// Takes back a mark of this `mark_queued` (its message could not be sent), so that the
+    /// next scan queues the object again; nothing when the claim has moved on.
+    fn unmark_queued(
+        &self,
+        key: &ClaimKey,
+        queued_until: i64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Requests made to the store so far (for the scan's figures).
+    fn requests(&self) -> u64 {
+        0
+    }
     /// Every claim of `source` (for `s3-import status`), in no particular order.
     fn list(
         &self,
@@ -180,6 +218,15 @@ impl ClaimStore for MemoryClaims {
                     progress,
                     ..
                 }) => (*checkpoint, true, progress.clone()),
+                Some(ClaimState::Queued {
+                    checkpoint,
+                    progress,
+                    ..
+                }) => (
+                    *checkpoint,
+                    *checkpoint > 0 || !progress.is_empty(),
+                    progress.clone(),
+                ),
             };
             items.insert(
                 key.clone(),
@@ -276,6 +323,62 @@ impl ClaimStore for MemoryClaims {
         Ok(self.with(|items| items.get(key).cloned()))
     }
 
+    async fn get_many(&self, keys: &[ClaimKey]) -> Result<Vec<Option<ClaimState>>, StoreError> {
+        Ok(self.with(|items| keys.iter().map(|k| items.get(k).cloned()).collect()))
+    }
+
+    async fn mark_queued(
+        &self,
+        keys: &[ClaimKey],
+        queued_until: i64,
+        now: i64,
+    ) -> Result<Vec<bool>, StoreError> {
+        Ok(self.with(|items| {
+            keys.iter()
+                .map(|k| {
+                    let (checkpoint, progress) = match items.get(k) {
+                        None => (0, String::new()),
+                        Some(ClaimState::Queued {
+                            queued_until: q,
+                            checkpoint,
+                            progress,
+                        }) if *q < now => (*checkpoint, progress.clone()),
+                        Some(ClaimState::InProgress {
+                            lease_until,
+                            checkpoint,
+                            progress,
+                            ..
+                        }) if *lease_until < now => (*checkpoint, progress.clone()),
+                        Some(_) => return false,
+                    };
+                    items.insert(
+                        k.clone(),
+                        ClaimState::Queued {
+                            queued_until,
+                            checkpoint,
+                            progress,
+                        },
+                    );
+                    true
+                })
+                .collect()
+        }))
+    }
+
+    async fn unmark_queued(&self, key: &ClaimKey, queued_until: i64) -> Result<(), StoreError> {
+        self.with(|items| {
+            if let Some(ClaimState::Queued {
+                queued_until: q, ..
+            }) = items.get_mut(key)
+            {
+                if *q == queued_until {
+                    *q = 0;
+                }
+            }
+        });
+        Ok(())
+    }
+
     async fn list(&self, source: &str) -> Result<Vec<(ClaimKey, ClaimState)>, StoreError> {
         Ok(self.with(|items| {
             items
@@ -287,185 +390,7 @@ impl ClaimStore for MemoryClaims {
     }
 }
 
-/// The behaviour every adapter must have; run against each (memory here, DynamoDB in LocalStack).
-pub mod contract {
-    use super::*;
-
-    fn key(name: &str) -> ClaimKey {
-        ClaimKey {
-            source: "contract".into(),
-            bucket: "bucket".into(),
-            key: name.into(),
-        }
-    }
-
-    /// Runs every check; `unique` makes keys unique per run for shared stores.
-    pub async fn run<S: ClaimStore>(store: &S, unique: &str) {
-        let now = 1_800_000_000;
-        let k = key(&format!("{unique}/a b+c.json"));
-
-        // First claim wins; a second owner loses while the lease lives.
-        assert_eq!(
-            store.claim(&k, "owner-1", now + 60, now).await.unwrap(),
-            ClaimOutcome::Acquired {
-                checkpoint: 0,
-                takeover: false,
-                progress: String::new()
-            }
-        );
-        assert_eq!(
-            store.claim(&k, "owner-2", now + 60, now + 1).await.unwrap(),
-            ClaimOutcome::HeldByOther {
-                lease_until: now + 60
-            }
-        );
-        // Progress is written only by the owner.
-        assert_eq!(
-            store
-                .checkpoint(&k, "owner-1", 500, "{\"read\":500}", now + 120)
-                .await
-                .unwrap(),
-            Held::Yes
-        );
-        assert_eq!(
-            store
-                .checkpoint(&k, "owner-2", 900, "{}", now + 120)
-                .await
-                .unwrap(),
-            Held::Lost
-        );
-        // The lease expires: a takeover resumes from the checkpoint, and the old owner is locked out.
-        assert_eq!(
-            store
-                .claim(&k, "owner-3", now + 300, now + 121)
-                .await
-                .unwrap(),
-            ClaimOutcome::Acquired {
-                checkpoint: 500,
-                takeover: true,
-                progress: "{\"read\":500}".into()
-            }
-        );
-        assert_eq!(
-            store
-                .checkpoint(&k, "owner-1", 600, "{}", now + 400)
-                .await
-                .unwrap(),
-            Held::Lost
-        );
-        assert_eq!(
-            store.complete(&k, "owner-1", "late").await.unwrap(),
-            Held::Lost
-        );
-        // Completed is final, whoever asks and however late.
-        assert_eq!(
-            store
-                .complete(&k, "owner-3", "{\"records\":1000}")
-                .await
-                .unwrap(),
-            Held::Yes
-        );
-        assert_eq!(
-            store
-                .claim(&k, "owner-4", now + 10_000, now + 9_000)
-                .await
-                .unwrap(),
-            ClaimOutcome::AlreadyCompleted
-        );
-        assert_eq!(
-            store.get(&k).await.unwrap(),
-            Some(ClaimState::Completed {
-                summary: "{\"records\":1000}".into()
-            })
-        );
-
-        // Release leaves the claim resumable at once, with its checkpoint.
-        let r = key(&format!("{unique}/released.json"));
-        store.claim(&r, "owner-1", now + 60, now).await.unwrap();
-        store
-            .checkpoint(&r, "owner-1", 42, "p42", now + 60)
-            .await
-            .unwrap();
-        assert_eq!(
-            store.release(&r, "owner-1", now + 1).await.unwrap(),
-            Held::Yes
-        );
-        assert_eq!(
-            store.claim(&r, "owner-2", now + 60, now + 1).await.unwrap(),
-            ClaimOutcome::Acquired {
-                checkpoint: 42,
-                takeover: true,
-                progress: "p42".into()
-            }
-        );
-
-        // Failed keeps its reason until reset on purpose.
-        let f = key(&format!("{unique}/corrupt.json.gz"));
-        store.claim(&f, "owner-1", now + 60, now).await.unwrap();
-        assert_eq!(
-            store
-                .fail(&f, "owner-1", "corrupt gzip data")
-                .await
-                .unwrap(),
-            Held::Yes
-        );
-        assert_eq!(
-            store.claim(&f, "owner-2", now + 60, now + 1).await.unwrap(),
-            ClaimOutcome::AlreadyFailed {
-                reason: "corrupt gzip data".into()
-            }
-        );
-        assert!(store.reset_failed(&f, "{\"id_tag\":\"t\"}").await.unwrap());
-        assert!(!store.reset_failed(&f, "").await.unwrap());
-        assert_eq!(
-            store.claim(&f, "owner-2", now + 60, now + 1).await.unwrap(),
-            ClaimOutcome::Acquired {
-                checkpoint: 0,
-                takeover: true,
-                progress: "{\"id_tag\":\"t\"}".into()
-            }
-        );
-
-        // The stored state reads back whole, and listing finds the source's claims.
-        match store.get(&r).await.unwrap() {
-            Some(ClaimState::InProgress {
-                owner,
-                lease_until,
-                checkpoint,
-                progress,
-            }) => assert_eq!(
-                (owner.as_str(), lease_until, checkpoint, progress.as_str()),
-                ("owner-2", now + 60, 42, "p42")
-            ),
-            other => panic!("unexpected {other:?}"),
-        }
-        let listed = store.list("contract").await.unwrap();
-        for want in [&k, &r, &f] {
-            assert!(
-                listed.iter().any(|(key, _)| key == want),
-                "{want:?} not listed"
-            );
-        }
-        assert_eq!(
-            store.get(&key(&format!("{unique}/never"))).await.unwrap(),
-            None
-        );
-
-        // Claims are scoped by source.
-        let other = ClaimKey {
-            source: format!("other-source-{unique}"),
-            ..k.clone()
-        };
-        assert_eq!(
-            store.claim(&other, "owner-9", now + 60, now).await.unwrap(),
-            ClaimOutcome::Acquired {
-                checkpoint: 0,
-                takeover: false,
-                progress: String::new()
-            }
-        );
-    }
-}
+pub mod contract;
 
 #[cfg(test)]
 mod tests {

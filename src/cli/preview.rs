@@ -262,25 +262,32 @@ pub async fn open_from<S: crate::source::ObjectSource>(
             Err(e) => return Err(fetch_error(e)),
         }
     }
-    let listed = source
-        .list(&url.bucket, &url.key)
-        .await
-        .map_err(fetch_error)?;
-    let first = listed
-        .iter()
-        .find(|o| o.size > 0 && !o.key.ends_with('/') && converter.file.key_matches(&o.key))
-        .ok_or_else(|| {
-            FetchError::Input(format!(
-                "{url}: no object there, and none under it{}",
-                if listed.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        " that matches the converter's filterPattern ({} listed)",
-                        listed.len()
-                    )
-                }
-            ))
-        })?;
+    // The first object under the prefix that the converter would take, page by page.
+    let (mut listed, mut start_after) = (0usize, None::<String>);
+    let first = loop {
+        let page = source
+            .list_page(&url.bucket, &url.key, start_after.as_deref(), 1000)
+            .await
+            .map_err(fetch_error)?;
+        listed += page.objects.len();
+        let found = page
+            .objects
+            .into_iter()
+            .find(|o| o.size > 0 && !o.key.ends_with('/') && converter.file.key_matches(&o.key));
+        match (found, page.next) {
+            (Some(first), _) => break first,
+            (None, Some(next)) => start_after = Some(next),
+            (None, None) => {
+                return Err(FetchError::Input(format!(
+                    "{url}: no object there, and none under it{}",
+                    if listed == 0 {
+                        String::new()
+                    } else {
+                        format!(" that matches the converter's filterPattern ({listed} listed)")
+                    }
+                )))
+            }
+        }
+    };
     open(first.key.clone()).await.map_err(fetch_error)
 }

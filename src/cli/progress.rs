@@ -15,7 +15,9 @@ use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressState, Prog
 
 use crate::claims::{ClaimKey, ClaimOutcome, ClaimState, ClaimStore, Held, StoreError};
 use crate::report::Progress;
-use crate::source::{Body, Content, ObjectInfo, ObjectSource, Opened, Ranged, SourceError};
+use crate::source::{
+    Body, Content, ListPage, ObjectInfo, ObjectSource, Opened, Ranged, SourceError,
+};
 
 /// What the line shows, updated by the work from any thread.
 #[derive(Default)]
@@ -241,12 +243,21 @@ impl<S: ObjectSource> ObjectSource for MeteredSource<S> {
         self.inner.put(bucket, key, body, content_type).await
     }
 
-    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectInfo>, SourceError> {
-        let listed = self.inner.list(bucket, prefix).await?;
+    async fn list_page(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        max: usize,
+    ) -> Result<ListPage, SourceError> {
+        let page = self
+            .inner
+            .list_page(bucket, prefix, start_after, max)
+            .await?;
         self.meter
             .total
-            .fetch_add(listed.iter().map(|o| o.size).sum(), Relaxed);
-        Ok(listed)
+            .fetch_add(page.objects.iter().map(|o| o.size).sum(), Relaxed);
+        Ok(page)
     }
 }
 
@@ -322,6 +333,27 @@ impl<C: ClaimStore> ClaimStore for MeteredClaims<C> {
 
     async fn get(&self, key: &ClaimKey) -> Result<Option<ClaimState>, StoreError> {
         self.inner.get(key).await
+    }
+
+    async fn get_many(&self, keys: &[ClaimKey]) -> Result<Vec<Option<ClaimState>>, StoreError> {
+        self.inner.get_many(keys).await
+    }
+
+    async fn mark_queued(
+        &self,
+        keys: &[ClaimKey],
+        queued_until: i64,
+        now: i64,
+    ) -> Result<Vec<bool>, StoreError> {
+        self.inner.mark_queued(keys, queued_until, now).await
+    }
+
+    async fn unmark_queued(&self, key: &ClaimKey, queued_until: i64) -> Result<(), StoreError> {
+        self.inner.unmark_queued(key, queued_until).await
+    }
+
+    fn requests(&self) -> u64 {
+        self.inner.requests()
     }
 
     async fn list(&self, source: &str) -> Result<Vec<(ClaimKey, ClaimState)>, StoreError> {

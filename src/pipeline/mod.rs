@@ -24,6 +24,7 @@ pub mod tracker;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use serde_json::Value;
 use tokio::time::Instant;
 
@@ -46,6 +47,18 @@ use run::Input;
 const MAX_CONVERTER_BYTES: usize = 1 << 20;
 /// Below this much time left before the stop margin, an object is not started.
 const MIN_WORK: Duration = Duration::from_secs(2);
+/// Why an object was not started: its notice came too late in the invocation.
+const TOO_LATE: &str = "too little time left in this invocation";
+
+/// What an object's message needs after it.
+enum Then {
+    /// Nothing more: acknowledged (done, or carried on by a continuation message).
+    Done,
+    /// Back after the queue's visibility timeout.
+    Retry,
+    /// Back after this long.
+    RetryAfter(Duration),
+}
 
 /// The importer, over its ports.
 pub struct Pipeline<C, D, S, Q> {
@@ -113,7 +126,9 @@ where
         }
     }
 
-    /// Handles one invocation event (any shape `notify` knows) until `deadline`.
+    /// Handles one invocation event (any shape `notify` knows) until `deadline`. The objects
+    /// of all its messages are imported at once, up to `S3I_OBJECT_CONCURRENCY`, sharing the
+    /// deadline and the endpoint's client; each message's result comes from its own objects.
     pub async fn handle_event(
         &self,
         event: &Value,
@@ -121,6 +136,7 @@ where
         request_id: &str,
     ) -> EventResult {
         let mut result = EventResult::default();
+        let mut work = Vec::new();
         for (i, m) in messages(event).into_iter().enumerate() {
             let mut done = MessageResult {
                 message_id: m.message_id,
@@ -131,49 +147,106 @@ where
                 retry_after: None,
                 receipt: m.receipt,
             };
-            let notices = match m.notices {
-                Ok(notices) => notices,
+            match m.notices {
+                Ok(notices) => {
+                    for (j, notice) in notices.into_iter().enumerate() {
+                        match notice {
+                            Notice::Ignore(why) => {
+                                tracing::info!(reason = ?why, "notice ignored");
+                                done.ignored.push(why);
+                            }
+                            Notice::Import(obj) => work.push((i, j, obj)),
+                        }
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(message_id = ?done.message_id, error = %e, "unreadable message");
                     done.error = Some(e);
                     done.retry = true;
-                    result.messages.push(done);
-                    continue;
                 }
-            };
-            for (j, notice) in notices.into_iter().enumerate() {
-                let obj = match notice {
-                    Notice::Ignore(why) => {
-                        tracing::info!(reason = ?why, "notice ignored");
-                        done.ignored.push(why);
-                        continue;
-                    }
-                    Notice::Import(obj) => obj,
-                };
-                let owner = format!("{request_id}/{i}/{j}/{:x}", self.clock.now_ms());
-                let outcome = self.import(&obj, deadline, &owner).await;
-                tracing::info!(bucket = %obj.bucket, key = %obj.key, outcome = %outcome.label(), "object");
-                match &outcome {
-                    ObjectOutcome::Paused { .. } => {
-                        done.retry |= !self.continue_later(&obj).await;
-                    }
-                    ObjectOutcome::HeldByOther { lease_until } => {
-                        // Back when the lease ends: if its holder died, the object is taken
-                        // over then, without a scan; if it is healthy, the notice finds the
-                        // object completed and is acknowledged.
-                        done.retry = true;
-                        let left = (lease_until - self.clock.now_secs()).max(0) as u64 + 1;
-                        let after = Duration::from_secs(left);
-                        done.retry_after = Some(done.retry_after.map_or(after, |a| a.max(after)));
-                    }
-                    o if o.unfinished() => done.retry = true,
-                    _ => {}
-                }
-                done.objects.push((obj, outcome));
             }
             result.messages.push(done);
         }
+        let stamp = self.clock.now_ms();
+        let finished: Vec<(usize, ObjectRef, ObjectOutcome, Then)> =
+            futures_util::stream::iter(work)
+                .map(|(i, j, obj)| async move {
+                    let owner = format!("{request_id}/{i}/{j}/{stamp:x}");
+                    let (outcome, then) = self.import_notice(&obj, deadline, &owner).await;
+                    (i, obj, outcome, then)
+                })
+                .buffered(self.settings.object_concurrency.max(1))
+                .collect()
+                .await;
+        let mut plain_retry = vec![false; result.messages.len()];
+        for (i, obj, outcome, then) in finished {
+            let done = &mut result.messages[i];
+            match then {
+                Then::Done => {}
+                Then::Retry => {
+                    done.retry = true;
+                    plain_retry[i] = true;
+                }
+                Then::RetryAfter(after) => {
+                    done.retry = true;
+                    done.retry_after = Some(done.retry_after.map_or(after, |a| a.max(after)));
+                }
+            }
+            done.objects.push((obj, outcome));
+        }
+        // An object that waits for the queue's own visibility timeout sets the message's time.
+        for (done, plain) in result.messages.iter_mut().zip(plain_retry) {
+            if plain {
+                done.retry_after = None;
+            }
+        }
         result
+    }
+
+    /// One notice's object imported (or handed on), and what its message needs then.
+    async fn import_notice(
+        &self,
+        obj: &ObjectRef,
+        deadline: Instant,
+        owner: &str,
+    ) -> (ObjectOutcome, Then) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let late = left < self.settings.stop_margin + MIN_WORK
+            && self.settings.excludes(&obj.bucket, &obj.key).is_none();
+        let outcome = if late {
+            ObjectOutcome::Retry(TOO_LATE.into())
+        } else {
+            self.import(obj, deadline, owner).await
+        };
+        tracing::info!(bucket = %obj.bucket, key = %obj.key, outcome = %outcome.label(), "object");
+        let then = match &outcome {
+            ObjectOutcome::Paused { .. } => {
+                if self.continue_later(obj).await {
+                    Then::Done
+                } else {
+                    Then::Retry
+                }
+            }
+            ObjectOutcome::HeldByOther { lease_until } => {
+                // Back when the lease ends: if its holder died, the object is taken over
+                // then, without a scan; if it is healthy, the notice finds the object
+                // completed and is acknowledged.
+                let left = (lease_until - self.clock.now_secs()).max(0) as u64 + 1;
+                Then::RetryAfter(Duration::from_secs(left))
+            }
+            // Never started: handed on at once in a new message (a fresh receive count, so
+            // the dead-letter queue's budget is not spent on it), else made visible again now.
+            ObjectOutcome::Retry(why) if why.starts_with(TOO_LATE) => {
+                if self.continue_later(obj).await {
+                    Then::Done
+                } else {
+                    Then::RetryAfter(Duration::ZERO)
+                }
+            }
+            o if o.unfinished() => Then::Retry,
+            _ => Then::Done,
+        };
+        (outcome, then)
     }
 
     /// Sends a continuation message for a paused object; false when none could be sent.

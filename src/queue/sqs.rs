@@ -2,10 +2,13 @@
 //! that polls a queue and runs the same handler as the Lambda function.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use aws_sdk_sqs::Client;
+use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 use super::Enqueue;
@@ -13,6 +16,12 @@ use crate::notify::Receipt;
 
 /// SQS's longest visibility timeout (12 hours).
 const MAX_VISIBILITY_SECS: u64 = 43_200;
+/// Messages per SendMessageBatch (SQS's limit).
+const PER_BATCH: usize = 10;
+/// SendMessageBatch requests in flight at once.
+const BATCHES_IN_FLIGHT: usize = 8;
+/// Attempts for the entries of a batch that failed on SQS's side.
+const BATCH_ATTEMPTS: u32 = 3;
 
 /// A queue that continuation messages go to (`None`: no queue, the notice is retried).
 #[derive(Clone)]
@@ -21,6 +30,8 @@ pub struct SqsQueue {
     url: Option<String>,
     /// Queue URLs by the ARN Lambda names them with.
     urls: Arc<Mutex<HashMap<String, String>>>,
+    /// Requests made, for the scan's figures.
+    requests: Arc<AtomicU64>,
 }
 
 impl SqsQueue {
@@ -29,7 +40,80 @@ impl SqsQueue {
             client,
             url,
             urls: Arc::default(),
+            requests: Arc::default(),
         }
+    }
+
+    /// Sends up to 10 bodies in one SendMessageBatch, again for the entries SQS failed on its
+    /// side; one answer per body.
+    async fn send_batch(&self, url: &str, bodies: &[String]) -> Vec<Result<(), String>> {
+        let mut out: Vec<Result<(), String>> = vec![Err("not sent".into()); bodies.len()];
+        let mut todo: Vec<usize> = (0..bodies.len()).collect();
+        for attempt in 0..BATCH_ATTEMPTS {
+            if todo.is_empty() {
+                break;
+            }
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+            }
+            let entries: Result<Vec<_>, _> = todo
+                .iter()
+                .map(|&i| {
+                    SendMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .message_body(&bodies[i])
+                        .build()
+                })
+                .collect();
+            let entries = match entries {
+                Ok(e) => e,
+                Err(e) => {
+                    for &i in &todo {
+                        out[i] = Err(e.to_string());
+                    }
+                    return out;
+                }
+            };
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            let sent = self
+                .client
+                .send_message_batch()
+                .queue_url(url)
+                .set_entries(Some(entries))
+                .send()
+                .await;
+            let sent = match sent {
+                Ok(sent) => sent,
+                Err(e) => {
+                    let e = aws_sdk_sqs::error::DisplayErrorContext(e).to_string();
+                    for &i in &todo {
+                        out[i] = Err(e.clone());
+                    }
+                    continue;
+                }
+            };
+            for ok in sent.successful() {
+                if let Ok(i) = ok.id().parse::<usize>() {
+                    out[i] = Ok(());
+                }
+            }
+            let mut again = Vec::new();
+            for failed in sent.failed() {
+                let Ok(i) = failed.id().parse::<usize>() else {
+                    continue;
+                };
+                out[i] = Err(format!(
+                    "{}: {}",
+                    failed.code(),
+                    failed.message().unwrap_or_default()
+                ));
+                if !failed.sender_fault() {
+                    again.push(i);
+                }
+            }
+            todo = again;
+        }
+        out
     }
 
     /// The URL of the queue a message came from: our worker names it by URL, Lambda by ARN
@@ -75,6 +159,7 @@ impl Enqueue for SqsQueue {
         let Some(url) = &self.url else {
             return Err("no continuation queue configured (S3I_QUEUE_URL)".into());
         };
+        self.requests.fetch_add(1, Ordering::Relaxed);
         self.client
             .send_message()
             .queue_url(url)
@@ -85,13 +170,33 @@ impl Enqueue for SqsQueue {
             .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string())
     }
 
+    async fn enqueue_many(&self, bodies: Vec<String>) -> Vec<Result<(), String>> {
+        let Some(url) = &self.url else {
+            let e = "no continuation queue configured (S3I_QUEUE_URL)".to_string();
+            return vec![Err(e); bodies.len()];
+        };
+        let chunks: Vec<Vec<String>> = bodies.chunks(PER_BATCH).map(<[String]>::to_vec).collect();
+        let answers: Vec<Vec<Result<(), String>>> = futures_util::stream::iter(chunks)
+            .map(|chunk: Vec<String>| async move { self.send_batch(url, &chunk).await })
+            .buffered(BATCHES_IN_FLIGHT)
+            .collect()
+            .await;
+        answers.into_iter().flatten().collect()
+    }
+
+    fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
     async fn hand_back(&self, receipt: &Receipt, after: Duration) -> Result<(), String> {
         let url = self.url_of(&receipt.queue).await?;
+        self.requests.fetch_add(1, Ordering::Relaxed);
         self.client
             .change_message_visibility()
             .queue_url(url)
             .receipt_handle(&receipt.handle)
-            .visibility_timeout(after.as_secs().clamp(1, MAX_VISIBILITY_SECS) as i32)
+            // Zero makes the message visible at once (SQS allows 0 to 43,200 s).
+            .visibility_timeout(after.as_secs().min(MAX_VISIBILITY_SECS) as i32)
             .send()
             .await
             .map(|_| ())

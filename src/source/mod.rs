@@ -131,12 +131,24 @@ pub trait ObjectSource: Send + Sync {
         body: Body,
         content_type: &str,
     ) -> impl Future<Output = Result<(), SourceError>> + Send;
-    /// Every object under `prefix`, in key order.
-    fn list(
+    /// One page of the objects under `prefix` in key order: at most `max` (S3: 1,000), those
+    /// after `start_after` when given. A listing of any size is read page by page, in constant
+    /// memory, and can be taken up again later from the last key seen.
+    fn list_page(
         &self,
         bucket: &str,
         prefix: &str,
-    ) -> impl Future<Output = Result<Vec<ObjectInfo>, SourceError>> + Send;
+        start_after: Option<&str>,
+        max: usize,
+    ) -> impl Future<Output = Result<ListPage, SourceError>> + Send;
+}
+
+/// One page of a listing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListPage {
+    pub objects: Vec<ObjectInfo>,
+    /// The `start_after` of the next page; `None` when this page is the last.
+    pub next: Option<String>,
 }
 
 /// Buckets as folders under a root: `root/<bucket>/<key>`. For unit tests and local runs.
@@ -276,12 +288,24 @@ impl ObjectSource for LocalSource {
         .map_err(|e| io_error(&what, e))
     }
 
-    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectInfo>, SourceError> {
+    async fn list_page(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        max: usize,
+    ) -> Result<ListPage, SourceError> {
+        // A folder is walked whole each page: for tests and local runs, not millions of files.
         let base = self.root.join(bucket);
         let mut out = Vec::new();
         walk(&base, &base, &mut out).map_err(|e| io_error(bucket, e))?;
-        out.retain(|o| o.key.starts_with(prefix));
+        out.retain(|o| o.key.starts_with(prefix) && start_after.is_none_or(|s| o.key.as_str() > s));
         out.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(out)
+        let more = out.len() > max.max(1);
+        out.truncate(max.max(1));
+        Ok(ListPage {
+            next: more.then(|| out.last().map(|o| o.key.clone())).flatten(),
+            objects: out,
+        })
     }
 }

@@ -12,7 +12,7 @@ use aws_sdk_s3::Client;
 use bytes::Bytes;
 use std::io::{self, Read};
 
-use super::{Body, Content, ObjectInfo, ObjectSource, Opened, Ranged, SourceError};
+use super::{Body, Content, ListPage, ObjectInfo, ObjectSource, Opened, Ranged, SourceError};
 
 mod ranges;
 
@@ -333,29 +333,42 @@ impl ObjectSource for S3Source {
         Ok(())
     }
 
-    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectInfo>, SourceError> {
+    async fn list_page(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        max: usize,
+    ) -> Result<ListPage, SourceError> {
         let what = format!("s3://{bucket}/{prefix}");
-        let mut pages = self
+        let page = self
             .reader
             .list_objects_v2()
             .bucket(bucket)
             .prefix(prefix)
-            .into_paginator()
-            .send();
-        let mut out = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| classify(&what, e))?;
-            for o in page.contents() {
-                if let Some(key) = o.key() {
-                    out.push(ObjectInfo {
-                        key: key.to_string(),
-                        size: o.size().unwrap_or(0).max(0) as u64,
-                        etag: etag(o.e_tag()),
-                    });
-                }
-            }
-        }
-        Ok(out)
+            .set_start_after(start_after.filter(|s| !s.is_empty()).map(str::to_string))
+            .max_keys(max.clamp(1, 1000) as i32)
+            .send()
+            .await
+            .map_err(|e| classify(&what, e))?;
+        let objects: Vec<ObjectInfo> = page
+            .contents()
+            .iter()
+            .filter_map(|o| {
+                Some(ObjectInfo {
+                    key: o.key()?.to_string(),
+                    size: o.size().unwrap_or(0).max(0) as u64,
+                    etag: etag(o.e_tag()),
+                })
+            })
+            .collect();
+        let more = page.is_truncated().unwrap_or(false);
+        Ok(ListPage {
+            next: more
+                .then(|| objects.last().map(|o| o.key.clone()))
+                .flatten(),
+            objects,
+        })
     }
 }
 
