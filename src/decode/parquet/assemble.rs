@@ -131,6 +131,59 @@ impl Column {
     }
 }
 
+/// The strings of a batch's string columns, checked for UTF-8 once per batch (by column,
+/// by value): `Err` holds where the invalid bytes start.
+pub struct Texts<'b>(Vec<Option<Vec<Result<&'b str, usize>>>>);
+
+/// Slots of [`Texts::of`]'s cache of strings already checked.
+const TEXT_CACHE: usize = 256;
+
+impl<'b> Texts<'b> {
+    /// The strings of `cols`' string columns. A dictionary-encoded column hands out the same
+    /// bytes of its dictionary page again and again: a string at the same address and of the
+    /// same length as one already checked (all are alive while the batch is) is not checked
+    /// again.
+    pub fn of(cols: &'b [Option<Column>]) -> Self {
+        let mut cache: [&'b str; TEXT_CACHE] = [""; TEXT_CACHE];
+        Texts(
+            cols.iter()
+                .map(|c| match c {
+                    Some(Column {
+                        typed: Typed2::Bytes(t),
+                        kind: Kind::Str,
+                        ..
+                    }) => {
+                        cache.fill("");
+                        Some(
+                            t.values
+                                .iter()
+                                .map(|v| {
+                                    let b = v.data();
+                                    if b.is_empty() {
+                                        return Ok("");
+                                    }
+                                    let addr = b.as_ptr() as usize;
+                                    let slot = (addr.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56)
+                                        as usize
+                                        % TEXT_CACHE;
+                                    let hit = cache[slot];
+                                    if hit.as_ptr() as usize == addr && hit.len() == b.len() {
+                                        return Ok(hit);
+                                    }
+                                    let s = std::str::from_utf8(b).map_err(|e| e.valid_up_to())?;
+                                    cache[slot] = s;
+                                    Ok(s)
+                                })
+                                .collect(),
+                        )
+                    }
+                    _ => None,
+                })
+                .collect(),
+        )
+    }
+}
+
 /// Where a column is in its batch: the current triplet and its value's index.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct At {
@@ -206,6 +259,7 @@ pub struct ColumnError(pub usize, pub ParquetError);
 /// each column's cursor in it, and the first problem with a value of the current row.
 pub struct Row<'b, 'c> {
     pub cols: &'b [Option<Column>],
+    pub texts: &'c Texts<'b>,
     pub cursors: &'c mut [At],
     pub bad: Option<String>,
 }
@@ -269,7 +323,21 @@ impl<'b> Row<'b, '_> {
             Node::Leaf { col, .. } => {
                 let col = *col;
                 self.ensure(col)?;
-                let v = match self.col(col).value(self.cursors[col]) {
+                let at = self.cursors[col];
+                let c = self.col(col);
+                let v = match &self.texts.0[col] {
+                    Some(texts) if at.at < c.len && c.def(at.at) >= c.max_def => {
+                        match texts.get(at.value_at) {
+                            Some(Ok(s)) => Ok(Some(V::Str(Cow::Borrowed(*s)))),
+                            Some(Err(at)) => {
+                                Err(format!("string is not valid UTF-8 (at byte {at})"))
+                            }
+                            None => Err("a value is missing from its page".into()),
+                        }
+                    }
+                    _ => c.value(at),
+                };
+                let v = match v {
                     Ok(v) => v,
                     Err(why) => {
                         self.bad.get_or_insert(why);

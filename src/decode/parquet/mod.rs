@@ -32,8 +32,8 @@ use parquet::file::reader::{ChunkReader, FileReader, Length};
 use parquet::file::serialized_reader::SerializedFileReader;
 
 use super::{DecodeError, ReadStats, Rec};
-use crate::datalang::{Keys, Record, V};
-use assemble::{column, At, Column, ColumnError, Row, BATCH_ROWS};
+use crate::datalang::{Keys, Record, NO_SLOT, V};
+use assemble::{column, At, Column, ColumnError, Row, Texts, BATCH_ROWS};
 use schema::{plan, Plan};
 
 /// A source of bytes by offset: a local file, an object read with ranged GETs.
@@ -407,6 +407,22 @@ impl<S: ReadAt> ParquetFile<S> {
                 Keys::Only { ids, .. } => ids.get(name).is_some(),
             })
             .collect();
+        // Each field's slot among the keys the converter reads: records then find their keys
+        // by slot, as parsed JSON records do.
+        let slot_of: Option<Vec<u32>> = match keys {
+            Keys::All => None,
+            Keys::Only { ids, .. } => Some(
+                fields
+                    .iter()
+                    .map(|(name, _)| ids.get(name).unwrap_or(NO_SLOT))
+                    .collect(),
+            ),
+        };
+        let n_slots = match keys {
+            Keys::All => 0,
+            Keys::Only { ids, .. } => ids.len(),
+        };
+        let mut slots: Vec<u32> = Vec::new();
         let mut leaves = Vec::new();
         for (_, node) in &fields {
             node.leaves(&mut leaves);
@@ -481,21 +497,37 @@ impl<S: ReadAt> ParquetFile<S> {
                     }
                 }
                 cursors.fill(At::default());
+                let texts = Texts::of(&cols);
                 let mut out = Vec::with_capacity(fields.len());
                 for _ in 0..have {
                     let mut row = Row {
                         cols: &cols,
+                        texts: &texts,
                         cursors: &mut cursors,
                         bad: None,
                     };
-                    for (name, node) in &fields {
+                    slots.clear();
+                    slots.resize(n_slots, NO_SLOT);
+                    for (k, (name, node)) in fields.iter().enumerate() {
                         if let Some(v) = row.read(node).map_err(corrupt)? {
+                            if let Some(slot_of) = &slot_of {
+                                // A repeated name is found at its first field, as by name.
+                                match slots.get_mut(slot_of[k] as usize) {
+                                    Some(s) if *s == NO_SLOT => *s = out.len() as u32,
+                                    _ => {}
+                                }
+                            }
                             out.push((Cow::Borrowed(name.as_str()), v));
                         }
                     }
                     let (flow, back) = match row.bad {
                         None => {
-                            let record = Record::new(V::Obj(out));
+                            let record = match slot_of {
+                                Some(_) => {
+                                    Record::with_slots(V::Obj(out), std::mem::take(&mut slots))
+                                }
+                                None => Record::new(V::Obj(out)),
+                            };
                             let flow = f(
                                 n,
                                 Rec::Ok {
@@ -503,7 +535,9 @@ impl<S: ReadAt> ParquetFile<S> {
                                     line: None,
                                 },
                             );
-                            (flow, record.value)
+                            let (value, s) = record.into_parts();
+                            slots = s;
+                            (flow, value)
                         }
                         Some(reason) => (f(n, Rec::Invalid { reason, raw: b"" }), V::Obj(out)),
                     };
