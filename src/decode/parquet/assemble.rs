@@ -3,10 +3,10 @@
 //! record-assembly half of the Dremel encoding).
 //!
 //! Columns are read a batch of rows at a time ([`Column::refill`]): every column then holds
-//! the triplets of the same rows, and the rows are rebuilt from them with values that borrow
-//! the batch (strings are slices of the decoded pages, keys the plan's names) instead of
-//! copies. Each column's position in its batch is a [`At`], kept apart from the batch so
-//! that the batch stays borrowed while the cursors move.
+//! the triplets of the same rows. Their values are made once per batch, column by column
+//! ([`Batch`]), borrowing the batch (strings are slices of the decoded pages; keys are the
+//! plan's names) instead of copying it; rows are then rebuilt from them, each value moved
+//! into its row.
 
 use std::borrow::Cow;
 
@@ -116,79 +116,136 @@ impl Column {
         }
     }
 
-    /// The value at `cur` (`Ok(None)` when null or absent).
-    #[inline]
-    fn value(&self, cur: At) -> Value<'_> {
-        if cur.at >= self.len || self.def(cur.at) < self.max_def {
-            return Ok(None);
+    /// The batch's values by triplet (`Ok(None)` where null) into `out`, emptied first.
+    fn cells<'b>(&'b self, out: &mut Vec<Value<'b>>) {
+        out.clear();
+        out.reserve(self.len);
+        let (kind, max_def, len) = (self.kind, self.max_def, self.len);
+        let defs = &self.defs[..if max_def > 0 { len } else { 0 }];
+        match &self.typed {
+            Typed2::Bytes(t) if kind == Kind::Str => {
+                let mut cache = TextCache::new();
+                each_cell(&t.values, defs, max_def, len, out, |v| cache.text(v.data()))
+            }
+            typed => each_type!(typed, t => {
+                each_cell(&t.values, defs, max_def, len, out, |v| v.to_v(kind))
+            }),
         }
-        let kind = self.kind;
-        let missing = || Err("a value is missing from its page".into());
-        each_type!(&self.typed, t => match t.values.get(cur.value_at) {
-            Some(v) => v.to_v(kind),
-            None => missing(),
-        })
     }
 }
 
-/// The strings of a batch's string columns, checked for UTF-8 once per batch (by column,
-/// by value): `Err` holds where the invalid bytes start.
-pub struct Texts<'b>(Vec<Option<Vec<Result<&'b str, usize>>>>);
+/// `len` cells from `values` (one per triplet whose definition level is `max_def`, in order)
+/// and `defs` (empty when `max_def` is 0: every triplet has a value).
+#[inline(always)]
+fn each_cell<'b, T>(
+    values: &'b [T],
+    defs: &[i16],
+    max_def: i16,
+    len: usize,
+    out: &mut Vec<Value<'b>>,
+    mut to_v: impl FnMut(&'b T) -> Value<'b>,
+) {
+    let missing = || Err("a value is missing from its page".to_string());
+    if defs.is_empty() {
+        for i in 0..len {
+            out.push(match values.get(i) {
+                Some(v) => to_v(v),
+                None => missing(),
+            });
+        }
+        return;
+    }
+    let mut k = 0;
+    for &d in defs {
+        out.push(if d == max_def {
+            k += 1;
+            match values.get(k - 1) {
+                Some(v) => to_v(v),
+                None => missing(),
+            }
+        } else {
+            Ok(None)
+        });
+    }
+}
 
-/// Slots of [`Texts::of`]'s cache of strings already checked.
+/// Slots of [`TextCache`].
 const TEXT_CACHE: usize = 256;
 
-impl<'b> Texts<'b> {
-    /// The strings of `cols`' string columns. A dictionary-encoded column hands out the same
-    /// bytes of its dictionary page again and again: a string at the same address and of the
-    /// same length as one already checked (all are alive while the batch is) is not checked
-    /// again.
-    pub fn of(cols: &'b [Option<Column>]) -> Self {
-        let mut cache: [&'b str; TEXT_CACHE] = [""; TEXT_CACHE];
-        Texts(
-            cols.iter()
-                .map(|c| match c {
-                    Some(Column {
-                        typed: Typed2::Bytes(t),
-                        kind: Kind::Str,
-                        ..
-                    }) => {
-                        cache.fill("");
-                        Some(
-                            t.values
-                                .iter()
-                                .map(|v| {
-                                    let b = v.data();
-                                    if b.is_empty() {
-                                        return Ok("");
-                                    }
-                                    let addr = b.as_ptr() as usize;
-                                    let slot = (addr.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56)
-                                        as usize
-                                        % TEXT_CACHE;
-                                    let hit = cache[slot];
-                                    if hit.as_ptr() as usize == addr && hit.len() == b.len() {
-                                        return Ok(hit);
-                                    }
-                                    let s = std::str::from_utf8(b).map_err(|e| e.valid_up_to())?;
-                                    cache[slot] = s;
-                                    Ok(s)
-                                })
-                                .collect(),
-                        )
-                    }
-                    _ => None,
-                })
-                .collect(),
-        )
+/// Strings already checked for UTF-8, by address. A dictionary-encoded column hands out the
+/// same bytes of its dictionary page again and again: a string at the same address and of the
+/// same length as one already checked (all are alive while the batch is) is not checked again.
+struct TextCache<'b>([&'b str; TEXT_CACHE]);
+
+impl<'b> TextCache<'b> {
+    fn new() -> Self {
+        TextCache([""; TEXT_CACHE])
+    }
+
+    #[inline]
+    fn text(&mut self, b: &'b [u8]) -> Value<'b> {
+        if b.is_empty() {
+            return Ok(Some(V::Str(Cow::Borrowed(""))));
+        }
+        let addr = b.as_ptr() as usize;
+        let slot = (addr.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) % TEXT_CACHE;
+        let hit = self.0[slot];
+        if hit.as_ptr() as usize == addr && hit.len() == b.len() {
+            return Ok(Some(V::Str(Cow::Borrowed(hit))));
+        }
+        match std::str::from_utf8(b) {
+            Ok(s) => {
+                self.0[slot] = s;
+                Ok(Some(V::Str(Cow::Borrowed(s))))
+            }
+            Err(e) => Err(format!(
+                "string is not valid UTF-8 (at byte {})",
+                e.valid_up_to()
+            )),
+        }
     }
 }
 
-/// Where a column is in its batch: the current triplet and its value's index.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct At {
-    at: usize,
-    value_at: usize,
+/// The values of a batch of rows: per column, per triplet ([`Batch::fill`]).
+pub struct Batch<'b> {
+    cells: Vec<Vec<Value<'b>>>,
+}
+
+impl<'b> Batch<'b> {
+    /// The values of every open column of `cols`, in the vectors of `spare` (a batch done).
+    pub fn fill(cols: &'b [Option<Column>], spare: Batch<'static>) -> Self {
+        let mut cells = spare.cells;
+        cells.resize_with(cols.len(), Vec::new);
+        for (c, out) in cols.iter().zip(cells.iter_mut()) {
+            if let Some(c) = c {
+                c.cells(out);
+            }
+        }
+        Batch { cells }
+    }
+
+    pub fn empty() -> Batch<'static> {
+        Batch { cells: Vec::new() }
+    }
+
+    /// This batch's vectors, emptied, for the next batch.
+    pub fn done(self) -> Batch<'static> {
+        Batch {
+            cells: recycle(self.cells),
+        }
+    }
+}
+
+/// The vectors of a batch done, emptied, for the next batch's values (their memory is kept).
+fn recycle<'x>(cells: Vec<Vec<Value<'_>>>) -> Vec<Vec<Value<'x>>> {
+    cells
+        .into_iter()
+        .map(|mut v| {
+            v.clear();
+            // The same layout: collected in place, into the same memory.
+            v.into_iter().map(|_| Ok(None)).collect()
+        })
+        .collect()
 }
 
 /// Runs a step of the `parquet` crate's decoder, turning a panic on malformed data (it has a
@@ -255,12 +312,13 @@ pub fn column(
 /// Why reading a row stopped: a column could not be read (its index and the error).
 pub struct ColumnError(pub usize, pub ParquetError);
 
-/// The columns of one row group (only those the plan reads are present) with their batch,
-/// each column's cursor in it, and the first problem with a value of the current row.
+/// The columns of one row group (only those the plan reads are present), the values of their
+/// batch, each column's position in it (its triplet), and the first problem with a value of
+/// the current row.
 pub struct Row<'b, 'c> {
     pub cols: &'b [Option<Column>],
-    pub texts: &'c Texts<'b>,
-    pub cursors: &'c mut [At],
+    pub batch: &'c mut Batch<'b>,
+    pub at: &'c mut [usize],
     pub bad: Option<String>,
 }
 
@@ -272,22 +330,17 @@ impl<'b> Row<'b, '_> {
 
     #[inline]
     fn def(&self, i: usize) -> i16 {
-        self.col(i).def(self.cursors[i].at)
+        self.col(i).def(self.at[i])
     }
 
     #[inline]
     fn has_next(&self, i: usize) -> bool {
-        self.cursors[i].at < self.col(i).len
+        self.at[i] < self.col(i).len
     }
 
     #[inline]
     fn advance(&mut self, i: usize) {
-        let c = self.col(i);
-        let cur = &mut self.cursors[i];
-        if cur.at < c.len && c.def(cur.at) == c.max_def {
-            cur.value_at += 1;
-        }
-        cur.at += 1;
+        self.at[i] += 1;
     }
 
     /// Steps every leaf below `node` past a null or empty value.
@@ -317,36 +370,47 @@ impl<'b> Row<'b, '_> {
         }
     }
 
+    /// The value of leaf column `col` in the current row.
+    #[inline(always)]
+    fn leaf(&mut self, col: usize) -> Result<Option<V<'b>>, ColumnError> {
+        let at = self.at[col];
+        // A column's cells are its triplets.
+        let Some(cell) = self.batch.cells[col].get_mut(at) else {
+            return Err(ColumnError(
+                col,
+                ParquetError::EOF("the column ends before the row group's last row".into()),
+            ));
+        };
+        let v = std::mem::replace(cell, Ok(None));
+        self.at[col] = at + 1;
+        match v {
+            Ok(v) => Ok(v),
+            Err(why) => {
+                self.bad.get_or_insert(why);
+                Ok(None)
+            }
+        }
+    }
+
+    /// [`Row::read`], with a leaf (optional or not) read in place: an optional leaf's cell is
+    /// already `None` where the leaf or the field is null.
+    #[inline(always)]
+    pub fn field(&mut self, node: &'b Node) -> Result<Option<V<'b>>, ColumnError> {
+        match node {
+            Node::Leaf { col, .. } => self.leaf(*col),
+            Node::Opt { child, .. } => match **child {
+                Node::Leaf { col, .. } => self.leaf(col),
+                _ => self.read(node),
+            },
+            _ => self.read(node),
+        }
+    }
+
     /// The value of `node` in the current row: `None` when null (or NaN, or ±infinity).
     pub fn read(&mut self, node: &'b Node) -> Result<Option<V<'b>>, ColumnError> {
         match node {
-            Node::Leaf { col, .. } => {
-                let col = *col;
-                self.ensure(col)?;
-                let at = self.cursors[col];
-                let c = self.col(col);
-                let v = match &self.texts.0[col] {
-                    Some(texts) if at.at < c.len && c.def(at.at) >= c.max_def => {
-                        match texts.get(at.value_at) {
-                            Some(Ok(s)) => Ok(Some(V::Str(Cow::Borrowed(*s)))),
-                            Some(Err(at)) => {
-                                Err(format!("string is not valid UTF-8 (at byte {at})"))
-                            }
-                            None => Err("a value is missing from its page".into()),
-                        }
-                    }
-                    _ => c.value(at),
-                };
-                let v = match v {
-                    Ok(v) => v,
-                    Err(why) => {
-                        self.bad.get_or_insert(why);
-                        None
-                    }
-                };
-                self.advance(col);
-                Ok(v)
-            }
+            Node::Leaf { col, .. } => self.leaf(*col),
+            Node::Opt { child, .. } if matches!(**child, Node::Leaf { .. }) => self.field(child),
             Node::Opt { def, child } => {
                 let first = child.first();
                 self.ensure(first)?;
@@ -360,7 +424,7 @@ impl<'b> Row<'b, '_> {
             Node::Group { fields } => {
                 let mut out = Vec::with_capacity(fields.len());
                 for (name, child) in fields {
-                    if let Some(v) = self.read(child)? {
+                    if let Some(v) = self.field(child)? {
                         out.push((Cow::Borrowed(name.as_str()), v));
                     }
                 }
@@ -377,8 +441,7 @@ impl<'b> Row<'b, '_> {
                         self.skip(child);
                         break;
                     }
-                    if !self.has_next(first) || self.col(first).rep(self.cursors[first].at) <= *rep
-                    {
+                    if !self.has_next(first) || self.col(first).rep(self.at[first]) <= *rep {
                         break;
                     }
                 }
@@ -415,8 +478,7 @@ impl<'b> Row<'b, '_> {
                         }
                         break;
                     }
-                    if !self.has_next(first) || self.col(first).rep(self.cursors[first].at) <= *rep
-                    {
+                    if !self.has_next(first) || self.col(first).rep(self.at[first]) <= *rep {
                         break;
                     }
                 }

@@ -33,7 +33,7 @@ use parquet::file::serialized_reader::SerializedFileReader;
 
 use super::{DecodeError, ReadStats, Rec};
 use crate::datalang::{Keys, Record, NO_SLOT, V};
-use assemble::{column, At, Column, ColumnError, Row, Texts, BATCH_ROWS};
+use assemble::{column, Batch, Column, ColumnError, Row, BATCH_ROWS};
 use schema::{plan, Plan};
 
 /// A source of bytes by offset: a local file, an object read with ranged GETs.
@@ -483,7 +483,8 @@ impl<S: ReadAt> ParquetFile<S> {
                     .map_err(|e| corrupt(ColumnError(i, e)))?;
                 cols[i] = Some(c);
             }
-            let mut cursors = vec![At::default(); cols.len()];
+            let mut at = vec![0usize; cols.len()];
+            let mut spare = Batch::empty();
             let mut left = g.rows - skip;
             while left > 0 {
                 let want = left.min(BATCH_ROWS as u64) as usize;
@@ -496,20 +497,20 @@ impl<S: ReadAt> ParquetFile<S> {
                         (have, short) = (got, Some(i));
                     }
                 }
-                cursors.fill(At::default());
-                let texts = Texts::of(&cols);
+                at.fill(0);
+                let mut batch = Batch::fill(&cols, spare);
                 let mut out = Vec::with_capacity(fields.len());
                 for _ in 0..have {
                     let mut row = Row {
                         cols: &cols,
-                        texts: &texts,
-                        cursors: &mut cursors,
+                        batch: &mut batch,
+                        at: &mut at,
                         bad: None,
                     };
                     slots.clear();
                     slots.resize(n_slots, NO_SLOT);
                     for (k, (name, node)) in fields.iter().enumerate() {
-                        if let Some(v) = row.read(node).map_err(corrupt)? {
+                        if let Some(v) = row.field(node).map_err(corrupt)? {
                             if let Some(slot_of) = &slot_of {
                                 // A repeated name is found at its first field, as by name.
                                 match slots.get_mut(slot_of[k] as usize) {
@@ -554,6 +555,7 @@ impl<S: ReadAt> ParquetFile<S> {
                         return Ok(stats(n));
                     }
                 }
+                spare = batch.done();
                 if let Some(i) = short {
                     return Err(corrupt(ColumnError(
                         i,
