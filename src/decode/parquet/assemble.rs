@@ -116,9 +116,8 @@ impl Column {
         }
     }
 
-    /// The batch's values by triplet (`Ok(None)` where null) into `out`, emptied first.
+    /// The batch's values by triplet (`Ok(None)` where null) into `out`.
     fn cells<'b>(&'b self, out: &mut Vec<Value<'b>>) {
-        out.clear();
         out.reserve(self.len);
         let (kind, max_def, len) = (self.kind, self.max_def, self.len);
         let defs = &self.defs[..if max_def > 0 { len } else { 0 }];
@@ -206,46 +205,28 @@ impl<'b> TextCache<'b> {
     }
 }
 
-/// The values of a batch of rows: per column, per triplet ([`Batch::fill`]).
+/// The values of a batch of rows: per column, per triplet, in order ([`Batch::fill`]). A
+/// column's values are taken in order, each once: the row being rebuilt moves them out.
 pub struct Batch<'b> {
-    cells: Vec<Vec<Value<'b>>>,
+    cells: Vec<std::vec::IntoIter<Value<'b>>>,
 }
 
 impl<'b> Batch<'b> {
-    /// The values of every open column of `cols`, in the vectors of `spare` (a batch done).
-    pub fn fill(cols: &'b [Option<Column>], spare: Batch<'static>) -> Self {
-        let mut cells = spare.cells;
-        cells.resize_with(cols.len(), Vec::new);
-        for (c, out) in cols.iter().zip(cells.iter_mut()) {
-            if let Some(c) = c {
-                c.cells(out);
-            }
-        }
-        Batch { cells }
-    }
-
-    pub fn empty() -> Batch<'static> {
-        Batch { cells: Vec::new() }
-    }
-
-    /// This batch's vectors, emptied, for the next batch.
-    pub fn done(self) -> Batch<'static> {
+    /// The values of every open column of `cols`.
+    pub fn fill(cols: &'b [Option<Column>]) -> Self {
         Batch {
-            cells: recycle(self.cells),
+            cells: cols
+                .iter()
+                .map(|c| {
+                    let mut out = Vec::new();
+                    if let Some(c) = c {
+                        c.cells(&mut out);
+                    }
+                    out.into_iter()
+                })
+                .collect(),
         }
     }
-}
-
-/// The vectors of a batch done, emptied, for the next batch's values (their memory is kept).
-fn recycle<'x>(cells: Vec<Vec<Value<'_>>>) -> Vec<Vec<Value<'x>>> {
-    cells
-        .into_iter()
-        .map(|mut v| {
-            v.clear();
-            // The same layout: collected in place, into the same memory.
-            v.into_iter().map(|_| Ok(None)).collect()
-        })
-        .collect()
 }
 
 /// Runs a step of the `parquet` crate's decoder, turning a panic on malformed data (it has a
@@ -341,6 +322,7 @@ impl<'b> Row<'b, '_> {
     #[inline]
     fn advance(&mut self, i: usize) {
         self.at[i] += 1;
+        self.batch.cells[i].next();
     }
 
     /// Steps every leaf below `node` past a null or empty value.
@@ -373,16 +355,14 @@ impl<'b> Row<'b, '_> {
     /// The value of leaf column `col` in the current row.
     #[inline(always)]
     fn leaf(&mut self, col: usize) -> Result<Option<V<'b>>, ColumnError> {
-        let at = self.at[col];
-        // A column's cells are its triplets.
-        let Some(cell) = self.batch.cells[col].get_mut(at) else {
+        // A column's cells are its triplets, taken in order.
+        let Some(v) = self.batch.cells[col].next() else {
             return Err(ColumnError(
                 col,
                 ParquetError::EOF("the column ends before the row group's last row".into()),
             ));
         };
-        let v = std::mem::replace(cell, Ok(None));
-        self.at[col] = at + 1;
+        self.at[col] += 1;
         match v {
             Ok(v) => Ok(v),
             Err(why) => {

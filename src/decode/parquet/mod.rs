@@ -484,7 +484,6 @@ impl<S: ReadAt> ParquetFile<S> {
                 cols[i] = Some(c);
             }
             let mut at = vec![0usize; cols.len()];
-            let mut spare = Batch::empty();
             let mut left = g.rows - skip;
             while left > 0 {
                 let want = left.min(BATCH_ROWS as u64) as usize;
@@ -498,7 +497,7 @@ impl<S: ReadAt> ParquetFile<S> {
                     }
                 }
                 at.fill(0);
-                let mut batch = Batch::fill(&cols, spare);
+                let mut batch = Batch::fill(&cols);
                 let mut out = Vec::with_capacity(fields.len());
                 for _ in 0..have {
                     let mut row = Row {
@@ -555,7 +554,6 @@ impl<S: ReadAt> ParquetFile<S> {
                         return Ok(stats(n));
                     }
                 }
-                spare = batch.done();
                 if let Some(i) = short {
                     return Err(corrupt(ColumnError(
                         i,
