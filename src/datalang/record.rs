@@ -249,7 +249,7 @@ pub struct Record<'a> {
     slots: Vec<u32>,
 }
 
-pub(super) const NO_SLOT: u32 = u32::MAX;
+pub(crate) const NO_SLOT: u32 = u32::MAX;
 
 impl<'a> Record<'a> {
     /// A record whose keys are found by name.
@@ -260,8 +260,13 @@ impl<'a> Record<'a> {
         }
     }
 
-    pub(super) fn with_slots(value: V<'a>, slots: Vec<u32>) -> Self {
+    pub(crate) fn with_slots(value: V<'a>, slots: Vec<u32>) -> Self {
         Record { value, slots }
+    }
+
+    /// The value and the slot table, to reuse their memory for the next record.
+    pub(crate) fn into_parts(self) -> (V<'a>, Vec<u32>) {
+        (self.value, self.slots)
     }
 
     /// The value of the key with slot `id`; `None` when absent. `key` serves records without slots.

@@ -1,121 +1,231 @@
 //! Rows rebuilt from leaf columns: each column is read as a stream of (definition level,
-//! repetition level, value) triplets, in batches, and the [`Node`] tree consumes them row by
-//! row (the record-assembly half of the Dremel encoding).
+//! repetition level, value) triplets and the [`Node`] tree consumes them row by row (the
+//! record-assembly half of the Dremel encoding).
+//!
+//! Columns are read a batch of rows at a time ([`Column::refill`]): every column then holds
+//! the triplets of the same rows. Their values are made once per batch, column by column
+//! ([`Batch`]), borrowing the batch (strings are slices of the decoded pages; keys are the
+//! plan's names) instead of copying it; rows are then rebuilt from them, each value moved
+//! into its row.
 
 use std::borrow::Cow;
 
 use parquet::column::reader::{get_typed_column_reader, ColumnReader, ColumnReaderImpl};
-use parquet::data_type::DataType;
+use parquet::data_type::{self as t, DataType};
 use parquet::errors::ParquetError;
 
 use super::schema::Node;
-use super::values::{key_text, Kind, Physical2V};
+use super::values::{key_text, Kind, Physical2V, Value};
 use crate::datalang::V;
 
-/// Triplets read per column per batch.
-const BATCH: usize = 1024;
+/// Rows read per batch.
+pub const BATCH_ROWS: usize = 4096;
 
-/// One leaf column of one row group, positioned at its current triplet.
-pub trait Column {
-    fn has_next(&self) -> bool;
-    fn def(&self) -> i16;
-    fn rep(&self) -> i16;
-    /// The current value (`Ok(None)` when null or absent).
-    fn value(&self) -> Result<Option<V<'static>>, String>;
-    fn advance(&mut self) -> Result<(), ParquetError>;
-}
-
+/// A typed column reader and the values of its current batch.
 pub struct Typed<T: DataType> {
     reader: ColumnReaderImpl<T>,
-    kind: Kind,
-    max_def: i16,
-    max_rep: i16,
     values: Vec<T::T>,
-    defs: Vec<i16>,
-    reps: Vec<i16>,
-    /// Current triplet, triplets in the batch, and the current value's index in `values`.
-    at: usize,
-    len: usize,
-    value_at: usize,
 }
 
 impl<T: DataType> Typed<T> {
-    fn refill(&mut self) -> Result<(), ParquetError> {
+    /// Reads `rows` rows' levels into `defs`/`reps` and their values: (rows, values, levels).
+    fn read(
+        &mut self,
+        rows: usize,
+        defs: Option<&mut Vec<i16>>,
+        reps: Option<&mut Vec<i16>>,
+    ) -> Result<(usize, usize, usize), ParquetError> {
         self.values.clear();
+        let (reader, values) = (&mut self.reader, &mut self.values);
+        guard(|| reader.read_records(rows, defs, reps, values))
+    }
+}
+
+/// A leaf column's reader, by physical type.
+pub enum Typed2 {
+    Bool(Typed<t::BoolType>),
+    Int32(Typed<t::Int32Type>),
+    Int64(Typed<t::Int64Type>),
+    Int96(Typed<t::Int96Type>),
+    Float(Typed<t::FloatType>),
+    Double(Typed<t::DoubleType>),
+    Bytes(Typed<t::ByteArrayType>),
+    Fixed(Typed<t::FixedLenByteArrayType>),
+}
+
+/// Runs `$body` with `$t` bound to the typed reader, whatever its type.
+macro_rules! each_type {
+    ($e:expr, $t:ident => $body:expr) => {
+        match $e {
+            Typed2::Bool($t) => $body,
+            Typed2::Int32($t) => $body,
+            Typed2::Int64($t) => $body,
+            Typed2::Int96($t) => $body,
+            Typed2::Float($t) => $body,
+            Typed2::Double($t) => $body,
+            Typed2::Bytes($t) => $body,
+            Typed2::Fixed($t) => $body,
+        }
+    };
+}
+
+/// One leaf column of one row group and the triplets of its current batch of rows.
+pub struct Column {
+    typed: Typed2,
+    kind: Kind,
+    max_def: i16,
+    max_rep: i16,
+    defs: Vec<i16>,
+    reps: Vec<i16>,
+    /// Triplets in the batch.
+    len: usize,
+}
+
+impl Column {
+    /// Reads the next `rows` rows (fewer at the column's end): how many it read.
+    pub fn refill(&mut self, rows: usize) -> Result<usize, ParquetError> {
         self.defs.clear();
         self.reps.clear();
-        let (max_def, max_rep) = (self.max_def, self.max_rep);
-        let (reader, defs, reps, values) = (
-            &mut self.reader,
-            &mut self.defs,
-            &mut self.reps,
-            &mut self.values,
-        );
-        let (_, values, levels) = guard(|| {
-            reader.read_records(
-                BATCH,
-                (max_def > 0).then_some(defs),
-                (max_rep > 0).then_some(reps),
-                values,
-            )
-        })?;
+        let defs = (self.max_def > 0).then_some(&mut self.defs);
+        let reps = (self.max_rep > 0).then_some(&mut self.reps);
+        let (records, values, levels) = each_type!(&mut self.typed, t => t.read(rows, defs, reps))?;
         self.len = if self.max_def > 0 { levels } else { values };
         if self.max_def > 0 && self.defs.len() < self.len
             || self.max_rep > 0 && self.reps.len() < self.len
         {
             return Err(ParquetError::General("fewer levels than announced".into()));
         }
-        self.at = 0;
-        self.value_at = 0;
-        Ok(())
+        Ok(records)
+    }
+
+    #[inline]
+    fn def(&self, at: usize) -> i16 {
+        if self.max_def > 0 && at < self.len {
+            self.defs[at]
+        } else {
+            0
+        }
+    }
+
+    #[inline]
+    fn rep(&self, at: usize) -> i16 {
+        if self.max_rep > 0 && at < self.len {
+            self.reps[at]
+        } else {
+            0
+        }
+    }
+
+    /// The batch's values by triplet (`Ok(None)` where null) into `out`.
+    fn cells<'b>(&'b self, out: &mut Vec<Value<'b>>) {
+        out.reserve(self.len);
+        let (kind, max_def, len) = (self.kind, self.max_def, self.len);
+        let defs = &self.defs[..if max_def > 0 { len } else { 0 }];
+        match &self.typed {
+            Typed2::Bytes(t) if kind == Kind::Str => {
+                let mut cache = TextCache::new();
+                each_cell(&t.values, defs, max_def, len, out, |v| cache.text(v.data()))
+            }
+            typed => each_type!(typed, t => {
+                each_cell(&t.values, defs, max_def, len, out, |v| v.to_v(kind))
+            }),
+        }
     }
 }
 
-impl<T: DataType> Column for Typed<T>
-where
-    T::T: Physical2V,
-{
-    fn has_next(&self) -> bool {
-        self.at < self.len
+/// `len` cells from `values` (one per triplet whose definition level is `max_def`, in order)
+/// and `defs` (empty when `max_def` is 0: every triplet has a value).
+#[inline(always)]
+fn each_cell<'b, T>(
+    values: &'b [T],
+    defs: &[i16],
+    max_def: i16,
+    len: usize,
+    out: &mut Vec<Value<'b>>,
+    mut to_v: impl FnMut(&'b T) -> Value<'b>,
+) {
+    let missing = || Err("a value is missing from its page".to_string());
+    if defs.is_empty() {
+        for i in 0..len {
+            out.push(match values.get(i) {
+                Some(v) => to_v(v),
+                None => missing(),
+            });
+        }
+        return;
     }
-
-    fn def(&self) -> i16 {
-        if !self.has_next() {
-            0
-        } else if self.max_def > 0 {
-            self.defs[self.at]
+    let mut k = 0;
+    for &d in defs {
+        out.push(if d == max_def {
+            k += 1;
+            match values.get(k - 1) {
+                Some(v) => to_v(v),
+                None => missing(),
+            }
         } else {
-            0
-        }
+            Ok(None)
+        });
+    }
+}
+
+/// Slots of [`TextCache`].
+const TEXT_CACHE: usize = 256;
+
+/// Strings already checked for UTF-8, by address. A dictionary-encoded column hands out the
+/// same bytes of its dictionary page again and again: a string at the same address and of the
+/// same length as one already checked (all are alive while the batch is) is not checked again.
+struct TextCache<'b>([&'b str; TEXT_CACHE]);
+
+impl<'b> TextCache<'b> {
+    fn new() -> Self {
+        TextCache([""; TEXT_CACHE])
     }
 
-    fn rep(&self) -> i16 {
-        if self.max_rep > 0 && self.has_next() {
-            self.reps[self.at]
-        } else {
-            0
+    #[inline]
+    fn text(&mut self, b: &'b [u8]) -> Value<'b> {
+        if b.is_empty() {
+            return Ok(Some(V::Str(Cow::Borrowed(""))));
+        }
+        let addr = b.as_ptr() as usize;
+        let slot = (addr.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) % TEXT_CACHE;
+        let hit = self.0[slot];
+        if hit.as_ptr() as usize == addr && hit.len() == b.len() {
+            return Ok(Some(V::Str(Cow::Borrowed(hit))));
+        }
+        match std::str::from_utf8(b) {
+            Ok(s) => {
+                self.0[slot] = s;
+                Ok(Some(V::Str(Cow::Borrowed(s))))
+            }
+            Err(e) => Err(format!(
+                "string is not valid UTF-8 (at byte {})",
+                e.valid_up_to()
+            )),
         }
     }
+}
 
-    fn value(&self) -> Result<Option<V<'static>>, String> {
-        if !self.has_next() || self.def() < self.max_def {
-            return Ok(None);
-        }
-        match self.values.get(self.value_at) {
-            Some(v) => v.to_v(self.kind),
-            None => Err("a value is missing from its page".into()),
-        }
-    }
+/// The values of a batch of rows: per column, per triplet, in order ([`Batch::fill`]). A
+/// column's values are taken in order, each once: the row being rebuilt moves them out.
+pub struct Batch<'b> {
+    cells: Vec<std::vec::IntoIter<Value<'b>>>,
+}
 
-    fn advance(&mut self) -> Result<(), ParquetError> {
-        if self.has_next() && self.def() == self.max_def {
-            self.value_at += 1;
+impl<'b> Batch<'b> {
+    /// The values of every open column of `cols`.
+    pub fn fill(cols: &'b [Option<Column>]) -> Self {
+        Batch {
+            cells: cols
+                .iter()
+                .map(|c| {
+                    let mut out = Vec::new();
+                    if let Some(c) = c {
+                        c.cells(&mut out);
+                    }
+                    out.into_iter()
+                })
+                .collect(),
         }
-        self.at += 1;
-        if self.at >= self.len {
-            self.refill()?;
-        }
-        Ok(())
     }
 }
 
@@ -135,24 +245,16 @@ pub fn guard<T>(step: impl FnOnce() -> Result<T, ParquetError>) -> Result<T, Par
     }
 }
 
-/// A column reader for `reader`, after skipping its first `skip` rows, at its first triplet.
+/// A column reader for `reader`, after skipping its first `skip` rows; [`Column::refill`]
+/// reads its first batch.
 pub fn column(
     reader: ColumnReader,
     kind: Kind,
     max_def: i16,
     max_rep: i16,
     skip: usize,
-) -> Result<Box<dyn Column>, ParquetError> {
-    fn make<T: DataType>(
-        reader: ColumnReader,
-        kind: Kind,
-        max_def: i16,
-        max_rep: i16,
-        skip: usize,
-    ) -> Result<Box<dyn Column>, ParquetError>
-    where
-        T::T: Physical2V,
-    {
+) -> Result<Column, ParquetError> {
+    fn make<T: DataType>(reader: ColumnReader, skip: usize) -> Result<Typed<T>, ParquetError> {
         let mut reader: ColumnReaderImpl<T> = get_typed_column_reader(reader);
         if skip > 0 {
             let skipped = guard(|| reader.skip_records(skip))?;
@@ -162,84 +264,85 @@ pub fn column(
                 )));
             }
         }
-        let mut c = Typed {
+        Ok(Typed {
             reader,
-            kind,
-            max_def,
-            max_rep,
-            values: Vec::with_capacity(BATCH),
-            defs: Vec::new(),
-            reps: Vec::new(),
-            at: 0,
-            len: 0,
-            value_at: 0,
-        };
-        c.refill()?;
-        Ok(Box::new(c))
+            values: Vec::new(),
+        })
     }
-    use parquet::data_type as t;
-    match reader {
-        r @ ColumnReader::BoolColumnReader(_) => {
-            make::<t::BoolType>(r, kind, max_def, max_rep, skip)
-        }
-        r @ ColumnReader::Int32ColumnReader(_) => {
-            make::<t::Int32Type>(r, kind, max_def, max_rep, skip)
-        }
-        r @ ColumnReader::Int64ColumnReader(_) => {
-            make::<t::Int64Type>(r, kind, max_def, max_rep, skip)
-        }
-        r @ ColumnReader::Int96ColumnReader(_) => {
-            make::<t::Int96Type>(r, kind, max_def, max_rep, skip)
-        }
-        r @ ColumnReader::FloatColumnReader(_) => {
-            make::<t::FloatType>(r, kind, max_def, max_rep, skip)
-        }
-        r @ ColumnReader::DoubleColumnReader(_) => {
-            make::<t::DoubleType>(r, kind, max_def, max_rep, skip)
-        }
-        r @ ColumnReader::ByteArrayColumnReader(_) => {
-            make::<t::ByteArrayType>(r, kind, max_def, max_rep, skip)
-        }
-        r @ ColumnReader::FixedLenByteArrayColumnReader(_) => {
-            make::<t::FixedLenByteArrayType>(r, kind, max_def, max_rep, skip)
-        }
-    }
+    let typed = match reader {
+        r @ ColumnReader::BoolColumnReader(_) => Typed2::Bool(make(r, skip)?),
+        r @ ColumnReader::Int32ColumnReader(_) => Typed2::Int32(make(r, skip)?),
+        r @ ColumnReader::Int64ColumnReader(_) => Typed2::Int64(make(r, skip)?),
+        r @ ColumnReader::Int96ColumnReader(_) => Typed2::Int96(make(r, skip)?),
+        r @ ColumnReader::FloatColumnReader(_) => Typed2::Float(make(r, skip)?),
+        r @ ColumnReader::DoubleColumnReader(_) => Typed2::Double(make(r, skip)?),
+        r @ ColumnReader::ByteArrayColumnReader(_) => Typed2::Bytes(make(r, skip)?),
+        r @ ColumnReader::FixedLenByteArrayColumnReader(_) => Typed2::Fixed(make(r, skip)?),
+    };
+    Ok(Column {
+        typed,
+        kind,
+        max_def,
+        max_rep,
+        defs: Vec::new(),
+        reps: Vec::new(),
+        len: 0,
+    })
 }
 
 /// Why reading a row stopped: a column could not be read (its index and the error).
 pub struct ColumnError(pub usize, pub ParquetError);
 
-/// The columns of one row group (only those the plan reads are present) and the first
-/// problem with a value of the current row.
-pub struct Row<'c> {
-    pub cols: &'c mut [Option<Box<dyn Column>>],
+/// The columns of one row group (only those the plan reads are present), the values of their
+/// batch, each column's position in it (its triplet), and the first problem with a value of
+/// the current row.
+pub struct Row<'b, 'c> {
+    pub cols: &'b [Option<Column>],
+    pub batch: &'c mut Batch<'b>,
+    pub at: &'c mut [usize],
     pub bad: Option<String>,
 }
 
-impl Row<'_> {
-    fn col(&self, i: usize) -> &dyn Column {
-        self.cols[i]
-            .as_deref()
-            .expect("the plan's columns are open")
+impl<'b> Row<'b, '_> {
+    #[inline]
+    fn col(&self, i: usize) -> &'b Column {
+        self.cols[i].as_ref().expect("the plan's columns are open")
     }
 
-    fn advance(&mut self, i: usize) -> Result<(), ColumnError> {
-        let c = self.cols[i].as_mut().expect("the plan's columns are open");
-        c.advance().map_err(|e| ColumnError(i, e))
+    #[inline]
+    fn def(&self, i: usize) -> i16 {
+        self.col(i).def(self.at[i])
+    }
+
+    #[inline]
+    fn has_next(&self, i: usize) -> bool {
+        self.at[i] < self.col(i).len
+    }
+
+    #[inline]
+    fn advance(&mut self, i: usize) {
+        self.at[i] += 1;
+        self.batch.cells[i].next();
     }
 
     /// Steps every leaf below `node` past a null or empty value.
-    fn skip(&mut self, node: &Node) -> Result<(), ColumnError> {
-        let mut leaves = Vec::new();
-        node.leaves(&mut leaves);
-        for i in leaves {
-            self.advance(i)?;
+    fn skip(&mut self, node: &Node) {
+        match node {
+            Node::Leaf { col, .. } => self.advance(*col),
+            Node::Opt { child, .. } | Node::List { child, .. } => self.skip(child),
+            Node::Group { fields } => fields.iter().for_each(|(_, n)| self.skip(n)),
+            Node::Map { key, value, .. } => {
+                self.skip(key);
+                if let Some(v) = value {
+                    self.skip(v);
+                }
+            }
         }
-        Ok(())
     }
 
+    #[inline]
     fn ensure(&self, i: usize) -> Result<(), ColumnError> {
-        if self.col(i).has_next() {
+        if self.has_next(i) {
             Ok(())
         } else {
             Err(ColumnError(
@@ -249,36 +352,60 @@ impl Row<'_> {
         }
     }
 
-    /// The value of `node` in the current row: `None` when null (or NaN, or ±infinity).
-    pub fn read(&mut self, node: &Node) -> Result<Option<V<'static>>, ColumnError> {
-        match node {
-            Node::Leaf { col, .. } => {
-                self.ensure(*col)?;
-                let v = match self.col(*col).value() {
-                    Ok(v) => v,
-                    Err(why) => {
-                        self.bad.get_or_insert(why);
-                        None
-                    }
-                };
-                self.advance(*col)?;
-                Ok(v)
+    /// The value of leaf column `col` in the current row.
+    #[inline(always)]
+    fn leaf(&mut self, col: usize) -> Result<Option<V<'b>>, ColumnError> {
+        // A column's cells are its triplets, taken in order.
+        let Some(v) = self.batch.cells[col].next() else {
+            return Err(ColumnError(
+                col,
+                ParquetError::EOF("the column ends before the row group's last row".into()),
+            ));
+        };
+        self.at[col] += 1;
+        match v {
+            Ok(v) => Ok(v),
+            Err(why) => {
+                self.bad.get_or_insert(why);
+                Ok(None)
             }
+        }
+    }
+
+    /// [`Row::read`], with a leaf (optional or not) read in place: an optional leaf's cell is
+    /// already `None` where the leaf or the field is null.
+    #[inline(always)]
+    pub fn field(&mut self, node: &'b Node) -> Result<Option<V<'b>>, ColumnError> {
+        match node {
+            Node::Leaf { col, .. } => self.leaf(*col),
+            Node::Opt { child, .. } => match **child {
+                Node::Leaf { col, .. } => self.leaf(col),
+                _ => self.read(node),
+            },
+            _ => self.read(node),
+        }
+    }
+
+    /// The value of `node` in the current row: `None` when null (or NaN, or ±infinity).
+    pub fn read(&mut self, node: &'b Node) -> Result<Option<V<'b>>, ColumnError> {
+        match node {
+            Node::Leaf { col, .. } => self.leaf(*col),
+            Node::Opt { child, .. } if matches!(**child, Node::Leaf { .. }) => self.field(child),
             Node::Opt { def, child } => {
                 let first = child.first();
                 self.ensure(first)?;
-                if self.col(first).def() > *def {
+                if self.def(first) > *def {
                     self.read(child)
                 } else {
-                    self.skip(child)?;
+                    self.skip(child);
                     Ok(None)
                 }
             }
             Node::Group { fields } => {
                 let mut out = Vec::with_capacity(fields.len());
                 for (name, child) in fields {
-                    if let Some(v) = self.read(child)? {
-                        out.push((Cow::Owned(name.clone()), v));
+                    if let Some(v) = self.field(child)? {
+                        out.push((Cow::Borrowed(name.as_str()), v));
                     }
                 }
                 Ok(Some(V::Obj(out)))
@@ -288,14 +415,13 @@ impl Row<'_> {
                 self.ensure(first)?;
                 let mut items = Vec::new();
                 loop {
-                    if self.col(first).def() > *def {
+                    if self.def(first) > *def {
                         items.push(self.read(child)?.unwrap_or(V::Null));
                     } else {
-                        self.skip(child)?;
+                        self.skip(child);
                         break;
                     }
-                    let c = self.col(first);
-                    if !c.has_next() || c.rep() <= *rep {
+                    if !self.has_next(first) || self.col(first).rep(self.at[first]) <= *rep {
                         break;
                     }
                 }
@@ -309,9 +435,9 @@ impl Row<'_> {
             } => {
                 let first = key.first();
                 self.ensure(first)?;
-                let mut entries: Vec<(Cow<'static, str>, V<'static>)> = Vec::new();
+                let mut entries: Vec<(Cow<'b, str>, V<'b>)> = Vec::new();
                 loop {
-                    if self.col(first).def() > *def {
+                    if self.def(first) > *def {
                         let k = self.read(key)?;
                         let v = match value {
                             Some(node) => self.read(node)?,
@@ -326,14 +452,13 @@ impl Row<'_> {
                             }
                         }
                     } else {
-                        self.skip(key)?;
+                        self.skip(key);
                         if let Some(node) = value {
-                            self.skip(node)?;
+                            self.skip(node);
                         }
                         break;
                     }
-                    let c = self.col(first);
-                    if !c.has_next() || c.rep() <= *rep {
+                    if !self.has_next(first) || self.col(first).rep(self.at[first]) <= *rep {
                         break;
                     }
                 }

@@ -32,8 +32,8 @@ use parquet::file::reader::{ChunkReader, FileReader, Length};
 use parquet::file::serialized_reader::SerializedFileReader;
 
 use super::{DecodeError, ReadStats, Rec};
-use crate::datalang::{Keys, Record, V};
-use assemble::{column, Column, ColumnError, Row};
+use crate::datalang::{Keys, Record, NO_SLOT, V};
+use assemble::{column, Batch, Column, ColumnError, Row, BATCH_ROWS};
 use schema::{plan, Plan};
 
 /// A source of bytes by offset: a local file, an object read with ranged GETs.
@@ -407,6 +407,22 @@ impl<S: ReadAt> ParquetFile<S> {
                 Keys::Only { ids, .. } => ids.get(name).is_some(),
             })
             .collect();
+        // Each field's slot among the keys the converter reads: records then find their keys
+        // by slot, as parsed JSON records do.
+        let slot_of: Option<Vec<u32>> = match keys {
+            Keys::All => None,
+            Keys::Only { ids, .. } => Some(
+                fields
+                    .iter()
+                    .map(|(name, _)| ids.get(name).unwrap_or(NO_SLOT))
+                    .collect(),
+            ),
+        };
+        let n_slots = match keys {
+            Keys::All => 0,
+            Keys::Only { ids, .. } => ids.len(),
+        };
+        let mut slots: Vec<u32> = Vec::new();
         let mut leaves = Vec::new();
         for (_, node) in &fields {
             node.leaves(&mut leaves);
@@ -455,7 +471,7 @@ impl<S: ReadAt> ParquetFile<S> {
             };
             let group = assemble::guard(|| self.reader.get_row_group(g.index))
                 .map_err(|e| parquet_error(e, |e| format!("row group {}: {e}", g.index)))?;
-            let mut cols: Vec<Option<Box<dyn Column>>> = Vec::new();
+            let mut cols: Vec<Option<Column>> = Vec::new();
             cols.resize_with(descr.num_columns(), || None);
             for &i in &leaves {
                 let d = descr.column(i);
@@ -467,31 +483,84 @@ impl<S: ReadAt> ParquetFile<S> {
                     .map_err(|e| corrupt(ColumnError(i, e)))?;
                 cols[i] = Some(c);
             }
-            for _ in skip..g.rows {
-                let mut row = Row {
-                    cols: &mut cols,
-                    bad: None,
-                };
-                let mut out = Vec::with_capacity(fields.len());
-                for (name, node) in &fields {
-                    if let Some(v) = row.read(node).map_err(corrupt)? {
-                        out.push((Cow::Borrowed(name.as_str()), v));
+            let mut at = vec![0usize; cols.len()];
+            let mut left = g.rows - skip;
+            while left > 0 {
+                let want = left.min(BATCH_ROWS as u64) as usize;
+                // Rows that every column has; a column that ends early fails after them.
+                let (mut have, mut short) = (want, None);
+                for &i in &leaves {
+                    let c = cols[i].as_mut().expect("the plan's columns are open");
+                    let got = c.refill(want).map_err(|e| corrupt(ColumnError(i, e)))?;
+                    if got < have {
+                        (have, short) = (got, Some(i));
                     }
                 }
-                let flow = match row.bad {
-                    None => f(
-                        n,
-                        Rec::Ok {
-                            record: &Record::new(V::Obj(out)),
-                            line: None,
-                        },
-                    ),
-                    Some(reason) => f(n, Rec::Invalid { reason, raw: b"" }),
-                };
-                n += 1;
-                if flow.is_break() {
-                    return Ok(stats(n));
+                at.fill(0);
+                let mut batch = Batch::fill(&cols);
+                let mut out = Vec::with_capacity(fields.len());
+                for _ in 0..have {
+                    let mut row = Row {
+                        cols: &cols,
+                        batch: &mut batch,
+                        at: &mut at,
+                        bad: None,
+                    };
+                    slots.clear();
+                    slots.resize(n_slots, NO_SLOT);
+                    for (k, (name, node)) in fields.iter().enumerate() {
+                        if let Some(v) = row.field(node).map_err(corrupt)? {
+                            if let Some(slot_of) = &slot_of {
+                                // A repeated name is found at its first field, as by name.
+                                match slots.get_mut(slot_of[k] as usize) {
+                                    Some(s) if *s == NO_SLOT => *s = out.len() as u32,
+                                    _ => {}
+                                }
+                            }
+                            out.push((Cow::Borrowed(name.as_str()), v));
+                        }
+                    }
+                    let (flow, back) = match row.bad {
+                        None => {
+                            let record = match slot_of {
+                                Some(_) => {
+                                    Record::with_slots(V::Obj(out), std::mem::take(&mut slots))
+                                }
+                                None => Record::new(V::Obj(out)),
+                            };
+                            let flow = f(
+                                n,
+                                Rec::Ok {
+                                    record: &record,
+                                    line: None,
+                                },
+                            );
+                            let (value, s) = record.into_parts();
+                            slots = s;
+                            (flow, value)
+                        }
+                        Some(reason) => (f(n, Rec::Invalid { reason, raw: b"" }), V::Obj(out)),
+                    };
+                    // The row's entries are dropped; their vector serves the next row.
+                    out = match back {
+                        V::Obj(mut entries) => {
+                            entries.clear();
+                            entries
+                        }
+                        _ => Vec::new(),
+                    };
+                    n += 1;
+                    if flow.is_break() {
+                        return Ok(stats(n));
+                    }
                 }
+                if let Some(i) = short {
+                    return Err(corrupt(ColumnError(
+                        i,
+                        ParquetError::EOF("the column ends before the row group's last row".into()),
+                    )));
+                }
+                left -= want as u64;
             }
         }
         Ok(stats(n))

@@ -145,16 +145,16 @@ pub fn kind_of(t: &Type) -> Result<Kind, String> {
 }
 
 /// A leaf value: `Ok(None)` is absent (NaN, ±infinity, a null-typed column); `Err` makes the
-/// record invalid (a string that is not UTF-8).
-pub type Value = Result<Option<V<'static>>, String>;
+/// record invalid (a string that is not UTF-8). Strings borrow the decoded page's bytes.
+pub type Value<'a> = Result<Option<V<'a>>, String>;
 
 /// Physical values that can become record values.
 pub trait Physical2V {
-    fn to_v(&self, kind: Kind) -> Value;
+    fn to_v(&self, kind: Kind) -> Value<'_>;
 }
 
 impl Physical2V for bool {
-    fn to_v(&self, kind: Kind) -> Value {
+    fn to_v(&self, kind: Kind) -> Value<'_> {
         Ok(match kind {
             Kind::Null => None,
             _ => Some(V::Bool(*self)),
@@ -163,37 +163,40 @@ impl Physical2V for bool {
 }
 
 impl Physical2V for i32 {
-    fn to_v(&self, kind: Kind) -> Value {
+    fn to_v(&self, kind: Kind) -> Value<'_> {
         match kind {
             Kind::UInt32 => Ok(Some(V::int(i64::from(*self as u32)))),
-            _ => i64::from(*self).to_v(kind),
+            _ => int_to_v(i64::from(*self), kind),
         }
     }
 }
 
 impl Physical2V for i64 {
-    fn to_v(&self, kind: Kind) -> Value {
-        let v = *self;
-        Ok(match kind {
-            Kind::Null => None,
-            Kind::UInt64 | Kind::UInt32 => {
-                let u = v as u64;
-                Some(V::Num(match i64::try_from(u) {
-                    Ok(i) => Num::I(i),
-                    Err(_) => Num::U(u),
-                }))
-            }
-            Kind::Decimal(scale) => decimal(i128::from(v), scale),
-            Kind::Date => Some(V::str(date(v))),
-            Kind::Time(per_s) => Some(V::str(time_of_day(v, per_s))),
-            Kind::Timestamp(per_ms) => Some(V::int(v.div_euclid(per_ms))),
-            _ => Some(V::int(v)),
-        })
+    fn to_v(&self, kind: Kind) -> Value<'_> {
+        int_to_v(*self, kind)
     }
 }
 
+fn int_to_v(v: i64, kind: Kind) -> Value<'static> {
+    Ok(match kind {
+        Kind::Null => None,
+        Kind::UInt64 | Kind::UInt32 => {
+            let u = v as u64;
+            Some(V::Num(match i64::try_from(u) {
+                Ok(i) => Num::I(i),
+                Err(_) => Num::U(u),
+            }))
+        }
+        Kind::Decimal(scale) => decimal(i128::from(v), scale),
+        Kind::Date => Some(V::str(date(v))),
+        Kind::Time(per_s) => Some(V::str(time_of_day(v, per_s))),
+        Kind::Timestamp(per_ms) => Some(V::int(v.div_euclid(per_ms))),
+        _ => Some(V::int(v)),
+    })
+}
+
 impl Physical2V for f32 {
-    fn to_v(&self, kind: Kind) -> Value {
+    fn to_v(&self, kind: Kind) -> Value<'_> {
         if kind == Kind::Null || !self.is_finite() {
             return Ok(None);
         }
@@ -204,7 +207,7 @@ impl Physical2V for f32 {
 }
 
 impl Physical2V for f64 {
-    fn to_v(&self, kind: Kind) -> Value {
+    fn to_v(&self, kind: Kind) -> Value<'_> {
         Ok(match kind {
             Kind::Null => None,
             _ => V::float(*self),
@@ -213,7 +216,7 @@ impl Physical2V for f64 {
 }
 
 impl Physical2V for Int96 {
-    fn to_v(&self, kind: Kind) -> Value {
+    fn to_v(&self, kind: Kind) -> Value<'_> {
         if kind == Kind::Null {
             return Ok(None);
         }
@@ -226,22 +229,22 @@ impl Physical2V for Int96 {
 }
 
 impl Physical2V for ByteArray {
-    fn to_v(&self, kind: Kind) -> Value {
+    fn to_v(&self, kind: Kind) -> Value<'_> {
         bytes_to_v(self.data(), kind)
     }
 }
 
 impl Physical2V for FixedLenByteArray {
-    fn to_v(&self, kind: Kind) -> Value {
+    fn to_v(&self, kind: Kind) -> Value<'_> {
         bytes_to_v(self.data(), kind)
     }
 }
 
-fn bytes_to_v(b: &[u8], kind: Kind) -> Value {
+fn bytes_to_v(b: &[u8], kind: Kind) -> Value<'_> {
     Ok(match kind {
         Kind::Null => None,
         Kind::Str => match std::str::from_utf8(b) {
-            Ok(s) => Some(V::Str(Cow::Owned(s.to_owned()))),
+            Ok(s) => Some(V::Str(Cow::Borrowed(s))),
             Err(e) => {
                 return Err(format!(
                     "string is not valid UTF-8 (at byte {})",
@@ -276,7 +279,7 @@ fn be_i128(b: &[u8]) -> Result<i128, String> {
 
 /// decimal(p, s): an integer when `s` is 0 and it fits; otherwise the nearest double to the
 /// exact decimal text (record values have no decimal type of their own).
-fn decimal(unscaled: i128, scale: i32) -> Option<V<'static>> {
+fn decimal<'a>(unscaled: i128, scale: i32) -> Option<V<'a>> {
     if scale == 0 {
         if let Ok(i) = i64::try_from(unscaled) {
             return Some(V::int(i));
@@ -321,7 +324,7 @@ fn uuid(b: &[u8]) -> String {
 }
 
 /// A map key as text: strings as they are, anything else as its JSON text.
-pub fn key_text(v: V<'static>) -> Cow<'static, str> {
+pub fn key_text(v: V<'_>) -> Cow<'_, str> {
     match v {
         V::Str(s) => s,
         other => Cow::Owned(other.to_json()),
@@ -332,7 +335,7 @@ pub fn key_text(v: V<'static>) -> Cow<'static, str> {
 mod tests {
     use super::*;
 
-    fn text(v: Value) -> String {
+    fn text(v: Value<'_>) -> String {
         v.unwrap().map_or("absent".into(), |v| v.to_json())
     }
 
