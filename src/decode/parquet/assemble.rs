@@ -18,8 +18,10 @@ use super::schema::Node;
 use super::values::{key_text, Kind, Physical2V, Value};
 use crate::datalang::V;
 
-/// Rows read per batch.
-pub const BATCH_ROWS: usize = 4096;
+/// Rows read per batch. A batch's pages' values and its record values (32 bytes each) stay in
+/// the core's cache at this size: with 4096 rows of 20 columns they did not (callgrind with
+/// a simulated 2 MiB L2: 4.6× the misses).
+pub const BATCH_ROWS: usize = 512;
 
 /// A typed column reader and the values of its current batch.
 pub struct Typed<T: DataType> {
