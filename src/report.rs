@@ -99,6 +99,10 @@ pub struct Progress {
     /// Bytes read from the object by each invocation (see [`Report::bytes_read`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub bytes_read: Vec<u64>,
+    /// Where a later invocation starts reading (uncompressed JSON lines and CSV): a record at
+    /// or before the checkpoint and its byte offset, so that the confirmed part is not read again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restart: Option<crate::decode::Restart>,
 }
 
 impl Progress {

@@ -1151,3 +1151,86 @@ async fn in_a_versioned_bucket_a_resume_finishes_the_version_it_started() {
     );
     assert!(got.values().all(|&n| n == 1));
 }
+
+/// JSON lines of `count` events, each padded to about 1.6 KB; and where each line starts.
+fn padded_events(tag: &str, count: u64) -> (Vec<u8>, Vec<u64>) {
+    let (mut data, mut starts) = (Vec::new(), Vec::new());
+    for i in 0..count {
+        starts.push(data.len() as u64);
+        let line = json!({"id": format!("{tag}-{i}"), "type": "Played", "device": format!("device-{}", i % 50),
+                          "ts": 1_790_000_000_000u64 + i, "pad": "p".repeat(1500 + (i % 100) as usize)});
+        data.extend_from_slice(line.to_string().as_bytes());
+        data.push(b'\n');
+    }
+    (data, starts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uncompressed_object_resumes_from_its_byte_checkpoint_without_reading_the_confirmed_part(
+) {
+    let mut w = World::new("restart", |c| c.latency = Duration::from_millis(200)).await;
+    w.vars.insert("S3I_MAX_IN_FLIGHT".into(), "1".into());
+    w.vars.insert("S3I_BATCH_EVENTS".into(), "100".into());
+    let (data, starts) = padded_events("r", 4000);
+    let size = data.len() as u64;
+    w.put("in/big.json", &data).await;
+    let p = w.pipeline();
+    let obj = w.obj("in/big.json");
+
+    // Each invocation has 4 s; 40 requests of 200 ms one at a time need about 8 s.
+    let (mut invocations, mut checkpoints) = (0u32, Vec::new());
+    let report = loop {
+        invocations += 1;
+        assert!(invocations <= 30, "not finished after 30 invocations");
+        let checkpoint = match w.claim("in/big.json").await {
+            Some(ClaimState::InProgress { checkpoint, .. }) => checkpoint,
+            None => 0,
+            other => panic!("{other:?}"),
+        };
+        checkpoints.push(checkpoint);
+        let outcome = p.import(&obj, soon(4), &format!("inv-{invocations}")).await;
+        eprintln!(
+            "invocation {invocations} from record {checkpoint}: {}",
+            outcome.label()
+        );
+        match outcome {
+            ObjectOutcome::Completed(report) => break *report,
+            ObjectOutcome::Paused { checkpoint: c } => assert!(c > checkpoint),
+            // No record confirmed in time (a slow, shared machine): tried again.
+            ObjectOutcome::Retry(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert!(invocations >= 2, "the object needed several invocations");
+    assert_eq!((report.counts.records, report.counts.sent), (4000, 4000));
+    assert_adds_up(&report);
+    let got = w.received();
+    assert_eq!(got.len(), 4000, "every event arrived");
+    assert!(got.values().all(|&n| n == 1), "and only once");
+
+    // An invocation that resumes at record c reads from a restart point at most 1 MiB (and a
+    // line) before c's line, never the confirmed part before that. Re-reading from byte 0
+    // would read the whole object each time.
+    eprintln!(
+        "object {size} bytes; bytes read per invocation: {:?}; checkpoints {checkpoints:?}",
+        report.bytes_read
+    );
+    assert_eq!(report.bytes_read.len(), checkpoints.len());
+    let line = 1700;
+    let mut resumed_late = false;
+    for (k, (&read, &c)) in report.bytes_read.iter().zip(&checkpoints).enumerate() {
+        let at = starts[c as usize];
+        let bound = size - at.saturating_sub((1 << 20) + line);
+        assert!(
+            read <= bound,
+            "invocation {} from record {c} (byte {at}) read {read} bytes, more than the {bound} \
+             bytes from its restart point on",
+            k + 1
+        );
+        resumed_late |= at > (2 << 20) + line;
+    }
+    assert!(
+        resumed_late,
+        "some invocation resumed past 2 MiB, so the bound says something: {checkpoints:?}"
+    );
+}

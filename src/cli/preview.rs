@@ -251,7 +251,7 @@ pub async fn open_from<S: crate::source::ObjectSource>(
     use crate::source::{Content, SourceError};
     let open = |key: String| async move {
         source
-            .open(&url.bucket, &key, &Content::default())
+            .open(&url.bucket, &key, &Content::default(), 0)
             .await
             .map(|o| (key, o.reader))
     };

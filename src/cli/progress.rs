@@ -198,13 +198,19 @@ pub struct MeteredSource<S> {
 }
 
 impl<S: ObjectSource> ObjectSource for MeteredSource<S> {
-    async fn open(&self, bucket: &str, key: &str, want: &Content) -> Result<Opened, SourceError> {
+    async fn open(
+        &self,
+        bucket: &str,
+        key: &str,
+        want: &Content,
+        from: u64,
+    ) -> Result<Opened, SourceError> {
         if self.meter.visible.load(Relaxed) && self.meter.total.load(Relaxed) == 0 {
             if let Ok(info) = self.inner.head(bucket, key).await {
                 self.meter.total.store(info.size, Relaxed);
             }
         }
-        let opened = self.inner.open(bucket, key, want).await?;
+        let opened = self.inner.open(bucket, key, want, from).await?;
         self.meter.opening(&format!("{bucket}/{key}"));
         Ok(Opened {
             reader: Box::new(CountingReader {

@@ -275,6 +275,11 @@ impl<'r> Decompressed<'r> {
     pub fn counter(&self) -> Counter {
         self.reader.get_ref().count.clone()
     }
+
+    /// Whether the data is not compressed: its byte offsets are the object's own.
+    pub fn is_plain(&self) -> bool {
+        self.reader.get_ref().codec == "plain"
+    }
 }
 
 impl Read for Decompressed<'_> {

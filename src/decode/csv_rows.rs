@@ -7,7 +7,7 @@ use std::ops::ControlFlow;
 use std::rc::Rc;
 
 use super::compress::Decompressed;
-use super::{classify, DecodeError, Limits, ReadStats, Rec};
+use super::{classify, DecodeError, Limits, ReadStats, Rec, Restart, RestartKind, RESTART_EVERY};
 use crate::config::CsvOptions;
 use crate::datalang::{Record, V};
 
@@ -50,13 +50,24 @@ fn joined(fields: &csv::ByteRecord, delimiter: u8) -> Vec<u8> {
     raw
 }
 
+/// A header kept in restart points (saved with each checkpoint) must stay small.
+fn header_fits(header: &Option<Vec<String>>) -> bool {
+    header
+        .as_ref()
+        .is_none_or(|h| h.iter().map(String::len).sum::<usize>() <= 16 << 10)
+}
+
 pub(super) fn read(
     input: Decompressed<'_>,
     opts: &CsvOptions,
     limits: Limits,
+    from: Option<&Restart>,
+    mark: &mut dyn FnMut(Restart),
     f: &mut dyn FnMut(u64, Rec<'_>) -> ControlFlow<()>,
 ) -> Result<ReadStats, DecodeError> {
     let counter = input.counter();
+    let plain = input.is_plain();
+    let base = from.map_or(0, |r| r.offset);
     let since_row = Rc::new(Cell::new(0));
     // The csv reader reads ahead by its buffer: allow that much on top of the record limit.
     let guard = RowGuard {
@@ -74,10 +85,23 @@ pub(super) fn read(
         .buffer_capacity(64 << 10)
         .from_reader(guard);
     let mut row = csv::ByteRecord::new();
-    let mut header: Option<Vec<String>> = None;
-    let mut n = 0u64;
-    let mut first = true;
+    // A resume starts at a row boundary after the header, whose names it carries.
+    let mut header: Option<Vec<String>> = from.and_then(|r| r.header.clone());
+    let mut n = from.map_or(0, |r| r.n);
+    let mut first = from.is_none();
+    let mut last_mark = 0u64;
     loop {
+        // The reader stands at the start of a row (the next record's, or a blank line's).
+        let at = reader.position().byte();
+        if plain && at >= last_mark + RESTART_EVERY && header_fits(&header) {
+            last_mark = at;
+            mark(Restart {
+                kind: RestartKind::Csv,
+                n,
+                offset: base + at,
+                header: header.clone(),
+            });
+        }
         match reader.read_byte_record(&mut row) {
             Ok(true) => {}
             Ok(false) => break,

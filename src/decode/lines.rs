@@ -33,6 +33,8 @@ pub struct Chunk {
     pub first_n: u64,
     /// Where the chunk stands in the object (0, 1, 2, …).
     pub seq: u64,
+    /// The decompressed byte offset of the chunk's first line, from where the framer started.
+    pub offset: u64,
 }
 
 impl Chunk {
@@ -56,6 +58,8 @@ pub struct LineFramer<'r> {
     pending: Option<DecodeError>,
     next_n: u64,
     next_seq: u64,
+    /// Decompressed bytes consumed so far: the offset of the next line, once a chunk ends.
+    offset: u64,
 }
 
 /// How much of an oversize line is kept for the error report.
@@ -71,6 +75,17 @@ impl<'r> LineFramer<'r> {
             pending: None,
             next_n: 0,
             next_seq: 0,
+            offset: 0,
+        }
+    }
+
+    /// A framer over data that starts at a line boundary inside an object (a resume): its
+    /// first record is numbered `first_n`, and no byte-order mark is looked for.
+    pub fn resumed(input: Decompressed<'r>, max_record: usize, first_n: u64) -> Self {
+        LineFramer {
+            at_start: false,
+            next_n: first_n,
+            ..LineFramer::new(input, max_record)
         }
     }
 
@@ -95,6 +110,7 @@ impl<'r> LineFramer<'r> {
         chunk.lines.clear();
         chunk.first_n = self.next_n;
         chunk.seq = self.next_seq;
+        chunk.offset = self.offset;
         self.next_seq += 1;
         if let Some(e) = self.pending.take() {
             return Err(e);
@@ -154,6 +170,7 @@ impl<'r> LineFramer<'r> {
                         }
                     }
                     self.input.consume(bom + i + 1);
+                    self.offset += (bom + i + 1) as u64;
                     line_start = chunk.data.len();
                     if chunk.data.len() >= CHUNK_BYTES {
                         return Ok(true);
@@ -172,6 +189,7 @@ impl<'r> LineFramer<'r> {
                         }
                     }
                     self.input.consume(bom + len);
+                    self.offset += (bom + len) as u64;
                 }
             }
         }

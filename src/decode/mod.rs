@@ -101,6 +101,42 @@ pub struct ReadStats {
     pub decompressed_bytes: u64,
 }
 
+/// Which reading a restart point belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RestartKind {
+    Lines,
+    Csv,
+}
+
+/// A place where reading an object can start again without reading what came before it:
+/// record `n` starts at byte `offset` of the stored object. Only uncompressed JSON lines and
+/// CSV have them (a compressed stream can only be entered at its start).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Restart {
+    pub kind: RestartKind,
+    pub n: u64,
+    pub offset: u64,
+    /// CSV with a header: the column names (the header row is not read again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<Vec<String>>,
+}
+
+impl Restart {
+    /// Whether a reading with this converter file can start here.
+    pub fn fits(&self, file: &ConverterFile) -> bool {
+        match self.kind {
+            RestartKind::Lines => file.file_type == FileType::Json,
+            RestartKind::Csv => {
+                file.file_type == FileType::Csv && self.header.is_some() == file.csv.header
+            }
+        }
+    }
+}
+
+/// Bytes between two restart points (each is offered to `mark` as reading passes it).
+pub const RESTART_EVERY: u64 = 1 << 20;
+
 /// Reads every record of an object, in order, numbering them from 0 (blank lines and the CSV
 /// header take no number). `threads` ≥ 2 decompresses and frames on a second thread.
 /// `f` may stop early with `ControlFlow::Break`.
@@ -110,21 +146,54 @@ pub fn read_records<R: Read + Send>(
     keys: &Keys,
     limits: Limits,
     threads: usize,
+    f: impl FnMut(u64, Rec<'_>) -> ControlFlow<()>,
+) -> Result<ReadStats, DecodeError> {
+    read_records_from(raw, file, keys, limits, threads, None, &mut |_| {}, f)
+}
+
+/// [`read_records`] from a restart point (`raw` then starts at its offset), offering `mark`
+/// the restart points it passes (about every [`RESTART_EVERY`] bytes; none when the data is
+/// compressed), each before any record it numbers is handed to `f`.
+#[allow(clippy::too_many_arguments)]
+pub fn read_records_from<R: Read + Send>(
+    raw: R,
+    file: &ConverterFile,
+    keys: &Keys,
+    limits: Limits,
+    threads: usize,
+    from: Option<&Restart>,
+    mark: &mut dyn FnMut(Restart),
     mut f: impl FnMut(u64, Rec<'_>) -> ControlFlow<()>,
 ) -> Result<ReadStats, DecodeError> {
     let input = decompress(raw, file.compression, limits)?;
     match file.file_type {
-        FileType::Csv => csv_rows::read(input, &file.csv, limits, &mut f),
+        FileType::Csv => csv_rows::read(input, &file.csv, limits, from, mark, &mut f),
         FileType::Parquet => parquet::read_stream(input, keys, &mut f),
         FileType::Json => {
             let counter = input.counter();
+            let plain = input.is_plain();
+            let base = from.map_or(0, |r| r.offset);
+            let framer = match from {
+                Some(r) => LineFramer::resumed(input, limits.max_record_bytes, r.n),
+                None => LineFramer::new(input, limits.max_record_bytes),
+            };
             let mut n = 0u64;
+            let mut last_mark = None;
             let mut visit = |chunk: &Chunk| -> ControlFlow<()> {
+                if plain && last_mark.is_none_or(|m| chunk.offset >= m + RESTART_EVERY) {
+                    last_mark = Some(chunk.offset);
+                    mark(Restart {
+                        kind: RestartKind::Lines,
+                        n: chunk.first_n,
+                        offset: base + chunk.offset,
+                        header: None,
+                    });
+                }
                 let flow = visit_chunk(chunk, keys, limits, &mut f);
                 n = chunk.end_n();
                 flow
             };
-            LineFramer::new(input, limits.max_record_bytes).run(threads, &mut visit)?;
+            framer.run(threads, &mut visit)?;
             Ok(ReadStats {
                 records: n,
                 decompressed_bytes: counter.get(),
@@ -315,5 +384,130 @@ pub(crate) fn classify(e: io::Error, offset: u64) -> DecodeError {
                 detail: e.to_string(),
             },
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(file_type: &str, compression: &str, extra: &str) -> ConverterFile {
+        ConverterFile::load(&format!(
+            r#"{{"converterConfig":{{"fileType":"{file_type}","compressionType":"{compression}"{extra},
+                "convertToAmplitudeFunc":{{"event_type":"e"}}}}}}"#
+        ))
+        .unwrap()
+    }
+
+    /// Every record as (number, JSON text), and the restart points passed, reading from `from`.
+    fn read(
+        data: &[u8],
+        file: &ConverterFile,
+        threads: usize,
+        from: Option<&Restart>,
+    ) -> (Vec<(u64, String)>, Vec<Restart>) {
+        let start = from.map_or(0, |r| r.offset as usize);
+        let (mut records, mut marks) = (Vec::new(), Vec::new());
+        read_records_from(
+            &data[start..],
+            file,
+            &Keys::All,
+            Limits::default(),
+            threads,
+            from,
+            &mut |r| marks.push(r),
+            |n, rec| {
+                let text = match rec {
+                    Rec::Ok { record, .. } => serde_json::to_string(&record.value).unwrap(),
+                    Rec::Invalid { reason, .. } => format!("invalid: {reason}"),
+                };
+                records.push((n, text));
+                ControlFlow::Continue(())
+            },
+        )
+        .unwrap();
+        (records, marks)
+    }
+
+    /// Reading from each restart point yields exactly the records from its number on.
+    fn check_every_restart(data: &[u8], file: &ConverterFile, threads: usize) -> usize {
+        let (all, marks) = read(data, file, threads, None);
+        assert!(marks.len() >= 3, "several restart points: {}", marks.len());
+        for pair in marks.windows(2) {
+            assert!(pair[0].n < pair[1].n && pair[0].offset < pair[1].offset);
+            assert!(pair[1].offset - pair[0].offset >= RESTART_EVERY);
+        }
+        for m in marks.iter().skip(1) {
+            let (rest, later) = read(data, file, threads, Some(m));
+            assert_eq!(rest.as_slice(), &all[m.n as usize..], "from {m:?}");
+            // A resumed reading passes the later restart points at the same places.
+            let expected: Vec<_> = marks.iter().filter(|r| r.offset >= m.offset).collect();
+            assert!(later
+                .iter()
+                .all(|r| expected.iter().any(|e| e.n == r.n && e.offset == r.offset)));
+        }
+        marks.len()
+    }
+
+    fn json_lines(records: usize) -> Vec<u8> {
+        let mut out = Vec::from(&b"\xEF\xBB\xBF"[..]);
+        for i in 0..records {
+            let pad = "é".repeat(i % 700);
+            out.extend_from_slice(format!("{{\"e\":\"ev-{i}\",\"pad\":\"{pad}\"}}").as_bytes());
+            out.extend_from_slice(match i % 5 {
+                0 => b"\r\n".as_slice(),
+                1 => b"\n\n   \n".as_slice(),
+                2 => b"\nnot json\n".as_slice(),
+                _ => b"\n".as_slice(),
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn json_lines_restart_at_line_boundaries_with_the_right_numbers() {
+        let data = json_lines(12_000);
+        let plain = file("json", "none", "");
+        check_every_restart(&data, &plain, 1);
+        check_every_restart(&data, &plain, 2);
+        check_every_restart(&data, &file("json", "auto", ""), 2);
+    }
+
+    #[test]
+    fn csv_restarts_carry_the_header_and_keep_quoted_newlines_whole() {
+        let mut data = Vec::from(&b"\xEF\xBB\xBFe,\"note\",n\r\n"[..]);
+        for i in 0..120_000 {
+            let row = match i % 4 {
+                0 => format!("ev-{i},\"two\nlines, {}\",{i}\r\n", "x".repeat(i % 90)),
+                1 => format!("ev-{i},plain,{i}\n\n"),
+                2 => format!("ev-{i},\"quote \"\"{i}\"\"\",{i}\n"),
+                _ => format!("ev-{i},too,many,fields\n"),
+            };
+            data.extend_from_slice(row.as_bytes());
+        }
+        let with_header = file("csv", "none", "");
+        check_every_restart(&data, &with_header, 1);
+        let (_, marks) = read(&data, &with_header, 1, None);
+        assert_eq!(
+            marks[0].header.as_deref(),
+            Some(&["e".to_string(), "note".into(), "n".into()][..])
+        );
+        assert!(marks[0].fits(&with_header));
+        assert!(!marks[0].fits(&file("json", "none", "")));
+    }
+
+    #[test]
+    fn compressed_data_has_no_restart_points() {
+        use std::io::Write;
+        let data = json_lines(12_000);
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(&data).unwrap();
+        let gz = e.finish().unwrap();
+        let (records, marks) = read(&gz, &file("json", "auto", ""), 2, None);
+        assert_eq!(
+            records.len(),
+            read(&data, &file("json", "none", ""), 2, None).0.len()
+        );
+        assert!(marks.is_empty());
     }
 }

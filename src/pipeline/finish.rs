@@ -41,6 +41,9 @@ impl Progress {
     /// so that the next call adds only newer ones).
     fn absorb(&mut self, tracker: &mut Tracker) {
         self.counts = tracker.counts.clone();
+        if let Some(r) = tracker.restarts.at_or_before(tracker.base) {
+            self.restart = Some(r);
+        }
         let room = FIRST_ERRORS.saturating_sub(self.first_errors.len());
         let errors = std::mem::take(&mut tracker.errors);
         self.first_errors.extend(errors.into_iter().take(room));

@@ -6,7 +6,9 @@
 //! Exactly once per (source, bucket, key): the claim decides who works on an object. Every
 //! record ends in one counted outcome. Progress is *confirmed* up to the first record that
 //! still has a payload without a fate (`tracker`); that is the checkpoint a later invocation
-//! resumes from (re-reading the object and skipping the confirmed records). Records after it
+//! resumes from: by a ranged read from the last restart point at or before it (uncompressed
+//! JSON lines and CSV keep one about every MiB; Parquet starts at the row group), else by
+//! reading a compressed stream from its start and skipping the confirmed records. Records after it
 //! may be sent again on resume: their insert_ids are this object's own, so our dedupe lets
 //! them through and the endpoint's insert_id dedupe absorbs the overlap.
 //!
@@ -399,12 +401,20 @@ where
             }
             return Ok((at, Input::Ranges(ranged.reader)));
         }
-        let opened = match self.source.open(&obj.bucket, &obj.key, &want).await {
+        // A resume starts at the saved restart point (the confirmed part is not read again).
+        let restart = at
+            .progress
+            .restart
+            .take()
+            .filter(|r| pinned.is_some() && r.n <= at.checkpoint && r.fits(&converter.file));
+        let from = restart.as_ref().map_or(0, |r| r.offset);
+        let opened = match self.source.open(&obj.bucket, &obj.key, &want, from).await {
             Ok(opened) => opened,
             Err(e) => return Err(self.not_opened(at, pinned.is_some(), e).await),
         };
         if pinned.is_some() {
-            return Ok((at, Input::Stream(opened.reader)));
+            at.progress.restart = restart.clone();
+            return Ok((at, Input::Stream(opened.reader, restart)));
         }
         let content = opened.content;
         let mut reader = opened.reader;
@@ -415,7 +425,7 @@ where
             reader = match checked {
                 Ok(Ok(Verified::Plain(reader))) => reader,
                 Ok(Ok(Verified::Intact(_))) => {
-                    match self.source.open(&obj.bucket, &obj.key, &content).await {
+                    match self.source.open(&obj.bucket, &obj.key, &content, 0).await {
                         Ok(opened) => opened.reader,
                         Err(e) => return Err(self.not_opened(at, true, e).await),
                     }
@@ -438,7 +448,7 @@ where
         }
         at.progress.content = Some(content);
         self.save_checkpoint(&at, 0).await?;
-        Ok((at, Input::Stream(reader)))
+        Ok((at, Input::Stream(reader, None)))
     }
 
     /// What an object that could not be opened comes to. Gone before anything was read:

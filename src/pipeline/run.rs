@@ -14,13 +14,13 @@ use tokio::time::Instant;
 use super::finish::Attempt;
 use super::outcome::ObjectOutcome;
 use super::record::{convert_record, RecordResult};
-use super::tracker::{OpenRecord, Tracker};
+use super::tracker::{OpenRecord, Restarts, Tracker};
 use super::Pipeline;
 use crate::claims::ClaimStore;
 use crate::config::FileType;
 use crate::convert::{Converter, Origin};
 use crate::decode::parquet::{ParquetFile, ReadAt};
-use crate::decode::{read_records, DecodeError};
+use crate::decode::{read_records_from, DecodeError, Restart};
 use crate::dedupe::{DedupeKey, DedupeStore, RecordRef, Verdict};
 use crate::notify::ObjectRef;
 use crate::queue::Enqueue;
@@ -42,10 +42,10 @@ pub struct RequestCounts {
     pub dedupe: u64,
 }
 
-/// How a run reads its object: a stream from the first byte (JSON lines, CSV), or byte ranges
-/// (Parquet: the footer, then the row groups from the checkpoint's on).
+/// How a run reads its object: a stream (JSON lines, CSV) from its first byte or from a restart
+/// point, or byte ranges (Parquet: the footer, then the row groups from the checkpoint's on).
 pub enum Input {
-    Stream(ObjectReader),
+    Stream(ObjectReader, Option<Restart>),
     Ranges(Arc<dyn ReadAt>),
 }
 
@@ -187,6 +187,8 @@ struct Conversion {
     stopped: Arc<AtomicBool>,
     /// Bytes read from the object so far.
     bytes_read: Arc<AtomicU64>,
+    /// The restart points reading passed.
+    restarts: Restarts,
 }
 
 impl<C, D, S, Q> Pipeline<C, D, S, Q>
@@ -221,6 +223,8 @@ where
         let (limits, threads) = (self.settings.limits, self.settings.threads);
         let stop = stopped.clone();
         let counter = bytes_read.clone();
+        let restarts = Restarts::default();
+        let passed = restarts.clone();
         let end = tokio::task::spawn_blocking(move || {
             let origin = Origin {
                 bucket: &bucket,
@@ -254,12 +258,24 @@ where
                     offset: 0,
                     detail: "only Parquet objects are read by ranges".into(),
                 }),
-                Input::Stream(reader) => {
+                Input::Stream(reader, from) => {
                     let reader = CountingReader {
                         inner: reader,
                         bytes: counter,
                     };
-                    read_records(reader, file, &file.record_keys, limits, threads, each).map(|_| ())
+                    let keys = &file.record_keys;
+                    let mut mark = |r: Restart| passed.push(r);
+                    read_records_from(
+                        reader,
+                        file,
+                        keys,
+                        limits,
+                        threads,
+                        from.as_ref(),
+                        &mut mark,
+                        each,
+                    )
+                    .map(|_| ())
                 }
             }
         });
@@ -268,6 +284,7 @@ where
             end,
             stopped,
             bytes_read,
+            restarts,
         }
     }
 
@@ -294,6 +311,7 @@ where
         );
         let counts = at.progress.counts.clone();
         let mut tracker = Tracker::new(checkpoint, counts, RejectsFile::new(&tag));
+        tracker.restarts = conversion.restarts.clone();
         let mut saved = (Instant::now(), checkpoint);
         let mut claim_lost = None;
         let mut driver = Driver::new(&self.http, &self.settings.sink, send_until);

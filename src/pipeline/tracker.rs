@@ -2,8 +2,10 @@
 //! checkpoint is the confirmed prefix. The heart of "every record counted once".
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 
 use crate::convert::Kind;
+use crate::decode::Restart;
 use crate::report::{Counts, RejectsFile, FIRST_ERRORS};
 use crate::sink::Fate;
 
@@ -70,6 +72,30 @@ pub struct Tracker {
     pub write_error: Option<String>,
     /// The first reason a record stays unconfirmed (a payload not sent).
     pub blocker: Option<String>,
+    /// The restart points the reading passed (from the conversion thread).
+    pub restarts: Restarts,
+}
+
+/// Restart points in reading order, shared between the conversion thread that passes them and
+/// the checkpoints that keep the last one at or before the confirmed record.
+#[derive(Clone, Default)]
+pub struct Restarts(Arc<Mutex<VecDeque<Restart>>>);
+
+impl Restarts {
+    pub fn push(&self, r: Restart) {
+        if let Ok(mut q) = self.0.lock() {
+            q.push_back(r);
+        }
+    }
+
+    /// The last restart point at or before record `base`; the ones before it are dropped.
+    pub fn at_or_before(&self, base: u64) -> Option<Restart> {
+        let mut q = self.0.lock().ok()?;
+        while q.len() >= 2 && q[1].n <= base {
+            q.pop_front();
+        }
+        q.front().filter(|r| r.n <= base).cloned()
+    }
 }
 
 impl Tracker {
@@ -84,6 +110,7 @@ impl Tracker {
             rejects_start: base,
             write_error: None,
             blocker: None,
+            restarts: Restarts::default(),
         }
     }
 

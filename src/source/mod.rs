@@ -94,14 +94,16 @@ pub struct Ranged {
 
 /// The storage port.
 pub trait ObjectSource: Send + Sync {
-    /// Starts reading an object: the version `want` names, else the current content if its
-    /// ETag is `want.etag` (when set), else the current content. A content that is not the
-    /// one wanted is `Changed` (or `Missing` when the key or version is gone).
+    /// Starts reading an object at byte `from` (0: its start): the version `want` names, else
+    /// the current content if its ETag is `want.etag` (when set), else the current content. A
+    /// content that is not the one wanted is `Changed` (or `Missing` when the key or version
+    /// is gone).
     fn open(
         &self,
         bucket: &str,
         key: &str,
         want: &Content,
+        from: u64,
     ) -> impl Future<Output = Result<Opened, SourceError>> + Send;
     /// Like `open`, for reading by byte ranges (Parquet: the footer, then row groups): every
     /// range comes from the content resolved here, or fails as `Changed`.
@@ -201,9 +203,17 @@ fn walk(dir: &Path, base: &Path, out: &mut Vec<ObjectInfo>) -> std::io::Result<(
 }
 
 impl ObjectSource for LocalSource {
-    async fn open(&self, bucket: &str, key: &str, want: &Content) -> Result<Opened, SourceError> {
+    async fn open(
+        &self,
+        bucket: &str,
+        key: &str,
+        want: &Content,
+        from: u64,
+    ) -> Result<Opened, SourceError> {
+        use std::io::{Seek, SeekFrom};
         let what = format!("{bucket}/{key}");
-        let file = std::fs::File::open(self.path(bucket, key)).map_err(|e| io_error(&what, e))?;
+        let mut file =
+            std::fs::File::open(self.path(bucket, key)).map_err(|e| io_error(&what, e))?;
         let meta = file.metadata().map_err(|e| io_error(&what, e))?;
         let etag = etag_of(&meta);
         if want.etag.as_ref().is_some_and(|w| *w != etag) {
@@ -212,6 +222,8 @@ impl ObjectSource for LocalSource {
                 want.etag.as_deref().unwrap_or_default()
             )));
         }
+        file.seek(SeekFrom::Start(from))
+            .map_err(|e| io_error(&what, e))?;
         Ok(Opened {
             reader: Box::new(file),
             content: Content {

@@ -160,7 +160,13 @@ fn etag(e: Option<&str>) -> Option<String> {
 }
 
 impl ObjectSource for S3Source {
-    async fn open(&self, bucket: &str, key: &str, want: &Content) -> Result<Opened, SourceError> {
+    async fn open(
+        &self,
+        bucket: &str,
+        key: &str,
+        want: &Content,
+        from: u64,
+    ) -> Result<Opened, SourceError> {
         let what = format!("s3://{bucket}/{key}");
         let out = self
             .reader
@@ -172,6 +178,7 @@ impl ObjectSource for S3Source {
                 None => want.etag.as_ref().map(|e| format!("\"{e}\"")),
                 Some(_) => None,
             })
+            .set_range((from > 0).then(|| format!("bytes={from}-")))
             .send()
             .await
             .map_err(|e| match e.code() {
@@ -198,7 +205,7 @@ impl ObjectSource for S3Source {
             // reset) resumes with a ranged GET of the same version or ETag from the byte
             // reached, so a long import never restarts from zero for a network hiccup.
             let mut body = out.body;
-            let (mut offset, mut resumes) = (0u64, 0u32);
+            let (mut offset, mut resumes) = (from, 0u32);
             loop {
                 match body.try_next().await {
                     Ok(Some(chunk)) => {
