@@ -1,13 +1,14 @@
 //! Every decompressor, the magic-byte sniffer and the decompressed-size cap, in one place.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Cursor, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use flate2::bufread::GzDecoder;
 
-use super::{classify, DecodeError, Limits};
+use super::{classify, DecodeError, Limits, RESTART_EVERY};
 use crate::config::Compression;
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
@@ -207,10 +208,76 @@ impl Read for Capped<'_> {
     }
 }
 
+/// Where a decompressed stream can be entered again: the data's own offsets when it is not
+/// compressed, else the starts of gzip members and zstd frames (a compressed stream can only
+/// be entered where one starts).
+#[derive(Clone)]
+pub enum Entries {
+    Plain,
+    /// (compressed offset, decompressed offset) of member or frame starts, in order, about one
+    /// per [`RESTART_EVERY`] compressed bytes; those behind the reader are dropped as it asks.
+    Starts(Arc<Mutex<VecDeque<(u64, u64)>>>),
+}
+
+impl Entries {
+    fn starts() -> Entries {
+        Entries::Starts(Arc::default())
+    }
+
+    /// Where to open the stored data to reach decompressed offset `at`: the offset to read
+    /// from and the decompressed bytes to skip there. Asked with offsets that never go back.
+    pub fn before(&self, at: u64) -> Option<(u64, u64)> {
+        match self {
+            Entries::Plain => Some((at, 0)),
+            Entries::Starts(starts) => {
+                let mut q = starts.lock().ok()?;
+                while q.len() >= 2 && q[1].1 <= at {
+                    q.pop_front();
+                }
+                q.front().filter(|s| s.1 <= at).map(|&(c, d)| (c, at - d))
+            }
+        }
+    }
+}
+
+/// Notes member or frame starts for [`Entries`].
+struct StartLog {
+    entries: Entries,
+    consumed: Counter,
+    produced: u64,
+    last: Option<u64>,
+}
+
+impl StartLog {
+    fn new(entries: &Entries, consumed: &Counter) -> StartLog {
+        StartLog {
+            entries: entries.clone(),
+            consumed: consumed.clone(),
+            produced: 0,
+            last: None,
+        }
+    }
+
+    /// A member or frame starts here.
+    fn start(&mut self) {
+        let c = self.consumed.get();
+        if self.last.is_some_and(|l| c < l + RESTART_EVERY) {
+            return;
+        }
+        self.last = Some(c);
+        if let Entries::Starts(q) = &self.entries {
+            if let Ok(mut q) = q.lock() {
+                q.push_back((c, self.produced));
+            }
+        }
+    }
+}
+
 /// Concatenated gzip members, decoded whole (`cat a.gz b.gz`); zero padding after the last
 /// member is accepted, as gzip(1) does, and anything else after it is an error.
 struct MultiGz<R: BufRead> {
     state: Option<GzState<R>>,
+    log: StartLog,
 }
 
 enum GzState<R: BufRead> {
@@ -225,6 +292,7 @@ impl<R: BufRead> Read for MultiGz<R> {
                 None => return Ok(0),
                 Some(GzState::Member(mut d)) => {
                     let n = d.read(buf)?;
+                    self.log.produced += n as u64;
                     if n > 0 || buf.is_empty() {
                         self.state = Some(GzState::Member(d));
                         return Ok(n);
@@ -259,6 +327,7 @@ impl<R: BufRead> Read for MultiGz<R> {
                             "data after the last gzip member is not gzip (trailing garbage)",
                         ));
                     }
+                    self.log.start();
                     self.state = Some(GzState::Member(Box::new(GzDecoder::new(r))));
                 }
             }
@@ -269,6 +338,7 @@ impl<R: BufRead> Read for MultiGz<R> {
 /// Decompressed bytes of an object, buffered, with a count that other threads can read.
 pub struct Decompressed<'r> {
     reader: BufReader<Capped<'r>>,
+    entries: Entries,
 }
 
 impl<'r> Decompressed<'r> {
@@ -278,7 +348,12 @@ impl<'r> Decompressed<'r> {
 
     /// Whether the data is not compressed: its byte offsets are the object's own.
     pub fn is_plain(&self) -> bool {
-        self.reader.get_ref().codec == "plain"
+        matches!(self.entries, Entries::Plain)
+    }
+
+    /// Where the data can be entered again (shared: usable from another thread).
+    pub fn entries(&self) -> Entries {
+        self.entries.clone()
     }
 }
 
@@ -337,23 +412,26 @@ fn decompress_judged_after<'r, R: Read + Send + 'r>(
         inner: BufReader::with_capacity(BUF, Cursor::new(prefix).chain(raw)),
         count: consumed.clone(),
     };
+    let entries = match codec {
+        Compression::None | Compression::Auto => Entries::Plain,
+        _ => Entries::starts(),
+    };
+    let log = StartLog::new(&entries, &consumed);
     let (inner, name): (Box<dyn Read + Send + 'r>, &'static str) = match codec {
         Compression::Gzip => (
             Box::new(MultiGz {
                 state: Some(GzState::Between(joined)),
+                log,
             }),
             "gzip",
         ),
-        Compression::Zstd => {
-            let d = zstd::stream::read::Decoder::with_buffer(joined).map_err(|e| {
-                DecodeError::Corrupt {
-                    codec: "zstd",
-                    offset: 0,
-                    detail: e.to_string(),
-                }
-            })?;
-            (Box::new(ZstdChecked { inner: d }), "zstd")
-        }
+        Compression::Zstd => (
+            Box::new(MultiZstd {
+                state: Some(ZstdState::Between(joined)),
+                log,
+            }),
+            "zstd",
+        ),
         Compression::None | Compression::Auto => (Box::new(joined), "plain"),
     };
     let ratio = (name != "plain" && limits.max_decompression_ratio > 0).then_some(RatioCap {
@@ -370,30 +448,59 @@ fn decompress_judged_after<'r, R: Read + Send + 'r>(
     };
     Ok(Decompressed {
         reader: BufReader::with_capacity(BUF, capped),
+        entries,
     })
 }
 
-/// Makes sure nothing but zstd frames follows the last frame.
-struct ZstdChecked<R: BufRead> {
-    inner: zstd::stream::read::Decoder<'static, R>,
+/// Zstd frames one after another, each decoded to its end (so that frame starts are known);
+/// anything after the last frame that is not a frame is an error.
+struct MultiZstd<R: BufRead> {
+    state: Option<ZstdState<R>>,
+    log: StartLog,
 }
 
-impl<R: BufRead> Read for ZstdChecked<R> {
+enum ZstdState<R: BufRead> {
+    Frame(Box<zstd::stream::read::Decoder<'static, R>>),
+    Between(R),
+}
+
+impl<R: BufRead> Read for MultiZstd<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if n > 0 || buf.is_empty() {
-            return Ok(n);
+        loop {
+            match self.state.take() {
+                None => return Ok(0),
+                Some(ZstdState::Frame(mut d)) => {
+                    let n = d.read(buf)?;
+                    self.log.produced += n as u64;
+                    if n > 0 || buf.is_empty() {
+                        self.state = Some(ZstdState::Frame(d));
+                        return Ok(n);
+                    }
+                    self.state = Some(ZstdState::Between(d.finish()));
+                }
+                Some(ZstdState::Between(mut r)) => {
+                    let head = r.fill_buf()?;
+                    if head.is_empty() {
+                        return Ok(0);
+                    }
+                    if head.len() >= 4 && !is_zstd_frame(head) {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "trailing data that is not a zstd frame",
+                        ));
+                    }
+                    self.log.start();
+                    let d = zstd::stream::read::Decoder::with_buffer(r)?.single_frame();
+                    self.state = Some(ZstdState::Frame(Box::new(d)));
+                }
+            }
         }
-        // At the end, the underlying reader must be drained: leftover bytes mean a cut frame.
-        let rest = self.inner.get_mut().fill_buf()?;
-        if !rest.is_empty() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "trailing data that is not a zstd frame",
-            ));
-        }
-        Ok(0)
     }
+}
+
+/// A zstd frame or a skippable frame (magic 0x184D2A5?) starts here.
+fn is_zstd_frame(head: &[u8]) -> bool {
+    head.starts_with(&ZSTD_MAGIC) || (head[0] & 0xf0 == 0x50 && head[1..4] == [0x2a, 0x4d, 0x18])
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::ops::ControlFlow;
 use std::rc::Rc;
 
 use super::compress::Decompressed;
-use super::{classify, DecodeError, Limits, ReadStats, Rec, Restart, RestartKind, RESTART_EVERY};
+use super::{classify, DecodeError, Limits, Marker, ReadStats, Rec, Restart, RestartKind};
 use crate::config::CsvOptions;
 use crate::datalang::{Record, V};
 
@@ -62,12 +62,11 @@ pub(super) fn read(
     opts: &CsvOptions,
     limits: Limits,
     from: Option<&Restart>,
-    mark: &mut dyn FnMut(Restart),
+    skipped: u64,
+    marker: &mut Marker<'_>,
     f: &mut dyn FnMut(u64, Rec<'_>) -> ControlFlow<()>,
 ) -> Result<ReadStats, DecodeError> {
     let counter = input.counter();
-    let plain = input.is_plain();
-    let base = from.map_or(0, |r| r.offset);
     let since_row = Rc::new(Cell::new(0));
     // The csv reader reads ahead by its buffer: allow that much on top of the record limit.
     let guard = RowGuard {
@@ -89,18 +88,12 @@ pub(super) fn read(
     let mut header: Option<Vec<String>> = from.and_then(|r| r.header.clone());
     let mut n = from.map_or(0, |r| r.n);
     let mut first = from.is_none();
-    let mut last_mark = 0u64;
     loop {
-        // The reader stands at the start of a row (the next record's, or a blank line's).
-        let at = reader.position().byte();
-        if plain && at >= last_mark + RESTART_EVERY && header_fits(&header) {
-            last_mark = at;
-            mark(Restart {
-                kind: RestartKind::Csv,
-                n,
-                offset: base + at,
-                header: header.clone(),
-            });
+        // The reader stands at the start of a row (the next record's, or a blank line's); the
+        // header row is behind it.
+        if !first && header_fits(&header) {
+            let at = skipped + reader.position().byte();
+            marker.at(RestartKind::Csv, n, at, &header);
         }
         match reader.read_byte_record(&mut row) {
             Ok(true) => {}

@@ -80,11 +80,13 @@ impl<'r> LineFramer<'r> {
     }
 
     /// A framer over data that starts at a line boundary inside an object (a resume): its
-    /// first record is numbered `first_n`, and no byte-order mark is looked for.
-    pub fn resumed(input: Decompressed<'r>, max_record: usize, first_n: u64) -> Self {
+    /// first record is numbered `first_n`, its first byte is at decompressed offset `offset`
+    /// of the reading, and no byte-order mark is looked for.
+    pub fn resumed(input: Decompressed<'r>, max_record: usize, first_n: u64, offset: u64) -> Self {
         LineFramer {
             at_start: false,
             next_n: first_n,
+            offset,
             ..LineFramer::new(input, max_record)
         }
     }

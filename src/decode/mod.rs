@@ -14,7 +14,7 @@ use std::ops::ControlFlow;
 use crate::config::{ConverterFile, FileType};
 use crate::datalang::value::{parse_record, RecordError};
 use crate::datalang::{Keys, Record};
-pub use compress::{decompress, detect, Decompressed};
+pub use compress::{decompress, detect, Decompressed, Entries};
 pub use lines::{Chunk, LineFramer};
 pub use verify::{verify, Verified};
 
@@ -110,16 +110,92 @@ pub enum RestartKind {
 }
 
 /// A place where reading an object can start again without reading what came before it:
-/// record `n` starts at byte `offset` of the stored object. Only uncompressed JSON lines and
-/// CSV have them (a compressed stream can only be entered at its start).
+/// record `n` starts `skip` decompressed bytes after byte `offset` of the stored object.
+/// JSON lines and CSV have them: anywhere when not compressed (`skip` 0), at gzip member and
+/// zstd frame starts when compressed (a single-stream object has only its start).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Restart {
     pub kind: RestartKind,
     pub n: u64,
     pub offset: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skip: u64,
     /// CSV with a header: the column names (the header row is not read again).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub header: Option<Vec<String>>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Offers restart points to a reading's `mark`, about one per [`RESTART_EVERY`] stored bytes.
+pub(crate) struct Marker<'m> {
+    entries: Entries,
+    /// Where the reading started in the stored object.
+    base: u64,
+    /// The stored and the decompressed offset of the last restart point offered.
+    last: Option<(u64, u64)>,
+    mark: &'m mut dyn FnMut(Restart),
+}
+
+impl<'m> Marker<'m> {
+    pub(crate) fn new(
+        input: &Decompressed<'_>,
+        from: Option<&Restart>,
+        mark: &'m mut dyn FnMut(Restart),
+    ) -> Self {
+        Marker {
+            entries: input.entries(),
+            base: from.map_or(0, |r| r.offset),
+            last: None,
+            mark,
+        }
+    }
+
+    /// Record `n` starts at decompressed offset `at` (counted from where this reading started).
+    pub(crate) fn at(&mut self, kind: RestartKind, n: u64, at: u64, header: &Option<Vec<String>>) {
+        // Cheap first: data never shrinks much when compressed, so less than a step of
+        // decompressed bytes is less than a step of stored ones.
+        if self.last.is_some_and(|(_, d)| at < d + RESTART_EVERY) {
+            return;
+        }
+        let Some((offset, skip)) = self.entries.before(at) else {
+            return;
+        };
+        if let Some((l, _)) = self.last {
+            if offset < l + RESTART_EVERY {
+                self.last = Some((l, at));
+                return;
+            }
+        }
+        self.last = Some((offset, at));
+        (self.mark)(Restart {
+            kind,
+            n,
+            offset: self.base + offset,
+            skip,
+            header: header.clone(),
+        });
+    }
+}
+
+/// Discards the `skip` decompressed bytes before a restart point's record.
+fn skip_to(input: &mut Decompressed<'_>, from: Option<&Restart>) -> Result<u64, DecodeError> {
+    let skip = from.map_or(0, |r| r.skip);
+    if skip > 0 {
+        let got = io::copy(&mut input.take(skip), &mut io::sink())
+            .map_err(|e| classify(e, input.counter().get()))?;
+        if got < skip {
+            return Err(DecodeError::Io {
+                offset: got,
+                detail: format!(
+                    "the stored object ends before its restart point ({skip} bytes in)"
+                ),
+            });
+        }
+    }
+    Ok(skip)
 }
 
 impl Restart {
@@ -165,30 +241,23 @@ pub fn read_records_from<R: Read + Send>(
     mark: &mut dyn FnMut(Restart),
     mut f: impl FnMut(u64, Rec<'_>) -> ControlFlow<()>,
 ) -> Result<ReadStats, DecodeError> {
-    let input = decompress(raw, file.compression, limits)?;
+    let mut input = decompress(raw, file.compression, limits)?;
+    let mut marker = Marker::new(&input, from, mark);
+    let skipped = skip_to(&mut input, from)?;
     match file.file_type {
-        FileType::Csv => csv_rows::read(input, &file.csv, limits, from, mark, &mut f),
+        FileType::Csv => {
+            csv_rows::read(input, &file.csv, limits, from, skipped, &mut marker, &mut f)
+        }
         FileType::Parquet => parquet::read_stream(input, keys, &mut f),
         FileType::Json => {
             let counter = input.counter();
-            let plain = input.is_plain();
-            let base = from.map_or(0, |r| r.offset);
             let framer = match from {
-                Some(r) => LineFramer::resumed(input, limits.max_record_bytes, r.n),
+                Some(r) => LineFramer::resumed(input, limits.max_record_bytes, r.n, skipped),
                 None => LineFramer::new(input, limits.max_record_bytes),
             };
             let mut n = 0u64;
-            let mut last_mark = None;
             let mut visit = |chunk: &Chunk| -> ControlFlow<()> {
-                if plain && last_mark.is_none_or(|m| chunk.offset >= m + RESTART_EVERY) {
-                    last_mark = Some(chunk.offset);
-                    mark(Restart {
-                        kind: RestartKind::Lines,
-                        n: chunk.first_n,
-                        offset: base + chunk.offset,
-                        header: None,
-                    });
-                }
+                marker.at(RestartKind::Lines, chunk.first_n, chunk.offset, &None);
                 let flow = visit_chunk(chunk, keys, limits, &mut f);
                 n = chunk.end_n();
                 flow
@@ -437,16 +506,42 @@ mod tests {
             assert!(pair[0].n < pair[1].n && pair[0].offset < pair[1].offset);
             assert!(pair[1].offset - pair[0].offset >= RESTART_EVERY);
         }
-        for m in marks.iter().skip(1) {
+        for (i, m) in marks.iter().enumerate().skip(1) {
             let (rest, later) = read(data, file, threads, Some(m));
             assert_eq!(rest.as_slice(), &all[m.n as usize..], "from {m:?}");
-            // A resumed reading passes the later restart points at the same places.
-            let expected: Vec<_> = marks.iter().filter(|r| r.offset >= m.offset).collect();
-            assert!(later
-                .iter()
-                .all(|r| expected.iter().any(|e| e.n == r.n && e.offset == r.offset)));
+            assert_eq!(
+                later.first(),
+                Some(m),
+                "a resumed reading starts at its restart point"
+            );
+            // The restart points a resumed reading passes are good as well.
+            if i == 1 {
+                assert!(later.len() >= 2);
+                for l in &later[1..] {
+                    let (rest, _) = read(data, file, threads, Some(l));
+                    assert_eq!(rest.as_slice(), &all[l.n as usize..], "from {l:?}");
+                }
+            }
         }
         marks.len()
+    }
+
+    /// JSON lines that compress about 2:1 (hex from a fixed generator).
+    fn noisy_lines(records: usize) -> Vec<Vec<u8>> {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        (0..records)
+            .map(|i| {
+                let pad: String = (0..50)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        format!("{:04x}", x & 0xffff)
+                    })
+                    .collect();
+                format!("{{\"e\":\"ev-{i}\",\"pad\":\"{pad}\"}}\n").into_bytes()
+            })
+            .collect()
     }
 
     fn json_lines(records: usize) -> Vec<u8> {
@@ -496,18 +591,50 @@ mod tests {
         assert!(!marks[0].fits(&file("json", "none", "")));
     }
 
-    #[test]
-    fn compressed_data_has_no_restart_points() {
+    fn gzip(data: &[u8]) -> Vec<u8> {
         use std::io::Write;
-        let data = json_lines(12_000);
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        e.write_all(&data).unwrap();
-        let gz = e.finish().unwrap();
-        let (records, marks) = read(&gz, &file("json", "auto", ""), 2, None);
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn a_single_gzip_stream_restarts_only_at_its_start() {
+        let data = json_lines(12_000);
+        let (records, marks) = read(&gzip(&data), &file("json", "auto", ""), 2, None);
         assert_eq!(
             records.len(),
             read(&data, &file("json", "none", ""), 2, None).0.len()
         );
-        assert!(marks.is_empty());
+        assert!(
+            !marks.is_empty() && marks.iter().all(|m| m.offset == 0),
+            "{marks:?}"
+        );
+    }
+
+    #[test]
+    fn several_gzip_members_or_zstd_frames_restart_at_their_starts() {
+        let lines = noisy_lines(30_000);
+        // Members and frames of 700 lines (about 150 KB stored): not every one is a restart.
+        let gz: Vec<u8> = lines.chunks(700).flat_map(|c| gzip(&c.concat())).collect();
+        let json = file("json", "auto", "");
+        let n = check_every_restart(&gz, &json, 2);
+        assert!(n >= 4, "{n}");
+        let zst: Vec<u8> = lines
+            .chunks(700)
+            .flat_map(|c| zstd::stream::encode_all(&c.concat()[..], 1).unwrap())
+            .collect();
+        check_every_restart(&zst, &file("json", "zstd", ""), 1);
+        // A restart in the middle of a member skips to its line.
+        let (_, marks) = read(&gz, &json, 2, None);
+        assert!(marks.iter().any(|m| m.skip > 0), "{marks:?}");
+        // CSV inside gzip members.
+        let mut csv = b"e,pad\n".to_vec();
+        csv.extend(lines.iter().flat_map(|l| {
+            let text = String::from_utf8_lossy(l);
+            format!("{},{}\n", &text[6..14], &text[30..200]).into_bytes()
+        }));
+        let members: Vec<u8> = csv.chunks(100_000).flat_map(gzip).collect();
+        check_every_restart(&members, &file("csv", "gzip", ""), 1);
     }
 }
