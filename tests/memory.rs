@@ -605,3 +605,115 @@ async fn the_emulator_keeps_every_mutation_of_one_insert_id() {
         w.stats().await
     );
 }
+
+/// How many calls are in flight at once, and the most there were.
+#[derive(Default)]
+struct Gauge {
+    now: AtomicI64,
+    most: AtomicI64,
+}
+
+impl Gauge {
+    fn enter(&self) {
+        let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(n, Ordering::SeqCst);
+    }
+    fn leave(&self) {
+        self.now.fetch_sub(1, Ordering::SeqCst);
+    }
+    fn most(&self) -> i64 {
+        self.most.load(Ordering::SeqCst)
+    }
+}
+
+/// Dedupe in memory that takes 20 ms a call and gauges the calls in flight.
+struct GaugedDedupe {
+    inner: MemoryDedupe,
+    gauge: Arc<Gauge>,
+}
+
+impl DedupeStore for GaugedDedupe {
+    async fn check_and_mark(
+        &self,
+        events: &[(DedupeKey, RecordRef)],
+        now: i64,
+    ) -> Result<Vec<Verdict>, s3_import::store::StoreError> {
+        self.gauge.enter();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let verdicts = self.inner.check_and_mark(events, now).await;
+        self.gauge.leave();
+        verdicts
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_imported_at_once_share_one_budget_of_requests_and_dedupe_calls() {
+    let http = Arc::new(Gauge::default());
+    let gauge = http.clone();
+    let (endpoint, dir) = emulator_behind("budget", |router| {
+        router.layer(from_fn(move |req: Request, next: Next| {
+            let gauge = gauge.clone();
+            async move {
+                if req.uri().path() != "/2/httpapi" {
+                    return next.run(req).await;
+                }
+                gauge.enter();
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                let response = next.run(req).await;
+                gauge.leave();
+                response
+            }
+        }))
+    })
+    .await;
+    let mut w = World::at("budget", endpoint, dir);
+    for (k, v) in [
+        ("S3I_OBJECT_CONCURRENCY", "10"),
+        ("S3I_MAX_IN_FLIGHT", "3"),
+        ("S3I_DEDUPE_IN_FLIGHT", "2"),
+        ("S3I_BATCH_EVENTS", "50"),
+    ] {
+        w.vars.insert(k.into(), v.into());
+    }
+    let mut messages = Vec::new();
+    for i in 0..10 {
+        let key = format!("in/b{i}.json");
+        w.put(&key, &events(&format!("b{i}"), 0..1200));
+        let body = json!({"s3import": {"bucket": w.bucket, "key": key}}).to_string();
+        messages.push(
+            json!({"messageId": format!("m{i}"), "receiptHandle": format!("h{i}"),
+                             "body": body, "eventSource": "aws:sqs"}),
+        );
+    }
+    let dedupe = Arc::new(Gauge::default());
+    let p = Pipeline::new(
+        Ports {
+            claims: MemoryClaims::default(),
+            dedupe: Some(GaugedDedupe {
+                inner: MemoryDedupe::default(),
+                gauge: dedupe.clone(),
+            }),
+            source: LocalSource::new(&w.root),
+            queue: NoQueue,
+            http: reqwest::Client::new(),
+            clock: w.clock.clone(),
+        },
+        w.settings(),
+    );
+    let result = p
+        .handle_event(&json!({ "Records": messages }), soon(60), "inv")
+        .await;
+    let outcomes: Vec<String> = result
+        .messages
+        .iter()
+        .flat_map(|m| m.objects.iter().map(|(_, o)| o.label()))
+        .collect();
+    assert_eq!(outcomes, vec!["completed".to_string(); 10]);
+    let got = w.received();
+    assert_eq!(got.len(), 12_000);
+    assert!(got.values().all(|&n| n == 1));
+    // Ten objects at once, but never more than the invocation's budget in flight: 3 requests
+    // (24 per object) and 2 dedupe calls (3 per object). Each object alone may use all of it.
+    assert_eq!(http.most(), 3, "requests in flight at most");
+    assert_eq!(dedupe.most(), 2, "dedupe calls in flight at most");
+}

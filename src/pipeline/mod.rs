@@ -73,6 +73,15 @@ pub struct Pipeline<C, D, S, Q> {
     http: reqwest::Client,
     /// The compiled converter and the ETag it was compiled from.
     converter: tokio::sync::Mutex<Option<(String, Arc<Converter>)>>,
+    /// Requests to the endpoint in flight (`S3I_MAX_IN_FLIGHT`) and dedupe calls in flight
+    /// (`S3I_DEDUPE_IN_FLIGHT`), shared by every object imported at the same time.
+    budget: Budget,
+}
+
+/// What the objects imported at the same time share.
+struct Budget {
+    requests: Arc<tokio::sync::Semaphore>,
+    dedupe: Arc<tokio::sync::Semaphore>,
 }
 
 /// The ports a pipeline runs over.
@@ -116,6 +125,14 @@ where
     Q: Enqueue,
 {
     pub fn new(ports: Ports<C, D, S, Q>, settings: Settings) -> Self {
+        let budget = Budget {
+            requests: Arc::new(tokio::sync::Semaphore::new(
+                settings.sink.max_in_flight.max(1),
+            )),
+            dedupe: Arc::new(tokio::sync::Semaphore::new(
+                settings.dedupe_in_flight.max(1),
+            )),
+        };
         Pipeline {
             claims: ports.claims,
             dedupe: ports.dedupe.map(Arc::new),
@@ -125,6 +142,7 @@ where
             clock: ports.clock,
             http: ports.http,
             converter: tokio::sync::Mutex::new(None),
+            budget,
         }
     }
 

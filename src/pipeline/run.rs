@@ -108,6 +108,8 @@ type DedupeCall = (Vec<(Item, DedupeKey)>, Result<Vec<Verdict>, String>);
 /// records unconfirmed: the object is then retried, never completed short.)
 struct DedupeCalls<D> {
     store: Option<Arc<D>>,
+    /// Calls in flight across the objects imported at the same time.
+    shared: Arc<tokio::sync::Semaphore>,
     /// How the records of this object are named in the dedupe table.
     object: String,
     in_flight: usize,
@@ -127,7 +129,9 @@ impl<D: DedupeStore + 'static> DedupeCalls<D> {
         }
         let events = std::mem::take(&mut self.batch);
         let object = self.object.clone();
+        let shared = self.shared.clone();
         self.calls.push_back(tokio::spawn(async move {
+            let _permit = shared.acquire_owned().await;
             let refs: Vec<(DedupeKey, RecordRef)> = events
                 .iter()
                 .map(|(item, key)| {
@@ -314,9 +318,11 @@ where
         tracker.restarts = conversion.restarts.clone();
         let mut saved = (Instant::now(), checkpoint);
         let mut claim_lost = None;
-        let mut driver = Driver::new(&self.http, &self.settings.sink, send_until);
+        let requests = self.budget.requests.clone();
+        let mut driver = Driver::sharing(&self.http, &self.settings.sink, send_until, requests);
         let mut dedupe = DedupeCalls {
             store: self.dedupe.clone(),
+            shared: self.budget.dedupe.clone(),
             object,
             in_flight: self.settings.dedupe_in_flight,
             calls: VecDeque::new(),

@@ -181,7 +181,8 @@ impl Delivery {
 struct Shared {
     settings: SinkSettings,
     client: reqwest::Client,
-    permits: Semaphore,
+    /// Requests in flight: this delivery's own, or a budget it shares with others.
+    permits: Arc<Semaphore>,
     deadline: Instant,
     stop: AtomicBool,
     fatal: Mutex<Option<String>>,
@@ -292,10 +293,22 @@ pub struct Driver {
 
 impl Driver {
     pub fn new(client: &reqwest::Client, settings: &SinkSettings, deadline: Instant) -> Self {
+        let permits = Arc::new(Semaphore::new(settings.max_in_flight.max(1)));
+        Driver::sharing(client, settings, deadline, permits)
+    }
+
+    /// A delivery whose requests in flight count against `permits`, shared with the other
+    /// deliveries running at the same time (the objects of one invocation).
+    pub fn sharing(
+        client: &reqwest::Client,
+        settings: &SinkSettings,
+        deadline: Instant,
+        permits: Arc<Semaphore>,
+    ) -> Self {
         let shared = Arc::new(Shared {
             settings: settings.clone(),
             client: client.clone(),
-            permits: Semaphore::new(settings.max_in_flight.max(1)),
+            permits,
             deadline,
             stop: AtomicBool::new(false),
             fatal: Mutex::new(None),
