@@ -717,3 +717,74 @@ async fn objects_imported_at_once_share_one_budget_of_requests_and_dedupe_calls(
     assert_eq!(http.most(), 3, "requests in flight at most");
     assert_eq!(dedupe.most(), 2, "dedupe calls in flight at most");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_csv_object_resumes_from_its_byte_checkpoint_with_its_header() {
+    // 40 requests of 100 rows, one at a time, 100 ms each: more than one invocation of 2.5 s.
+    let mut w = World::new("csv-restart", |c| c.latency = Duration::from_millis(100)).await;
+    w.vars.insert("S3I_STOP_MARGIN_SECS".into(), "0".into());
+    w.vars.insert("S3I_MAX_IN_FLIGHT".into(), "1".into());
+    w.vars.insert("S3I_BATCH_EVENTS".into(), "100".into());
+    w.put(
+        "config/converter.json",
+        br#"{"converterConfig": {"fileType": "csv", "compressionType": "auto",
+             "convertToAmplitudeFunc": {"insert_id": "id", "event_type": "type", "device_id": "device"}}}"#,
+    );
+    let mut data = b"type,id,note,device\r\n".to_vec();
+    let mut starts = Vec::new();
+    for i in 0..4000u64 {
+        starts.push(data.len() as u64);
+        let note = format!(
+            "\"line one\nline \"\"two\"\" {}\"",
+            "x".repeat(1000 + (i % 50) as usize)
+        );
+        data.extend_from_slice(format!("Played,csv-{i},{note},device-{}\r\n", i % 50).as_bytes());
+    }
+    let size = data.len() as u64;
+    w.put("in/rows.csv", &data);
+    let p = w.pipeline();
+    let key = w.claim_key("in/rows.csv");
+    let (mut invocations, mut checkpoints) = (0, Vec::new());
+    let report = loop {
+        invocations += 1;
+        assert!(invocations <= 20, "not finished after 20 invocations");
+        checkpoints.push(match p.claims.get(&key).await.unwrap() {
+            None => 0,
+            Some(_) => checkpoint_of(&p, &key).await,
+        });
+        let deadline = Instant::now() + Duration::from_millis(2500);
+        let o = p
+            .import(
+                &w.obj("in/rows.csv"),
+                deadline,
+                &format!("inv-{invocations}"),
+            )
+            .await;
+        eprintln!("invocation {invocations}: {}", o.label());
+        match o {
+            ObjectOutcome::Completed(report) => break report,
+            ObjectOutcome::Paused { .. } | ObjectOutcome::Retry(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!((report.counts.records, report.counts.sent), (4000, 4000));
+    assert_adds_up(&report);
+    let got = w.received();
+    assert_eq!(numbers(&got, "csv"), (0..4000).collect::<Vec<_>>());
+    assert!(got.values().all(|&n| n == 1), "every event once");
+    // Each resume read from a restart point at most 1 MiB (and a row) before its checkpoint.
+    eprintln!(
+        "{size} bytes; read {:?}; checkpoints {checkpoints:?}",
+        report.bytes_read
+    );
+    let mut resumed_late = false;
+    for (&read, &c) in report.bytes_read.iter().zip(&checkpoints) {
+        let at = starts[c as usize];
+        assert!(
+            read <= size - at.saturating_sub((1 << 20) + 1100),
+            "{read} from row {c}"
+        );
+        resumed_late |= at > (1 << 20) + 1100;
+    }
+    assert!(resumed_late, "{checkpoints:?}");
+}
