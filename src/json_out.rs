@@ -103,6 +103,7 @@ fn write_num(out: &mut Vec<u8>, n: Num) {
             let _ = serde_json::to_writer(&mut *out, &f);
         }
         Num::F(_) => out.extend_from_slice(b"null"),
+        Num::D(d) => out.extend_from_slice(d.text().as_bytes()),
     }
 }
 

@@ -154,6 +154,10 @@ fn coerce<'r, 'a>(name: &str, ty: FieldType, v: Cow<'r, V<'a>>) -> Result<Cow<'r
             Num::U(_) => Err(format!("{name}: integer {} is out of range", show(&v))),
             Num::F(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(Cow::Owned(V::int(*f as i64))),
             Num::F(_) => Err(format!("{name}: expected an integer, got {}", show(&v))),
+            Num::D(d) => match n.as_i64() {
+                Some(i) if i.abs() < 9_000_000_000_000_000 => Ok(Cow::Owned(V::int(i))),
+                _ => Err(format!("{name}: expected an integer, got {}", d.text())),
+            },
         },
         (FieldType::Int, V::Str(s)) => match s.trim().parse::<i64>() {
             Ok(i) => Ok(Cow::Owned(V::int(i))),

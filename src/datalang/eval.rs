@@ -407,6 +407,10 @@ fn round<'r, 'a>(arg: &'r Expr, ctx: &'r V<'a>, rec: &'r Record<'a>) -> Evaluate
             let r = f.round();
             (r.abs() < 9.2e18).then(|| Cow::Owned(V::int(r as i64)))
         }
+        n @ Num::D(_) => {
+            let r = n.as_f64().round();
+            (r.abs() < 9.2e18).then(|| Cow::Owned(V::int(r as i64)))
+        }
         n => owned(V::Num(n)),
     }
 }
@@ -417,6 +421,10 @@ fn ms_to_iso<'r, 'a>(arg: &'r Expr, ctx: &'r V<'a>, rec: &'r Record<'a>) -> Eval
     let ms = match numeric(Some(arg.eval(ctx, rec)?.as_ref()))? {
         Num::F(f) if f.is_finite() && f.abs() < 9.0e15 => f.trunc() as i64,
         Num::F(_) => return None,
+        n @ Num::D(_) => match n.as_f64() {
+            f if f.is_finite() && f.abs() < 9.0e15 => f.trunc() as i64,
+            _ => return None,
+        },
         n => n.as_i64()?,
     };
     owned(V::str(time::ms_to_iso(ms)?))

@@ -18,6 +18,69 @@ pub enum Num {
     I(i64),
     U(u64),
     F(f64),
+    /// A decimal that keeps its digits (Parquet decimal(p, s): `12.30` stays `12.30`).
+    D(Dec),
+}
+
+/// `unscaled × 10^-scale`, up to 38 digits, written with exactly `scale` digits after the point.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dec {
+    // An i128 in four 4-aligned parts: keeps `Num` at 24 bytes and a value (`V`) at 32.
+    parts: [u32; 4],
+    scale: u8,
+}
+
+impl Dec {
+    pub fn new(unscaled: i128, scale: u8) -> Dec {
+        let b = unscaled.to_le_bytes();
+        let part = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        Dec {
+            parts: [part(0), part(4), part(8), part(12)],
+            scale,
+        }
+    }
+
+    pub fn unscaled(self) -> i128 {
+        let mut b = [0u8; 16];
+        for (i, p) in self.parts.iter().enumerate() {
+            b[4 * i..4 * i + 4].copy_from_slice(&p.to_le_bytes());
+        }
+        i128::from_le_bytes(b)
+    }
+
+    pub fn scale(self) -> u8 {
+        self.scale
+    }
+
+    /// The exact text: `12.30`, `-0.005`, `7`.
+    pub fn text(self) -> String {
+        let u = self.unscaled();
+        let digits = u.unsigned_abs().to_string();
+        let scale = usize::from(self.scale);
+        let mut out = String::with_capacity(digits.len() + scale + 3);
+        if u < 0 {
+            out.push('-');
+        }
+        if scale == 0 {
+            out.push_str(&digits);
+            return out;
+        }
+        let padded = format!("{digits:0>width$}", width = scale + 1);
+        let (int, frac) = padded.split_at(padded.len() - scale);
+        out.push_str(int);
+        out.push('.');
+        out.push_str(frac);
+        out
+    }
+
+    /// The value as an integer, when it is one (`12.00` is 12) and fits.
+    fn as_i64(self) -> Option<i64> {
+        let pow = 10i128.checked_pow(u32::from(self.scale))?;
+        let u = self.unscaled();
+        (u % pow == 0)
+            .then(|| i64::try_from(u / pow).ok())
+            .flatten()
+    }
 }
 
 impl Num {
@@ -26,6 +89,7 @@ impl Num {
             Num::I(i) => i as f64,
             Num::U(u) => u as f64,
             Num::F(f) => f,
+            Num::D(d) => d.text().parse().unwrap_or(f64::NAN),
         }
     }
 
@@ -35,17 +99,28 @@ impl Num {
             Num::I(i) => Some(i),
             Num::U(u) => i64::try_from(u).ok(),
             Num::F(_) => None,
+            Num::D(d) => d.as_i64(),
         }
     }
 
     pub fn is_integer(self) -> bool {
-        !matches!(self, Num::F(_))
+        match self {
+            Num::F(_) => false,
+            Num::D(d) => d.scale == 0,
+            _ => true,
+        }
     }
 
-    /// Numbers compare by value: `1` equals `1.0`.
+    /// Numbers compare by value: `1` equals `1.0`, and `12.30` equals `12.3`.
     pub fn value_eq(self, other: Num) -> bool {
         match (self, other) {
-            (Num::F(_), _) | (_, Num::F(_)) => self.as_f64() == other.as_f64(),
+            (Num::D(a), Num::D(b)) if a.scale == b.scale => a.unscaled() == b.unscaled(),
+            (Num::F(_) | Num::D(_), _) | (_, Num::F(_) | Num::D(_)) => {
+                match (self.as_i64(), other.as_i64()) {
+                    (Some(x), Some(y)) => x == y,
+                    _ => self.as_f64() == other.as_f64(),
+                }
+            }
             (a, b) => match (a.as_i64(), b.as_i64()) {
                 (Some(x), Some(y)) => x == y,
                 _ => matches!((a, b), (Num::U(x), Num::U(y)) if x == y),
@@ -53,13 +128,14 @@ impl Num {
         }
     }
 
-    /// JSON text of the number (`3`, `2.5`); non-finite floats have none.
+    /// JSON text of the number (`3`, `2.5`, a decimal's own digits); non-finite floats have none.
     pub fn to_text(self) -> Option<String> {
         match self {
             Num::I(i) => Some(i.to_string()),
             Num::U(u) => Some(u.to_string()),
             Num::F(f) if f.is_finite() => serde_json::to_string(&f).ok(),
             Num::F(_) => None,
+            Num::D(d) => Some(d.text()),
         }
     }
 }
@@ -341,5 +417,30 @@ mod tests {
             assert_eq!(ids.get(absent), None, "{absent}");
         }
         assert_eq!(ids.iter().count(), keys.len());
+    }
+
+    #[test]
+    fn values_stay_small() {
+        assert_eq!(std::mem::size_of::<Num>(), 24);
+        assert_eq!(std::mem::size_of::<V<'_>>(), 32);
+    }
+
+    #[test]
+    fn decimals_keep_their_digits_and_compare_by_value() {
+        let d = |u: i128, s: u8| Num::D(Dec::new(u, s));
+        assert_eq!(d(1230, 2).to_text().unwrap(), "12.30");
+        assert_eq!(d(-5, 3).to_text().unwrap(), "-0.005");
+        assert_eq!(
+            d(i128::MIN + 1, 0).to_text().unwrap(),
+            (i128::MIN + 1).to_string()
+        );
+        assert!(d(1230, 2).value_eq(Num::F(12.3)));
+        assert!(d(1230, 2).value_eq(d(123, 1)));
+        assert!(!d(1230, 2).value_eq(d(1231, 2)));
+        assert!(d(1200, 2).value_eq(Num::I(12)));
+        assert_eq!(d(1200, 2).as_i64(), Some(12));
+        assert_eq!(d(1230, 2).as_i64(), None);
+        assert!(!d(1200, 2).is_integer() && d(12, 0).is_integer());
+        assert_eq!(d(1230, 2).as_f64(), 12.3);
     }
 }

@@ -101,6 +101,12 @@ impl Serialize for V<'_> {
             V::Num(Num::I(i)) => s.serialize_i64(*i),
             V::Num(Num::U(u)) => s.serialize_u64(*u),
             V::Num(Num::F(f)) => s.serialize_f64(*f),
+            // Serde has no decimal: its exact text as a raw JSON value (serde_json writes it as
+            // is; a serde_json::Value takes it by value).
+            V::Num(n @ Num::D(d)) => match serde_json::value::RawValue::from_string(d.text()) {
+                Ok(raw) => raw.serialize(s),
+                Err(_) => s.serialize_f64(n.as_f64()),
+            },
             V::Str(st) => s.serialize_str(st),
             V::Arr(items) => {
                 let mut seq = s.serialize_seq(Some(items.len()))?;

@@ -11,7 +11,7 @@ use parquet::data_type::{ByteArray, FixedLenByteArray, Int96};
 use parquet::schema::types::Type;
 
 use crate::datalang::time::civil_from_days;
-use crate::datalang::{Num, V};
+use crate::datalang::{Dec, Num, V};
 
 /// How a leaf column's physical values become record values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -277,16 +277,16 @@ fn be_i128(b: &[u8]) -> Result<i128, String> {
     Ok(i128::from_be_bytes(buf))
 }
 
-/// decimal(p, s): an integer when `s` is 0 and it fits; otherwise the nearest double to the
-/// exact decimal text (record values have no decimal type of their own).
+/// decimal(p, s): an integer when `s` is 0 and it fits; otherwise a decimal that keeps its
+/// digits (`12.30` for decimal(4,2) 12.3).
 fn decimal<'a>(unscaled: i128, scale: i32) -> Option<V<'a>> {
     if scale == 0 {
         if let Ok(i) = i64::try_from(unscaled) {
             return Some(V::int(i));
         }
     }
-    let text = format!("{unscaled}e{}", -i64::from(scale));
-    V::float(text.parse::<f64>().ok()?)
+    let scale = u8::try_from(scale).ok().filter(|s| *s <= 38)?;
+    Some(V::Num(Num::D(Dec::new(unscaled, scale))))
 }
 
 /// Days since 1970-01-01 → `YYYY-MM-DD`.
@@ -348,7 +348,9 @@ mod tests {
         assert_eq!(text(0.1f32.to_v(Kind::F32)), "0.1");
         assert_eq!(text(f32::NAN.to_v(Kind::F32)), "absent");
         assert_eq!(text(f64::INFINITY.to_v(Kind::F64)), "absent");
-        assert_eq!(text(1230i64.to_v(Kind::Decimal(2))), "12.3");
+        assert_eq!(text(1230i64.to_v(Kind::Decimal(2))), "12.30");
+        assert_eq!(text((-5i32).to_v(Kind::Decimal(3))), "-0.005");
+        assert_eq!(text(12i64.to_v(Kind::Decimal(1))), "1.2");
         assert_eq!(text((-5i32).to_v(Kind::Decimal(0))), "-5");
         assert_eq!(text(3i32.to_v(Kind::Null)), "absent");
     }
@@ -363,6 +365,13 @@ mod tests {
         assert!(too_big.to_v(Kind::Decimal(0)).is_err());
         let max = ByteArray::from(i128::MAX.to_be_bytes().to_vec());
         assert!(max.to_v(Kind::Decimal(38)).is_ok());
+        // 38 digits kept exactly, beyond what a double holds.
+        let digits: i128 = 12_345_678_901_234_567_890_123_456_789_012_345_678;
+        let wide = ByteArray::from((-digits).to_be_bytes().to_vec());
+        assert_eq!(
+            text(wide.to_v(Kind::Decimal(10))),
+            "-1234567890123456789012345678.9012345678"
+        );
     }
 
     #[test]
