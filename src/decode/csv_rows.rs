@@ -88,10 +88,11 @@ pub(super) fn read(
     let mut header: Option<Vec<String>> = from.and_then(|r| r.header.clone());
     let mut n = from.map_or(0, |r| r.n);
     let mut first = from.is_none();
+    let mut restartable = header_fits(&header);
     loop {
         // The reader stands at the start of a row (the next record's, or a blank line's); the
         // header row is behind it.
-        if !first && header_fits(&header) {
+        if !first && restartable {
             let at = skipped + reader.position().byte();
             marker.at(RestartKind::Csv, n, at, &header);
         }
@@ -145,6 +146,7 @@ pub(super) fn read(
                     });
                 }
                 header = Some(names);
+                restartable = header_fits(&header);
                 continue;
             }
         }
