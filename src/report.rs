@@ -99,10 +99,22 @@ pub struct Progress {
     /// Bytes read from the object by each invocation (see [`Report::bytes_read`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub bytes_read: Vec<u64>,
-    /// Where a later invocation starts reading (uncompressed JSON lines and CSV): a record at
-    /// or before the checkpoint and its byte offset, so that the confirmed part is not read again.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Where a later invocation starts reading (JSON lines and CSV): a record at or before the
+    /// checkpoint and where it starts in the stored object, so that the confirmed part is not
+    /// read again. One that does not parse (another version's) is left out, not an error.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_restart"
+    )]
     pub restart: Option<crate::decode::Restart>,
+}
+
+fn lenient_restart<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<crate::decode::Restart>, D::Error> {
+    let v = serde_json::Value::deserialize(d)?;
+    Ok(serde_json::from_value(v).ok())
 }
 
 impl Progress {

@@ -1233,4 +1233,17 @@ async fn an_uncompressed_object_resumes_from_its_byte_checkpoint_without_reading
         resumed_late,
         "some invocation resumed past 2 MiB, so the bound says something: {checkpoints:?}"
     );
+
+    // Opening at the very end (nothing left after a restart point) is an empty body, not an
+    // error that would fail the object.
+    use s3_import::source::{Content, ObjectSource};
+    use std::io::Read;
+    let opened = p
+        .source
+        .open(&w.bucket, "in/big.json", &Content::default(), size)
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    opened.reader.take(1).read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
 }

@@ -489,7 +489,10 @@ impl<R: BufRead> Read for MultiZstd<R> {
                             "trailing data that is not a zstd frame",
                         ));
                     }
-                    self.log.start();
+                    // A skippable frame (metadata, a seek table) holds no data to restart at.
+                    if head.starts_with(&ZSTD_MAGIC) {
+                        self.log.start();
+                    }
                     let d = zstd::stream::read::Decoder::with_buffer(r)?.single_frame();
                     self.state = Some(ZstdState::Frame(Box::new(d)));
                 }

@@ -90,14 +90,15 @@ pub(super) fn read(
     let mut first = from.is_none();
     let mut restartable = header_fits(&header);
     loop {
-        // The reader stands at the start of a row (the next record's, or a blank line's); the
-        // header row is behind it.
-        if !first && restartable {
-            let at = skipped + reader.position().byte();
-            marker.at(RestartKind::Csv, n, at, &header);
-        }
+        // The reader stands at the start of a row (the next record's, or a blank line's).
+        let at = skipped + reader.position().byte();
         match reader.read_byte_record(&mut row) {
-            Ok(true) => {}
+            Ok(true) => {
+                // A row is there (so the restart is not the object's end), the header behind.
+                if !first && restartable {
+                    marker.at(RestartKind::Csv, n, at, &header);
+                }
+            }
             Ok(false) => break,
             Err(e) => {
                 return Err(match e.into_kind() {

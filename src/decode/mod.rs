@@ -123,10 +123,22 @@ pub struct Restart {
     /// CSV with a header: the column names (the header row is not read again).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub header: Option<Vec<String>>,
+    /// The object is not compressed: read on from here as plain data, whatever its bytes look
+    /// like (a compressed object restarts at a member or frame start, and is sniffed there).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub plain: bool,
+    /// The converter version (ETag) the reading ran under: another one may frame or number
+    /// records differently, so its restart points are not used.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub config: String,
 }
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// Offers restart points to a reading's `mark`, about one per [`RESTART_EVERY`] stored bytes.
@@ -176,6 +188,8 @@ impl<'m> Marker<'m> {
             offset: self.base + offset,
             skip,
             header: header.clone(),
+            plain: matches!(self.entries, Entries::Plain),
+            config: String::new(),
         });
     }
 }
@@ -228,8 +242,8 @@ pub fn read_records<R: Read + Send>(
 }
 
 /// [`read_records`] from a restart point (`raw` then starts at its offset), offering `mark`
-/// the restart points it passes (about every [`RESTART_EVERY`] bytes; none when the data is
-/// compressed), each before any record it numbers is handed to `f`.
+/// the restart points it passes (about one per [`RESTART_EVERY`] stored bytes; in compressed
+/// data only at member and frame starts), each before any record it numbers is handed to `f`.
 #[allow(clippy::too_many_arguments)]
 pub fn read_records_from<R: Read + Send>(
     raw: R,
@@ -241,7 +255,13 @@ pub fn read_records_from<R: Read + Send>(
     mark: &mut dyn FnMut(Restart),
     mut f: impl FnMut(u64, Rec<'_>) -> ControlFlow<()>,
 ) -> Result<ReadStats, DecodeError> {
-    let mut input = decompress(raw, file.compression, limits)?;
+    // The object's very start is no restart: it is read as new (a byte-order mark is looked for).
+    let from = from.filter(|r| r.offset > 0 || r.skip > 0);
+    let compression = match from {
+        Some(r) if r.plain => crate::config::Compression::None,
+        _ => file.compression,
+    };
+    let mut input = decompress(raw, compression, limits)?;
     let mut marker = Marker::new(&input, from, mark);
     let skipped = skip_to(&mut input, from)?;
     match file.file_type {
@@ -502,11 +522,15 @@ mod tests {
     fn check_every_restart(data: &[u8], file: &ConverterFile, threads: usize) -> usize {
         let (all, marks) = read(data, file, threads, None);
         assert!(marks.len() >= 3, "several restart points: {}", marks.len());
+        assert!(
+            marks.iter().all(|m| m.offset < data.len() as u64),
+            "a restart has data after it"
+        );
         for pair in marks.windows(2) {
             assert!(pair[0].n < pair[1].n && pair[0].offset < pair[1].offset);
             assert!(pair[1].offset - pair[0].offset >= RESTART_EVERY);
         }
-        for (i, m) in marks.iter().enumerate().skip(1) {
+        for (i, m) in marks.iter().enumerate() {
             let (rest, later) = read(data, file, threads, Some(m));
             assert_eq!(rest.as_slice(), &all[m.n as usize..], "from {m:?}");
             assert_eq!(
@@ -589,6 +613,21 @@ mod tests {
         );
         assert!(marks[0].fits(&with_header));
         assert!(!marks[0].fits(&file("json", "none", "")));
+
+        // The last row starts just before a restart step and ends past it: no restart at the
+        // end of the object (there is nothing to read from there).
+        let mut data = b"e,pad\n".to_vec();
+        for i in 0..1049 {
+            let row = format!("ev-{i:04},{}\n", "x".repeat(1000 - 9));
+            assert_eq!(row.len(), 1000);
+            data.extend_from_slice(row.as_bytes());
+        }
+        let (records, marks) = read(&data, &with_header, 1, None);
+        assert_eq!(records.len(), 1049);
+        assert!(
+            marks.iter().all(|m| m.offset < data.len() as u64),
+            "{marks:?}"
+        );
     }
 
     fn gzip(data: &[u8]) -> Vec<u8> {
@@ -620,11 +659,18 @@ mod tests {
         let json = file("json", "auto", "");
         let n = check_every_restart(&gz, &json, 2);
         assert!(n >= 4, "{n}");
+        // Zstd frames, each followed by a skippable frame (as seek tables and metadata are):
+        // restarts are at data frames only, with zstd or auto.
+        let skippable = [&[0x5e, 0x2a, 0x4d, 0x18, 4, 0, 0, 0][..], b"meta"].concat();
         let zst: Vec<u8> = lines
             .chunks(700)
-            .flat_map(|c| zstd::stream::encode_all(&c.concat()[..], 1).unwrap())
+            .flat_map(|c| {
+                let frame = zstd::stream::encode_all(&c.concat()[..], 1).unwrap();
+                [frame, skippable.clone()].concat()
+            })
             .collect();
         check_every_restart(&zst, &file("json", "zstd", ""), 1);
+        check_every_restart(&zst, &file("json", "auto", ""), 2);
         // A restart in the middle of a member skips to its line.
         let (_, marks) = read(&gz, &json, 2, None);
         assert!(marks.iter().any(|m| m.skip > 0), "{marks:?}");

@@ -420,11 +420,12 @@ where
             return Ok((at, Input::Ranges(ranged.reader)));
         }
         // A resume starts at the saved restart point (the confirmed part is not read again).
-        let restart = at
-            .progress
-            .restart
-            .take()
-            .filter(|r| pinned.is_some() && r.n <= at.checkpoint && r.fits(&converter.file));
+        let restart = at.progress.restart.take().filter(|r| {
+            pinned.is_some()
+                && r.n <= at.checkpoint
+                && r.config == at.config_version
+                && r.fits(&converter.file)
+        });
         let from = restart.as_ref().map_or(0, |r| r.offset);
         let opened = match self.source.open(&obj.bucket, &obj.key, &want, from).await {
             Ok(opened) => opened,

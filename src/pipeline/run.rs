@@ -229,6 +229,7 @@ where
         let counter = bytes_read.clone();
         let restarts = Restarts::default();
         let passed = restarts.clone();
+        let config = at.config_version.clone();
         let end = tokio::task::spawn_blocking(move || {
             let origin = Origin {
                 bucket: &bucket,
@@ -268,7 +269,12 @@ where
                         bytes: counter,
                     };
                     let keys = &file.record_keys;
-                    let mut mark = |r: Restart| passed.push(r);
+                    let mut mark = |r: Restart| {
+                        passed.push(Restart {
+                            config: config.clone(),
+                            ..r
+                        })
+                    };
                     read_records_from(
                         reader,
                         file,
