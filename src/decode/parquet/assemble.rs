@@ -10,10 +10,12 @@
 
 use std::borrow::Cow;
 
+use parquet::column::page::PageReader;
 use parquet::column::reader::{get_typed_column_reader, ColumnReader, ColumnReaderImpl};
 use parquet::data_type::{self as t, DataType};
 use parquet::errors::ParquetError;
 
+use super::pages::StrReader;
 use super::schema::Node;
 use super::values::{key_text, Kind, Physical2V, Value};
 use crate::datalang::V;
@@ -53,6 +55,8 @@ pub enum Typed2 {
     Double(Typed<t::DoubleType>),
     Bytes(Typed<t::ByteArrayType>),
     Fixed(Typed<t::FixedLenByteArrayType>),
+    /// A string column read from its pages (`pages.rs`), not by the crate's reader.
+    Str(StrReader),
 }
 
 /// Runs `$body` with `$t` bound to the typed reader, whatever its type.
@@ -67,6 +71,7 @@ macro_rules! each_type {
             Typed2::Double($t) => $body,
             Typed2::Bytes($t) => $body,
             Typed2::Fixed($t) => $body,
+            Typed2::Str(_) => unreachable!("string columns are read apart"),
         }
     };
 }
@@ -90,7 +95,13 @@ impl Column {
         self.reps.clear();
         let defs = (self.max_def > 0).then_some(&mut self.defs);
         let reps = (self.max_rep > 0).then_some(&mut self.reps);
-        let (records, values, levels) = each_type!(&mut self.typed, t => t.read(rows, defs, reps))?;
+        let (records, values, levels) = match &mut self.typed {
+            Typed2::Str(r) => {
+                let (records, triplets) = r.read(rows, defs, reps)?;
+                (records, r.values.len(), triplets)
+            }
+            typed => each_type!(typed, t => t.read(rows, defs, reps))?,
+        };
         self.len = if self.max_def > 0 { levels } else { values };
         if self.max_def > 0 && self.defs.len() < self.len
             || self.max_rep > 0 && self.reps.len() < self.len
@@ -127,6 +138,13 @@ impl Column {
             Typed2::Bytes(t) if kind == Kind::Str => {
                 let mut cache = TextCache::new();
                 each_cell(&t.values, defs, max_def, len, out, |v| cache.text(v.data()))
+            }
+            Typed2::Str(r) => {
+                let mut cache = TextCache::new();
+                let bufs = &r.bufs[..];
+                each_cell(&r.values, defs, max_def, len, out, |v| {
+                    cache.text(v.bytes(bufs))
+                })
             }
             typed => each_type!(typed, t => {
                 each_cell(&t.values, defs, max_def, len, out, |v| v.to_v(kind))
@@ -247,10 +265,17 @@ pub fn guard<T>(step: impl FnOnce() -> Result<T, ParquetError>) -> Result<T, Par
     }
 }
 
+/// How a leaf column is read: by the crate's column reader, or from its pages (a string column
+/// whose pages `pages.rs` reads).
+pub enum Reader {
+    Crate(Box<ColumnReader>),
+    Pages(Box<dyn PageReader>),
+}
+
 /// A column reader for `reader`, after skipping its first `skip` rows; [`Column::refill`]
 /// reads its first batch.
 pub fn column(
-    reader: ColumnReader,
+    reader: Reader,
     kind: Kind,
     max_def: i16,
     max_rep: i16,
@@ -272,14 +297,28 @@ pub fn column(
         })
     }
     let typed = match reader {
-        r @ ColumnReader::BoolColumnReader(_) => Typed2::Bool(make(r, skip)?),
-        r @ ColumnReader::Int32ColumnReader(_) => Typed2::Int32(make(r, skip)?),
-        r @ ColumnReader::Int64ColumnReader(_) => Typed2::Int64(make(r, skip)?),
-        r @ ColumnReader::Int96ColumnReader(_) => Typed2::Int96(make(r, skip)?),
-        r @ ColumnReader::FloatColumnReader(_) => Typed2::Float(make(r, skip)?),
-        r @ ColumnReader::DoubleColumnReader(_) => Typed2::Double(make(r, skip)?),
-        r @ ColumnReader::ByteArrayColumnReader(_) => Typed2::Bytes(make(r, skip)?),
-        r @ ColumnReader::FixedLenByteArrayColumnReader(_) => Typed2::Fixed(make(r, skip)?),
+        Reader::Pages(pages) => {
+            let mut r = StrReader::new(pages, max_def, max_rep);
+            if skip > 0 {
+                let skipped = guard(|| r.skip(skip))?;
+                if skipped < skip {
+                    return Err(ParquetError::General(format!(
+                        "the column has {skipped} rows, fewer than the {skip} to skip"
+                    )));
+                }
+            }
+            Typed2::Str(r)
+        }
+        Reader::Crate(reader) => match *reader {
+            r @ ColumnReader::BoolColumnReader(_) => Typed2::Bool(make(r, skip)?),
+            r @ ColumnReader::Int32ColumnReader(_) => Typed2::Int32(make(r, skip)?),
+            r @ ColumnReader::Int64ColumnReader(_) => Typed2::Int64(make(r, skip)?),
+            r @ ColumnReader::Int96ColumnReader(_) => Typed2::Int96(make(r, skip)?),
+            r @ ColumnReader::FloatColumnReader(_) => Typed2::Float(make(r, skip)?),
+            r @ ColumnReader::DoubleColumnReader(_) => Typed2::Double(make(r, skip)?),
+            r @ ColumnReader::ByteArrayColumnReader(_) => Typed2::Bytes(make(r, skip)?),
+            r @ ColumnReader::FixedLenByteArrayColumnReader(_) => Typed2::Fixed(make(r, skip)?),
+        },
     };
     Ok(Column {
         typed,
