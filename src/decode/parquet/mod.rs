@@ -512,11 +512,12 @@ impl<S: ReadAt> ParquetFile<S> {
                         batch: &mut batch,
                         at: &mut at,
                         bad: None,
+                        ended: None,
                     };
                     slots.clear();
                     slots.resize(n_slots, NO_SLOT);
                     for (k, (name, node)) in fields.iter().enumerate() {
-                        if let Some(v) = row.field(node).map_err(corrupt)? {
+                        if let Some(v) = row.field(node) {
                             if let Some(slot_of) = &slot_of {
                                 // A repeated name is found at its first field, as by name.
                                 match slots.get_mut(slot_of[k] as usize) {
@@ -526,6 +527,9 @@ impl<S: ReadAt> ParquetFile<S> {
                             }
                             out.push((Cow::Borrowed(name.as_str()), v));
                         }
+                    }
+                    if let Some(col) = row.ended {
+                        return Err(corrupt(Row::ended_error(col)));
                     }
                     let (flow, back) = match row.bad {
                         None => {
