@@ -17,7 +17,7 @@ use parquet::errors::ParquetError;
 
 use super::pages::StrReader;
 use super::schema::Node;
-use super::values::{key_text, Kind, Physical2V, Value};
+use super::values::{key_text, utf8_error, Kind, Physical2V, Value};
 use crate::datalang::V;
 
 /// Rows read per batch. A batch's pages' values and its record values (32 bytes each) stay in
@@ -142,13 +142,9 @@ impl Column {
                     cache.text(v.data())
                 })
             }
-            Typed2::Str(r) => {
-                let mut cache = TextCache::new();
-                let bufs = &r.bufs[..];
-                each_cell(&r.values, defs, max_def, len, out, bad, |v| {
-                    cache.text(v.bytes(bufs))
-                })
-            }
+            Typed2::Str(r) => each_cell(&r.values, defs, max_def, len, out, bad, |v| {
+                r.text(v).map(|s| Some(V::Str(Cow::Borrowed(s))))
+            }),
             typed => each_type!(typed, t => {
                 each_cell(&t.values, defs, max_def, len, out, bad, |v| v.to_v(kind))
             }),
@@ -236,10 +232,7 @@ impl<'b> TextCache<'b> {
                 self.0[slot] = s;
                 Ok(Some(V::Str(Cow::Borrowed(s))))
             }
-            Err(e) => Err(format!(
-                "string is not valid UTF-8 (at byte {})",
-                e.valid_up_to()
-            )),
+            Err(e) => Err(utf8_error(&e)),
         }
     }
 }

@@ -13,6 +13,8 @@ use parquet::column::page::{Page, PageReader};
 use parquet::errors::ParquetError;
 use parquet::file::metadata::ColumnChunkMetaData;
 
+use super::values::utf8_error;
+
 /// Whether column chunk `meta` (a string column) can be read by [`StrReader`].
 pub fn fast_string_chunk(meta: &ColumnChunkMetaData) -> bool {
     meta.encodings().all(|e| {
@@ -160,21 +162,19 @@ impl Hybrid {
     }
 }
 
-/// A string value of the batch: its bytes are `bufs[buf][start..start + len]`.
+/// A string value of the batch: `len` bytes from `start` of the batch's buffer `buf`, or of
+/// the dictionary's text ([`DICT`]) or its strings that are not UTF-8 ([`DICT_BAD`]).
 #[derive(Clone, Copy)]
 pub struct StrRef {
-    pub buf: u32,
-    pub start: u32,
-    pub len: u32,
+    buf: u32,
+    start: u32,
+    len: u32,
 }
 
-impl StrRef {
-    #[inline]
-    pub fn bytes<'b>(&self, bufs: &'b [Bytes]) -> &'b [u8] {
-        let start = self.start as usize;
-        &bufs[self.buf as usize][start..start + self.len as usize]
-    }
-}
+/// [`StrRef::buf`] of a dictionary string.
+const DICT: u32 = u32::MAX;
+/// [`StrRef::buf`] of a dictionary string that is not UTF-8.
+const DICT_BAD: u32 = u32::MAX - 1;
 
 enum Values {
     /// Lengths and bytes from `pos` on.
@@ -204,15 +204,18 @@ pub struct StrReader {
     pages: Box<dyn PageReader>,
     max_def: i16,
     max_rep: i16,
-    /// The dictionary's strings: (start, len) in `bufs[0]`.
-    dict: Vec<(u32, u32)>,
+    /// The dictionary's strings (as [`StrRef`]s), checked for UTF-8 once: those that are
+    /// copied one after the other into `dict_text`, the others into `dict_bad`.
+    dict: Vec<StrRef>,
+    dict_text: String,
+    dict_bad: Vec<u8>,
     page: Option<PageState>,
     /// Levels decoded ahead from `page`, from `ahead_at` on.
     ahead_defs: Vec<i16>,
     ahead_reps: Vec<i16>,
     ahead_at: usize,
-    /// The batch's buffers: the dictionary first, then the data pages its values point into.
-    pub bufs: Vec<Bytes>,
+    /// The data pages the batch's values point into.
+    bufs: Vec<Bytes>,
     /// The batch's values (non-null triplets), in order.
     pub values: Vec<StrRef>,
     /// Scratch for dictionary indices.
@@ -226,26 +229,43 @@ impl StrReader {
             max_def,
             max_rep,
             dict: Vec::new(),
+            dict_text: String::new(),
+            dict_bad: Vec::new(),
             page: None,
             ahead_defs: Vec::new(),
             ahead_reps: Vec::new(),
             ahead_at: 0,
-            bufs: vec![Bytes::new()],
+            bufs: Vec::new(),
             values: Vec::new(),
             indices: Vec::new(),
         }
     }
 
-    fn set_dict(&mut self, buf: Bytes, num_values: u32) -> Result<(), ParquetError> {
-        let mut dict = Vec::with_capacity(num_values as usize);
+    fn set_dict(&mut self, page: Bytes, num_values: u32) -> Result<(), ParquetError> {
+        self.dict.clear();
+        self.dict_text.clear();
+        self.dict_bad.clear();
         let mut pos = 0usize;
         for _ in 0..num_values {
-            let (start, len) = plain_at(&buf, pos)?;
-            dict.push((start as u32, len as u32));
+            let (start, len) = plain_at(&page, pos)?;
             pos = start + len;
+            let bytes = &page[start..pos];
+            let (buf, at) = match std::str::from_utf8(bytes) {
+                Ok(text) => {
+                    self.dict_text.push_str(text);
+                    (DICT, self.dict_text.len() - len)
+                }
+                Err(_) => {
+                    self.dict_bad.extend_from_slice(bytes);
+                    (DICT_BAD, self.dict_bad.len() - len)
+                }
+            };
+            self.dict.push(StrRef {
+                buf,
+                start: u32::try_from(at).map_err(|_| err("the dictionary is too large"))?,
+                len: len as u32,
+            });
         }
-        self.dict = dict;
-        self.bufs[0] = buf;
         Ok(())
     }
 
@@ -404,7 +424,7 @@ impl StrReader {
         mut reps: Option<&mut Vec<i16>>,
     ) -> Result<(usize, usize), ParquetError> {
         self.values.clear();
-        self.bufs.truncate(1);
+        self.bufs.clear();
         if let Some(p) = &mut self.page {
             p.in_batch = None;
         }
@@ -493,13 +513,13 @@ impl StrReader {
                 }
                 self.values.reserve(n);
                 for &i in &self.indices {
-                    let Some(&(start, len)) = self.dict.get(i as usize) else {
+                    let Some(&s) = self.dict.get(i as usize) else {
                         return Err(err(format!(
                             "dictionary index {i} out of range (the dictionary has {})",
                             self.dict.len()
                         )));
                     };
-                    self.values.push(StrRef { buf: 0, start, len });
+                    self.values.push(s);
                 }
             }
         }
@@ -521,6 +541,27 @@ impl StrReader {
             }
         }
         Ok(done)
+    }
+}
+
+impl StrReader {
+    /// The string `s` of the batch.
+    #[inline(always)]
+    pub fn text(&self, s: &StrRef) -> Result<&str, String> {
+        let range = s.start as usize..s.start as usize + s.len as usize;
+        let bytes = match s.buf {
+            // Whole strings, checked when the dictionary was read.
+            DICT => {
+                return self
+                    .dict_text
+                    .get(range)
+                    .ok_or_else(|| "a bad dictionary string".into())
+            }
+            DICT_BAD => self.dict_bad.get(range),
+            b => self.bufs.get(b as usize).and_then(|buf| buf.get(range)),
+        };
+        let bytes = bytes.ok_or_else(|| "a value runs past the end of its page".to_string())?;
+        std::str::from_utf8(bytes).map_err(|e| utf8_error(&e))
     }
 }
 
