@@ -97,7 +97,7 @@ impl Column {
         let reps = (self.max_rep > 0).then_some(&mut self.reps);
         let (records, values, levels) = match &mut self.typed {
             Typed2::Str(r) => {
-                let (records, triplets) = r.read(rows, defs, reps)?;
+                let (records, triplets) = guard(|| r.read(rows, defs, reps))?;
                 (records, r.values.len(), triplets)
             }
             typed => each_type!(typed, t => t.read(rows, defs, reps))?,

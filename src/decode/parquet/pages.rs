@@ -93,10 +93,11 @@ impl Hybrid {
             let left = self.end - self.pos;
             self.bit = self.pos * 8;
             // A last run may be cut short: only the values whose bits are all there.
+            let values = count.saturating_mul(8);
             self.packed_left = if self.width == 0 {
-                count * 8
+                values
             } else {
-                (count * 8).min(left * 8 / self.width as usize)
+                values.min(left * 8 / self.width as usize)
             };
             self.pos += bytes.min(left);
         } else {
