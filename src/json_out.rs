@@ -34,8 +34,20 @@ impl Style {
 /// the one before it). Most strings in analytics events are like this and are copied whole.
 #[inline]
 fn plain(bytes: &[u8]) -> bool {
-    if bytes.len() < 8 {
-        return find_special(bytes, 0).is_none();
+    let n = bytes.len();
+    if n < 8 {
+        // One word made of the string's bytes (the middle ones read twice where they
+        // overlap) and spaces: no branch per byte.
+        let half = |w: &[u8]| u64::from(u32::from_le_bytes(w.try_into().unwrap_or([0; 4])));
+        let word = match n {
+            0 => return true,
+            1..=3 => {
+                let b = |i: usize| u64::from(bytes[i]);
+                b(0) | b(n / 2) << 8 | b(n - 1) << 16 | 0x2020_2020_2000_0000
+            }
+            _ => half(&bytes[..4]) | half(&bytes[n - 4..]) << 32,
+        };
+        return !special_in_string(word);
     }
     let word = |w: &[u8]| u64::from_le_bytes(w.try_into().unwrap_or([0; 8]));
     let mut words = bytes.chunks_exact(8);
@@ -209,7 +221,25 @@ mod tests {
             "1234567\\",
             "ascii then é then \"",
         ];
-        for s in samples {
+        // Short strings (checked as one word) with something to escape at every place.
+        let short: Vec<String> = (1..8)
+            .flat_map(|n| {
+                ["\"", "\\", "\n", "\u{1f}", "é"]
+                    .into_iter()
+                    .flat_map(move |c| {
+                        (0..n).map(move |i| {
+                            let mut s = "abcdefg"[..n - 1].to_string();
+                            s.insert_str(i.min(s.len()), c);
+                            s
+                        })
+                    })
+            })
+            .collect();
+        for s in samples
+            .iter()
+            .copied()
+            .chain(short.iter().map(String::as_str))
+        {
             let mut out = Vec::new();
             write_str(&mut out, s);
             assert_eq!(

@@ -151,6 +151,50 @@ fn reads_standard_input() {
 }
 
 #[test]
+fn parquet_reads_alike_from_a_file_in_place_from_standard_input_and_gzipped() {
+    let dir = tempdir("parquet-stdin");
+    let case = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/golden/parquet_row_groups"
+    );
+    let conv = std::fs::read_to_string(format!("{case}/converter.json")).unwrap();
+    let data = std::fs::read(format!("{case}/input.parquet")).unwrap();
+    assert!(conv.contains("\"compressionType\": \"auto\""), "{conv}");
+    std::fs::write(dir.join("c.json"), conv.replace("\"auto\"", "\"none\"")).unwrap();
+    std::fs::write(dir.join("auto.json"), &conv).unwrap();
+    std::fs::write(dir.join("in.parquet"), &data).unwrap();
+    std::fs::write(dir.join("in.parquet.gz"), gzip(&data)).unwrap();
+    let run = |config: &str, file: Option<&str>| {
+        let mut child = bin()
+            .current_dir(&dir)
+            .args(["convert", "--config", config, "--key", "k.parquet"])
+            .args(file)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        if file.is_none() {
+            stdin.write_all(&data).unwrap();
+        }
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let in_place = run("c.json", Some("in.parquet"));
+    assert!(in_place.len() > 100);
+    assert_eq!(run("c.json", None), in_place, "standard input");
+    assert_eq!(run("auto.json", Some("in.parquet")), in_place, "auto");
+    assert_eq!(run("auto.json", Some("in.parquet.gz")), in_place, "gzipped");
+}
+
+#[test]
 fn large_input_is_identical_and_ordered_on_any_number_of_threads() {
     let dir = tempdir("large");
     std::fs::write(dir.join("c.json"), CONVERTER).unwrap();

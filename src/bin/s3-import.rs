@@ -315,27 +315,42 @@ fn run_convert(args: ConvertArgs) -> ExitCode {
     if let Err(e) = cli::check_filter_pattern(&converter, &key) {
         return exit_bad_input(e);
     }
-    let input = match cli::open_input(args.file.as_deref()) {
-        Ok(input) => input,
-        Err(e) => return exit_bad_input(e),
+    let limits = args.limits.limits();
+    // A local Parquet file is read in place; anything else as a stream.
+    let in_place = match args.file.as_deref() {
+        None | Some("-") => None,
+        Some(path) => cli::parquet_in_place(&converter, path, limits),
+    };
+    enum Input {
+        InPlace(std::fs::File),
+        Stream(Box<dyn io::Read + Send>),
+    }
+    let input = match in_place {
+        Some(file) => Input::InPlace(file),
+        None => match cli::open_input(args.file.as_deref()) {
+            Ok(input) => Input::Stream(input),
+            Err(e) => return exit_bad_input(e),
+        },
     };
     let progress = ProgressLine::start(false);
     progress
         .meter
         .total
         .store(file_size(args.file.as_deref()), Relaxed);
-    let input = progress.reader(input);
     let run = ConvertRun {
         converter: &converter,
         bucket: &args.bucket,
         key: &key,
-        limits: args.limits.limits(),
+        limits,
         threads: args.threads.unwrap_or_else(settings::default_threads),
         meter: Some(&progress.meter),
     };
     let stdout = io::stdout();
     let mut out = BufWriter::with_capacity(256 << 10, stdout.lock());
-    let end = cli::convert(&run, input, &mut out);
+    let end = match input {
+        Input::InPlace(file) => cli::convert_parquet_file(&run, progress.reader(file), &mut out),
+        Input::Stream(input) => cli::convert(&run, progress.reader(input), &mut out),
+    };
     progress.finish();
     match end {
         ConvertEnd::Done(summary) => {

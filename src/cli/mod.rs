@@ -269,63 +269,109 @@ pub fn convert<R: Read + Send, W: Write>(
     input: R,
     out: &mut W,
 ) -> ConvertEnd {
+    let file = &run.converter.file;
+    if run.threads < 2 || !crate::decode::parallel_capable(file) {
+        return convert_serial(run, out, |f| {
+            read_records(input, file, &file.record_keys, run.limits, run.threads, f)
+        });
+    }
     let mut summary = Summary::default();
     let mut write_err: Option<io::Error> = None;
-    let file = &run.converter.file;
-    let result = if run.threads >= 2 && crate::decode::parallel_capable(file) {
-        let keys = &file.record_keys;
-        let work = |chunk: &Chunk| {
-            let mut buf = Vec::with_capacity(chunk.data.len() + chunk.data.len() / 4);
-            let mut part = Summary::default();
-            let _ = visit_chunk(chunk, keys, run.limits, &mut |n, rec| {
-                convert_record(run, n, rec, &mut buf, &mut part);
-                ControlFlow::Continue(())
-            });
-            (buf, part)
-        };
-        convert_chunks(input, file, run.limits, run.threads, work, |(buf, part)| {
-            summary.merge(part);
-            run.show(&summary);
-            match out.write_all(&buf) {
-                Ok(()) => ControlFlow::Continue(()),
-                Err(e) => {
-                    write_err = Some(e);
-                    ControlFlow::Break(())
-                }
-            }
-        })
-    } else {
-        let mut buf = Vec::with_capacity(OUT_BUF);
-        let r = read_records(
-            input,
-            file,
-            &file.record_keys,
-            run.limits,
-            run.threads,
-            |n, rec| {
-                convert_record(run, n, rec, &mut buf, &mut summary);
-                if buf.len() < OUT_BUF {
-                    return ControlFlow::Continue(());
-                }
-                run.show(&summary);
-                let written = out.write_all(&buf);
-                buf.clear();
-                match written {
-                    Ok(()) => ControlFlow::Continue(()),
-                    Err(e) => {
-                        write_err = Some(e);
-                        ControlFlow::Break(())
-                    }
-                }
-            },
-        );
-        if write_err.is_none() {
-            if let Err(e) = out.write_all(&buf) {
+    let keys = &file.record_keys;
+    let work = |chunk: &Chunk| {
+        let mut buf = Vec::with_capacity(chunk.data.len() + chunk.data.len() / 4);
+        let mut part = Summary::default();
+        let _ = visit_chunk(chunk, keys, run.limits, &mut |n, rec| {
+            convert_record(run, n, rec, &mut buf, &mut part);
+            ControlFlow::Continue(())
+        });
+        (buf, part)
+    };
+    let result = convert_chunks(input, file, run.limits, run.threads, work, |(buf, part)| {
+        summary.merge(part);
+        run.show(&summary);
+        match out.write_all(&buf) {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => {
                 write_err = Some(e);
+                ControlFlow::Break(())
             }
         }
-        r
-    };
+    });
+    let flushed = out.flush();
+    match (write_err.or(flushed.err()), result) {
+        (Some(e), _) => ConvertEnd::OutputClosed(summary, e),
+        (None, Ok(_)) => ConvertEnd::Done(summary),
+        (None, Err(e)) => ConvertEnd::Failed(summary, e),
+    }
+}
+
+/// A local file that `convert` can read as Parquet in place (by ranges) instead of copying it
+/// to a temporary file first, as a stream is: the converter reads Parquet without a
+/// compression of its own (`none`, or `auto` and the file starts with the Parquet magic), and
+/// the file is within the decompressed-bytes limit.
+pub fn parquet_in_place(converter: &Converter, path: &str, limits: Limits) -> Option<File> {
+    use crate::config::{Compression, FileType};
+    let file = &converter.file;
+    if file.file_type != FileType::Parquet
+        || !matches!(file.compression, Compression::None | Compression::Auto)
+    {
+        return None;
+    }
+    let f = File::open(path).ok()?;
+    if f.metadata().ok()?.len() > limits.max_decompressed_bytes {
+        return None;
+    }
+    let mut magic = [0u8; 4];
+    std::os::unix::fs::FileExt::read_exact_at(&f, &mut magic, 0).ok()?;
+    (&magic == b"PAR1").then_some(f)
+}
+
+/// [`convert`] of a local Parquet file found by [`parquet_in_place`].
+pub fn convert_parquet_file<S: crate::decode::parquet::ReadAt, W: Write>(
+    run: &ConvertRun<'_>,
+    file: S,
+    out: &mut W,
+) -> ConvertEnd {
+    use crate::decode::parquet::{ParquetFile, Position};
+    let keys = &run.converter.file.record_keys;
+    convert_serial(run, out, |f| {
+        ParquetFile::open(file)?.read(keys, Position::default(), f)
+    })
+}
+
+/// Converts the records `read` hands over one by one, in order, writing as it goes.
+fn convert_serial<W: Write>(
+    run: &ConvertRun<'_>,
+    out: &mut W,
+    read: impl FnOnce(
+        &mut dyn FnMut(u64, Rec<'_>) -> ControlFlow<()>,
+    ) -> Result<crate::decode::ReadStats, DecodeError>,
+) -> ConvertEnd {
+    let mut summary = Summary::default();
+    let mut write_err: Option<io::Error> = None;
+    let mut buf = Vec::with_capacity(OUT_BUF);
+    let result = read(&mut |n, rec| {
+        convert_record(run, n, rec, &mut buf, &mut summary);
+        if buf.len() < OUT_BUF {
+            return ControlFlow::Continue(());
+        }
+        run.show(&summary);
+        let written = out.write_all(&buf);
+        buf.clear();
+        match written {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => {
+                write_err = Some(e);
+                ControlFlow::Break(())
+            }
+        }
+    });
+    if write_err.is_none() {
+        if let Err(e) = out.write_all(&buf) {
+            write_err = Some(e);
+        }
+    }
     let flushed = out.flush();
     match (write_err.or(flushed.err()), result) {
         (Some(e), _) => ConvertEnd::OutputClosed(summary, e),

@@ -191,6 +191,19 @@ impl<R: Read> Read for CountingReader<R> {
     }
 }
 
+/// A local file read by ranges (Parquet in place), its bytes counted as they are read.
+impl crate::decode::parquet::ReadAt for CountingReader<std::fs::File> {
+    fn len(&self) -> u64 {
+        crate::decode::parquet::ReadAt::len(&self.inner)
+    }
+
+    fn read_at(&self, offset: u64, len: usize) -> io::Result<bytes::Bytes> {
+        let b = crate::decode::parquet::ReadAt::read_at(&self.inner, offset, len)?;
+        self.meter.bytes.fetch_add(b.len() as u64, Relaxed);
+        Ok(b)
+    }
+}
+
 /// The storage port, with the bytes read counted and a listing's sizes as the total.
 pub struct MeteredSource<S> {
     pub inner: S,

@@ -146,51 +146,52 @@ fn show(v: &V<'_>) -> String {
     s
 }
 
-/// Coerces a known field to its type; `Err` is the reason the record is invalid.
-fn coerce<'r, 'a>(name: &str, ty: FieldType, v: Cow<'r, V<'a>>) -> Result<Cow<'r, V<'a>>, String> {
-    match (ty, v.as_ref()) {
+/// Coerces a known field to its type: `Ok(None)` when the value already has it, `Ok(Some)`
+/// the value converted; `Err` is the reason the record is invalid.
+fn coerce<'a>(name: &str, ty: FieldType, v: &V<'a>) -> Result<Option<V<'a>>, String> {
+    match (ty, v) {
         (FieldType::Int, V::Num(n)) => match n {
-            Num::I(_) => Ok(v),
-            Num::U(_) => Err(format!("{name}: integer {} is out of range", show(&v))),
-            Num::F(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(Cow::Owned(V::int(*f as i64))),
-            Num::F(_) => Err(format!("{name}: expected an integer, got {}", show(&v))),
+            Num::I(_) => Ok(None),
+            Num::U(_) => Err(format!("{name}: integer {} is out of range", show(v))),
+            Num::F(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(Some(V::int(*f as i64))),
+            Num::F(_) => Err(format!("{name}: expected an integer, got {}", show(v))),
             Num::D(d) => match n.as_i64() {
-                Some(i) if i.abs() < 9_000_000_000_000_000 => Ok(Cow::Owned(V::int(i))),
+                Some(i) if i.abs() < 9_000_000_000_000_000 => Ok(Some(V::int(i))),
                 _ => Err(format!("{name}: expected an integer, got {}", d.text())),
             },
         },
         (FieldType::Int, V::Str(s)) => match s.trim().parse::<i64>() {
-            Ok(i) => Ok(Cow::Owned(V::int(i))),
+            Ok(i) => Ok(Some(V::int(i))),
             Err(_) if name == "time" => Err(format!(
                 "time: expected epoch milliseconds, got {}; use iso_time_to_ms",
-                show(&v)
+                show(v)
             )),
-            Err(_) => Err(format!("{name}: expected an integer, got {}", show(&v))),
+            Err(_) => Err(format!("{name}: expected an integer, got {}", show(v))),
         },
-        (FieldType::Int, _) => Err(format!("{name}: expected an integer, got {}", show(&v))),
-        (FieldType::Float, V::Num(_)) => Ok(v),
+        (FieldType::Int, _) => Err(format!("{name}: expected an integer, got {}", show(v))),
+        (FieldType::Float, V::Num(_)) => Ok(None),
         (FieldType::Float, V::Str(s)) => match parse_num(s.trim()) {
-            Some(n) => Ok(Cow::Owned(V::Num(n))),
-            None => Err(format!("{name}: expected a number, got {}", show(&v))),
+            Some(n) => Ok(Some(V::Num(n))),
+            None => Err(format!("{name}: expected a number, got {}", show(v))),
         },
-        (FieldType::Float, _) => Err(format!("{name}: expected a number, got {}", show(&v))),
-        (FieldType::Str, V::Str(_)) => Ok(v),
+        (FieldType::Float, _) => Err(format!("{name}: expected a number, got {}", show(v))),
+        (FieldType::Str, V::Str(_)) => Ok(None),
         (FieldType::Str, V::Num(n)) => n
             .to_text()
-            .map(|t| Cow::Owned(V::str(t)))
-            .ok_or_else(|| format!("{name}: expected a string, got {}", show(&v))),
-        (FieldType::Str, V::Bool(b)) => Ok(Cow::Owned(V::str(if *b { "true" } else { "false" }))),
-        (FieldType::Str, _) => Err(format!("{name}: expected a string, got {}", show(&v))),
-        (FieldType::Obj, V::Obj(_)) => Ok(v),
-        (FieldType::Obj, V::Raw(text)) if text.starts_with('{') => Ok(v),
-        (FieldType::Obj, _) => Err(format!("{name}: expected an object, got {}", show(&v))),
-        (FieldType::Bool, V::Bool(_)) => Ok(v),
+            .map(|t| Some(V::str(t)))
+            .ok_or_else(|| format!("{name}: expected a string, got {}", show(v))),
+        (FieldType::Str, V::Bool(b)) => Ok(Some(V::str(if *b { "true" } else { "false" }))),
+        (FieldType::Str, _) => Err(format!("{name}: expected a string, got {}", show(v))),
+        (FieldType::Obj, V::Obj(_)) => Ok(None),
+        (FieldType::Obj, V::Raw(text)) if text.starts_with('{') => Ok(None),
+        (FieldType::Obj, _) => Err(format!("{name}: expected an object, got {}", show(v))),
+        (FieldType::Bool, V::Bool(_)) => Ok(None),
         (FieldType::Bool, V::Str(s))
             if s.eq_ignore_ascii_case("true") || s.eq_ignore_ascii_case("false") =>
         {
-            Ok(Cow::Owned(V::Bool(s.eq_ignore_ascii_case("true"))))
+            Ok(Some(V::Bool(s.eq_ignore_ascii_case("true"))))
         }
-        (FieldType::Bool, _) => Err(format!("{name}: expected true or false, got {}", show(&v))),
+        (FieldType::Bool, _) => Err(format!("{name}: expected true or false, got {}", show(v))),
     }
 }
 
@@ -320,8 +321,9 @@ impl Converter {
             if skip || v.is_null() {
                 continue;
             }
-            let v = match coerce(name, ty, v) {
-                Ok(v) => v,
+            let v = match coerce(name, ty, &v) {
+                Ok(None) => v,
+                Ok(Some(changed)) => Cow::Owned(changed),
                 Err(reason) => return Outcome::Invalid(reason),
             };
             match role {

@@ -10,12 +10,14 @@
 
 use std::borrow::Cow;
 
+use parquet::column::page::PageReader;
 use parquet::column::reader::{get_typed_column_reader, ColumnReader, ColumnReaderImpl};
 use parquet::data_type::{self as t, DataType};
 use parquet::errors::ParquetError;
 
+use super::pages::StrReader;
 use super::schema::Node;
-use super::values::{key_text, Kind, Physical2V, Value};
+use super::values::{key_text, utf8_error, Kind, Physical2V, Value};
 use crate::datalang::V;
 
 /// Rows read per batch. A batch's pages' values and its record values (32 bytes each) stay in
@@ -53,6 +55,8 @@ pub enum Typed2 {
     Double(Typed<t::DoubleType>),
     Bytes(Typed<t::ByteArrayType>),
     Fixed(Typed<t::FixedLenByteArrayType>),
+    /// A string column read from its pages (`pages.rs`), not by the crate's reader.
+    Str(StrReader),
 }
 
 /// Runs `$body` with `$t` bound to the typed reader, whatever its type.
@@ -67,6 +71,7 @@ macro_rules! each_type {
             Typed2::Double($t) => $body,
             Typed2::Bytes($t) => $body,
             Typed2::Fixed($t) => $body,
+            Typed2::Str(_) => unreachable!("string columns are read apart"),
         }
     };
 }
@@ -90,7 +95,13 @@ impl Column {
         self.reps.clear();
         let defs = (self.max_def > 0).then_some(&mut self.defs);
         let reps = (self.max_rep > 0).then_some(&mut self.reps);
-        let (records, values, levels) = each_type!(&mut self.typed, t => t.read(rows, defs, reps))?;
+        let (records, values, levels) = match &mut self.typed {
+            Typed2::Str(r) => {
+                let (records, triplets) = guard(|| r.read(rows, defs, reps))?;
+                (records, r.values.len(), triplets)
+            }
+            typed => each_type!(typed, t => t.read(rows, defs, reps))?,
+        };
         self.len = if self.max_def > 0 { levels } else { values };
         if self.max_def > 0 && self.defs.len() < self.len
             || self.max_rep > 0 && self.reps.len() < self.len
@@ -118,18 +129,24 @@ impl Column {
         }
     }
 
-    /// The batch's values by triplet (`Ok(None)` where null) into `out`.
-    fn cells<'b>(&'b self, out: &mut Vec<Value<'b>>) {
+    /// The batch's values by triplet into `out` (`V::Null` where null or absent: no leaf
+    /// value is a JSON null), and the triplets whose value is bad into `bad`.
+    fn cells<'b>(&'b self, out: &mut Vec<V<'b>>, bad: &mut Vec<(usize, String)>) {
         out.reserve(self.len);
         let (kind, max_def, len) = (self.kind, self.max_def, self.len);
         let defs = &self.defs[..if max_def > 0 { len } else { 0 }];
         match &self.typed {
             Typed2::Bytes(t) if kind == Kind::Str => {
                 let mut cache = TextCache::new();
-                each_cell(&t.values, defs, max_def, len, out, |v| cache.text(v.data()))
+                each_cell(&t.values, defs, max_def, len, out, bad, |v| {
+                    cache.text(v.data())
+                })
             }
+            Typed2::Str(r) => each_cell(&r.values, defs, max_def, len, out, bad, |v| {
+                r.text(v).map(|s| Some(V::Str(Cow::Borrowed(s))))
+            }),
             typed => each_type!(typed, t => {
-                each_cell(&t.values, defs, max_def, len, out, |v| v.to_v(kind))
+                each_cell(&t.values, defs, max_def, len, out, bad, |v| v.to_v(kind))
             }),
         }
     }
@@ -143,30 +160,46 @@ fn each_cell<'b, T>(
     defs: &[i16],
     max_def: i16,
     len: usize,
-    out: &mut Vec<Value<'b>>,
+    out: &mut Vec<V<'b>>,
+    bad: &mut Vec<(usize, String)>,
     mut to_v: impl FnMut(&'b T) -> Value<'b>,
 ) {
     let missing = || Err("a value is missing from its page".to_string());
     if defs.is_empty() {
         for i in 0..len {
-            out.push(match values.get(i) {
+            let v = match values.get(i) {
                 Some(v) => to_v(v),
                 None => missing(),
-            });
+            };
+            push_cell(v, out, bad);
         }
         return;
     }
     let mut k = 0;
     for &d in defs {
-        out.push(if d == max_def {
+        if d == max_def {
             k += 1;
-            match values.get(k - 1) {
+            let v = match values.get(k - 1) {
                 Some(v) => to_v(v),
                 None => missing(),
-            }
+            };
+            push_cell(v, out, bad);
         } else {
-            Ok(None)
-        });
+            out.push(V::Null);
+        }
+    }
+}
+
+/// A cell: its value, or `V::Null` where absent or bad (and why it is bad into `bad`).
+#[inline(always)]
+fn push_cell<'b>(v: Value<'b>, out: &mut Vec<V<'b>>, bad: &mut Vec<(usize, String)>) {
+    match v {
+        Ok(Some(v)) => out.push(v),
+        Ok(None) => out.push(V::Null),
+        Err(why) => {
+            bad.push((out.len(), why));
+            out.push(V::Null)
+        }
     }
 }
 
@@ -183,7 +216,7 @@ impl<'b> TextCache<'b> {
         TextCache([""; TEXT_CACHE])
     }
 
-    #[inline]
+    #[inline(always)]
     fn text(&mut self, b: &'b [u8]) -> Value<'b> {
         if b.is_empty() {
             return Ok(Some(V::Str(Cow::Borrowed(""))));
@@ -199,10 +232,7 @@ impl<'b> TextCache<'b> {
                 self.0[slot] = s;
                 Ok(Some(V::Str(Cow::Borrowed(s))))
             }
-            Err(e) => Err(format!(
-                "string is not valid UTF-8 (at byte {})",
-                e.valid_up_to()
-            )),
+            Err(e) => Err(utf8_error(&e)),
         }
     }
 }
@@ -210,23 +240,33 @@ impl<'b> TextCache<'b> {
 /// The values of a batch of rows: per column, per triplet, in order ([`Batch::fill`]). A
 /// column's values are taken in order, each once: the row being rebuilt moves them out.
 pub struct Batch<'b> {
-    cells: Vec<std::vec::IntoIter<Value<'b>>>,
+    cells: Vec<std::vec::IntoIter<V<'b>>>,
+    /// Per column, the triplets whose value is bad (a string that is not UTF-8) and why.
+    bad: Vec<Vec<(usize, String)>>,
+    any_bad: bool,
 }
 
 impl<'b> Batch<'b> {
     /// The values of every open column of `cols`.
     pub fn fill(cols: &'b [Option<Column>]) -> Self {
+        let mut bad = Vec::new();
+        let cells = cols
+            .iter()
+            .map(|c| {
+                let mut out = Vec::new();
+                let mut why = Vec::new();
+                if let Some(c) = c {
+                    c.cells(&mut out, &mut why);
+                }
+                bad.push(why);
+                out.into_iter()
+            })
+            .collect();
+        let any_bad = bad.iter().any(|b| !b.is_empty());
         Batch {
-            cells: cols
-                .iter()
-                .map(|c| {
-                    let mut out = Vec::new();
-                    if let Some(c) = c {
-                        c.cells(&mut out);
-                    }
-                    out.into_iter()
-                })
-                .collect(),
+            cells,
+            bad,
+            any_bad,
         }
     }
 }
@@ -247,10 +287,17 @@ pub fn guard<T>(step: impl FnOnce() -> Result<T, ParquetError>) -> Result<T, Par
     }
 }
 
+/// How a leaf column is read: by the crate's column reader, or from its pages (a string column
+/// whose pages `pages.rs` reads).
+pub enum Reader {
+    Crate(Box<ColumnReader>),
+    Pages(Box<dyn PageReader>),
+}
+
 /// A column reader for `reader`, after skipping its first `skip` rows; [`Column::refill`]
 /// reads its first batch.
 pub fn column(
-    reader: ColumnReader,
+    reader: Reader,
     kind: Kind,
     max_def: i16,
     max_rep: i16,
@@ -272,14 +319,28 @@ pub fn column(
         })
     }
     let typed = match reader {
-        r @ ColumnReader::BoolColumnReader(_) => Typed2::Bool(make(r, skip)?),
-        r @ ColumnReader::Int32ColumnReader(_) => Typed2::Int32(make(r, skip)?),
-        r @ ColumnReader::Int64ColumnReader(_) => Typed2::Int64(make(r, skip)?),
-        r @ ColumnReader::Int96ColumnReader(_) => Typed2::Int96(make(r, skip)?),
-        r @ ColumnReader::FloatColumnReader(_) => Typed2::Float(make(r, skip)?),
-        r @ ColumnReader::DoubleColumnReader(_) => Typed2::Double(make(r, skip)?),
-        r @ ColumnReader::ByteArrayColumnReader(_) => Typed2::Bytes(make(r, skip)?),
-        r @ ColumnReader::FixedLenByteArrayColumnReader(_) => Typed2::Fixed(make(r, skip)?),
+        Reader::Pages(pages) => {
+            let mut r = StrReader::new(pages, max_def, max_rep);
+            if skip > 0 {
+                let skipped = guard(|| r.skip(skip))?;
+                if skipped < skip {
+                    return Err(ParquetError::General(format!(
+                        "the column has {skipped} rows, fewer than the {skip} to skip"
+                    )));
+                }
+            }
+            Typed2::Str(r)
+        }
+        Reader::Crate(reader) => match *reader {
+            r @ ColumnReader::BoolColumnReader(_) => Typed2::Bool(make(r, skip)?),
+            r @ ColumnReader::Int32ColumnReader(_) => Typed2::Int32(make(r, skip)?),
+            r @ ColumnReader::Int64ColumnReader(_) => Typed2::Int64(make(r, skip)?),
+            r @ ColumnReader::Int96ColumnReader(_) => Typed2::Int96(make(r, skip)?),
+            r @ ColumnReader::FloatColumnReader(_) => Typed2::Float(make(r, skip)?),
+            r @ ColumnReader::DoubleColumnReader(_) => Typed2::Double(make(r, skip)?),
+            r @ ColumnReader::ByteArrayColumnReader(_) => Typed2::Bytes(make(r, skip)?),
+            r @ ColumnReader::FixedLenByteArrayColumnReader(_) => Typed2::Fixed(make(r, skip)?),
+        },
     };
     Ok(Column {
         typed,
@@ -296,13 +357,14 @@ pub fn column(
 pub struct ColumnError(pub usize, pub ParquetError);
 
 /// The columns of one row group (only those the plan reads are present), the values of their
-/// batch, each column's position in it (its triplet), and the first problem with a value of
-/// the current row.
+/// batch, each column's position in it (its triplet), the first problem with a value of the
+/// current row, and the first column found to end before the row does.
 pub struct Row<'b, 'c> {
     pub cols: &'b [Option<Column>],
     pub batch: &'c mut Batch<'b>,
     pub at: &'c mut [usize],
     pub bad: Option<String>,
+    pub ended: Option<usize>,
 }
 
 impl<'b> Row<'b, '_> {
@@ -342,42 +404,57 @@ impl<'b> Row<'b, '_> {
         }
     }
 
+    /// Whether column `i` has a triplet left (if not, the row fails once read).
     #[inline]
-    fn ensure(&self, i: usize) -> Result<(), ColumnError> {
+    fn ensure(&mut self, i: usize) -> bool {
         if self.has_next(i) {
-            Ok(())
+            true
         } else {
-            Err(ColumnError(
-                i,
-                ParquetError::EOF("the column ends before the row group's last row".into()),
-            ))
+            self.ended.get_or_insert(i);
+            false
+        }
+    }
+
+    /// The error of a row that a column ended in.
+    pub fn ended_error(col: usize) -> ColumnError {
+        ColumnError(
+            col,
+            ParquetError::EOF("the column ends before the row group's last row".into()),
+        )
+    }
+
+    #[cold]
+    fn bad_cell(&mut self, col: usize, at: usize) {
+        let list = &mut self.batch.bad[col];
+        if let Some(i) = list.iter().position(|(k, _)| *k == at) {
+            let (_, why) = list.swap_remove(i);
+            self.bad.get_or_insert(why);
         }
     }
 
     /// The value of leaf column `col` in the current row.
     #[inline(always)]
-    fn leaf(&mut self, col: usize) -> Result<Option<V<'b>>, ColumnError> {
+    fn leaf(&mut self, col: usize) -> Option<V<'b>> {
         // A column's cells are its triplets, taken in order.
-        let Some(v) = self.batch.cells[col].next() else {
-            return Err(ColumnError(
-                col,
-                ParquetError::EOF("the column ends before the row group's last row".into()),
-            ));
-        };
-        self.at[col] += 1;
-        match v {
-            Ok(v) => Ok(v),
-            Err(why) => {
-                self.bad.get_or_insert(why);
-                Ok(None)
+        let at = self.at[col];
+        self.at[col] = at + 1;
+        if self.batch.any_bad {
+            self.bad_cell(col, at);
+        }
+        match self.batch.cells[col].next() {
+            Some(V::Null) => None,
+            Some(v) => Some(v),
+            None => {
+                self.ended.get_or_insert(col);
+                None
             }
         }
     }
 
     /// [`Row::read`], with a leaf (optional or not) read in place: an optional leaf's cell is
-    /// already `None` where the leaf or the field is null.
+    /// already `V::Null` where the leaf or the field is null.
     #[inline(always)]
-    pub fn field(&mut self, node: &'b Node) -> Result<Option<V<'b>>, ColumnError> {
+    pub fn field(&mut self, node: &'b Node) -> Option<V<'b>> {
         match node {
             Node::Leaf { col, .. } => self.leaf(*col),
             Node::Opt { child, .. } => match **child {
@@ -389,36 +466,41 @@ impl<'b> Row<'b, '_> {
     }
 
     /// The value of `node` in the current row: `None` when null (or NaN, or ±infinity).
-    pub fn read(&mut self, node: &'b Node) -> Result<Option<V<'b>>, ColumnError> {
+    /// A column that ends too soon is noted in [`Row::ended`].
+    pub fn read(&mut self, node: &'b Node) -> Option<V<'b>> {
         match node {
             Node::Leaf { col, .. } => self.leaf(*col),
             Node::Opt { child, .. } if matches!(**child, Node::Leaf { .. }) => self.field(child),
             Node::Opt { def, child } => {
                 let first = child.first();
-                self.ensure(first)?;
+                if !self.ensure(first) {
+                    return None;
+                }
                 if self.def(first) > *def {
                     self.read(child)
                 } else {
                     self.skip(child);
-                    Ok(None)
+                    None
                 }
             }
             Node::Group { fields } => {
                 let mut out = Vec::with_capacity(fields.len());
                 for (name, child) in fields {
-                    if let Some(v) = self.field(child)? {
+                    if let Some(v) = self.field(child) {
                         out.push((Cow::Borrowed(name.as_str()), v));
                     }
                 }
-                Ok(Some(V::Obj(out)))
+                Some(V::Obj(out))
             }
             Node::List { def, rep, child } => {
                 let first = child.first();
-                self.ensure(first)?;
+                if !self.ensure(first) {
+                    return None;
+                }
                 let mut items = Vec::new();
                 loop {
                     if self.def(first) > *def {
-                        items.push(self.read(child)?.unwrap_or(V::Null));
+                        items.push(self.read(child).unwrap_or(V::Null));
                     } else {
                         self.skip(child);
                         break;
@@ -427,7 +509,7 @@ impl<'b> Row<'b, '_> {
                         break;
                     }
                 }
-                Ok(Some(V::Arr(items)))
+                Some(V::Arr(items))
             }
             Node::Map {
                 def,
@@ -436,13 +518,15 @@ impl<'b> Row<'b, '_> {
                 value,
             } => {
                 let first = key.first();
-                self.ensure(first)?;
+                if !self.ensure(first) {
+                    return None;
+                }
                 let mut entries: Vec<(Cow<'b, str>, V<'b>)> = Vec::new();
                 loop {
                     if self.def(first) > *def {
-                        let k = self.read(key)?;
+                        let k = self.read(key);
                         let v = match value {
-                            Some(node) => self.read(node)?,
+                            Some(node) => self.read(node),
                             None => Some(V::Null),
                         };
                         if let (Some(k), Some(v)) = (k, v) {
@@ -464,7 +548,7 @@ impl<'b> Row<'b, '_> {
                         break;
                     }
                 }
-                Ok(Some(V::Obj(entries)))
+                Some(V::Obj(entries))
             }
         }
     }

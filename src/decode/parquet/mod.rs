@@ -17,6 +17,7 @@
 //! can read ranges use [`ParquetFile`] directly, which also resumes from a row group and row.
 
 mod assemble;
+mod pages;
 mod schema;
 mod values;
 
@@ -33,7 +34,7 @@ use parquet::file::serialized_reader::SerializedFileReader;
 
 use super::{DecodeError, ReadStats, Rec};
 use crate::datalang::{Keys, Record, NO_SLOT, V};
-use assemble::{column, Batch, Column, ColumnError, Row, BATCH_ROWS};
+use assemble::{column, Batch, Column, ColumnError, Reader, Row, BATCH_ROWS};
 use schema::{plan, Plan};
 
 /// A source of bytes by offset: a local file, an object read with ranged GETs.
@@ -476,11 +477,17 @@ impl<S: ReadAt> ParquetFile<S> {
             for &i in &leaves {
                 let d = descr.column(i);
                 let kind = kind_of_leaf(&self.plan, i);
-                let c = assemble::guard(|| group.get_column_reader(i))
-                    .and_then(|r| {
-                        column(r, kind, d.max_def_level(), d.max_rep_level(), skip as usize)
+                let fast = kind == values::Kind::Str
+                    && pages::fast_string_chunk(group.metadata().column(i));
+                let c = assemble::guard(|| {
+                    Ok(if fast {
+                        Reader::Pages(group.get_column_page_reader(i)?)
+                    } else {
+                        Reader::Crate(Box::new(group.get_column_reader(i)?))
                     })
-                    .map_err(|e| corrupt(ColumnError(i, e)))?;
+                })
+                .and_then(|r| column(r, kind, d.max_def_level(), d.max_rep_level(), skip as usize))
+                .map_err(|e| corrupt(ColumnError(i, e)))?;
                 cols[i] = Some(c);
             }
             let mut at = vec![0usize; cols.len()];
@@ -505,11 +512,12 @@ impl<S: ReadAt> ParquetFile<S> {
                         batch: &mut batch,
                         at: &mut at,
                         bad: None,
+                        ended: None,
                     };
                     slots.clear();
                     slots.resize(n_slots, NO_SLOT);
                     for (k, (name, node)) in fields.iter().enumerate() {
-                        if let Some(v) = row.field(node).map_err(corrupt)? {
+                        if let Some(v) = row.field(node) {
                             if let Some(slot_of) = &slot_of {
                                 // A repeated name is found at its first field, as by name.
                                 match slots.get_mut(slot_of[k] as usize) {
@@ -519,6 +527,9 @@ impl<S: ReadAt> ParquetFile<S> {
                             }
                             out.push((Cow::Borrowed(name.as_str()), v));
                         }
+                    }
+                    if let Some(col) = row.ended {
+                        return Err(corrupt(Row::ended_error(col)));
                     }
                     let (flow, back) = match row.bad {
                         None => {
@@ -717,6 +728,7 @@ pub fn read_stream<R: Read>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use parquet::file::properties::WriterVersion;
 
     /// A [`ReadAt`] over bytes in memory.
     struct Mem(Vec<u8>);
@@ -898,6 +910,104 @@ mod tests {
         }
         let end = file.position_of(file.rows());
         assert!(rows(&file, end).is_empty());
+    }
+
+    /// A string column written by the `parquet` crate: one row group of `rows` (`None` null),
+    /// with small pages and a dictionary that falls back to plain pages, as format `version`.
+    fn strings_file(rows: &[Option<&[u8]>], version: WriterVersion, dictionary: bool) -> Vec<u8> {
+        use parquet::data_type::{ByteArray, ByteArrayType};
+        use parquet::file::properties::WriterProperties;
+        use parquet::file::writer::SerializedFileWriter;
+        let schema = parquet::schema::parser::parse_message_type(
+            "message m { optional binary s (UTF8); required binary r (UTF8); }",
+        )
+        .unwrap();
+        let props = WriterProperties::builder()
+            .set_writer_version(version)
+            .set_dictionary_enabled(dictionary)
+            .set_dictionary_page_size_limit(64)
+            .set_data_page_size_limit(64)
+            .set_write_batch_size(3)
+            .build();
+        let mut out = Vec::new();
+        let mut w = SerializedFileWriter::new(&mut out, Arc::new(schema), Arc::new(props)).unwrap();
+        let mut g = w.next_row_group().unwrap();
+        let values: Vec<ByteArray> = rows
+            .iter()
+            .flatten()
+            .map(|b| ByteArray::from(b.to_vec()))
+            .collect();
+        let defs: Vec<i16> = rows.iter().map(|r| i16::from(r.is_some())).collect();
+        let mut c = g.next_column().unwrap().unwrap();
+        c.typed::<ByteArrayType>()
+            .write_batch(&values, Some(&defs), None)
+            .unwrap();
+        c.close().unwrap();
+        let all: Vec<ByteArray> = (0..rows.len())
+            .map(|i| ByteArray::from(format!("r{}", i % 3).as_str()))
+            .collect();
+        let mut c = g.next_column().unwrap().unwrap();
+        c.typed::<ByteArrayType>()
+            .write_batch(&all, None, None)
+            .unwrap();
+        c.close().unwrap();
+        g.close().unwrap();
+        w.close().unwrap();
+        out
+    }
+
+    #[test]
+    fn string_pages_of_every_kind_read_alike_and_bad_utf8_makes_its_row_invalid() {
+        let mut rows: Vec<Option<&[u8]>> = Vec::new();
+        let texts: Vec<String> = (0..300)
+            .map(|i| format!("v{}-{}", i % 37, "é".repeat(i % 5)))
+            .collect();
+        for (i, t) in texts.iter().enumerate() {
+            rows.push(match i % 11 {
+                0 => None,
+                5 => Some(b"caf\xc3"),
+                7 => Some(b""),
+                _ => Some(t.as_bytes()),
+            });
+        }
+        let want: Vec<String> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| match r {
+                Some(b) if std::str::from_utf8(b).is_err() => "invalid".to_string(),
+                Some(b) => format!(
+                    r#"{{"s":{:?},"r":"r{}"}}"#,
+                    std::str::from_utf8(b).unwrap(),
+                    i % 3
+                ),
+                None => format!(r#"{{"r":"r{}"}}"#, i % 3),
+            })
+            .collect();
+        for version in [WriterVersion::PARQUET_1_0, WriterVersion::PARQUET_2_0] {
+            for dictionary in [true, false] {
+                let file =
+                    ParquetFile::open(Mem(strings_file(&rows, version, dictionary))).unwrap();
+                for from in [0, 1, 123] {
+                    let mut got = Vec::new();
+                    file.read(&Keys::All, file.position_of(from), &mut |_, rec| {
+                        got.push(match rec {
+                            Rec::Ok { record, .. } => record.value.to_json(),
+                            Rec::Invalid { reason, .. } => {
+                                assert!(reason.contains("UTF-8"), "{reason}");
+                                "invalid".to_string()
+                            }
+                        });
+                        ControlFlow::Continue(())
+                    })
+                    .unwrap();
+                    assert_eq!(
+                        got,
+                        want[from as usize..],
+                        "{version:?} {dictionary} {from}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

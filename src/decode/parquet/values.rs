@@ -245,17 +245,17 @@ fn bytes_to_v(b: &[u8], kind: Kind) -> Value<'_> {
         Kind::Null => None,
         Kind::Str => match std::str::from_utf8(b) {
             Ok(s) => Some(V::Str(Cow::Borrowed(s))),
-            Err(e) => {
-                return Err(format!(
-                    "string is not valid UTF-8 (at byte {})",
-                    e.valid_up_to()
-                ))
-            }
+            Err(e) => return Err(utf8_error(&e)),
         },
         Kind::Uuid if b.len() == 16 => Some(V::str(uuid(b))),
         Kind::Decimal(scale) => decimal(be_i128(b)?, scale),
         _ => Some(V::str(BASE64.encode(b))),
     })
+}
+
+/// Why a string column's value is not a string.
+pub fn utf8_error(e: &std::str::Utf8Error) -> String {
+    format!("string is not valid UTF-8 (at byte {})", e.valid_up_to())
 }
 
 /// A big-endian two's-complement integer of up to 16 bytes (longer ones only if sign-extended).
