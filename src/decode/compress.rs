@@ -425,13 +425,20 @@ fn decompress_judged_after<'r, R: Read + Send + 'r>(
             }),
             "gzip",
         ),
-        Compression::Zstd => (
-            Box::new(MultiZstd {
-                state: Some(ZstdState::Between(joined)),
+        Compression::Zstd => {
+            let context = zstd::stream::raw::Decoder::new().map_err(|e| DecodeError::Corrupt {
+                codec: "zstd",
+                offset: 0,
+                detail: e.to_string(),
+            })?;
+            let zstd = MultiZstd {
+                reader: joined,
+                context,
+                in_frame: false,
                 log,
-            }),
-            "zstd",
-        ),
+            };
+            (Box::new(zstd), "zstd")
+        }
         Compression::None | Compression::Auto => (Box::new(joined), "plain"),
     };
     let ratio = (name != "plain" && limits.max_decompression_ratio > 0).then_some(RatioCap {
@@ -452,50 +459,58 @@ fn decompress_judged_after<'r, R: Read + Send + 'r>(
     })
 }
 
-/// Zstd frames one after another, each decoded to its end (so that frame starts are known);
-/// anything after the last frame that is not a frame is an error.
+/// Zstd frames one after another, each decoded to its end (so that frame starts are known)
+/// with one decoding context for all of them; anything after the last frame that is not a
+/// frame is an error, and so is a stream that ends inside a frame.
 struct MultiZstd<R: BufRead> {
-    state: Option<ZstdState<R>>,
+    reader: R,
+    context: zstd::stream::raw::Decoder<'static>,
+    in_frame: bool,
     log: StartLog,
-}
-
-enum ZstdState<R: BufRead> {
-    Frame(Box<zstd::stream::read::Decoder<'static, R>>),
-    Between(R),
 }
 
 impl<R: BufRead> Read for MultiZstd<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use zstd::stream::raw::{InBuffer, Operation, OutBuffer};
+        if buf.is_empty() {
+            return Ok(0);
+        }
         loop {
-            match self.state.take() {
-                None => return Ok(0),
-                Some(ZstdState::Frame(mut d)) => {
-                    let n = d.read(buf)?;
-                    self.log.produced += n as u64;
-                    if n > 0 || buf.is_empty() {
-                        self.state = Some(ZstdState::Frame(d));
-                        return Ok(n);
-                    }
-                    self.state = Some(ZstdState::Between(d.finish()));
+            let input = self.reader.fill_buf()?;
+            let at_end = input.is_empty();
+            if !self.in_frame {
+                if at_end {
+                    return Ok(0);
                 }
-                Some(ZstdState::Between(mut r)) => {
-                    let head = r.fill_buf()?;
-                    if head.is_empty() {
-                        return Ok(0);
-                    }
-                    if head.len() >= 4 && !is_zstd_frame(head) {
-                        return Err(io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            "trailing data that is not a zstd frame",
-                        ));
-                    }
-                    // A skippable frame (metadata, a seek table) holds no data to restart at.
-                    if head.starts_with(&ZSTD_MAGIC) {
-                        self.log.start();
-                    }
-                    let d = zstd::stream::read::Decoder::with_buffer(r)?.single_frame();
-                    self.state = Some(ZstdState::Frame(Box::new(d)));
+                if input.len() >= 4 && !is_zstd_frame(input) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "trailing data that is not a zstd frame",
+                    ));
                 }
+                // A skippable frame (metadata, a seek table) holds no data to restart at.
+                if input.starts_with(&ZSTD_MAGIC) {
+                    self.log.start();
+                }
+                self.in_frame = true;
+            }
+            let mut src = InBuffer::around(input);
+            let mut dst = OutBuffer::around(&mut *buf);
+            let hint = self.context.run(&mut src, &mut dst)?;
+            let (consumed, produced) = (src.pos(), dst.pos());
+            self.reader.consume(consumed);
+            self.log.produced += produced as u64;
+            if hint == 0 {
+                // The frame is decoded and flushed: the next bytes start another (or nothing).
+                self.in_frame = false;
+                self.context.reinit()?;
+            }
+            if produced > 0 {
+                return Ok(produced);
+            }
+            if at_end && self.in_frame {
+                // Nothing more to read or flush, and the frame is not finished.
+                return Err(io::ErrorKind::UnexpectedEof.into());
             }
         }
     }
@@ -558,6 +573,32 @@ mod tests {
             assert!(text.contains(want), "missing `{want}` in: {text}");
         }
         assert!(started.elapsed().as_secs() < 5);
+    }
+
+    #[test]
+    fn zstd_frames_one_per_line_decode_with_one_context_and_end_checked() {
+        let lines: Vec<Vec<u8>> = (0..20_000)
+            .map(|i| format!("{{\"n\":{i}}}\n").into_bytes())
+            .collect();
+        let mut data: Vec<u8> = lines
+            .iter()
+            .flat_map(|l| zstd::stream::encode_all(&l[..], 3).unwrap())
+            .collect();
+        let whole = lines.concat();
+        let mut out = Vec::new();
+        decompress(&data[..], Compression::Auto, Limits::default())
+            .unwrap()
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, whole);
+        // Cut inside the last frame: an error, never a short success.
+        let cut = &data[..data.len() - 3];
+        let e = drain(cut, Compression::Zstd, Limits::default(), RATIO_AFTER).unwrap_err();
+        assert!(e.to_string().contains("truncated"), "{e}");
+        // Something after the last frame that is not a frame.
+        data.extend_from_slice(b"not zstd");
+        let e = drain(&data, Compression::Zstd, Limits::default(), RATIO_AFTER).unwrap_err();
+        assert!(e.to_string().contains("not a zstd frame"), "{e}");
     }
 
     #[test]
