@@ -9,13 +9,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{emulator, events, gzip, stats, unique, CONVERTER};
-use s3_import::aws::{ensure_table, Clients};
+use s3_import::aws::Clients;
 use s3_import::claims::dynamo::DynamoClaims;
 use s3_import::claims::{ClaimKey, ClaimState, ClaimStore};
 use serde_json::json;
 
-const CLAIMS: &str = "s3i-test-claims";
-const DEDUPE: &str = "s3i-test-dedupe";
+use common::{CLAIMS, DEDUPE};
 const EVENTS: u64 = 10_000;
 
 /// Starts `s3-import worker` on `queue` with `vars` as its settings.
@@ -38,15 +37,7 @@ async fn claim(c: &Clients, key: &ClaimKey) -> Option<ClaimState> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_object_is_taken_over_when_its_lease_ends() {
-    assert!(
-        std::env::var_os("AWS_ENDPOINT_URL").is_some(),
-        "needs the local AWS stack: run `make test`"
-    );
-    let c = Clients::from_env().await;
-    ensure_table(&c.dynamodb, CLAIMS, None).await.unwrap();
-    ensure_table(&c.dynamodb, DEDUPE, Some("expires_at"))
-        .await
-        .unwrap();
+    let c = common::stack_with_tables().await;
     let bucket = unique("t-crash");
     c.s3.create_bucket().bucket(&bucket).send().await.unwrap();
     // A queue whose copy of a message comes back 3 s after a receive: long before the

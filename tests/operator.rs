@@ -13,8 +13,7 @@ use serde_json::{json, Value};
 
 use common::{events, gzip, unique, CONVERTER};
 
-const CLAIMS: &str = "s3i-test-claims";
-const DEDUPE: &str = "s3i-test-dedupe";
+use common::{CLAIMS, DEDUPE};
 const BAD_CONVERTER: &str = r#"{"converterConfig": {"fileType": "json", "compressionType": "none", "convertToAmplitudeFunc": {"event_type": ["nosuchop", "x"]}}}"#;
 
 /// One test's world: a bucket notifying a queue (with a DLQ), the tables, an emulator, and
@@ -29,22 +28,7 @@ struct World {
 
 impl World {
     async fn new(name: &str) -> World {
-        if std::env::var_os("AWS_ENDPOINT_URL").is_none() {
-            panic!(
-                "these tests need the local AWS stack: run `make test` (it starts LocalStack), or \
-                 `make stack-up` and set AWS_ENDPOINT_URL=http://127.0.0.1:4566"
-            );
-        }
-        for (k, v) in [
-            ("AWS_ACCESS_KEY_ID", "test"),
-            ("AWS_SECRET_ACCESS_KEY", "test"),
-            ("AWS_REGION", "us-east-1"),
-        ] {
-            if std::env::var_os(k).is_none() {
-                std::env::set_var(k, v);
-            }
-        }
-        let c = Clients::from_env().await;
+        let c = common::stack_clients().await;
         let bucket = unique(&format!("o-{name}"));
         let queue = unique(&format!("o-{name}"));
         let queue_url = s3_import::aws::setup(&c, CLAIMS, Some(DEDUPE), &bucket, &queue, "in/")

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use s3_import::aws::{ensure_table, AwsPipeline, Clients};
+use s3_import::aws::{AwsPipeline, Clients};
 use s3_import::claims::dynamo::DynamoClaims;
 use s3_import::claims::{ClaimKey, ClaimState, ClaimStore};
 use s3_import::decode::parquet::ParquetFile;
@@ -24,8 +24,7 @@ use s3_import::settings::Settings;
 
 use common::{soon, unique};
 
-const CLAIMS: &str = "s3i-test-claims";
-const DEDUPE: &str = "s3i-test-dedupe";
+use common::{CLAIMS, DEDUPE};
 
 /// Reads the pyarrow-written events: insert_id, event type, device, time, and a note.
 const CONVERTER: &str = r#"{"converterConfig": {"fileType": "parquet", "compressionType": "auto",
@@ -37,29 +36,9 @@ fn fixture() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/parquet/events.parquet")
 }
 
-/// The local stack's clients; fails with directions when no stack is configured.
+/// The local stack's clients, with the test tables.
 async fn clients() -> Clients {
-    if std::env::var_os("AWS_ENDPOINT_URL").is_none() {
-        panic!(
-            "these tests need the local AWS stack: run `make test` (it starts LocalStack), or \
-             `make stack-up` and set AWS_ENDPOINT_URL=http://127.0.0.1:4566"
-        );
-    }
-    for (k, v) in [
-        ("AWS_ACCESS_KEY_ID", "test"),
-        ("AWS_SECRET_ACCESS_KEY", "test"),
-        ("AWS_REGION", "us-east-1"),
-    ] {
-        if std::env::var_os(k).is_none() {
-            std::env::set_var(k, v);
-        }
-    }
-    let c = Clients::from_env().await;
-    ensure_table(&c.dynamodb, CLAIMS, None).await.unwrap();
-    ensure_table(&c.dynamodb, DEDUPE, Some("expires_at"))
-        .await
-        .unwrap();
-    c
+    common::stack_with_tables().await
 }
 
 /// One test's world: a bucket with the converter, an emulator, and settings for both.

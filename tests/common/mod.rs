@@ -99,3 +99,40 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
 pub fn soon(secs: u64) -> Instant {
     Instant::now() + Duration::from_secs(secs)
 }
+
+/// The claims and dedupe tables the local-stack tests share.
+pub const CLAIMS: &str = "s3i-test-claims";
+pub const DEDUPE: &str = "s3i-test-dedupe";
+
+/// The local stack's clients (test credentials unless set); fails with directions when no
+/// stack is configured.
+pub async fn stack_clients() -> s3_import::aws::Clients {
+    if std::env::var_os("AWS_ENDPOINT_URL").is_none() {
+        panic!(
+            "these tests need the local AWS stack: run `make test` (it starts LocalStack), or \
+             `make stack-up` and set AWS_ENDPOINT_URL=http://127.0.0.1:4566"
+        );
+    }
+    for (k, v) in [
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+    ] {
+        if std::env::var_os(k).is_none() {
+            std::env::set_var(k, v);
+        }
+    }
+    s3_import::aws::Clients::from_env().await
+}
+
+/// [`stack_clients`], with the shared claims and dedupe tables created if missing.
+pub async fn stack_with_tables() -> s3_import::aws::Clients {
+    let c = stack_clients().await;
+    s3_import::aws::ensure_table(&c.dynamodb, CLAIMS, None)
+        .await
+        .unwrap();
+    s3_import::aws::ensure_table(&c.dynamodb, DEDUPE, Some("expires_at"))
+        .await
+        .unwrap();
+    c
+}
