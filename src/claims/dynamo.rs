@@ -1,5 +1,5 @@
 //! The claims port on DynamoDB: one item per (source, bucket, key), every write conditional.
-//! A little over 600 lines: the single-item writes and the scan's batch reads and queue marks
+//! About 700 lines: the single-item writes and the scan's batch reads and queue marks
 //! share the item's layout and expression helpers.
 //!
 //! Item: `pk` (the key, see [`pk`]), `source`, `bucket`, `object_key`, `claim_state`
