@@ -126,6 +126,7 @@ pub fn write_value(out: &mut Vec<u8>, v: &V<'_>, style: Style) {
         V::Bool(true) => out.extend_from_slice(b"true"),
         V::Bool(false) => out.extend_from_slice(b"false"),
         V::Num(n) => write_num(out, *n),
+        V::Wide(text) => out.extend_from_slice(text.as_bytes()),
         V::Str(s) => write_str(out, s),
         V::Arr(items) => {
             out.push(b'[');

@@ -608,3 +608,111 @@ fn a_progress_line_is_drawn_on_a_terminal_and_nothing_otherwise() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.starts_with("{\"records\": 2000"), "{stderr}");
 }
+
+/// The raw text of member `key`'s value (a number) in one JSON line, as written.
+fn raw_number<'a>(line: &'a str, key: &str) -> &'a str {
+    let at = line
+        .find(&format!("\"{key}\":"))
+        .unwrap_or_else(|| panic!("no {key} in {line}"));
+    let rest = line[at + key.len() + 3..].trim_start();
+    let end = rest.find([',', '}']).unwrap();
+    &rest[..end]
+}
+
+/// Random doubles (all bit patterns, subnormals and extremes included) in the spellings JSON
+/// allows, one per event, with the record number beside each.
+fn random_doubles(n: usize) -> (Vec<u8>, Vec<f64>) {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut text = String::new();
+    let mut values = Vec::new();
+    while values.len() < n {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let f = f64::from_bits(state);
+        if !f.is_finite() {
+            continue;
+        }
+        let i = values.len();
+        let spelled = match i % 4 {
+            0 => format!("{f:e}"),
+            1 => format!("{f:.16e}"),
+            2 => format!("{f:.20E}"),
+            _ if f.abs() > 1e-30 && f.abs() < 1e30 => format!("{f:?}"),
+            _ => format!("{f:e}").replace('e', "E+").replace("E+-", "E-"),
+        };
+        text.push_str(&format!(
+            "{{\"e\":\"ev\",\"u\":\"user-{}\",\"t\":\"2024-01-01T00:00:00Z\",\"i\":{i},\"x\":{spelled}}}\n",
+            i % 50
+        ));
+        values.push(f);
+    }
+    (text.into_bytes(), values)
+}
+
+/// Checks one output line per event: `x` is the same double, in the shortest text.
+fn check_doubles<'a>(lines: impl Iterator<Item = &'a str>, values: &[f64]) -> usize {
+    let mut seen = 0;
+    for line in lines.filter(|l| l.contains("\"x\":")) {
+        let i: usize = raw_number(line, "i").parse().unwrap();
+        let text = raw_number(line, "x");
+        let got: f64 = text.parse().unwrap();
+        assert_eq!(got.to_bits(), values[i].to_bits(), "record {i}: {text}");
+        let digits = |t: &str| {
+            let m = t.split(['e', 'E']).next().unwrap();
+            let d: String = m.chars().filter(char::is_ascii_digit).collect();
+            d.trim_matches('0').len().max(1)
+        };
+        assert_eq!(
+            digits(text),
+            digits(&format!("{:e}", values[i])),
+            "record {i}: {text} is not the shortest form of {:e}",
+            values[i]
+        );
+        seen += 1;
+    }
+    seen
+}
+
+#[test]
+fn every_double_arrives_as_written_through_convert_and_send() {
+    let dir = tempdir("doubles");
+    std::fs::write(
+        dir.join("c.json"),
+        r#"{"converterConfig": {"fileType": "json", "compressionType": "auto",
+  "convertToAmplitudeFunc": {"event_type": "e", "user_id": "u", "time": ["iso_time_to_ms", "t"],
+  "event_properties": {"i": "i", "x": "x"}}}}"#,
+    )
+    .unwrap();
+    let (text, values) = random_doubles(30_000);
+    std::fs::write(dir.join("in.jsonl"), &text).unwrap();
+    std::fs::write(dir.join("in.jsonl.gz"), gzip(&text)).unwrap();
+    for file in ["in.jsonl", "in.jsonl.gz"] {
+        for threads in [1, 2] {
+            let out = convert(&dir, file, threads);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let stdout = String::from_utf8(out.stdout).unwrap();
+            assert_eq!(check_doubles(stdout.lines(), &values), values.len());
+        }
+    }
+    // What the endpoint receives.
+    let emulator = Emulator::start(&dir, &[]);
+    let out = bin()
+        .current_dir(&dir)
+        .env("AMPLITUDE_API_KEY", "test-key")
+        .args(["send", "--config", "c.json", "--endpoint", &emulator.1])
+        .arg("in.jsonl.gz")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let received = std::fs::read_to_string(dir.join("emulator/events.jsonl")).unwrap();
+    assert_eq!(check_doubles(received.lines(), &values), values.len());
+}

@@ -162,6 +162,35 @@ fn next_case_id() -> u64 {
     N.fetch_add(1, Ordering::Relaxed)
 }
 
+/// A case with `reference.jsonl` (written by the file's writer's own reader, see
+/// tests/parquet/gen.py) must show, on output line n, each of row n's numbers with exactly the
+/// reference's text (`"col": 12.30`), so the expected output cannot drift from the writer's
+/// values by being regenerated.
+fn check_reference(dir: &Path, out: &str) -> Result<(), String> {
+    let Ok(reference) = std::fs::read_to_string(dir.join("reference.jsonl")) else {
+        return Ok(());
+    };
+    let lines: Vec<&str> = out.lines().collect();
+    for (n, row) in reference.lines().enumerate() {
+        let row: serde_json::Map<String, serde_json::Value> = serde_json::from_str(row).unwrap();
+        let line = lines.get(n).ok_or(format!("no output line {n}"))?;
+        for (col, text) in &row {
+            let want = format!("\"{col}\": {}", text.as_str().unwrap());
+            let at = line
+                .find(&format!("\"{col}\": "))
+                .ok_or(format!("line {n}: no {col}"))?;
+            let got: String = line[at..]
+                .chars()
+                .take_while(|c| *c != ',' && *c != '}')
+                .collect();
+            if got != want {
+                return Err(format!("line {n}: {got} where the writer has {want}"));
+            }
+        }
+    }
+    Ok(())
+}
+
 #[test]
 fn golden_cases() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
@@ -203,6 +232,9 @@ fn golden_cases() {
                     "{name}: exit {code}, expected {}\nstderr: {err}",
                     case.exit
                 ));
+            }
+            if let Err(e) = check_reference(dir, &out) {
+                failures.push(format!("{name}: {e}"));
             }
             if out != want_out {
                 failures.push(format!(

@@ -1,28 +1,38 @@
 //! `preview`: the first records of a file beside what the converter makes of them, for a
 //! person (a table that fits the terminal) or as JSON.
 
+use std::borrow::Cow;
 use std::io::Read;
+
+use crate::datalang::V;
 
 use serde::Serialize;
 
 use super::*;
 
-/// One previewed record.
+/// One previewed record. Values stay record values (not `serde_json::Value`), so numbers are
+/// shown exactly as they are sent: a decimal with all its digits, a double in its shortest form.
 #[derive(Serialize)]
 pub struct PreviewItem {
     pub n: u64,
-    pub source: serde_json::Value,
+    pub source: V<'static>,
     pub outcome: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub payloads: Option<Vec<serde_json::Value>>,
+    pub payloads: Option<Vec<V<'static>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     #[serde(skip)]
     pub kinds: Vec<&'static str>,
 }
 
-fn to_json_value<T: Serialize>(v: &T) -> serde_json::Value {
-    serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
+/// A payload as one detached value: an object of its fields in order.
+fn payload_value(p: &crate::convert::Payload<'_, '_>) -> V<'static> {
+    V::Obj(
+        p.fields
+            .iter()
+            .map(|(k, v)| (Cow::Owned(k.to_string()), v.as_ref().clone().into_static()))
+            .collect(),
+    )
 }
 
 /// The first `limit` records of `input`, each beside what it converts to.
@@ -48,14 +58,14 @@ pub fn preview<R: Read + Send>(
         |n, rec| {
             let item = match rec {
                 Rec::Ok { record, .. } => {
-                    let source = to_json_value(&record.value);
+                    let source = record.value.clone().into_static();
                     match run.converter.convert(record, n, origin).outcome {
                         Outcome::Converted(payloads) => PreviewItem {
                             n,
                             source,
                             outcome: "converted",
                             kinds: payloads.iter().map(|p| p.kind.as_str()).collect(),
-                            payloads: Some(payloads.iter().map(to_json_value).collect()),
+                            payloads: Some(payloads.iter().map(payload_value).collect()),
                             error: None,
                         },
                         Outcome::Skipped => PreviewItem {
@@ -78,7 +88,7 @@ pub fn preview<R: Read + Send>(
                 }
                 Rec::Invalid { reason, raw } => PreviewItem {
                     n,
-                    source: serde_json::Value::String(String::from_utf8_lossy(raw).into_owned()),
+                    source: V::str(String::from_utf8_lossy(raw).into_owned()),
                     outcome: "invalid",
                     payloads: None,
                     error: Some(reason),
@@ -140,7 +150,7 @@ pub fn render_preview(items: &[PreviewItem], width: usize) -> String {
             "─".repeat(width.saturating_sub(title.chars().count() + 4))
         );
         let left: Vec<String> = match &item.source {
-            serde_json::Value::String(raw)
+            V::Str(raw)
                 if item.error.is_some() && item.payloads.is_none() && !raw.starts_with('{') =>
             {
                 wrap(raw, col)

@@ -160,6 +160,10 @@ fn coerce<'a>(name: &str, ty: FieldType, v: &V<'a>) -> Result<Option<V<'a>>, Str
                 _ => Err(format!("{name}: expected an integer, got {}", d.text())),
             },
         },
+        (FieldType::Int, V::Wide(text)) => match text.parse::<i64>() {
+            Ok(i) if i.abs() < 9_000_000_000_000_000 => Ok(Some(V::int(i))),
+            _ => Err(format!("{name}: expected an integer, got {}", show(v))),
+        },
         (FieldType::Int, V::Str(s)) => match s.trim().parse::<i64>() {
             Ok(i) => Ok(Some(V::int(i))),
             Err(_) if name == "time" => Err(format!(
@@ -169,7 +173,7 @@ fn coerce<'a>(name: &str, ty: FieldType, v: &V<'a>) -> Result<Option<V<'a>>, Str
             Err(_) => Err(format!("{name}: expected an integer, got {}", show(v))),
         },
         (FieldType::Int, _) => Err(format!("{name}: expected an integer, got {}", show(v))),
-        (FieldType::Float, V::Num(_)) => Ok(None),
+        (FieldType::Float, V::Num(_) | V::Wide(_)) => Ok(None),
         (FieldType::Float, V::Str(s)) => match parse_num(s.trim()) {
             Some(n) => Ok(Some(V::Num(n))),
             None => Err(format!("{name}: expected a number, got {}", show(v))),
@@ -180,6 +184,7 @@ fn coerce<'a>(name: &str, ty: FieldType, v: &V<'a>) -> Result<Option<V<'a>>, Str
             .to_text()
             .map(|t| Some(V::str(t)))
             .ok_or_else(|| format!("{name}: expected a string, got {}", show(v))),
+        (FieldType::Str, V::Wide(text)) => Ok(Some(V::str(text.to_string()))),
         (FieldType::Str, V::Bool(b)) => Ok(Some(V::str(if *b { "true" } else { "false" }))),
         (FieldType::Str, _) => Err(format!("{name}: expected a string, got {}", show(v))),
         (FieldType::Obj, V::Obj(_)) => Ok(None),
@@ -480,6 +485,7 @@ fn group_identifies<'r, 'a>(typed: Vec<(&'r str, Cow<'r, V<'a>>)>) -> Outcome<'r
         for v in values {
             let text = match v {
                 V::Str(s) => Cow::Owned(s.to_string()),
+                V::Wide(text) => Cow::Owned(text.to_string()),
                 V::Num(n) => match n.to_text() {
                     Some(t) => Cow::Owned(t),
                     None => {

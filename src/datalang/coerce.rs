@@ -18,15 +18,20 @@ pub(super) fn numeric(v: Option<&V<'_>>) -> Option<Num> {
     match v {
         None | Some(V::Null) => Some(Num::I(0)),
         Some(V::Num(n)) => Some(*n),
+        Some(V::Wide(text)) => text.parse().ok().map(Num::F),
         Some(V::Str(s)) => parse_num(s),
         _ => None,
     }
 }
 
-/// A numeric string as a number: integers exactly, else a finite float.
+/// A numeric string as a number: integers that fit 64 bits (signed or unsigned) exactly, else
+/// the nearest finite double.
 pub fn parse_num(s: &str) -> Option<Num> {
     if let Ok(i) = s.parse::<i64>() {
         return Some(Num::I(i));
+    }
+    if let Ok(u) = s.parse::<u64>() {
+        return Some(Num::U(u));
     }
     let looks_numeric = s
         .bytes()
@@ -42,6 +47,7 @@ pub fn text_of<'v>(v: Option<&'v V<'_>>) -> Option<Cow<'v, str>> {
     match v? {
         V::Str(s) => Some(Cow::Borrowed(s.as_ref())),
         V::Num(n) => n.to_text().map(Cow::Owned),
+        V::Wide(text) => Some(Cow::Borrowed(text.as_ref())),
         V::Bool(b) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
         _ => None,
     }
@@ -55,6 +61,7 @@ pub(super) fn integer_of(v: Option<&V<'_>>) -> Option<i64> {
             (f.fract() == 0.0 && f.abs() < 9.0e15).then_some(f as i64)
         }),
         V::Str(s) => s.parse().ok(),
+        V::Wide(text) => text.parse().ok(),
         _ => None,
     }
 }

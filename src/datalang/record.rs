@@ -55,22 +55,11 @@ impl Dec {
     /// The exact text: `12.30`, `-0.005`, `7`.
     pub fn text(self) -> String {
         let u = self.unscaled();
-        let digits = u.unsigned_abs().to_string();
-        let scale = usize::from(self.scale);
-        let mut out = String::with_capacity(digits.len() + scale + 3);
-        if u < 0 {
-            out.push('-');
-        }
-        if scale == 0 {
-            out.push_str(&digits);
-            return out;
-        }
-        let padded = format!("{digits:0>width$}", width = scale + 1);
-        let (int, frac) = padded.split_at(padded.len() - scale);
-        out.push_str(int);
-        out.push('.');
-        out.push_str(frac);
-        out
+        decimal_text(
+            u < 0,
+            &u.unsigned_abs().to_string(),
+            usize::from(self.scale),
+        )
     }
 
     /// The value as an integer, when it is one (`12.00` is 12) and fits.
@@ -81,6 +70,46 @@ impl Dec {
             .then(|| i64::try_from(u / pow).ok())
             .flatten()
     }
+}
+
+/// `digits × 10^-scale` written with exactly `scale` digits after the point (`12.30`,
+/// `-0.005`, `7`): the text of a decimal, whatever its width.
+pub fn decimal_text(negative: bool, digits: &str, scale: usize) -> String {
+    let mut out = String::with_capacity(digits.len() + scale + 3);
+    if negative {
+        out.push('-');
+    }
+    if scale == 0 {
+        out.push_str(digits);
+        return out;
+    }
+    let padded = format!("{digits:0>width$}", width = scale + 1);
+    let (int, frac) = padded.split_at(padded.len() - scale);
+    out.push_str(int);
+    out.push('.');
+    out.push_str(frac);
+    out
+}
+
+/// A plain decimal text (`-0012.3400`, no exponent) reduced to compare by value: the sign, the
+/// significant digits and the power of ten of the last one (`12.30` and `12.3` give the same).
+pub fn decimal_key(text: &str) -> Option<(bool, String, i64)> {
+    let (negative, body) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (int, frac) = body.split_once('.').unwrap_or((body, ""));
+    if int.is_empty() || !(int.bytes().chain(frac.bytes())).all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let all: String = int.chars().chain(frac.chars()).collect();
+    let trimmed = all.trim_end_matches('0');
+    let exponent = -(frac.len() as i64) + (all.len() - trimmed.len()) as i64;
+    let digits = trimmed.trim_start_matches('0');
+    if digits.is_empty() {
+        return Some((false, String::new(), 0));
+    }
+    Some((negative, digits.to_string(), exponent))
 }
 
 impl Num {
@@ -154,6 +183,10 @@ pub enum V<'a> {
     /// that the converter passes through whole. It is parsed only if something looks inside
     /// ([`V::resolved`]); the converter's expressions never see it otherwise.
     Raw(&'a str),
+    /// A decimal too wide for [`Num::D`] (more than 38 digits, e.g. Parquet decimal(76, 38)),
+    /// kept as its exact text (`-12345678901234567890123456789012345678901.5`): written as it
+    /// is, compared by value, read as the nearest double by arithmetic.
+    Wide(Box<str>),
 }
 
 impl<'a> V<'a> {
@@ -195,7 +228,7 @@ impl<'a> V<'a> {
             V::Raw(_) => "dict",
             V::Null => "null",
             V::Bool(_) => "bool",
-            V::Num(_) => "number",
+            V::Num(_) | V::Wide(_) => "number",
             V::Str(_) => "string",
             V::Arr(_) => "list",
             V::Obj(_) => "dict",

@@ -14,7 +14,6 @@
 
 use std::borrow::Cow;
 
-use super::fallback::parse_value_serde;
 use super::record::{dedupe_keys, KeyIds, Num, Record, NO_SLOT, V};
 
 /// Deeper nesting is left to serde_json (whose own limit is 128).
@@ -261,17 +260,7 @@ impl<'a> Scan<'a> {
     fn number(&mut self) -> Got<Num> {
         let start = self.i;
         let integer = self.number_extent()?;
-        let text = self.text.get(start..self.i)?;
-        let digits = text.strip_prefix('-').unwrap_or(text);
-        // Up to 18 digits always fit an i64; `-0` is a float for serde_json.
-        if integer && digits.len() <= 18 && text != "-0" {
-            return text.parse::<i64>().ok().map(Num::I);
-        }
-        // Floats and long integers exactly as serde_json reads them.
-        match parse_value_serde(text).ok()? {
-            V::Num(n) => Some(n),
-            _ => None,
-        }
+        number_value(self.text.get(start..self.i)?, integer)
     }
 
     fn literal(&mut self, word: &[u8]) -> Got<()> {
@@ -397,6 +386,30 @@ impl<'a> Scan<'a> {
 }
 
 /// A whole JSON document as a value.
+/// The value of a number token (`integer`: no fraction and no exponent), as converter.md §1
+/// says: an integer that fits 64 bits (signed or unsigned) stays that integer; any other number
+/// is the double nearest its text, correctly rounded (the standard library's parser is exact).
+/// `None` for a number beyond the double range (`1e400`), which serde_json then rejects.
+pub(super) fn number_value(text: &str, integer: bool) -> Option<Num> {
+    if integer && text != "-0" {
+        let digits = text.strip_prefix('-').unwrap_or(text);
+        // Up to 18 digits always fit an i64.
+        if digits.len() <= 18 {
+            return text.parse::<i64>().ok().map(Num::I);
+        }
+        if let Ok(i) = text.parse::<i64>() {
+            return Some(Num::I(i));
+        }
+        if let Ok(u) = text.parse::<u64>() {
+            return Some(Num::U(u));
+        }
+    }
+    text.parse::<f64>()
+        .ok()
+        .filter(|f| f.is_finite())
+        .map(Num::F)
+}
+
 pub(super) fn value(text: &str) -> Option<V<'_>> {
     let mut s = Scan::new(text);
     s.ws();
@@ -519,3 +532,6 @@ pub(super) fn whole_record(text: &str) -> Option<Record<'_>> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod numbers;

@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 
 use super::fallback::{parse_record_serde, parse_value_serde};
-pub use super::record::{KeyIds, Keys, Num, Record, RecordError, V};
+pub use super::record::{decimal_key, KeyIds, Keys, Num, Record, RecordError, V};
 use super::scan;
 
 /// Parses one JSON-lines record, keeping only the wanted top-level keys.
@@ -55,6 +55,7 @@ impl<'a> V<'a> {
             V::Null => V::Null,
             V::Bool(b) => V::Bool(b),
             V::Num(n) => V::Num(n),
+            V::Wide(t) => V::Wide(t),
             V::Str(s) => V::Str(Cow::Owned(s.into_owned())),
             V::Arr(a) => V::Arr(a.into_iter().map(V::into_static).collect()),
             V::Obj(o) => V::Obj(
@@ -82,6 +83,11 @@ pub fn json_eq(a: &V<'_>, b: &V<'_>) -> bool {
         (V::Null, V::Null) => true,
         (V::Bool(x), V::Bool(y)) => x == y,
         (V::Num(x), V::Num(y)) => x.value_eq(*y),
+        (V::Wide(x), V::Wide(y)) => decimal_key(x) == decimal_key(y),
+        (V::Wide(w), V::Num(n)) | (V::Num(n), V::Wide(w)) => match n {
+            Num::F(f) => w.parse::<f64>().ok() == Some(*f),
+            n => n.to_text().and_then(|t| decimal_key(&t)) == decimal_key(w),
+        },
         (V::Str(x), V::Str(y)) => x == y,
         (V::Arr(x), V::Arr(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_eq(p, q)),
         (V::Obj(x), V::Obj(y)) => {
@@ -106,6 +112,10 @@ impl Serialize for V<'_> {
             V::Num(n @ Num::D(d)) => match serde_json::value::RawValue::from_string(d.text()) {
                 Ok(raw) => raw.serialize(s),
                 Err(_) => s.serialize_f64(n.as_f64()),
+            },
+            V::Wide(text) => match serde_json::value::RawValue::from_string(text.to_string()) {
+                Ok(raw) => raw.serialize(s),
+                Err(_) => s.serialize_unit(),
             },
             V::Str(st) => s.serialize_str(st),
             V::Arr(items) => {

@@ -437,6 +437,76 @@ def fail_cases():
     )
 
 
+# --- Decimals of any width, checked against the writer's own values ----------------------
+
+def reference(path, columns):
+    """Writes reference.jsonl beside the case: each row's exact decimal text per column, as the
+    writer's own reader gives it back (pyarrow's Decimal, fixed-point with the column's scale).
+    tests/golden.rs checks the converted output against it: a reference our code did not write."""
+    rows = pq.read_table(os.path.join(os.path.dirname(path), "input.parquet")).to_pylist()
+    with open(os.path.join(os.path.dirname(path), "reference.jsonl"), "w") as f:
+        for row in rows:
+            ref = {
+                c: json.dumps(row[c]) if isinstance(row[c], str) else format(row[c], "f")
+                for c in columns
+                if row[c] is not None
+            }
+            f.write(json.dumps(ref, sort_keys=True) + "\n")
+
+
+def wide_decimal_cases():
+    # The widest value decimal(76, 38) holds: 38 digits on each side of the point.
+    big = D("57896044618658097711785492504343953926.63499233282028201972879200395656481996")
+    bignumeric = pa.decimal256(76, 38)  # BigQuery BIGNUMERIC as exported to Parquet
+    table = pa.table(
+        {
+            "n": pa.array(range(6), pa.int64()),
+            "bignumeric": pa.array(
+                [big, big.copy_negate(), D("123.45"), D("0"), D("-0.00000000000000000000000000000000000001"), None],
+                bignumeric,
+            ),
+            "d256_50_0": pa.array(
+                [D(10**49 + 1), D(-(10**49) + 7), D(0), D(1), None, D(2**127)], pa.decimal256(50, 0)
+            ),
+            "d256_40_5": pa.array(
+                [D("12345678901234567890123456789012345.67890"), D("-0.00001"), None, D("1.10000"),
+                 D("99999999999999999999999999999999999.99999"), D("7")],
+                pa.decimal256(40, 5),
+            ),
+            "d128_38_38": pa.array(
+                [D("0.12345678901234567890123456789012345678"), D("-0.99999999999999999999999999999999999999"),
+                 None, D("0"), D("0.1"), D("-0.5")],
+                pa.decimal128(38, 38),
+            ),
+            # Strings that look like numbers stay strings.
+            "s": pa.array(["00501", "1e5", "12.30", "-0", "18446744073709551616", None], pa.string()),
+        }
+    )
+    cols = [c for c in table.column_names if c != "n"]
+
+    def write_pa(path):
+        pq.write_table(table, path)
+        reference(path, cols)
+
+    case("parquet_decimal_wide_pyarrow", converter(table.column_names), write_pa)
+
+    sql = """
+    SELECT * FROM (VALUES
+      (0, 1234567890123456789012345678.0123456789::DECIMAL(38,10), '0.12345678901234567890123456789012345678'::DECIMAL(38,38),
+       99999999999999999999999999999999999999::DECIMAL(38,0)),
+      (1, (-0.0000000001)::DECIMAL(38,10), (-0.5)::DECIMAL(38,38), (-99999999999999999999999999999999999999)::DECIMAL(38,0)),
+      (2, NULL, NULL, 0::DECIMAL(38,0))
+    ) t(n, d38_10, d38_38, d38_0)
+    """
+    duck = duck_writer(sql)
+
+    def write_duck(path):
+        duck(path)
+        reference(path, ["d38_10", "d38_38", "d38_0"])
+
+    case("parquet_decimal_wide_duckdb", converter(["n", "d38_10", "d38_38", "d38_0"]), write_duck)
+
+
 def s3_fixture():
     """4,000 events in 40 row groups of 100 rows (snappy, dictionary strings, a column of
     incompressible notes so that row groups are ~10 KB and the file is far bigger than the
@@ -459,6 +529,13 @@ def s3_fixture():
 
 
 if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:]:  # only the named groups, e.g. `gen.py wide_decimal_cases`
+        for name in sys.argv[1:]:
+            globals()[name]()
+        sys.exit(0)
+    wide_decimal_cases()
     s3_fixture()
     docs_cases()
     type_cases()

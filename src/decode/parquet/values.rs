@@ -11,7 +11,7 @@ use parquet::data_type::{ByteArray, FixedLenByteArray, Int96};
 use parquet::schema::types::Type;
 
 use crate::datalang::time::civil_from_days;
-use crate::datalang::{Dec, Num, V};
+use crate::datalang::{decimal_text, Dec, Num, V};
 
 /// How a leaf column's physical values become record values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -129,18 +129,6 @@ pub fn kind_of(t: &Type) -> Result<Kind, String> {
         },
         _ => return Err(unsupported()),
     };
-    if let Kind::Decimal(_) = kind {
-        if physical == Physical::FIXED_LEN_BYTE_ARRAY || physical == Physical::BYTE_ARRAY {
-            // Unscaled values are read as i128: precision up to 38 digits.
-            if t.get_precision() > 38 {
-                return Err(format!(
-                    "{} (precision {} > 38)",
-                    unsupported(),
-                    t.get_precision()
-                ));
-            }
-        }
-    }
     Ok(kind)
 }
 
@@ -248,7 +236,10 @@ fn bytes_to_v(b: &[u8], kind: Kind) -> Value<'_> {
             Err(e) => return Err(utf8_error(&e)),
         },
         Kind::Uuid if b.len() == 16 => Some(V::str(uuid(b))),
-        Kind::Decimal(scale) => decimal(be_i128(b)?, scale),
+        Kind::Decimal(scale) => match be_i128(b) {
+            Some(unscaled) => decimal(unscaled, scale),
+            None => Some(wide_decimal(b, scale)),
+        },
         _ => Some(V::str(BASE64.encode(b))),
     })
 }
@@ -258,23 +249,23 @@ pub fn utf8_error(e: &std::str::Utf8Error) -> String {
     format!("string is not valid UTF-8 (at byte {})", e.valid_up_to())
 }
 
-/// A big-endian two's-complement integer of up to 16 bytes (longer ones only if sign-extended).
-fn be_i128(b: &[u8]) -> Result<i128, String> {
+/// A big-endian two's-complement integer that fits an i128 (any length, sign-extended).
+fn be_i128(b: &[u8]) -> Option<i128> {
     if b.is_empty() {
-        return Ok(0);
+        return Some(0);
     }
     let negative = b[0] & 0x80 != 0;
     let (extra, rest) = b.split_at(b.len().saturating_sub(16));
     let fill = if negative { 0xff } else { 0 };
     if extra.iter().any(|&x| x != fill) {
-        return Err("decimal does not fit 38 digits".into());
+        return None;
     }
     if !extra.is_empty() && (rest[0] & 0x80 != 0) != negative {
-        return Err("decimal does not fit 38 digits".into());
+        return None;
     }
     let mut buf = [fill; 16];
     buf[16 - rest.len()..].copy_from_slice(rest);
-    Ok(i128::from_be_bytes(buf))
+    Some(i128::from_be_bytes(buf))
 }
 
 /// decimal(p, s): an integer when `s` is 0 and it fits; otherwise a decimal that keeps its
@@ -285,8 +276,28 @@ fn decimal<'a>(unscaled: i128, scale: i32) -> Option<V<'a>> {
             return Some(V::int(i));
         }
     }
-    let scale = u8::try_from(scale).ok().filter(|s| *s <= 38)?;
-    Some(V::Num(Num::D(Dec::new(unscaled, scale))))
+    match u8::try_from(scale).ok().filter(|s| *s <= 38) {
+        Some(scale) => Some(V::Num(Num::D(Dec::new(unscaled, scale)))),
+        None => Some(wide_decimal(&unscaled.to_be_bytes(), scale)),
+    }
+}
+
+/// A decimal wider than an i128 (decimal256, BigQuery's BIGNUMERIC) or with a scale over 38:
+/// its exact text, every digit kept.
+fn wide_decimal(b: &[u8], scale: i32) -> V<'static> {
+    let unscaled = num_bigint::BigInt::from_signed_bytes_be(b);
+    let digits = unscaled.magnitude().to_string();
+    let negative = unscaled.sign() == num_bigint::Sign::Minus;
+    let text = match usize::try_from(scale) {
+        Ok(scale) => decimal_text(negative, &digits, scale),
+        // A negative scale multiplies by a power of ten (allowed by Parquet, never written by
+        // the writers we know).
+        Err(_) => {
+            let zeros = "0".repeat(scale.unsigned_abs() as usize);
+            decimal_text(negative && digits != "0", &(digits + &zeros), 0)
+        }
+    };
+    V::Wide(text.into_boxed_str())
 }
 
 /// Days since 1970-01-01 → `YYYY-MM-DD`.
@@ -361,8 +372,36 @@ mod tests {
         assert_eq!(text(b.to_v(Kind::Decimal(2))), "-12.34");
         let big = ByteArray::from(vec![0u8; 20]);
         assert_eq!(text(big.to_v(Kind::Decimal(0))), "0");
-        let too_big = ByteArray::from([vec![1u8], vec![0u8; 16]].concat());
-        assert!(too_big.to_v(Kind::Decimal(0)).is_err());
+        // 2^128: wider than an i128, kept whole.
+        let wider = ByteArray::from([vec![1u8], vec![0u8; 16]].concat());
+        assert_eq!(
+            text(wider.to_v(Kind::Decimal(0))),
+            "340282366920938463463374607431768211456"
+        );
+        // decimal(76, 38): BigQuery's BIGNUMERIC extremes, and small values at scale 38.
+        let max = "578960446186580977117854925043439539266.34992332820282019728792003956564819967";
+        let unscaled: String = max.chars().filter(|c| *c != '.').collect();
+        let bytes = num_bigint::BigInt::parse_bytes(unscaled.as_bytes(), 10)
+            .unwrap()
+            .to_signed_bytes_be();
+        let neg = (-num_bigint::BigInt::from_signed_bytes_be(&bytes)).to_signed_bytes_be();
+        assert_eq!(text(ByteArray::from(bytes).to_v(Kind::Decimal(38))), max);
+        assert_eq!(
+            text(ByteArray::from(neg).to_v(Kind::Decimal(38))),
+            format!("-{max}")
+        );
+        let small =
+            num_bigint::BigInt::from(-1_234_500i64) * num_bigint::BigInt::from(10u8).pow(36);
+        assert_eq!(
+            text(ByteArray::from(small.to_signed_bytes_be()).to_v(Kind::Decimal(38))),
+            "-12345.00000000000000000000000000000000000000"
+        );
+        // A 16-byte value with a scale over 38.
+        let b = ByteArray::from(5i128.to_be_bytes().to_vec());
+        assert_eq!(
+            text(b.to_v(Kind::Decimal(40))),
+            "0.0000000000000000000000000000000000000005"
+        );
         let max = ByteArray::from(i128::MAX.to_be_bytes().to_vec());
         assert!(max.to_v(Kind::Decimal(38)).is_ok());
         // 38 digits kept exactly, beyond what a double holds.
