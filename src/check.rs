@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::aws::Clients;
 use crate::convert::Converter;
 use crate::settings::Settings;
+use crate::sink::routes::ApiRoute;
 
 /// Keys looked at (one listing page) for a readable object and the converter's filterPattern.
 const SAMPLE_KEYS: i32 = 1000;
@@ -126,7 +127,8 @@ fn read_fix(code: &str, text: &str, what: &str) -> String {
 pub async fn run(clients: &Clients, settings: &Settings, bucket: Option<&str>) -> Vec<Check> {
     let mut checks = Vec::new();
     let listed = source(clients, settings, bucket, &mut checks).await;
-    checks.push(converter(clients, settings, bucket, listed.as_deref()).await);
+    let (check, conv) = converter(clients, settings, bucket, listed.as_deref()).await;
+    checks.push(check);
     checks.push(reports(clients, settings, bucket).await);
     checks.push(table(clients, "claims-table", &settings.claims_table, None).await);
     match &settings.dedupe_table {
@@ -137,7 +139,7 @@ pub async fn run(clients: &Clients, settings: &Settings, bucket: Option<&str>) -
         )),
     }
     checks.push(queue(clients, settings).await);
-    checks.push(endpoint(settings).await);
+    checks.extend(endpoint(settings, conv.as_ref()).await);
     checks
 }
 
@@ -235,7 +237,7 @@ async fn converter(
     settings: &Settings,
     bucket: Option<&str>,
     listed: Option<&[(String, i64)]>,
-) -> Check {
+) -> (Check, Option<Converter>) {
     let c = &settings.converter;
     let got = clients
         .s3
@@ -253,32 +255,55 @@ async fn converter(
             } else {
                 read_fix(&code, &text, "s3:GetObject on the converter file")
             };
-            return Check::problem("converter", format!("{c} cannot be read: {text}"), fix);
+            return (
+                Check::problem("converter", format!("{c} cannot be read: {text}"), fix),
+                None,
+            );
         }
     };
     let text = match body.map(String::from_utf8) {
         Ok(Ok(text)) => text,
         Ok(Err(_)) => {
-            return Check::problem(
-                "converter",
-                format!("{c} is not UTF-8 text"),
-                "upload the JSON converter file",
+            return (
+                Check::problem(
+                    "converter",
+                    format!("{c} is not UTF-8 text"),
+                    "upload the JSON converter file",
+                ),
+                None,
             )
         }
-        Err(e) => return Check::problem("converter", format!("{c}: {e}"), "run check again"),
+        Err(e) => {
+            return (
+                Check::problem("converter", format!("{c}: {e}"), "run check again"),
+                None,
+            )
+        }
     };
     let conv = match Converter::load(&text) {
         Ok(conv) => conv,
         Err(errors) => {
             let all: Vec<String> = errors.0.iter().map(|e| e.to_string()).collect();
-            return Check::problem(
+            return (Check::problem(
                 "converter",
                 format!("{c} does not load: {}", all.join("; ")),
                 "fix the file (s3-import validate --config FILE lists every problem) and upload \
                  it again; objects wait meanwhile and import by themselves once it loads",
-            );
+            ), None);
         }
     };
+    let check = converter_matches(settings, &conv, bucket, listed);
+    (check, Some(conv))
+}
+
+/// Whether the converter's filterPattern matches the keys listed under the prefix.
+fn converter_matches(
+    settings: &Settings,
+    conv: &Converter,
+    bucket: Option<&str>,
+    listed: Option<&[(String, i64)]>,
+) -> Check {
+    let c = &settings.converter;
     let (Some(bucket), Some(listed)) = (bucket, listed) else {
         return Check::ok("converter", format!("{c} loads (keys not listed)"));
     };
@@ -521,31 +546,70 @@ async fn queue(clients: &Clients, settings: &Settings) -> Check {
     }
 }
 
-/// The endpoint answers and accepts the API key: an event request with no events, which
-/// ingests nothing. Amplitude answers it 400 `missing_field: events` for a good key and
-/// `Invalid API key` for a bad one.
-async fn endpoint(settings: &Settings) -> Check {
+/// Every route the converter's payloads use answers, and the API key is accepted where the
+/// endpoint's documented answer shows it (amplitude-reference.md §6–9). Each probe sends an
+/// empty request, which ingests nothing:
+/// - events (`/2/httpapi` or `/batch`) with no events: Amplitude answers 400 `missing_field:
+///   events` for a good key and `Invalid API key` for a bad one, so this proves the key;
+/// - `/identify` and `/groupidentify` with no identification: the documented answer is 400
+///   `missing_event`, which proves the route exists but says nothing about the key;
+/// - `/mutations` (Mirror Sync, Profiles; a compatible endpoint only) with no mutations: any
+///   answer but 404/405 proves the route exists, nothing more.
+async fn endpoint(settings: &Settings, conv: Option<&Converter>) -> Vec<Check> {
+    use crate::sink::routes::{needed, unserved};
     let sink = &settings.sink;
-    let path = match sink.event_api {
-        crate::sink::EventApi::HttpV2 => "/2/httpapi",
-        crate::sink::EventApi::Batch => "/batch",
-    };
-    let url = format!("{}{path}", sink.base_url);
+    let events = ApiRoute::events(sink.event_api);
+    let routes = conv.map_or(vec![events], |c| needed(&c.file, sink.event_api));
+    if let Some(why) = conv.and_then(|c| unserved(&c.file, &sink.base_url)) {
+        return vec![Check::problem(
+            "endpoint",
+            why,
+            "set S3I_ENDPOINT to an endpoint that serves /mutations, or change the converter",
+        )];
+    }
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(15))
         .build()
         .unwrap_or_default();
-    let sent = client
-        .post(&url)
-        .header("content-type", "application/json")
-        .body(serde_json::json!({"api_key": sink.api_key, "events": []}).to_string())
-        .send()
-        .await;
-    let response = match sent {
+    let mut checks = Vec::new();
+    for route in routes {
+        checks.push(probe(&client, settings, route).await);
+    }
+    checks
+}
+
+/// One empty request to `route`, and what its answer proves (see [`endpoint`]).
+async fn probe(client: &reqwest::Client, settings: &Settings, route: ApiRoute) -> Check {
+    let sink = &settings.sink;
+    let name = match route {
+        ApiRoute::HttpV2 | ApiRoute::Batch => "endpoint",
+        ApiRoute::Identify => "endpoint-identify",
+        ApiRoute::GroupIdentify => "endpoint-groupidentify",
+        ApiRoute::Mutations => "endpoint-mutations",
+    };
+    let url = format!("{}{}", sink.base_url.trim_end_matches('/'), route.path());
+    let request = match route {
+        ApiRoute::Identify | ApiRoute::GroupIdentify => client
+            .post(&url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(
+                serde_urlencoded::to_string([("api_key", sink.api_key.as_str())])
+                    .unwrap_or_default(),
+            ),
+        ApiRoute::Mutations => client
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(serde_json::json!({"api_key": sink.api_key, "mutations": []}).to_string()),
+        ApiRoute::HttpV2 | ApiRoute::Batch => client
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(serde_json::json!({"api_key": sink.api_key, "events": []}).to_string()),
+    };
+    let response = match request.send().await {
         Ok(r) => r,
         Err(e) => {
             return Check::problem(
-                "endpoint",
+                name,
                 format!("{url} does not answer: {e}"),
                 "check S3I_ENDPOINT / S3I_REGION and the network path (VPC, proxy) to it",
             )
@@ -555,20 +619,43 @@ async fn endpoint(settings: &Settings) -> Check {
     let text = response.text().await.unwrap_or_default();
     let body: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
     let error = body["error"].as_str().unwrap_or("");
-    match status {
-        200 => Check::ok("endpoint", format!("{url} answers and accepts the API key")),
-        400 if error.starts_with("Invalid API key") => Check::problem(
-            "endpoint",
-            format!("{url} refuses the API key: {error}"),
-            "put the project's API key in the secret S3I_API_KEY_SECRET names (or AMPLITUDE_API_KEY)",
+    let excerpt: String = text.chars().take(200).collect();
+    match (route, status) {
+        (_, 404 | 405) => Check::problem(
+            name,
+            format!("{url} answered {status}: the endpoint has no such route"),
+            if route == ApiRoute::Mutations {
+                "Mirror Sync and Profiles need an endpoint that serves /mutations (S3I_ENDPOINT)"
+            } else {
+                "check that S3I_ENDPOINT is an Amplitude-compatible endpoint"
+            },
         ),
-        400 if body["missing_field"] == "events" => Check::ok(
-            "endpoint",
+        (_, 400) if error.starts_with("Invalid API key") || text.contains("invalid_api_key") => {
+            Check::problem(
+                name,
+                format!("{url} refuses the API key: {excerpt}"),
+                "put the project's API key in the secret S3I_API_KEY_SECRET names (or AMPLITUDE_API_KEY)",
+            )
+        }
+        (ApiRoute::HttpV2 | ApiRoute::Batch, 200) => {
+            Check::ok(name, format!("{url} answers and accepts the API key"))
+        }
+        (ApiRoute::HttpV2 | ApiRoute::Batch, 400) if body["missing_field"] == "events" => Check::ok(
+            name,
             format!("{url} answers and accepts the API key (a request with no events, nothing ingested)"),
         ),
+        (ApiRoute::Identify | ApiRoute::GroupIdentify | ApiRoute::Mutations, 200..=299 | 400) => {
+            Check::ok(
+                name,
+                format!(
+                    "{url} answers {status} to an empty request: the route exists (this answer \
+                     does not prove the API key; the events probe does)"
+                ),
+            )
+        }
         _ => Check::problem(
-            "endpoint",
-            format!("{url} answered {status}: {body}"),
+            name,
+            format!("{url} answered {status}: {excerpt}"),
             "check that S3I_ENDPOINT is an Amplitude-compatible endpoint",
         ),
     }

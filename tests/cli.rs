@@ -716,3 +716,64 @@ fn every_double_arrives_as_written_through_convert_and_send() {
     let received = std::fs::read_to_string(dir.join("emulator/events.jsonl")).unwrap();
     assert_eq!(check_doubles(received.lines(), &values), values.len());
 }
+
+#[test]
+fn a_mirror_or_profiles_converter_is_refused_for_amplitudes_hosts_by_validate_and_send() {
+    let dir = tempdir("mirror-routes");
+    for (name, extra) in [
+        ("mirror.json", r#""importStrategy": "mirror","#),
+        ("profiles.json", r#""dataType": "profiles","#),
+    ] {
+        std::fs::write(
+            dir.join(name),
+            format!(
+                r#"{{"converterConfig": {{"fileType": "json", "compressionType": "none", {extra}
+                   "convertToAmplitudeFunc": {{"event_type": "e", "user_id": "u", "insert_id": "i"}}}}}}"#
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("in.jsonl"),
+            "{\"e\":\"x\",\"u\":\"user-1\",\"i\":\"a\"}\n",
+        )
+        .unwrap();
+        let run = |args: &[&str]| bin().current_dir(&dir).args(args).output().unwrap();
+        // Without an endpoint the file itself is fine.
+        assert!(run(&["validate", "--config", name]).status.success());
+        // A compatible endpoint is taken at its word (not contacted).
+        let ok = run(&[
+            "validate",
+            "--config",
+            name,
+            "--endpoint",
+            "http://127.0.0.1:9",
+        ]);
+        assert!(
+            ok.status.success(),
+            "{}",
+            String::from_utf8_lossy(&ok.stderr)
+        );
+        for region in ["us", "eu"] {
+            let out = run(&["validate", "--config", name, "--region", region]);
+            assert_eq!(out.status.code(), Some(2));
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                err.contains("/mutations") && err.contains("--endpoint"),
+                "{err}"
+            );
+            // send refuses before reading anything or asking for the key.
+            let out = bin()
+                .current_dir(&dir)
+                .env_remove("AMPLITUDE_API_KEY")
+                .args(["send", "--config", name, "--region", region, "in.jsonl"])
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(2));
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                err.contains("a route Amplitude's public APIs do not have"),
+                "{err}"
+            );
+        }
+    }
+}

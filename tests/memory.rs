@@ -125,6 +125,14 @@ impl World {
         serde_json::from_slice(&bytes).unwrap()
     }
 
+    fn report_missing(&self, key: &str) -> bool {
+        !self
+            .root
+            .join(&self.bucket)
+            .join(format!("reports/{}/{key}.report.json", self.bucket))
+            .exists()
+    }
+
     fn obj(&self, key: &str) -> ObjectRef {
         ObjectRef {
             bucket: self.bucket.clone(),
@@ -787,4 +795,86 @@ async fn a_csv_object_resumes_from_its_byte_checkpoint_with_its_header() {
         resumed_late |= at > (1 << 20) + 1100;
     }
     assert!(resumed_late, "{checkpoints:?}");
+}
+
+/// Three mirror mutations in `in/m.json` of a world whose converter is MIRROR.
+fn mirror_world(name: &str, endpoint: String, dir: PathBuf) -> World {
+    let mut w = World::at(name, endpoint, dir);
+    w.put("config/mirror.json", MIRROR.as_bytes());
+    w.vars.insert(
+        "S3I_CONVERTER".into(),
+        format!("s3://{}/config/mirror.json", w.bucket),
+    );
+    let mut data = String::new();
+    for m in ["INSERT", "UPDATE", "DELETE"] {
+        let record = json!({"id": "m-1", "type": "Played", "device": "device-1", "user": "user-1",
+                            "ts": 1_790_000_000_000u64, "m": m});
+        data.push_str(&record.to_string());
+        data.push('\n');
+    }
+    w.put("in/m.json", data.as_bytes());
+    w
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_converter_aimed_at_amplitudes_hosts_waits_unclaimed_as_an_unusable_converter() {
+    // Amplitude's public hosts have no mutation route: refused before anything is claimed or
+    // sent (the host is never contacted).
+    let (_, dir) = common::emulator("s3i-memory-mirror-amp", |_| {}).await;
+    for host in ["https://api2.amplitude.com", "https://api.eu.amplitude.com"] {
+        let w = mirror_world("mirror-amp", host.to_string(), dir.clone());
+        let p = w.pipeline();
+        let o = p.import(&w.obj("in/m.json"), soon(60), "t").await;
+        let ObjectOutcome::Retry(why) = &o else {
+            panic!("{o:?}")
+        };
+        assert!(why.starts_with("converter unusable"), "{why}");
+        assert!(
+            why.contains("/mutations") && why.contains("S3I_ENDPOINT"),
+            "{why}"
+        );
+        let claim = p.claims.get(&w.claim_key("in/m.json")).await.unwrap();
+        assert!(claim.is_none(), "nothing claimed: {claim:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_answering_404_for_a_route_pauses_the_object_and_it_completes_once_served() {
+    // An endpoint that, like Amplitude's hosts, has no /mutations route (until `served`).
+    let served = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let switch = served.clone();
+    let (endpoint, dir) = emulator_behind("mirror-404", |router| {
+        router.layer(from_fn(move |req: Request, next: Next| {
+            let served = switch.clone();
+            async move {
+                if req.uri().path() == "/mutations" && !served.load(Ordering::SeqCst) {
+                    return (StatusCode::NOT_FOUND, "Not Found").into_response();
+                }
+                next.run(req).await
+            }
+        }))
+    })
+    .await;
+    let w = mirror_world("mirror-404", endpoint, dir);
+    let p = w.pipeline();
+    let o = p.import(&w.obj("in/m.json"), soon(60), "t").await;
+    let ObjectOutcome::Retry(why) = &o else {
+        panic!("never COMPLETED with its payloads rejected: {o:?}")
+    };
+    assert!(
+        why.starts_with("converter unusable: delivery stopped: no such route"),
+        "{why}"
+    );
+    assert!(why.contains("/mutations"), "{why}");
+    assert!(w.report_missing("in/m.json"), "no COMPLETED report");
+    // Once the endpoint serves the route, the same object completes with every mutation sent.
+    served.store(true, Ordering::SeqCst);
+    w.clock.advance(Duration::from_secs(120));
+    let o = p.import(&w.obj("in/m.json"), soon(60), "t2").await;
+    let r = completed(&o);
+    assert_eq!(
+        (r.counts.records, r.counts.sent, r.counts.rejected),
+        (3, 3, 0)
+    );
+    assert_adds_up(r);
 }

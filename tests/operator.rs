@@ -257,6 +257,8 @@ async fn check_passes_on_a_good_setup_and_names_each_problem_with_its_fix() {
         "dedupe-table",
         "queue",
         "endpoint",
+        "endpoint-identify",
+        "endpoint-groupidentify",
     ] {
         assert!(
             stdout.contains(&format!("ok    {name}: ")),
@@ -273,7 +275,12 @@ async fn check_passes_on_a_good_setup_and_names_each_problem_with_its_fix() {
         stdout.contains("accepts the API key (a request with no events, nothing ingested)"),
         "{stdout}"
     );
-    assert!(stdout.ends_with("all 7 checks passed\n"), "{stdout}");
+    // Every route an event converter can use is probed; what the answers prove is said.
+    assert!(
+        stdout.contains("/identify answers 400 to an empty request: the route exists (this answer does not prove the API key"),
+        "{stdout}"
+    );
+    assert!(stdout.ends_with("all 9 checks passed\n"), "{stdout}");
     assert!(
         common::received(&w.received).is_empty(),
         "the key test ingests nothing"
@@ -322,7 +329,14 @@ async fn check_passes_on_a_good_setup_and_names_each_problem_with_its_fix() {
     names.sort();
     assert_eq!(
         names,
-        ["converter", "dedupe-table", "endpoint", "queue"],
+        [
+            "converter",
+            "dedupe-table",
+            "endpoint",
+            "endpoint-groupidentify",
+            "endpoint-identify",
+            "queue"
+        ],
         "{v}"
     );
     assert!(failed["endpoint"]["detail"]

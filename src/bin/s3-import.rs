@@ -283,6 +283,12 @@ struct PreviewArgs {
 struct ValidateArgs {
     #[arg(long, value_name = "CONVERTER.json")]
     config: PathBuf,
+    /// Also check that this endpoint serves every route the converter needs
+    #[arg(long, value_name = "URL")]
+    endpoint: Option<String>,
+    /// Also check against Amplitude's hosts in this region (us or eu)
+    #[arg(long, conflicts_with = "endpoint")]
+    region: Option<String>,
 }
 
 /// Prints `error: …` and gives the exit status for bad input or usage (2).
@@ -479,7 +485,19 @@ fn run_preview_s3(args: PreviewArgs) -> ExitCode {
 }
 
 fn run_validate(args: ValidateArgs) -> ExitCode {
-    match cli::validate(&args.config) {
+    let base_url = match (&args.endpoint, &args.region) {
+        (None, None) => None,
+        (endpoint, region) => {
+            let region = region.as_deref().unwrap_or("us").to_ascii_lowercase();
+            match settings::base_url(endpoint.clone(), &region) {
+                Ok(url) => Some(url),
+                Err(other) => {
+                    return exit_bad_input(format!("--region must be us or eu, got {other:?}"))
+                }
+            }
+        }
+    };
+    match cli::validate(&args.config, base_url.as_deref()) {
         Ok(()) => {
             println!("ok");
             ExitCode::SUCCESS
@@ -554,6 +572,9 @@ fn run_send(args: SendArgs) -> ExitCode {
         Ok(url) => url,
         Err(other) => return exit_bad_input(format!("--region must be us or eu, got {other:?}")),
     };
+    if let Some(why) = s3_import::sink::routes::unserved(&converter.file, &base_url) {
+        return exit_bad_input(why);
+    }
     let api_key = match std::env::var(&args.api_key_env) {
         Ok(api_key) if !api_key.is_empty() => api_key,
         _ => {

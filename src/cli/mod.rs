@@ -66,10 +66,15 @@ fn read_converter_file(path: &Path) -> Result<String, String> {
 }
 
 /// `validate`: loads a converter file and lists every problem, each naming the file.
-pub fn validate(path: &Path) -> Result<(), Vec<String>> {
+/// Loads the converter file and lists every problem; with `endpoint`, also whether that
+/// endpoint serves every route the converter's payloads need.
+pub fn validate(path: &Path, endpoint: Option<&str>) -> Result<(), Vec<String>> {
     let text = read_converter_file(path).map_err(|e| vec![e])?;
     match Converter::load(&text) {
-        Ok(_) => Ok(()),
+        Ok(conv) => match endpoint.and_then(|url| crate::sink::routes::unserved(&conv.file, url)) {
+            Some(why) => Err(vec![format!("{}: {why}", path.display())]),
+            None => Ok(()),
+        },
         Err(errors) => Err(errors
             .0
             .iter()

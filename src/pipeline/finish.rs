@@ -4,12 +4,13 @@
 use super::outcome::ObjectOutcome;
 use super::run::{object_tag, RequestCounts, RunEnd};
 use super::tracker::Tracker;
-use super::Pipeline;
+use super::{Pipeline, CONVERTER_UNUSABLE};
 use crate::claims::{ClaimKey, ClaimStore, Held, StoreError};
 use crate::dedupe::DedupeStore;
 use crate::notify::ObjectRef;
 use crate::queue::Enqueue;
 use crate::report::{Progress, RejectsFile, Report, FIRST_ERRORS};
+use crate::sink::NO_ROUTE;
 use crate::source::{Body, ObjectSource, SourceError};
 
 /// One attempt on an object: the claim it holds and what the claim carried in.
@@ -163,6 +164,11 @@ where
         let progressed = t.base > at.checkpoint;
         if end.stopped && progressed && end.fatal.is_none() && end.dedupe_error.is_none() {
             ObjectOutcome::Paused { checkpoint: t.base }
+        } else if let Some(f) = end.fatal.as_ref().filter(|f| f.starts_with(NO_ROUTE)) {
+            // The converter needs a route this endpoint lacks: counted and alarmed as an
+            // unusable converter; the object waits for the endpoint or the converter to change.
+            tracing::error!(bucket = %at.obj.bucket, key = %at.obj.key, error = %f, "converter unusable against this endpoint: objects wait for a fix");
+            ObjectOutcome::Retry(format!("{CONVERTER_UNUSABLE}: delivery stopped: {f}"))
         } else {
             ObjectOutcome::Retry(
                 why.unwrap_or_else(|| "no record confirmed before the deadline".into()),

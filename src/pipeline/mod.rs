@@ -304,6 +304,11 @@ where
             .map_err(|_| ConfigProblem::Unusable(format!("converter file {c}: not UTF-8")))?;
         let conv = Converter::load(&text)
             .map_err(|e| ConfigProblem::Unusable(format!("bad converter file {c}: {e}")))?;
+        if let Some(why) = crate::sink::routes::unserved(&conv.file, &self.settings.sink.base_url) {
+            return Err(ConfigProblem::Unusable(format!(
+                "converter file {c}: {why}"
+            )));
+        }
         let tag = tag.unwrap_or(etag);
         let conv = Arc::new(conv);
         *cached = Some((tag.clone(), conv.clone()));

@@ -4,6 +4,7 @@
 //! outcome for every payload: sent, rejected (with the reason) or not sent.
 
 mod request;
+pub mod routes;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -17,6 +18,7 @@ use tokio::time::Instant;
 
 use crate::convert::{Kind, Payload};
 use crate::json_out::{self, Style};
+pub use request::NO_ROUTE;
 use request::{Answer, Route};
 
 /// Which API receives events.

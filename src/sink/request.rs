@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::routes::ApiRoute;
 use super::{quota_ids, EventApi, Item, Job, SinkSettings};
 use crate::convert::Kind;
 
@@ -30,12 +31,12 @@ impl Route {
 
     fn path(self) -> &'static str {
         match self {
-            Route::Events(EventApi::HttpV2) => "/2/httpapi",
-            Route::Events(EventApi::Batch) => "/batch",
-            Route::Identify => "/identify",
-            Route::GroupIdentify => "/groupidentify",
-            Route::Mutations => "/mutations",
+            Route::Events(api) => ApiRoute::events(api),
+            Route::Identify => ApiRoute::Identify,
+            Route::GroupIdentify => ApiRoute::GroupIdentify,
+            Route::Mutations => ApiRoute::Mutations,
         }
+        .path()
     }
 
     /// (payloads, body bytes) per request, with room left for the envelope.
@@ -173,6 +174,9 @@ fn form_body(settings: &SinkSettings, items: &[Item]) -> String {
     ])
     .unwrap_or_default()
 }
+
+/// How a delivery stopped because the endpoint has no route for a payload begins.
+pub const NO_ROUTE: &str = "no such route";
 
 /// What an answer means for the batch.
 pub(crate) enum Answer {
@@ -314,6 +318,13 @@ pub(crate) async fn send(
         }
         400 => bad_request(&body, items.len()),
         403 => Answer::Rejected("403 Forbidden: blocked by the endpoint's firewall".into()),
+        // No such route: nothing sent there can land, so the whole delivery stops (the object
+        // waits, as with an unusable converter) rather than counting every payload rejected.
+        404 | 405 => Answer::Fatal(format!(
+            "{NO_ROUTE}: {url} answered {status}; the endpoint has no {} route (Mirror Sync and \
+             Profiles need a compatible endpoint that serves /mutations; check S3I_ENDPOINT)",
+            route.path()
+        )),
         408 | 500..=599 => Answer::Retry(format!("HTTP {status}")),
         _ => {
             let excerpt: String = text.chars().take(200).collect();
