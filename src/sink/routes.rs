@@ -133,7 +133,7 @@ mod tests {
         let mirror = file(r#""importStrategy": "mirror","#);
         let profiles = file(r#""dataType": "profiles","#);
         let append = file("");
-        let users = file(r#""dataType": "user_properties", "importStrategy": "mirror","#);
+        let users = file(r#""dataType": "user_properties","#);
         for host in ["https://api2.amplitude.com", "https://api.eu.amplitude.com"] {
             let why = unserved(&mirror, host).unwrap();
             assert!(
