@@ -163,9 +163,10 @@ fn next_case_id() -> u64 {
 }
 
 /// A case with `reference.jsonl` (written by the file's writer's own reader, see
-/// tests/parquet/gen.py) must show, on output line n, each of row n's numbers with exactly the
-/// reference's text (`"col": 12.30`), so the expected output cannot drift from the writer's
-/// values by being regenerated.
+/// tests/parquet/gen.py) must show, on output line n, each of row n's named values with exactly
+/// the reference's JSON text (`"col": 12.30`, `"col": [1, null]`), so the expected output cannot
+/// drift from the writer's values by being regenerated. A column the reference leaves out of a
+/// row (absent in the record) is not checked.
 fn check_reference(dir: &Path, out: &str) -> Result<(), String> {
     let Ok(reference) = std::fs::read_to_string(dir.join("reference.jsonl")) else {
         return Ok(());
@@ -174,21 +175,82 @@ fn check_reference(dir: &Path, out: &str) -> Result<(), String> {
     for (n, row) in reference.lines().enumerate() {
         let row: serde_json::Map<String, serde_json::Value> = serde_json::from_str(row).unwrap();
         let line = lines.get(n).ok_or(format!("no output line {n}"))?;
+        // A column is looked up in event_properties, then among the payload's own fields.
+        let props = [
+            entries(line, "\"event_properties\": {"),
+            entries(line, "\"payload\": {"),
+        ];
         for (col, text) in &row {
-            let want = format!("\"{col}\": {}", text.as_str().unwrap());
-            let at = line
-                .find(&format!("\"{col}\": "))
-                .ok_or(format!("line {n}: no {col}"))?;
-            let got: String = line[at..]
-                .chars()
-                .take_while(|c| *c != ',' && *c != '}')
-                .collect();
-            if got != want {
-                return Err(format!("line {n}: {got} where the writer has {want}"));
+            let want = text.as_str().unwrap();
+            let found = props.iter().flatten().flatten().find(|(k, _)| k == col);
+            match found {
+                Some((_, got)) if got == want => {}
+                Some((_, got)) => {
+                    return Err(format!(
+                        "line {n}: \"{col}\": {got} where the writer has {want}"
+                    ))
+                }
+                None => return Err(format!("line {n}: no {col}")),
             }
         }
     }
     Ok(())
+}
+
+/// The entries of the object that starts with `opening` in `line` (its first occurrence): each
+/// key (as JSON text without its quotes; our column names need no escapes) and its value's
+/// exact text.
+fn entries(line: &str, opening: &str) -> Option<Vec<(String, String)>> {
+    let at = line.find(opening)? + opening.len();
+    let mut rest = &line[at..];
+    let mut out = Vec::new();
+    while !rest.starts_with('}') {
+        let rest_key = rest.strip_prefix('"')?;
+        let end = rest_key.find("\": ")?;
+        let key = rest_key[..end].to_string();
+        let value = &rest_key[end + 3..];
+        let len = json_span(value);
+        out.push((key, value[..len].to_string()));
+        rest = &value[len..];
+        rest = rest.strip_prefix(", ").unwrap_or(rest);
+    }
+    Some(out)
+}
+
+/// The length of the JSON value at the start of `s`: a string to its closing quote, an array or
+/// object to its matching bracket (brackets inside strings skipped), a scalar up to the next
+/// `,`, `}` or `]`.
+fn json_span(s: &str) -> usize {
+    let (mut depth, mut in_str, mut escaped) = (0usize, false, false);
+    for (i, c) in s.char_indices() {
+        if in_str {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => {
+                    in_str = false;
+                    if depth == 0 {
+                        return i + 1;
+                    }
+                }
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => in_str = true,
+            '[' | '{' => depth += 1,
+            ']' | '}' if depth > 0 => {
+                depth -= 1;
+                if depth == 0 {
+                    return i + 1;
+                }
+            }
+            ',' | ']' | '}' if depth == 0 => return i,
+            _ => {}
+        }
+    }
+    s.len()
 }
 
 #[test]

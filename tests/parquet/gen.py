@@ -507,6 +507,241 @@ def wide_decimal_cases():
     case("parquet_decimal_wide_duckdb", converter(["n", "d38_10", "d38_38", "d38_0"]), write_duck)
 
 
+# --- Warehouse exports, as their writers make them --------------------------------------------
+
+def plain(t):
+    """`t` with every timestamp replaced by int64 (so that the reference reads raw counts)."""
+    if pa.types.is_timestamp(t):
+        return pa.int64()
+    if pa.types.is_map(t):
+        return pa.map_(plain(t.key_type), plain(t.item_type))
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        f = t.value_field
+        make = pa.list_ if pa.types.is_list(t) else pa.large_list
+        return make(pa.field(f.name, plain(f.type), f.nullable))
+    if pa.types.is_struct(t):
+        return pa.struct([pa.field(f.name, plain(f.type), f.nullable) for f in t])
+    return t
+
+
+PER_MS = {"s": None, "ms": 1, "us": 1_000, "ns": 1_000_000}
+
+
+def int96_b64(ns):
+    """The base64 of the INT96 (nanos of day, Julian day) of `ns` since the epoch."""
+    days, nanos = divmod(ns, 86_400_000_000_000)
+    return base64.b64encode(struct.pack("<qi", nanos, days + 2440588)).decode()
+
+
+def ref_text(v, t, int96=False):
+    """The JSON text converter.md §1 maps value `v` of Arrow type `t` to (as our output writes
+    it: `, ` and `: ` separators), or None when the value is absent."""
+    if v is None:
+        return None
+    if int96:
+        return json.dumps(int96_b64(v))
+    if pa.types.is_timestamp(t):
+        return str(v * 1000 if t.unit == "s" else v // PER_MS[t.unit])
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return None if v != v or v in (float("inf"), float("-inf")) else repr(v)
+    if isinstance(v, D):
+        return format(v, "f")
+    if isinstance(v, str):
+        return json.dumps(v, ensure_ascii=False)
+    if isinstance(v, bytes):
+        return json.dumps(base64.b64encode(v).decode())
+    if isinstance(v, dt.date):
+        return json.dumps(v.isoformat())
+    if isinstance(v, dt.time):
+        return json.dumps(v.strftime("%H:%M:%S.") + f"{v.microsecond // 1000:03}")
+    if pa.types.is_map(t):
+        entries = {}
+        for k, x in v:
+            key = k if isinstance(k, str) else ref_text(k, t.key_type)
+            x = ref_text(x, t.item_type)
+            if x is not None:
+                entries[key] = x
+        return "{" + ", ".join(f"{json.dumps(k, ensure_ascii=False)}: {x}" for k, x in entries.items()) + "}"
+    if pa.types.is_struct(t):
+        parts = [(f.name, ref_text(v[f.name], f.type)) for f in t]
+        return "{" + ", ".join(f"{json.dumps(k, ensure_ascii=False)}: {x}" for k, x in parts if x is not None) + "}"
+    if isinstance(v, list):
+        items = [ref_text(x, t.value_type) for x in v]
+        return "[" + ", ".join("null" if x is None else x for x in items) + "]"
+    raise TypeError(f"no reference mapping for {t}: {v!r}")
+
+
+def typed_reference(path, columns, reader="pyarrow"):
+    """Writes reference.jsonl beside the case: per row, each named column's exact JSON text as
+    converter.md maps the value the writer's own reader gives back (pyarrow's, or DuckDB's
+    for a file DuckDB wrote). INT96 columns (found in the file's Parquet schema) are the base64
+    of their 12 bytes, rebuilt from the nanoseconds the reader gives."""
+    src = os.path.join(os.path.dirname(path), "input.parquet")
+    if reader == "duckdb":
+        table = duckdb.connect().sql(f"SELECT * FROM read_parquet('{src}')").to_arrow_table()
+    else:
+        table = pq.read_table(src)
+    pschema = pq.ParquetFile(src).schema
+    int96 = {
+        pschema.column(i).path for i in range(len(pschema)) if pschema.column(i).physical_type == "INT96"
+    }
+    types = {f.name: f.type for f in table.schema}
+    rows = table.cast(pa.schema([pa.field(f.name, plain(f.type)) for f in table.schema])).to_pylist()
+    with open(os.path.join(os.path.dirname(path), "reference.jsonl"), "w") as f:
+        for row in rows:
+            ref = {c: ref_text(row[c], types[c], c in int96) for c in columns}
+            f.write(json.dumps({c: x for c, x in ref.items() if x is not None}, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def with_reference(write, columns, reader="pyarrow"):
+    def w(path):
+        write(path)
+        typed_reference(path, columns, reader)
+
+    return w
+
+
+def warehouse_cases():
+    utc = dt.timezone.utc
+    # Spark / Databricks (spark.sql.parquet.outputTimestampType=INT96, writeLegacyFormat=true):
+    # INT96 timestamps, names sanitized, snappy, small decimals as integers, no Arrow schema in
+    # the footer, legacy (non-compliant) list element names.
+    t0 = dt.datetime(2024, 3, 10, 7, 59, 59, 999999, tzinfo=utc)
+    spark = pa.table(
+        {
+            "event_id": ["e-1", "e-2", "e-3"],
+            "user_id": ["user-0001", None, "user-0003"],
+            "event_time": pa.array([t0, dt.datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=utc), None],
+                                   pa.timestamp("us", tz="UTC")),
+            "event_date": pa.array([dt.date(2024, 3, 10), dt.date(1969, 12, 31), None], pa.date32()),
+            "amount": pa.array([D("12.30"), D("-0.01"), None], pa.decimal128(9, 2)),
+            "revenue": pa.array([D("123456789012.345678"), None, D("0.000001")], pa.decimal128(18, 6)),
+            "tags": pa.array([["a", None, "b"], [], None], pa.list_(pa.string())),
+            "counts": pa.array([[1, 2], None, [None]], pa.list_(pa.int32())),
+            "attrs": pa.array([[("k", "v"), ("k2", None)], None, []], pa.map_(pa.string(), pa.string())),
+            "device": pa.array([{"os": "ios", "ver": 17}, {"os": None, "ver": None}, None],
+                               pa.struct([("os", pa.string()), ("ver", pa.int32())])),
+            "items": pa.array([[{"sku": "s1", "qty": 2}], [], None],
+                              pa.list_(pa.struct([("sku", pa.string()), ("qty", pa.int64())]))),
+            "bad name (x)": ["x", "y", "z"],  # flavor='spark' renames it to bad_name__x_
+        }
+    )
+    cols = [n.replace(" ", "_").replace("(", "_").replace(")", "_") for n in spark.column_names]
+    conv = converter(
+        cols,
+        compression="auto",
+        time=["int96_time_to_ms", "event_time"],
+        insert_id="event_id",
+        user_id=["any", "user_id", ["value", "anonymous-user"]],
+    )
+    case(
+        "parquet_warehouse_spark",
+        conv,
+        with_reference(
+            pa_writer(spark, flavor="spark", use_deprecated_int96_timestamps=True, compression="snappy",
+                      use_compliant_nested_type=False, store_decimal_as_integer=True, store_schema=False),
+            cols,
+        ),
+    )
+
+    # BigQuery EXPORT DATA (format PARQUET): BIGNUMERIC decimal(76, 38), NUMERIC decimal(38, 9),
+    # DATETIME a zone-less timestamp, TIMESTAMP in UTC, DATE, TIME, GEOGRAPHY (WKT) and JSON as
+    # strings, REPEATED RECORD a list of structs, a RECORD holding a REPEATED field.
+    big = D("57896044618658097711785492504343953926.63499233282028201972879200395656481996")
+    line = pa.struct([("sku", pa.string()), ("price", pa.decimal128(38, 9)), ("qty", pa.int64())])
+    bq = pa.table(
+        {
+            "insert_id": ["bq-0", "bq-1", "bq-2"],
+            "user_id": ["user-0000", "user-0001", None],
+            "event_timestamp": pa.array([t0, dt.datetime(2000, 1, 1, tzinfo=utc), None], pa.timestamp("us", tz="UTC")),
+            "event_datetime": pa.array([dt.datetime(2024, 3, 10, 7, 59, 59, 999999), dt.datetime(1900, 1, 1), None],
+                                       pa.timestamp("us")),
+            "event_date": pa.array([dt.date(2024, 3, 10), None, dt.date(1, 1, 1)], pa.date32()),
+            "event_clock": pa.array([dt.time(23, 59, 59, 999999), dt.time(0, 0), None], pa.time64("us")),
+            "numeric": pa.array([D("99999999999999999999999999999.999999999"), D("-0.000000001"), None],
+                                pa.decimal128(38, 9)),
+            "bignumeric": pa.array([big, big.copy_negate(), D("1")], pa.decimal256(76, 38)),
+            "int64": pa.array([2**63 - 1, -(2**63), None], pa.int64()),
+            "float64": pa.array([0.1, float("nan"), 1e300], pa.float64()),
+            "bytes": pa.array([b"\x00\x01", None, b""], pa.binary()),
+            "geography": pa.array(["POINT(-122.35 47.62)", None, "LINESTRING(0 0, 1 1)"], pa.string()),
+            "json": pa.array(['{"plan":"pro","seats":3}', "null", None], pa.string()),
+            "lines": pa.array([[{"sku": "a", "price": D("1.500000000"), "qty": 2}, {"sku": "b", "price": None, "qty": None}],
+                               [], None], pa.list_(line)),
+            "geo": pa.array([{"country": "NZ", "cities": ["Auckland", "Wellington"]},
+                             {"country": None, "cities": []}, None],
+                            pa.struct([("country", pa.string()), ("cities", pa.list_(pa.string()))])),
+        }
+    )
+    cols = bq.column_names
+    conv = converter(cols, time="event_timestamp", insert_id="insert_id", user_id=["any", "user_id", ["value", "anonymous-user"]])
+    case(
+        "parquet_warehouse_bigquery",
+        conv,
+        with_reference(pa_writer(bq, compression="snappy", store_schema=False), cols),
+    )
+
+    # Snowflake COPY INTO @stage FILE_FORMAT=(TYPE=PARQUET) HEADER=TRUE: upper-case names,
+    # TIMESTAMP_NTZ/LTZ in microseconds (LTZ adjusted to UTC), NUMBER(38,0) as decimal(38, 0)
+    # (values beyond 64 bits too), VARIANT/OBJECT/ARRAY as JSON text, snappy.
+    sf = pa.table(
+        {
+            "EVENT_ID": pa.array([D(1), D(2), D(3)], pa.decimal128(38, 0)),
+            "USER_ID": ["user-0001", "user-0002", None],
+            "TS_NTZ": pa.array([dt.datetime(2024, 3, 10, 7, 59, 59, 999999), dt.datetime(1969, 12, 31, 23, 59, 59, 999001),
+                                None], pa.timestamp("us")),
+            "TS_LTZ": pa.array([t0, None, dt.datetime(2038, 1, 19, 3, 14, 8, tzinfo=utc)], pa.timestamp("us", tz="UTC")),
+            "BIG_NUMBER": pa.array([D(2**64), D(-(10**37)), D(0)], pa.decimal128(38, 0)),
+            "PRICE": pa.array([D("19.99"), D("-0.50"), None], pa.decimal128(10, 2)),
+            "PAYLOAD": ['{"plan":"pro","tags":["a","b"],"n":1.5}', '"just text"', None],
+            "OBJ": ['{"k":{"nested":true}}', "{}", None],
+            "ARR": ["[1,2,3]", "[]", None],
+        }
+    )
+    cols = sf.column_names
+    conv = converter(
+        cols,
+        time="TS_NTZ",
+        insert_id=["concat", ["value", "sf-"], "EVENT_ID"],
+        user_id=["any", "USER_ID", ["value", "anonymous-user"]],
+        user_properties=["parse_json_element", "OBJ"],
+    )
+    conv["converterConfig"]["convertToAmplitudeFunc"]["event_properties"]["PAYLOAD_PARSED"] = [
+        "parse_json_element", "PAYLOAD"]
+    conv["converterConfig"]["convertToAmplitudeFunc"]["event_properties"]["ARR_PARSED"] = [
+        "parse_json_element", "ARR"]
+    case(
+        "parquet_warehouse_snowflake",
+        conv,
+        with_reference(pa_writer(sf, compression="snappy", store_schema=False), cols),
+    )
+
+    # DuckDB COPY ... TO 'x.parquet' (FORMAT parquet): its defaults (snappy, its row groups),
+    # with HUGEINT, TIMESTAMP_NS, UUID, ENUM, MAP, LIST, STRUCT. Read back by DuckDB itself.
+    sql = """
+    SELECT * FROM (VALUES
+      ('123e4567-e89b-12d3-a456-426614174000'::UUID, 'user-0001', TIMESTAMPTZ '2024-03-10 07:59:59.999999+00',
+       TIMESTAMP_NS '2024-03-10 07:59:59.999999999', 170141183460469231731687303715884105727::HUGEINT,
+       12345678901234.56::DECIMAL(18,2), 'click'::ENUM('click', 'view'), DATE '2024-03-10',
+       MAP {'k': 'v', 'e': NULL}, ['a', NULL], {'os': 'ios', 'ver': 17}),
+      (NULL, NULL, NULL, TIMESTAMP_NS '1969-12-31 23:59:59.999999999', (-1)::HUGEINT,
+       (-0.01)::DECIMAL(18,2), 'view'::ENUM('click', 'view'), NULL, MAP {}, [], {'os': NULL, 'ver': NULL})
+    ) t(event_id, user_id, event_time, event_time_ns, total, amount, kind, day, props, tags, device)
+    """
+    cols = ["event_id", "user_id", "event_time", "event_time_ns", "total", "amount", "kind", "day", "props",
+            "tags", "device"]
+    conv = converter(cols, time="event_time", insert_id="event_id", user_id=["any", "user_id", ["value", "anonymous-user"]])
+    case(
+        "parquet_warehouse_duckdb",
+        conv,
+        with_reference(duck_writer(sql), cols, reader="duckdb"),
+    )
+
+
 def s3_fixture():
     """4,000 events in 40 row groups of 100 rows (snappy, dictionary strings, a column of
     incompressible notes so that row groups are ~10 KB and the file is far bigger than the
@@ -543,3 +778,4 @@ if __name__ == "__main__":
     codec_cases()
     row_group_cases()
     fail_cases()
+    warehouse_cases()
