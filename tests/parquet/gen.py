@@ -742,6 +742,23 @@ def warehouse_cases():
     )
 
 
+def legacy_layout_cases():
+    """Spark's / Hive's / parquet-mr's legacy list and map layouts, which pyarrow cannot write:
+    examples/parquet_legacy_fixture.rs writes the file with the `parquet` crate from a schema
+    string; pyarrow's reading of it is the reference. Needs cargo."""
+    import subprocess
+
+    cols = ["event_time", "two_level", "two_level_struct", "tuple_list", "spark_legacy", "legacy_map",
+            "bare_repeated", "bare_group", "legacy_decimal"]
+
+    def write(path):
+        root = os.path.join(ROOT, "..", "..")
+        subprocess.run(["cargo", "run", "-q", "--example", "parquet_legacy_fixture", "--", path], cwd=root, check=True)
+
+    conv = converter(cols, time=["int96_time_to_ms", "event_time"], insert_id="event_id")
+    case("parquet_warehouse_spark_legacy", conv, with_reference(write, cols))
+
+
 def s3_fixture():
     """4,000 events in 40 row groups of 100 rows (snappy, dictionary strings, a column of
     incompressible notes so that row groups are ~10 KB and the file is far bigger than the
@@ -779,3 +796,4 @@ if __name__ == "__main__":
     row_group_cases()
     fail_cases()
     warehouse_cases()
+    legacy_layout_cases()
