@@ -148,6 +148,14 @@ pub type AwsPipeline = crate::pipeline::Pipeline<
     crate::queue::sqs::SqsQueue,
 >;
 
+/// The storage port over S3: own objects with `s3`, source objects with `source_s3`, each
+/// source bucket read in its region (`S3I_SOURCE_REGION`, else found per bucket).
+pub fn source(clients: &Clients) -> crate::source::s3::S3Source {
+    crate::source::s3::S3Source::new(clients.s3.clone())
+        .with_reader(clients.source_s3.clone())
+        .with_source_region(std::env::var("S3I_SOURCE_REGION").ok())
+}
+
 pub fn pipeline(clients: &Clients, settings: crate::settings::Settings) -> AwsPipeline {
     let claims =
         crate::claims::dynamo::DynamoClaims::new(clients.dynamodb.clone(), &settings.claims_table);
@@ -156,8 +164,7 @@ pub fn pipeline(clients: &Clients, settings: crate::settings::Settings) -> AwsPi
         .as_ref()
         .map(|t| crate::dedupe::dynamo::DynamoDedupe::new(clients.dynamodb.clone(), t));
     let queue = crate::queue::sqs::SqsQueue::new(clients.sqs.clone(), settings.queue_url.clone());
-    let source =
-        crate::source::s3::S3Source::new(clients.s3.clone()).with_reader(clients.source_s3.clone());
+    let source = source(clients);
     let ports = crate::pipeline::Ports {
         claims,
         dedupe,

@@ -1226,3 +1226,53 @@ async fn an_uncompressed_object_resumes_from_its_byte_checkpoint_without_reading
     opened.reader.take(1).read_to_end(&mut rest).unwrap();
     assert!(rest.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_bucket_in_another_region_is_read_in_its_region() {
+    use s3_import::source::{Content, ObjectSource};
+    let c = clients().await;
+    let eu = unique("s3i-eu");
+    c.s3.create_bucket()
+        .bucket(&eu)
+        .create_bucket_configuration(
+            aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::EuWest1)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let us = unique("s3i-us");
+    c.s3.create_bucket().bucket(&us).send().await.unwrap();
+    for b in [&eu, &us] {
+        c.s3.put_object()
+            .bucket(b)
+            .key("in/a.json")
+            .body(events("r", 0..3).into())
+            .send()
+            .await
+            .unwrap();
+    }
+    // The function runs in us-east-1; the source bucket's region is found and used.
+    let source = s3_import::aws::source(&c);
+    assert_eq!(source.region_of(&eu).await.as_deref(), Some("eu-west-1"));
+    assert_eq!(source.region_of(&us).await.as_deref(), Some("us-east-1"));
+    for b in [&eu, &us] {
+        let mut opened = source
+            .open(b, "in/a.json", &Content::default(), 0)
+            .await
+            .unwrap();
+        let text = tokio::task::block_in_place(|| {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut opened.reader, &mut text).unwrap();
+            text
+        });
+        assert_eq!(text.lines().count(), 3, "{b}");
+        let page = source.list_page(b, "in/", None, 10).await.unwrap();
+        assert_eq!(page.objects.len(), 1, "{b}");
+    }
+    // A region given by the setting is used as it is, without a lookup.
+    let fixed = s3_import::source::s3::S3Source::new(c.s3.clone())
+        .with_source_region(Some("ap-southeast-2".into()));
+    assert_eq!(fixed.region_of(&eu).await.as_deref(), Some("ap-southeast-2"));
+}

@@ -444,8 +444,7 @@ fn run_preview_s3(args: PreviewArgs) -> ExitCode {
     let parse = |url: &str| settings::S3Url::parse(url);
     runtime.block_on(async {
         let clients = s3_import::aws::Clients::from_env().await;
-        let source = s3_import::source::s3::S3Source::new(clients.s3.clone())
-            .with_reader(clients.source_s3.clone());
+        let source = s3_import::aws::source(&clients);
         let converter = if args.config.starts_with("s3://") {
             let url = match parse(&args.config) {
                 Ok(url) => url,

@@ -402,8 +402,7 @@ pub fn metered_pipeline(
         .as_ref()
         .map(|t| crate::dedupe::dynamo::DynamoDedupe::new(clients.dynamodb.clone(), t));
     let queue = crate::queue::sqs::SqsQueue::new(clients.sqs.clone(), settings.queue_url.clone());
-    let source =
-        crate::source::s3::S3Source::new(clients.s3.clone()).with_reader(clients.source_s3.clone());
+    let source = crate::aws::source(clients);
     let ports = crate::pipeline::Ports {
         claims: MeteredClaims {
             inner: claims,

@@ -10,7 +10,9 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
 use bytes::Bytes;
+use std::collections::HashMap;
 use std::io::{self, Read};
+use std::sync::{Arc, Mutex};
 
 use super::{Body, Content, ListPage, ObjectInfo, ObjectSource, Opened, Ranged, SourceError};
 
@@ -28,6 +30,12 @@ pub struct S3Source {
     /// Reads the source objects (open, list): the same client, or one with the credentials of
     /// an assumed role in the bucket owner's account.
     reader: Client,
+    /// The reader for each source bucket, in that bucket's region (found once per bucket, see
+    /// [`S3Source::reader_for`]): a bucket in another region than the function is read there
+    /// instead of failing with `PermanentRedirect`.
+    readers: Arc<Mutex<HashMap<String, Client>>>,
+    /// The source buckets' region when set (`S3I_SOURCE_REGION`): no lookup.
+    source_region: Option<String>,
 }
 
 impl S3Source {
@@ -35,6 +43,8 @@ impl S3Source {
         S3Source {
             reader: client.clone(),
             client,
+            readers: Arc::default(),
+            source_region: None,
         }
     }
 
@@ -42,6 +52,67 @@ impl S3Source {
     pub fn with_reader(mut self, reader: Client) -> Self {
         self.reader = reader;
         self
+    }
+
+    /// Reads source buckets in `region` (no lookup); `None` finds each bucket's region.
+    pub fn with_source_region(mut self, region: Option<String>) -> Self {
+        self.source_region = region.filter(|r| !r.is_empty());
+        self
+    }
+
+    /// The reader for `bucket`, in the bucket's region: the setting when given, else a
+    /// HeadBucket asks S3 (`x-amz-bucket-region` comes with the answer, a 301 for a bucket in
+    /// another region included). When the region cannot be learnt (no `s3:ListBucket`, a store
+    /// that does not say), the reader stays in its own region, as before.
+    pub async fn reader_for(&self, bucket: &str) -> Client {
+        if let Some(client) = self
+            .readers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(bucket)
+        {
+            return client.clone();
+        }
+        let region = match &self.source_region {
+            Some(r) => Some(r.clone()),
+            None => match self.reader.head_bucket().bucket(bucket).send().await {
+                Ok(out) => out.bucket_region().map(str::to_string),
+                Err(e) => e
+                    .raw_response()
+                    .and_then(|r| r.headers().get("x-amz-bucket-region"))
+                    .map(str::to_string),
+            },
+        };
+        let own = self
+            .reader
+            .config()
+            .region()
+            .map(|r| r.as_ref().to_string());
+        let client = match region {
+            Some(region) if Some(&region) != own.as_ref() => {
+                tracing::info!(bucket, region = %region, "source bucket read in its own region");
+                let config = self
+                    .reader
+                    .config()
+                    .to_builder()
+                    .region(aws_sdk_s3::config::Region::new(region))
+                    .build();
+                Client::from_conf(config)
+            }
+            _ => self.reader.clone(),
+        };
+        self.readers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(bucket.to_string(), client.clone());
+        client
+    }
+
+    /// The region `bucket` is read in (after [`S3Source::reader_for`] found it).
+    pub async fn region_of(&self, bucket: &str) -> Option<String> {
+        let client = self.reader_for(bucket).await;
+        let region = client.config().region().map(|r| r.as_ref().to_string());
+        region
     }
 }
 
@@ -168,8 +239,8 @@ impl ObjectSource for S3Source {
         from: u64,
     ) -> Result<Opened, SourceError> {
         let what = format!("s3://{bucket}/{key}");
-        let out = self
-            .reader
+        let reader = self.reader_for(bucket).await;
+        let out = reader
             .get_object()
             .bucket(bucket)
             .key(key)
@@ -208,7 +279,7 @@ impl ObjectSource for S3Source {
             etag: self::etag(etag.as_deref()),
         };
         let (tx, rx) = tokio::sync::mpsc::channel(CHUNKS_AHEAD);
-        let client = self.reader.clone();
+        let client = reader;
         let (bucket, key) = (bucket.to_string(), key.to_string());
         tokio::spawn(async move {
             // A connection that breaks mid-object (timeouts while the decoder pushes back, a
@@ -271,7 +342,8 @@ impl ObjectSource for S3Source {
     }
 
     async fn ranges(&self, bucket: &str, key: &str, want: &Content) -> Result<Ranged, SourceError> {
-        let (reader, content) = ranges::S3Ranges::open(&self.reader, bucket, key, want).await?;
+        let client = self.reader_for(bucket).await;
+        let (reader, content) = ranges::S3Ranges::open(&client, bucket, key, want).await?;
         Ok(Ranged {
             reader: std::sync::Arc::new(reader),
             content,
@@ -359,7 +431,8 @@ impl ObjectSource for S3Source {
     ) -> Result<ListPage, SourceError> {
         let what = format!("s3://{bucket}/{prefix}");
         let page = self
-            .reader
+            .reader_for(bucket)
+            .await
             .list_objects_v2()
             .bucket(bucket)
             .prefix(prefix)
