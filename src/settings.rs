@@ -159,6 +159,9 @@ pub struct Settings {
     pub dedupe_table: Option<String>,
     /// Dedupe calls (of 500 events) in flight at once (`S3I_DEDUPE_IN_FLIGHT`).
     pub dedupe_in_flight: usize,
+    /// Which events the dedupe table checks (`S3I_DEDUPE`: `auto`, the default, only ids the
+    /// converter sets; `all`; `off` as `S3I_DEDUPE_TABLE=off`).
+    pub dedupe_mode: crate::dedupe::DedupeMode,
     /// Where continuation messages go when an object needs another invocation
     /// (`S3I_QUEUE_URL`); without it the message is retried by SQS.
     pub queue_url: Option<String>,
@@ -321,6 +324,18 @@ impl Settings {
         .max(1);
         let tables = Tables::from_lookup(get);
         let dedupe_in_flight = number(get, "S3I_DEDUPE_IN_FLIGHT", 8usize, &mut problems).max(1);
+        let dedupe_setting = get("S3I_DEDUPE").unwrap_or_default();
+        let dedupe_off = dedupe_setting.eq_ignore_ascii_case("off");
+        let dedupe_mode = if dedupe_off {
+            crate::dedupe::DedupeMode::default()
+        } else {
+            crate::dedupe::DedupeMode::parse(&dedupe_setting).unwrap_or_else(|| {
+                problems.push(format!(
+                    "S3I_DEDUPE must be auto, all or off, got {dedupe_setting:?}"
+                ));
+                crate::dedupe::DedupeMode::default()
+            })
+        };
         let secs = |name: &str, default: u64, problems: &mut Vec<String>| {
             Duration::from_secs(number(get, name, default, problems))
         };
@@ -353,7 +368,8 @@ impl Settings {
             filter,
             reports: reports.expect("checked"),
             claims_table: tables.claims,
-            dedupe_table: tables.dedupe,
+            dedupe_table: tables.dedupe.filter(|_| !dedupe_off),
+            dedupe_mode,
             dedupe_in_flight,
             queue_url: get("S3I_QUEUE_URL"),
             sink,

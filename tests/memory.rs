@@ -878,3 +878,65 @@ async fn an_endpoint_answering_404_for_a_route_pauses_the_object_and_it_complete
     );
     assert_adds_up(r);
 }
+
+/// Dedupe in memory that counts the events it is asked about.
+struct CountingDedupe {
+    inner: MemoryDedupe,
+    events: Arc<AtomicI64>,
+}
+
+impl DedupeStore for CountingDedupe {
+    async fn check_and_mark(
+        &self,
+        events: &[(DedupeKey, RecordRef)],
+        now: i64,
+    ) -> Result<Vec<Verdict>, s3_import::store::StoreError> {
+        self.events.fetch_add(events.len() as i64, Ordering::SeqCst);
+        self.inner.check_and_mark(events, now).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_insert_ids_cost_no_dedupe_write_in_auto_mode_and_custom_ones_are_still_deduped() {
+    const DEFAULT_IDS: &str = r#"{"converterConfig": {"fileType": "json", "compressionType": "auto",
+      "convertToAmplitudeFunc": {"event_type": "type", "device_id": "device", "time": "ts"}}}"#;
+    for (mode, converter, file_ids, checked) in [
+        ("auto", DEFAULT_IDS, false, 0),
+        ("all", DEFAULT_IDS, false, 200),
+        ("auto", CONVERTER, true, 200),
+        ("", CONVERTER, true, 200),
+    ] {
+        let mut w = World::new(&format!("dedupe-mode-{mode}"), |_| {}).await;
+        w.vars.insert("S3I_DEDUPE".into(), mode.into());
+        w.put("config/converter.json", converter.as_bytes());
+        // The same 100 ids in two objects: custom ids are duplicates the second time.
+        w.put("in/a.json", &events("d", 0..100));
+        w.put("in/b.json", &events("d", 0..100));
+        let counted = Arc::new(AtomicI64::new(0));
+        let p = Pipeline::new(
+            Ports {
+                claims: MemoryClaims::default(),
+                dedupe: Some(CountingDedupe {
+                    inner: MemoryDedupe::default(),
+                    events: counted.clone(),
+                }),
+                source: LocalSource::new(&w.root),
+                queue: NoQueue,
+                http: reqwest::Client::new(),
+                clock: w.clock.clone(),
+            },
+            w.settings(),
+        );
+        let a = p.import(&w.obj("in/a.json"), soon(60), "t").await;
+        let b = p.import(&w.obj("in/b.json"), soon(60), "t").await;
+        let (a, b) = (completed(&a), completed(&b));
+        assert_eq!(counted.load(Ordering::SeqCst), checked, "{mode}: events checked");
+        assert_eq!(a.counts.sent, 100, "{mode}");
+        if file_ids {
+            assert_eq!((b.counts.sent, b.counts.duplicates), (0, 100), "{mode}");
+        } else {
+            // Default ids name their object: the second object's are its own, all sent.
+            assert_eq!((b.counts.sent, b.counts.duplicates), (100, 0), "{mode}");
+        }
+    }
+}

@@ -1274,5 +1274,8 @@ async fn a_source_bucket_in_another_region_is_read_in_its_region() {
     // A region given by the setting is used as it is, without a lookup.
     let fixed = s3_import::source::s3::S3Source::new(c.s3.clone())
         .with_source_region(Some("ap-southeast-2".into()));
-    assert_eq!(fixed.region_of(&eu).await.as_deref(), Some("ap-southeast-2"));
+    assert_eq!(
+        fixed.region_of(&eu).await.as_deref(),
+        Some("ap-southeast-2")
+    );
 }

@@ -18,6 +18,40 @@ pub mod dynamo;
 /// Amplitude ignores a repeated insert_id for 7 days; so do we.
 pub const WINDOW_SECS: i64 = 7 * 24 * 3600;
 
+/// Which events the dedupe table checks (`S3I_DEDUPE`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DedupeMode {
+    /// Only events whose insert_id the converter set: a default id (`<bucket>/<key>:<n>`)
+    /// names its own object and record, and the object's claim already makes it unique, so
+    /// checking it costs a write and can never find a duplicate from elsewhere.
+    #[default]
+    Auto,
+    /// Every event, default ids included.
+    All,
+}
+
+impl DedupeMode {
+    /// `auto`, `all` (`off` is handled by the caller: no dedupe at all).
+    pub fn parse(text: &str) -> Option<DedupeMode> {
+        match text.to_ascii_lowercase().as_str() {
+            "auto" | "" => Some(DedupeMode::Auto),
+            "all" => Some(DedupeMode::All),
+            _ => None,
+        }
+    }
+}
+
+/// Whether `insert_id` is the default id of record `n` of the object `origin_bucket`/`origin_key`
+/// (`<bucket>/<key>:<n>`), compared without building it.
+pub fn is_default_id(insert_id: &str, origin_bucket: &str, origin_key: &str, n: u64) -> bool {
+    insert_id
+        .strip_prefix(origin_bucket)
+        .and_then(|rest| rest.strip_prefix('/'))
+        .and_then(|rest| rest.strip_prefix(origin_key))
+        .and_then(|rest| rest.strip_prefix(':'))
+        .is_some_and(|number| number == itoa::Buffer::new().format(n))
+}
+
 /// What identifies an event for dedupe.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct DedupeKey {

@@ -4,7 +4,7 @@
 
 use crate::convert::{Converter, Kind, Origin, Outcome};
 use crate::decode::Rec;
-use crate::dedupe::DedupeKey;
+use crate::dedupe::{is_default_id, DedupeKey, DedupeMode};
 use crate::sink::Item;
 
 /// What one record amounts to, with its index in the object.
@@ -14,13 +14,15 @@ pub enum RecordResult {
     Invalid { n: u64, reason: String, raw: String },
 }
 
-/// Converts record `n`. `dedupe_source`: the source the dedupe keys belong to, or `None`
-/// when nothing is deduped. Only events are deduped: mirror mutations (an UPDATE or DELETE
-/// names its event's insert_id on purpose), profiles and identifies are not.
+/// Converts record `n`. `dedupe`: the source the dedupe keys belong to and which events get
+/// one, or `None` when nothing is deduped. Only events are deduped: mirror mutations (an
+/// UPDATE or DELETE names its event's insert_id on purpose), profiles and identifies are not;
+/// in [`DedupeMode::Auto`] neither are events with their default insert_id (their object's
+/// claim makes them unique).
 pub fn convert_record(
     converter: &Converter,
     origin: Origin<'_>,
-    dedupe_source: Option<&str>,
+    dedupe: Option<(&str, DedupeMode)>,
     n: u64,
     rec: Rec<'_>,
 ) -> RecordResult {
@@ -32,17 +34,24 @@ pub fn convert_record(
                     .iter()
                     .map(|p| {
                         let item = Item::from_payload(n, p);
-                        let key = match dedupe_source {
-                            Some(source) if p.kind == Kind::Event && item.mutation.is_none() => {
+                        let key = match dedupe {
+                            Some((source, mode))
+                                if p.kind == Kind::Event && item.mutation.is_none() =>
+                            {
                                 let text = |f: &str| p.get(f).and_then(|v| v.as_str());
-                                text("insert_id").and_then(|insert_id| {
-                                    DedupeKey::for_event(
-                                        source,
-                                        text("device_id"),
-                                        text("user_id"),
-                                        insert_id,
-                                    )
-                                })
+                                text("insert_id")
+                                    .filter(|id| {
+                                        mode == DedupeMode::All
+                                            || !is_default_id(id, origin.bucket, origin.key, n)
+                                    })
+                                    .and_then(|insert_id| {
+                                        DedupeKey::for_event(
+                                            source,
+                                            text("device_id"),
+                                            text("user_id"),
+                                            insert_id,
+                                        )
+                                    })
                             }
                             _ => None,
                         };

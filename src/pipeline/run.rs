@@ -224,6 +224,7 @@ where
             None => at.obj.key.clone(),
         };
         let dedupe_source = self.dedupe.is_some().then(|| self.settings.source.clone());
+        let dedupe_mode = self.settings.dedupe_mode;
         let (limits, threads) = (self.settings.limits, self.settings.threads);
         let stop = stopped.clone();
         let counter = bytes_read.clone();
@@ -244,7 +245,13 @@ where
                     stop.store(true, Ordering::Relaxed);
                     return ControlFlow::Break(());
                 }
-                let result = convert_record(&converter, origin, dedupe_source.as_deref(), n, rec);
+                let result = convert_record(
+                    &converter,
+                    origin,
+                    dedupe_source.as_deref().map(|s| (s, dedupe_mode)),
+                    n,
+                    rec,
+                );
                 match tx.blocking_send(result) {
                     Ok(()) => ControlFlow::Continue(()),
                     Err(_) => ControlFlow::Break(()),
