@@ -107,6 +107,11 @@ pub fn default_object_concurrency_for(memory_mb: Option<u64>) -> usize {
 /// How long a scan's queue mark lasts when `S3I_SCAN_QUEUED_SECS` is not set: a day.
 pub const DEFAULT_SCAN_QUEUED_SECS: u64 = 86_400;
 
+/// How long a scan's queue mark lasts before its message is confirmed sent, when
+/// `S3I_SCAN_PENDING_SECS` is not set: longer than a SendMessageBatch takes, short enough that
+/// a scan that died before sending is made good by the next scan within minutes.
+pub const DEFAULT_SCAN_PENDING_SECS: u64 = 60;
+
 /// A variable of the process environment; an empty one counts as unset.
 fn env_lookup(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
@@ -185,6 +190,9 @@ pub struct Settings {
     /// How long a scan's queue mark keeps the next scans from queueing the object again
     /// (`S3I_SCAN_QUEUED_SECS`): the time its message may wait in the queue.
     pub scan_queued: Duration,
+    /// How long a scan's first queue mark lasts, before its message is confirmed sent
+    /// (`S3I_SCAN_PENDING_SECS`): a scan that dies in between strands an object no longer.
+    pub scan_pending: Duration,
 }
 
 fn number<T: std::str::FromStr>(
@@ -343,6 +351,12 @@ impl Settings {
             DEFAULT_SCAN_QUEUED_SECS,
             &mut problems,
         );
+        let scan_pending = secs(
+            "S3I_SCAN_PENDING_SECS",
+            DEFAULT_SCAN_PENDING_SECS,
+            &mut problems,
+        )
+        .max(Duration::from_secs(1));
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -366,6 +380,7 @@ impl Settings {
             verify_compressed,
             object_concurrency,
             scan_queued,
+            scan_pending,
         })
     }
 

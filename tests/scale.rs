@@ -106,6 +106,17 @@ impl ClaimStore for Watched {
     async fn unmark_queued(&self, key: &ClaimKey, queued_until: i64) -> Result<(), StoreError> {
         self.inner.unmark_queued(key, queued_until).await
     }
+    async fn confirm_queued(
+        &self,
+        keys: &[ClaimKey],
+        from: i64,
+        to: i64,
+    ) -> Result<(), StoreError> {
+        self.inner.confirm_queued(keys, from, to).await
+    }
+    async fn clear_queued(&self, key: &ClaimKey) -> Result<bool, StoreError> {
+        self.inner.clear_queued(key).await
+    }
     async fn list(&self, source: &str) -> Result<Vec<(ClaimKey, ClaimState)>, StoreError> {
         self.inner.list(source).await
     }

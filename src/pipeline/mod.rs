@@ -101,11 +101,21 @@ pub struct Ports<C, D, S, Q> {
 pub const CONVERTER_UNUSABLE: &str = "converter unusable";
 
 /// A converter that could not be had.
-enum ConfigProblem {
+pub(crate) enum ConfigProblem {
     /// Bad, missing or denied file: objects wait (their notices come back, nothing is
     /// claimed) until it is fixed, then import by themselves.
     Unusable(String),
     Transient(String),
+}
+
+impl ConfigProblem {
+    /// Why, as an outcome's reason says it.
+    pub(crate) fn reason(&self) -> String {
+        match self {
+            ConfigProblem::Unusable(why) => format!("{CONVERTER_UNUSABLE}: {why}"),
+            ConfigProblem::Transient(why) => why.clone(),
+        }
+    }
 }
 
 /// A storage error while reading the converter file: retry when the store is unavailable,
@@ -232,7 +242,9 @@ where
     ) -> (ObjectOutcome, Then) {
         let left = deadline.saturating_duration_since(Instant::now());
         let late = left < self.settings.stop_margin + MIN_WORK
-            && self.settings.excludes(&obj.bucket, &obj.key).is_none();
+            && self
+                .ignores(&obj.bucket, &obj.key, obj.size, None)
+                .is_none();
         let outcome = if late {
             ObjectOutcome::Retry(TOO_LATE.into())
         } else {
@@ -281,7 +293,7 @@ where
     }
 
     /// The converter, compiled once per version of its file (cached by ETag).
-    async fn load_converter(&self) -> Result<(String, Arc<Converter>), ConfigProblem> {
+    pub(crate) async fn load_converter(&self) -> Result<(String, Arc<Converter>), ConfigProblem> {
         let c = &self.settings.converter;
         let head = self
             .source
@@ -311,6 +323,35 @@ where
         Ok((tag, conv))
     }
 
+    /// Why the import leaves an object alone, if it does: a folder marker (`prefix/`), an
+    /// empty object, the reports location or the converter file, a key outside `S3I_PREFIX`
+    /// or `S3I_FILTER_PATTERN`, and (with the converter) outside its `filterPattern`. The
+    /// import and the scan both ask this, so that a scan queues exactly what the import takes.
+    pub fn ignores(
+        &self,
+        bucket: &str,
+        key: &str,
+        size: Option<u64>,
+        converter: Option<&Converter>,
+    ) -> Option<String> {
+        if key.ends_with('/') {
+            return Some("a folder marker".into());
+        }
+        if size == Some(0) {
+            return Some("an empty object".into());
+        }
+        if let Some(why) = self.settings.excludes(bucket, key) {
+            return Some(why);
+        }
+        match converter {
+            Some(c) if !c.file.key_matches(key) => Some(format!(
+                "does not match the converter's filterPattern `{}`",
+                c.file.filter_pattern().unwrap_or("")
+            )),
+            _ => None,
+        }
+    }
+
     pub fn claim_key(&self, obj: &ObjectRef) -> ClaimKey {
         ClaimKey {
             source: self.settings.source.clone(),
@@ -321,7 +362,7 @@ where
 
     /// Imports one object, or as much of it as fits before `deadline`.
     pub async fn import(&self, obj: &ObjectRef, deadline: Instant, owner: &str) -> ObjectOutcome {
-        if let Some(why) = self.settings.excludes(&obj.bucket, &obj.key) {
+        if let Some(why) = self.ignores(&obj.bucket, &obj.key, obj.size, None) {
             return ObjectOutcome::Ignored(why);
         }
         let left = deadline.saturating_duration_since(Instant::now());
@@ -338,11 +379,8 @@ where
                 return ObjectOutcome::Retry(format!("{CONVERTER_UNUSABLE}: {why}"));
             }
         };
-        if !converter.file.key_matches(&obj.key) {
-            return ObjectOutcome::Ignored(format!(
-                "does not match the converter's filterPattern `{}`",
-                converter.file.filter_pattern().unwrap_or("")
-            ));
+        if let Some(why) = self.ignores(&obj.bucket, &obj.key, obj.size, Some(&converter)) {
+            return ObjectOutcome::Ignored(why);
         }
 
         let now = self.clock.now_secs();
