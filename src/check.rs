@@ -80,14 +80,20 @@ pub fn to_json(checks: &[Check]) -> serde_json::Value {
     serde_json::json!({"ok": checks.iter().all(|c| c.ok), "checks": checks})
 }
 
-/// The source bucket as the template names it in `S3I_SOURCE` (`<bucket>/<prefix>`), when it
-/// does.
+/// The source bucket as the template names it in `S3I_SOURCE`, when it does: the bucket's
+/// name (the template's default source id), or `<bucket>/<prefix>` (stacks deployed before
+/// the `SourceId` parameter, which keep that value).
 pub fn source_bucket(settings: &Settings) -> Option<String> {
-    let bucket = settings
-        .source
-        .strip_suffix(settings.prefix.as_str())?
-        .strip_suffix('/')?;
-    (!bucket.is_empty() && !bucket.contains('/')).then(|| bucket.to_string())
+    let source = settings.source.as_str();
+    let bucket = match source.strip_suffix(settings.prefix.as_str()) {
+        Some(rest) if rest.ends_with('/') => &rest[..rest.len() - 1],
+        _ => source,
+    };
+    let bucket_like = (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    (bucket_like && bucket != crate::settings::DEFAULT_SOURCE).then(|| bucket.to_string())
 }
 
 /// An SDK error's code and its text with every cause.
@@ -152,7 +158,7 @@ async fn source(
     let Some(bucket) = bucket else {
         checks.push(Check::problem(
             "source",
-            "no source bucket: S3I_SOURCE is not `<bucket>/<prefix>`",
+            "no source bucket: S3I_SOURCE is neither a bucket name nor `<bucket>/<prefix>`",
             "give --bucket BUCKET",
         ));
         return None;
@@ -604,7 +610,13 @@ mod tests {
             source_bucket(&settings("data/", "")).as_deref(),
             Some("data")
         );
-        assert_eq!(source_bucket(&settings("my-source", "events/")), None);
+        assert_eq!(
+            source_bucket(&settings("data", "events/")).as_deref(),
+            Some("data")
+        );
+        assert_eq!(source_bucket(&settings("default", "events/")), None);
+        assert_eq!(source_bucket(&settings("", "events/")), None);
+        assert_eq!(source_bucket(&settings("My Source", "")), None);
         assert_eq!(source_bucket(&settings("a/b/events/", "events/")), None);
     }
 

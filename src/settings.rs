@@ -104,6 +104,10 @@ pub fn default_object_concurrency_for(memory_mb: Option<u64>) -> usize {
     }
 }
 
+/// The source id when `S3I_SOURCE` is not set. It never depends on the prefix or the reports
+/// location: claims and dedupe keys carry it, so a change of it makes every object new.
+pub const DEFAULT_SOURCE: &str = "default";
+
 /// How long a scan's queue mark lasts when `S3I_SCAN_QUEUED_SECS` is not set: a day.
 pub const DEFAULT_SCAN_QUEUED_SECS: u64 = 86_400;
 
@@ -361,7 +365,7 @@ impl Settings {
             return Err(problems);
         }
         Ok(Settings {
-            source: get("S3I_SOURCE").unwrap_or_else(|| "default".into()),
+            source: get("S3I_SOURCE").unwrap_or_else(|| DEFAULT_SOURCE.into()),
             converter: converter.expect("checked"),
             prefix,
             filter,

@@ -458,3 +458,40 @@ async fn import_and_scan_print_json_for_scripts_and_exit_by_outcome() {
         .await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completed_object_is_not_imported_again_after_the_prefix_changes() {
+    let w = World::new("prefix").await;
+    // The template's default source id: the bucket's name, whatever the prefix.
+    let source = w.bucket.clone();
+    w.put("in/a/1.json", &events("p1", 0..5)).await;
+    w.put("in/b/2.json", &events("p2", 0..5)).await;
+    let wide = [("S3I_SOURCE", source.as_str()), ("S3I_PREFIX", "in/")];
+    let out = w
+        .run(&["scan", "--bucket", &w.bucket, "--json"], &wide)
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(json_lines(&out)[0]["imported"], 2);
+
+    // The prefix narrows to in/a/ (a redeploy with another SourcePrefix): the completed
+    // object is found completed, nothing is sent again.
+    w.put("in/a/3.json", &events("p3", 0..5)).await;
+    let narrow = [("S3I_SOURCE", source.as_str()), ("S3I_PREFIX", "in/a/")];
+    let out = w
+        .run(&["scan", "--bucket", &w.bucket, "--json"], &narrow)
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v = &json_lines(&out)[0];
+    assert_eq!(
+        (&v["listed"], &v["completed_before"], &v["imported"]),
+        (&json!(2), &json!(1), &json!(1)),
+        "{v}"
+    );
+    let out = w
+        .run(&["import", "--json", &w.url("in/a/1.json")], &narrow)
+        .await;
+    assert_eq!(json_lines(&out)[0]["outcome"], "already_completed");
+    let received = common::received(&w.received);
+    assert_eq!(received.len(), 15);
+    assert!(received.values().all(|n| *n == 1), "each event once");
+}

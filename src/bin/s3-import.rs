@@ -85,7 +85,7 @@ struct RetryArgs {
 
 #[derive(Args)]
 struct CheckArgs {
-    /// The source bucket [default: from S3I_SOURCE when it is `<bucket>/<prefix>`, as the template sets it]
+    /// The source bucket [default: S3I_SOURCE when it is a bucket name (the template's default) or `<bucket>/<prefix>`]
     #[arg(long)]
     bucket: Option<String>,
     /// Print {"ok", "checks": [{"check", "ok", "detail", "fix"}]}
