@@ -51,6 +51,11 @@ const MAX_CONVERTER_BYTES: usize = 1 << 20;
 const MIN_WORK: Duration = Duration::from_secs(2);
 /// Why an object was not started: its notice came too late in the invocation.
 const TOO_LATE: &str = "too little time left in this invocation";
+/// Why an import was stopped from outside: still running at the invocation's very end.
+const CUT_OFF: &str = "cut off at the invocation's deadline";
+/// An import still running `stop_margin / CUT_OFF_SHARE` before the deadline is cut off (2 s
+/// with the default margin of 20 s: time to release the claim and answer).
+const CUT_OFF_SHARE: u32 = 10;
 
 /// What an object's message needs after it.
 enum Then {
@@ -240,15 +245,26 @@ where
         deadline: Instant,
         owner: &str,
     ) -> (ObjectOutcome, Then) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let late = left < self.settings.stop_margin + MIN_WORK
+        let late = self.too_late(deadline)
             && self
                 .ignores(&obj.bucket, &obj.key, obj.size, None)
                 .is_none();
+        // Whatever a step waits on (a stalled read, a store that hangs), the invocation
+        // answers before its deadline: an import still running then is cut off, its claim
+        // released, and its notice comes back at once (a crash's worth of re-sent events at
+        // most, which the endpoint's insert_id dedupe absorbs).
+        let cut_off = deadline - self.settings.stop_margin / CUT_OFF_SHARE;
         let outcome = if late {
             ObjectOutcome::Retry(TOO_LATE.into())
         } else {
-            self.import(obj, deadline, owner).await
+            match tokio::time::timeout_at(cut_off, self.import(obj, deadline, owner)).await {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    tracing::warn!(bucket = %obj.bucket, key = %obj.key, "cut off at the deadline");
+                    self.release(&self.claim_key(obj), owner).await;
+                    ObjectOutcome::Retry(CUT_OFF.into())
+                }
+            }
         };
         tracing::info!(bucket = %obj.bucket, key = %obj.key, outcome = %outcome.label(), "object");
         let then = match &outcome {
@@ -275,10 +291,16 @@ where
                     Then::RetryAfter(Duration::ZERO)
                 }
             }
+            ObjectOutcome::Retry(why) if why == CUT_OFF => Then::RetryAfter(Duration::ZERO),
             o if o.unfinished() => Then::Retry,
             _ => Then::Done,
         };
         (outcome, then)
+    }
+
+    /// Whether too little time is left before `deadline` to start (or go on with) an object.
+    fn too_late(&self, deadline: Instant) -> bool {
+        deadline.saturating_duration_since(Instant::now()) < self.settings.stop_margin + MIN_WORK
     }
 
     /// Sends a continuation message for a paused object; false when none could be sent.
@@ -366,8 +388,8 @@ where
             return ObjectOutcome::Ignored(why);
         }
         let left = deadline.saturating_duration_since(Instant::now());
-        if left < self.settings.stop_margin + MIN_WORK {
-            return ObjectOutcome::Retry("too little time left in this invocation".into());
+        if self.too_late(deadline) {
+            return ObjectOutcome::Retry(TOO_LATE.into());
         }
         // Nothing is claimed before the converter is known good: a broken converter leaves
         // every object untouched, and its notice comes back until the file is fixed.
@@ -422,6 +444,7 @@ where
             progress,
             config_version,
             lease_until,
+            deadline,
         };
         let (mut attempt, input) = match self.open_content(attempt, &converter).await {
             Ok(opened) => opened,
@@ -477,10 +500,22 @@ where
         let mut reader = opened.reader;
         if self.settings.verify_compressed {
             let (compression, limits) = (converter.file.compression, self.settings.limits);
-            let checked =
-                tokio::task::spawn_blocking(move || verify(reader, compression, limits)).await;
+            // The pass stops where reading would: an object that cannot be checked in time is
+            // handed on (released, continued in a new message), never run into the deadline.
+            let stop = (at.deadline - self.settings.stop_margin).into_std();
+            let checked = tokio::task::spawn_blocking(move || {
+                verify(reader, compression, limits, Some(stop))
+            })
+            .await;
             reader = match checked {
                 Ok(Ok(Verified::Plain(reader))) => reader,
+                Ok(Ok(Verified::Stopped(inflated))) => {
+                    self.release(&at.key, at.owner).await;
+                    return Err(ObjectOutcome::Retry(format!(
+                        "{TOO_LATE}: the integrity check stopped at the deadline after \
+                         {inflated} bytes inflated, before any record was sent"
+                    )));
+                }
                 Ok(Ok(Verified::Intact(_))) => {
                     match self.source.open(&obj.bucket, &obj.key, &content, 0).await {
                         Ok(opened) => opened.reader,
@@ -502,6 +537,13 @@ where
                     return Err(ObjectOutcome::Retry(format!("checking the object: {e}")));
                 }
             };
+        }
+        if self.settings.verify_compressed && self.too_late(at.deadline) {
+            // Checked, but no time is left to read anything: handed on like a late notice.
+            self.release(&at.key, at.owner).await;
+            return Err(ObjectOutcome::Retry(format!(
+                "{TOO_LATE}: the integrity check ended too near the deadline"
+            )));
         }
         at.progress.content = Some(content);
         self.save_checkpoint(&at, 0).await?;
