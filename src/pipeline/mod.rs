@@ -53,9 +53,10 @@ const MIN_WORK: Duration = Duration::from_secs(2);
 const TOO_LATE: &str = "too little time left in this invocation";
 /// Why an import was stopped from outside: still running at the invocation's very end.
 const CUT_OFF: &str = "cut off at the invocation's deadline";
-/// An import still running `stop_margin / CUT_OFF_SHARE` before the deadline is cut off (2 s
-/// with the default margin of 20 s: time to release the claim and answer).
-const CUT_OFF_SHARE: u32 = 10;
+/// An import still running `stop_margin / CUT_OFF_SHARE` before the deadline is cut off (1 s
+/// with the default margin of 20 s: time to release the claim and answer; sending stops at half
+/// the margin, so a healthy import is done long before).
+const CUT_OFF_SHARE: u32 = 20;
 
 /// What an object's message needs after it.
 enum Then {
@@ -510,11 +511,15 @@ where
             reader = match checked {
                 Ok(Ok(Verified::Plain(reader))) => reader,
                 Ok(Ok(Verified::Stopped(inflated))) => {
-                    self.release(&at.key, at.owner).await;
-                    return Err(ObjectOutcome::Retry(format!(
-                        "{TOO_LATE}: the integrity check stopped at the deadline after \
-                         {inflated} bytes inflated, before any record was sent"
-                    )));
+                    return Err(self
+                        .hand_on(
+                            &at,
+                            format!(
+                                "{TOO_LATE}: the integrity check stopped at the deadline after \
+                                 {inflated} bytes inflated, before any record was sent"
+                            ),
+                        )
+                        .await);
                 }
                 Ok(Ok(Verified::Intact(_))) => {
                     match self.source.open(&obj.bucket, &obj.key, &content, 0).await {
@@ -538,16 +543,35 @@ where
                 }
             };
         }
-        if self.settings.verify_compressed && self.too_late(at.deadline) {
-            // Checked, but no time is left to read anything: handed on like a late notice.
-            self.release(&at.key, at.owner).await;
-            return Err(ObjectOutcome::Retry(format!(
-                "{TOO_LATE}: the integrity check ended too near the deadline"
-            )));
+        let left = at.deadline.saturating_duration_since(Instant::now());
+        if self.settings.verify_compressed && left < self.settings.stop_margin + MIN_WORK / 2 {
+            // Checked, but about no time is left to read anything: handed on like a late
+            // notice (the check is done again by the next invocation).
+            return Err(self
+                .hand_on(
+                    &at,
+                    format!("{TOO_LATE}: the integrity check ended near the deadline"),
+                )
+                .await);
         }
         at.progress.content = Some(content);
         self.save_checkpoint(&at, 0).await?;
         Ok((at, Input::Stream(reader, None)))
+    }
+
+    /// Hands an object on before anything was sent: its progress (this invocation counted) is
+    /// saved with the lease ended, so that the continuation takes it up at once.
+    async fn hand_on(&self, at: &Attempt<'_>, why: String) -> ObjectOutcome {
+        let text = serde_json::to_string(&at.progress).unwrap_or_default();
+        let now = self.clock.now_secs();
+        let saved = self
+            .claims
+            .checkpoint(&at.key, at.owner, at.checkpoint, &text, now - 1)
+            .await;
+        if let Err(e) = saved {
+            tracing::warn!(error = %e, "claim not handed on; it resumes when its lease ends");
+        }
+        ObjectOutcome::Retry(why)
     }
 
     /// What an object that could not be opened comes to. Gone before anything was read:
