@@ -134,7 +134,13 @@ pub async fn run(clients: &Clients, settings: &Settings, bucket: Option<&str>) -
     let listed = source(clients, settings, bucket, &mut checks).await;
     checks.push(converter(clients, settings, bucket, listed.as_deref()).await);
     checks.push(reports(clients, settings, bucket).await);
-    checks.push(table(clients, "claims-table", &settings.claims_table, None).await);
+    let mut claims = table(clients, "claims-table", &settings.claims_table, None).await;
+    if let (true, Some(bucket), Some(listed)) = (claims.ok, bucket, listed.as_deref()) {
+        if let Some(problem) = earlier_source(clients, settings, bucket, listed).await {
+            claims = problem;
+        }
+    }
+    checks.push(claims);
     match &settings.dedupe_table {
         Some(t) => checks.push(table(clients, "dedupe-table", t, Some("expires_at")).await),
         None => checks.push(Check::ok(
@@ -145,6 +151,56 @@ pub async fn run(clients: &Clients, settings: &Settings, bucket: Option<&str>) -
     checks.push(queue(clients, settings).await);
     checks.push(endpoint(settings).await);
     checks
+}
+
+/// A source id change that would import everything again: some of the listed keys have
+/// claims under `<bucket>/<prefix>` (the id of stacks deployed before the `SourceId`
+/// parameter) and none under `S3I_SOURCE`.
+async fn earlier_source(
+    clients: &Clients,
+    settings: &Settings,
+    bucket: &str,
+    listed: &[(String, i64)],
+) -> Option<Check> {
+    use crate::claims::{ClaimKey, ClaimStore};
+    let old = format!("{bucket}/{}", settings.prefix);
+    if old == settings.source || listed.is_empty() {
+        return None;
+    }
+    let store =
+        crate::claims::dynamo::DynamoClaims::new(clients.dynamodb.clone(), &settings.claims_table);
+    let keys = |source: &str| -> Vec<ClaimKey> {
+        listed
+            .iter()
+            .take(100)
+            .map(|(key, _)| ClaimKey {
+                source: source.to_string(),
+                bucket: bucket.to_string(),
+                key: key.clone(),
+            })
+            .collect()
+    };
+    let now = store.get_many(&keys(&settings.source)).await.ok()?;
+    let before = store.get_many(&keys(&old)).await.ok()?;
+    let found = |states: &[Option<crate::claims::ClaimState>]| states.iter().flatten().count();
+    (found(&now) == 0 && found(&before) > 0).then(|| {
+        Check::problem(
+            "claims-table",
+            format!(
+                "table {}: {} of the first {} keys listed have claims under the source `{old}` \
+                 and none under S3I_SOURCE `{}`: every object imported before would be \
+                 imported again",
+                settings.claims_table,
+                found(&before),
+                now.len(),
+                settings.source
+            ),
+            format!(
+                "keep the earlier source id: deploy with SourceId={old} (S3I_SOURCE={old}); \
+                 stacks deployed before the SourceId parameter used `<bucket>/<prefix>`"
+            ),
+        )
+    })
 }
 
 /// The source bucket listable under the prefix and an object readable; the keys of the first

@@ -502,6 +502,38 @@ async fn a_completed_object_is_not_imported_again_after_the_prefix_changes() {
     let received = common::received(&w.received);
     assert_eq!(received.len(), 15);
     assert!(received.values().all(|n| *n == 1), "each event once");
+
+    // An earlier stack's source id (`<bucket>/<prefix>`), changed by an update that forgot
+    // SourceId: `check` names the id to keep before anything is imported again.
+    let old = format!("{}/in/a/", w.bucket);
+    let out = w
+        .run(
+            &["import", &w.url("in/a/1.json")],
+            &[("S3I_SOURCE", old.as_str()), ("S3I_PREFIX", "in/a/")],
+        )
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = w
+        .run(
+            &["check", "--json", "--bucket", &w.bucket],
+            &[("S3I_SOURCE", "a-new-id"), ("S3I_PREFIX", "in/a/")],
+        )
+        .await;
+    let v = &json_lines(&out)[0];
+    let claims = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "claims-table")
+        .unwrap();
+    assert_eq!(claims["ok"], false, "{v}");
+    assert!(
+        claims["fix"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("SourceId={old}")),
+        "{claims}"
+    );
 }
 
 /// The queue policy and the bucket's notification configuration, read back as JSON-ish text.
