@@ -348,15 +348,21 @@ async fn a_notice_that_comes_too_late_is_handed_on_at_once() {
 struct SlowSource {
     inner: LocalSource,
     slow: Arc<AtomicBool>,
+    /// While set, a read hangs for 4 s (a stalled connection).
+    stall: Arc<AtomicBool>,
 }
 
 struct Trickle {
     inner: Box<dyn std::io::Read + Send>,
     slow: Arc<AtomicBool>,
+    stall: Arc<AtomicBool>,
 }
 
 impl std::io::Read for Trickle {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.stall.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_secs(4));
+        }
         if !self.slow.load(Ordering::SeqCst) {
             return self.inner.read(buf);
         }
@@ -379,6 +385,7 @@ impl ObjectSource for SlowSource {
             reader: Box::new(Trickle {
                 inner: opened.reader,
                 slow: self.slow.clone(),
+                stall: self.stall.clone(),
             }),
             content: opened.content,
         })
@@ -443,6 +450,7 @@ async fn an_integrity_pass_that_cannot_finish_in_time_is_handed_on_not_timed_out
             source: SlowSource {
                 inner: LocalSource::new(&l.root),
                 slow: slow.clone(),
+                stall: Arc::default(),
             },
             queue: MemoryQueue::default(),
             http: reqwest::Client::new(),
@@ -497,6 +505,64 @@ async fn an_integrity_pass_that_cannot_finish_in_time_is_handed_on_not_timed_out
     assert_eq!(got.len(), 20_000);
     assert!(got.values().all(|n| *n == 1), "every event once");
     println!("handed on after {took:?} of a 3.5 s invocation");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_stuck_at_the_deadline_is_cut_off_and_the_invocation_still_answers() {
+    let l = Local::new("stalled", Duration::ZERO).await;
+    l.put("in/stalled.json", &events("s", 0..200));
+    let stall = Arc::new(AtomicBool::new(true));
+    let p = Pipeline::new(
+        Ports {
+            claims: MemoryClaims::default(),
+            dedupe: Some(MemoryDedupe::default()),
+            source: SlowSource {
+                inner: LocalSource::new(&l.root),
+                slow: Arc::default(),
+                stall: stall.clone(),
+            },
+            queue: MemoryQueue::default(),
+            http: reqwest::Client::new(),
+            clock: Clock::system(),
+        },
+        l.settings(&[]),
+    );
+    // The object's first read hangs for 4 s; the invocation has 3.5 s.
+    let event = sqs_event(&[("m1".into(), object_message("in/stalled.json"))]);
+    let started = Instant::now();
+    let deadline = started + Duration::from_millis(3_500);
+    let result = p.handle_event(&event, deadline, "req1").await;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(3_500),
+        "answered after {took:?}"
+    );
+    assert_eq!(
+        result.messages[0].objects[0].1.label(),
+        "to be retried: cut off at the invocation's deadline"
+    );
+    // The notice comes back at once, and its object is free to be claimed at once.
+    assert_eq!(failures(&lambda_response(&event, &result).unwrap()), ["m1"]);
+    assert_eq!(result.messages[0].retry_after, Some(Duration::ZERO));
+    let key = ClaimKey {
+        source: p.settings.source.clone(),
+        bucket: "data".into(),
+        key: "in/stalled.json".into(),
+    };
+    match p.claims.get(&key).await.unwrap() {
+        Some(ClaimState::InProgress { lease_until, .. }) => {
+            assert!(lease_until < p.clock.now_secs(), "released")
+        }
+        other => panic!("{other:?}"),
+    }
+    stall.store(false, Ordering::SeqCst);
+    let result = p
+        .handle_event(&event, Instant::now() + Duration::from_secs(60), "req2")
+        .await;
+    assert_eq!(result.messages[0].objects[0].1.label(), "completed");
+    let got = common::received(&l.received);
+    assert_eq!(got.len(), 200);
+    assert!(got.values().all(|n| *n == 1), "every event once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
