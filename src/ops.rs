@@ -686,6 +686,9 @@ impl std::fmt::Display for ScanSummary {
             self.listed, self.imported, self.failed, self.enqueued, self.other,
             self.completed_before, self.failed_before, self.in_flight, self.ignored
         )?;
+        if self.marks_cleared > 0 {
+            write!(f, " ({} stale queue marks cleared)", self.marks_cleared)?;
+        }
         if let Some(next) = &self.next {
             write!(f, "; stopped at the time budget after `{next}`")?;
             if self.continued {
