@@ -494,11 +494,35 @@ async fn an_integrity_pass_that_cannot_finish_in_time_is_handed_on_not_timed_out
     }
     assert!(common::received(&l.received).is_empty());
 
-    // The next invocation (the store fast again) takes the continuation and completes it.
-    slow.store(false, Ordering::SeqCst);
+    // Still too slow in the next invocation: handed on again; in the third, no longer (an
+    // object no invocation gets through goes the way of the receive count, to the DLQ).
     let next = sqs_event(&[("m2".into(), sent[0].clone())]);
     let result = p
-        .handle_event(&next, Instant::now() + Duration::from_secs(60), "req2")
+        .handle_event(&next, Instant::now() + Duration::from_millis(3_500), "req2")
+        .await;
+    assert_eq!(
+        failures(&lambda_response(&next, &result).unwrap()),
+        Vec::<String>::new()
+    );
+    let sent = p.queue.take();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let third = sqs_event(&[("m3".into(), sent[0].clone())]);
+    let result = p
+        .handle_event(
+            &third,
+            Instant::now() + Duration::from_millis(3_500),
+            "req3",
+        )
+        .await;
+    let label = result.messages[0].objects[0].1.label();
+    assert!(label.contains("in each of 3 invocations"), "{label}");
+    assert_eq!(failures(&lambda_response(&third, &result).unwrap()), ["m3"]);
+    assert!(p.queue.take().is_empty(), "no continuation");
+
+    // The next invocation (the store fast again) takes the message and completes the object.
+    slow.store(false, Ordering::SeqCst);
+    let result = p
+        .handle_event(&third, Instant::now() + Duration::from_secs(60), "req4")
         .await;
     assert_eq!(result.messages[0].objects[0].1.label(), "completed");
     let got = common::received(&l.received);

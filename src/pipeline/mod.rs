@@ -51,6 +51,9 @@ const MAX_CONVERTER_BYTES: usize = 1 << 20;
 const MIN_WORK: Duration = Duration::from_secs(2);
 /// Why an object was not started: its notice came too late in the invocation.
 const TOO_LATE: &str = "too little time left in this invocation";
+/// Invocations whose integrity pass may stop at the deadline and hand the object on in a new
+/// message; after them the notice is retried (and counted toward the dead-letter queue).
+const MAX_VERIFY_HANDOVERS: u32 = 3;
 /// Why an import was stopped from outside: still running at the invocation's very end.
 const CUT_OFF: &str = "cut off at the invocation's deadline";
 /// An import still running `stop_margin / CUT_OFF_SHARE` before the deadline is cut off (1 s
@@ -511,15 +514,20 @@ where
             reader = match checked {
                 Ok(Ok(Verified::Plain(reader))) => reader,
                 Ok(Ok(Verified::Stopped(inflated))) => {
-                    return Err(self
-                        .hand_on(
-                            &at,
-                            format!(
-                                "{TOO_LATE}: the integrity check stopped at the deadline after \
-                                 {inflated} bytes inflated, before any record was sent"
-                            ),
-                        )
-                        .await);
+                    let why = format!(
+                        "the integrity check stopped at the deadline after {inflated} bytes \
+                         inflated, before any record was sent"
+                    );
+                    // Handed on in a new message, unless no invocation ever gets through the
+                    // check: then retried through the notice, whose receive count ends in the
+                    // dead-letter queue (an object too large, or a store too slow, for one
+                    // invocation: raise the timeout, or S3I_VERIFY_COMPRESSED=false).
+                    let why = if at.progress.invocations < MAX_VERIFY_HANDOVERS {
+                        format!("{TOO_LATE}: {why}")
+                    } else {
+                        format!("{why}, in each of {} invocations", at.progress.invocations)
+                    };
+                    return Err(self.hand_on(&at, why).await);
                 }
                 Ok(Ok(Verified::Intact(_))) => {
                     match self.source.open(&obj.bucket, &obj.key, &content, 0).await {
