@@ -4,10 +4,10 @@
 
 use std::fmt::Write as _;
 
+use std::sync::Arc;
+
 use futures_util::StreamExt;
 use tokio::time::Instant;
-
-use std::sync::Arc;
 
 use crate::claims::{ClaimKey, ClaimState, ClaimStore};
 use crate::convert::Converter;
@@ -299,14 +299,13 @@ where
             if why.is_some() {
                 s.ignored += 1;
                 if matches!(state, Some(ClaimState::Queued { .. })) {
+                    // A mark not cleared now is harmless (the object is never queued): the
+                    // next scan tries again.
                     match self.claims.clear_queued(&key).await {
                         Ok(true) => s.marks_cleared += 1,
                         Ok(false) => {}
                         Err(e) => {
-                            return Err(format!(
-                                "the queue mark of ignored {} was not cleared: {e}",
-                                key.key
-                            ))
+                            tracing::warn!(key = %key.key, error = %e, "stale queue mark not cleared")
                         }
                     }
                 }
