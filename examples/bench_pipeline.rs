@@ -117,6 +117,19 @@ impl<T: ClaimStore> ClaimStore for Slow<T> {
         self.wait().await;
         self.inner.unmark_queued(key, queued_until).await
     }
+    async fn confirm_queued(
+        &self,
+        keys: &[ClaimKey],
+        from: i64,
+        to: i64,
+    ) -> Result<(), StoreError> {
+        self.wait().await;
+        self.inner.confirm_queued(keys, from, to).await
+    }
+    async fn clear_queued(&self, key: &ClaimKey) -> Result<bool, StoreError> {
+        self.wait().await;
+        self.inner.clear_queued(key).await
+    }
     async fn list(&self, source: &str) -> Result<Vec<(ClaimKey, ClaimState)>, StoreError> {
         self.wait().await;
         self.inner.list(source).await

@@ -254,10 +254,24 @@ pub async fn ensure_table(
     Ok(())
 }
 
+/// How `setup` has the bucket announce new objects to the queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Announce<'a> {
+    /// The bucket's notification configuration sends to the queue (S3 → SQS).
+    Queue,
+    /// The bucket sends its events to EventBridge, where this rule (made by the operator or
+    /// the stack) forwards "Object Created" to the queue.
+    EventBridge { rule_arn: &'a str },
+}
+
 /// The local (or development) setup the demo and the tests use; production uses
 /// `template.yaml`. Creates, when missing: the two tables (TTL on the dedupe table), the
-/// bucket, a queue with a dead-letter queue, and the bucket's notification of created objects
-/// under `prefix` to the queue. Returns the queue URL.
+/// bucket, a queue with a dead-letter queue; gives the queue a policy that lets the bucket (or,
+/// with EventBridge, the rule) send, scoped by `aws:SourceArn` and `aws:SourceAccount`; and adds
+/// the bucket's notification of created objects under `prefix` to the queue (or turns on its
+/// EventBridge delivery), keeping every other configuration of the bucket. A configuration of
+/// someone else's for the same events and overlapping keys is refused, named. Running it again
+/// changes nothing. Returns the queue URL.
 pub async fn setup(
     clients: &Clients,
     claims_table: &str,
@@ -265,12 +279,14 @@ pub async fn setup(
     bucket: &str,
     queue: &str,
     prefix: &str,
+    announce: Announce<'_>,
 ) -> Result<String, String> {
-    use aws_sdk_s3::types::{
-        Event, FilterRule, FilterRuleName, NotificationConfiguration,
-        NotificationConfigurationFilter, QueueConfiguration, S3KeyFilter,
-    };
     use aws_sdk_sqs::types::QueueAttributeName;
+    if let Announce::EventBridge { rule_arn } = announce {
+        if let Some(problem) = rule_arn_problem(rule_arn) {
+            return Err(problem);
+        }
+    }
     ensure_table(&clients.dynamodb, claims_table, None).await?;
     if let Some(t) = dedupe_table {
         ensure_table(&clients.dynamodb, t, Some("expires_at")).await?;
@@ -320,39 +336,366 @@ pub async fn setup(
         .map_err(|e| format!("creating queue {queue}: {}", sdk_text(e)))?;
     let url = q.queue_url().unwrap_or_default().to_string();
     let arn = arn_of(url.clone()).await?;
-    let mut qc = QueueConfiguration::builder()
-        .id("s3-import")
-        .queue_arn(arn)
-        .events(Event::S3ObjectCreated);
-    if !prefix.is_empty() {
-        qc = qc.filter(
-            NotificationConfigurationFilter::builder()
-                .key(
-                    S3KeyFilter::builder()
-                        .filter_rules(
-                            FilterRule::builder()
-                                .name(FilterRuleName::Prefix)
-                                .value(prefix)
+    let parts = arn_parts(&arn).ok_or_else(|| format!("queue {queue}: unexpected ARN `{arn}`"))?;
+    let bucket_arn = format!("arn:{}:s3:::{bucket}", parts.partition);
+    // The bucket was made (or is owned) by this account, the queue's.
+    ensure_queue_policy(clients, &url, &arn, &bucket_arn, parts.account, announce).await?;
+    ensure_notification(clients, bucket, &arn, queue, prefix, announce).await?;
+    Ok(url)
+}
+
+/// What is wrong with `arn` as an EventBridge rule's ARN, if anything.
+pub fn rule_arn_problem(arn: &str) -> Option<String> {
+    let ok =
+        arn_parts(arn).is_some_and(|p| p.service == "events" && p.resource.starts_with("rule/"));
+    (!ok).then(|| {
+        format!("`{arn}` is not an EventBridge rule ARN (arn:aws:events:REGION:ACCOUNT:rule/NAME)")
+    })
+}
+
+/// The parts of an ARN setup needs.
+struct ArnParts<'a> {
+    partition: &'a str,
+    service: &'a str,
+    account: &'a str,
+    resource: &'a str,
+}
+
+fn arn_parts(arn: &str) -> Option<ArnParts<'_>> {
+    let mut it = arn.splitn(6, ':');
+    (it.next()? == "arn").then_some(())?;
+    let partition = it.next()?;
+    let service = it.next()?;
+    let _region = it.next()?;
+    let account = it.next()?;
+    let resource = it.next()?;
+    Some(ArnParts {
+        partition,
+        service,
+        account,
+        resource,
+    })
+}
+
+/// The statement ids of the queue policy that `setup` owns; other statements are kept.
+const POLICY_SIDS: [&str; 2] = ["s3-import-bucket", "s3-import-rule"];
+
+/// The queue policy `setup` wants: the statements of `current` that are not its own, then its
+/// own statement for the chosen way of announcing.
+fn queue_policy(
+    current: Option<&serde_json::Value>,
+    queue_arn: &str,
+    bucket_arn: &str,
+    account: &str,
+    announce: Announce<'_>,
+) -> serde_json::Value {
+    use serde_json::json;
+    let mut statements: Vec<serde_json::Value> = current
+        .and_then(|p| p.get("Statement"))
+        .and_then(|s| s.as_array())
+        .map(|s| {
+            s.iter()
+                .filter(|st| {
+                    !st.get("Sid")
+                        .and_then(|v| v.as_str())
+                        .is_some_and(|sid| POLICY_SIDS.contains(&sid))
+                })
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    statements.push(match announce {
+        Announce::Queue => json!({
+            "Sid": POLICY_SIDS[0],
+            "Effect": "Allow",
+            "Principal": {"Service": "s3.amazonaws.com"},
+            "Action": "sqs:SendMessage",
+            "Resource": queue_arn,
+            "Condition": {
+                "ArnLike": {"aws:SourceArn": bucket_arn},
+                "StringEquals": {"aws:SourceAccount": account},
+            },
+        }),
+        Announce::EventBridge { rule_arn } => json!({
+            "Sid": POLICY_SIDS[1],
+            "Effect": "Allow",
+            "Principal": {"Service": "events.amazonaws.com"},
+            "Action": "sqs:SendMessage",
+            "Resource": queue_arn,
+            "Condition": {
+                "ArnEquals": {"aws:SourceArn": rule_arn},
+                "StringEquals": {
+                    "aws:SourceAccount": arn_parts(rule_arn).map_or(account, |p| p.account)
+                },
+            },
+        }),
+    });
+    let mut policy = current
+        .cloned()
+        .unwrap_or_else(|| json!({"Version": "2012-10-17"}));
+    policy["Statement"] = serde_json::Value::Array(statements);
+    policy
+}
+
+/// Sets the queue's policy to what [`queue_policy`] wants, unless it is that already.
+async fn ensure_queue_policy(
+    clients: &Clients,
+    url: &str,
+    queue_arn: &str,
+    bucket_arn: &str,
+    account: &str,
+    announce: Announce<'_>,
+) -> Result<(), String> {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let got = clients
+        .sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::Policy)
+        .send()
+        .await
+        .map_err(|e| format!("reading the policy of {url}: {}", sdk_text(e)))?;
+    let current: Option<serde_json::Value> = got
+        .attributes()
+        .and_then(|m| m.get(&QueueAttributeName::Policy))
+        .and_then(|p| serde_json::from_str(p).ok());
+    let wanted = queue_policy(current.as_ref(), queue_arn, bucket_arn, account, announce);
+    if current.as_ref() == Some(&wanted) {
+        return Ok(());
+    }
+    clients
+        .sqs
+        .set_queue_attributes()
+        .queue_url(url)
+        .attributes(QueueAttributeName::Policy, wanted.to_string())
+        .send()
+        .await
+        .map_err(|e| format!("setting the policy of {url}: {}", sdk_text(e)))?;
+    Ok(())
+}
+
+/// One destination of a bucket's notification configuration, as setup compares them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Destination {
+    /// `queue`, `topic` or `Lambda function`.
+    kind: &'static str,
+    id: Option<String>,
+    arn: String,
+    events: Vec<String>,
+    prefix: String,
+    suffix: String,
+}
+
+impl Destination {
+    fn of(
+        kind: &'static str,
+        id: Option<&str>,
+        arn: &str,
+        events: &[aws_sdk_s3::types::Event],
+        filter: Option<&aws_sdk_s3::types::NotificationConfigurationFilter>,
+    ) -> Destination {
+        let rule = |name: &str| {
+            filter
+                .and_then(|f| f.key())
+                .map(|k| k.filter_rules())
+                .unwrap_or_default()
+                .iter()
+                .find(|r| {
+                    r.name()
+                        .is_some_and(|n| n.as_str().eq_ignore_ascii_case(name))
+                })
+                .and_then(|r| r.value())
+                .unwrap_or_default()
+                .to_string()
+        };
+        Destination {
+            kind,
+            id: id.map(str::to_string),
+            arn: arn.to_string(),
+            events: events.iter().map(|e| e.as_str().to_string()).collect(),
+            prefix: rule("prefix"),
+            suffix: rule("suffix"),
+        }
+    }
+
+    /// Whether S3 would deliver one object's creation to both: an event type in common and
+    /// keys that can match both filters.
+    fn overlaps(&self, other: &Destination) -> bool {
+        let created = |e: &String| e == "s3:ObjectCreated:*" || e.starts_with("s3:ObjectCreated:");
+        let events = self.events.iter().any(|a| {
+            other.events.iter().any(|b| {
+                a == b || (created(a) && created(b) && (a.ends_with(":*") || b.ends_with(":*")))
+            })
+        });
+        let related = |a: &str, b: &str, f: fn(&str, &str) -> bool| f(a, b) || f(b, a);
+        events
+            && related(&self.prefix, &other.prefix, |a, b| a.starts_with(b))
+            && related(&self.suffix, &other.suffix, |a, b| a.ends_with(b))
+    }
+
+    fn describe(&self) -> String {
+        let mut keys = String::new();
+        if !self.prefix.is_empty() {
+            keys.push_str(&format!(" under prefix `{}`", self.prefix));
+        }
+        if !self.suffix.is_empty() {
+            keys.push_str(&format!(" with suffix `{}`", self.suffix));
+        }
+        if keys.is_empty() {
+            keys.push_str(" for every key");
+        }
+        format!(
+            "configuration `{}` sends {}{keys} to the {} {}",
+            self.id.as_deref().unwrap_or("(no id)"),
+            self.events.join(", "),
+            self.kind,
+            self.arn
+        )
+    }
+}
+
+/// The first of `others` that S3 would refuse beside `ours` (same events, overlapping keys,
+/// another destination), described.
+fn clash(ours: &Destination, others: &[Destination]) -> Option<String> {
+    others
+        .iter()
+        .find(|d| d.arn != ours.arn && d.overlaps(ours))
+        .map(Destination::describe)
+}
+
+/// Adds the queue's notification (or EventBridge delivery) to the bucket's configuration,
+/// keeping every other configuration; refuses a clash; writes nothing when all is in place.
+async fn ensure_notification(
+    clients: &Clients,
+    bucket: &str,
+    queue_arn: &str,
+    queue: &str,
+    prefix: &str,
+    announce: Announce<'_>,
+) -> Result<(), String> {
+    use aws_sdk_s3::types::{
+        Event, EventBridgeConfiguration, FilterRule, FilterRuleName, NotificationConfiguration,
+        NotificationConfigurationFilter, QueueConfiguration, S3KeyFilter,
+    };
+    let current = clients
+        .s3
+        .get_bucket_notification_configuration()
+        .bucket(bucket)
+        .send()
+        .await
+        .map_err(|e| {
+            format!(
+                "reading the notification configuration of {bucket}: {}",
+                sdk_text(e)
+            )
+        })?;
+    let id = format!("s3-import-{queue}");
+    let ours = Destination {
+        kind: "queue",
+        id: Some(id.clone()),
+        arn: queue_arn.to_string(),
+        events: vec![Event::S3ObjectCreated.as_str().to_string()],
+        prefix: prefix.to_string(),
+        suffix: String::new(),
+    };
+    let mut others = Vec::new();
+    let mut mine = Vec::new();
+    for q in current.queue_configurations() {
+        let d = Destination::of("queue", q.id(), q.queue_arn(), q.events(), q.filter());
+        if d.arn == queue_arn {
+            mine.push(d);
+        } else {
+            others.push(d);
+        }
+    }
+    for t in current.topic_configurations() {
+        others.push(Destination::of(
+            "topic",
+            t.id(),
+            t.topic_arn(),
+            t.events(),
+            t.filter(),
+        ));
+    }
+    for l in current.lambda_function_configurations() {
+        others.push(Destination::of(
+            "Lambda function",
+            l.id(),
+            l.lambda_function_arn(),
+            l.events(),
+            l.filter(),
+        ));
+    }
+    let eventbridge = current.event_bridge_configuration().is_some();
+    let in_place = match announce {
+        Announce::Queue => mine.len() == 1 && mine[0] == ours,
+        Announce::EventBridge { .. } => mine.is_empty() && eventbridge,
+    };
+    if in_place {
+        return Ok(());
+    }
+    if announce == Announce::Queue {
+        if let Some(other) = clash(&ours, &others) {
+            return Err(format!(
+                "bucket {bucket}: {other}, which overlaps this queue's notification \
+                 (s3:ObjectCreated:* under prefix `{prefix}`); S3 sends an event to one \
+                 destination only. Nothing was changed. Narrow or remove that configuration, or \
+                 announce through EventBridge instead (--eventbridge-rule-arn)"
+            ));
+        }
+    }
+    // Everything else as it was, this queue's own configuration as wanted.
+    let mut config = NotificationConfiguration::builder()
+        .set_topic_configurations(Some(current.topic_configurations().to_vec()))
+        .set_lambda_function_configurations(Some(
+            current.lambda_function_configurations().to_vec(),
+        ));
+    let mut queues: Vec<QueueConfiguration> = current
+        .queue_configurations()
+        .iter()
+        .filter(|q| q.queue_arn() != queue_arn)
+        .cloned()
+        .collect();
+    match announce {
+        Announce::Queue => {
+            let mut qc = QueueConfiguration::builder()
+                .id(id)
+                .queue_arn(queue_arn)
+                .events(Event::S3ObjectCreated);
+            if !prefix.is_empty() {
+                qc = qc.filter(
+                    NotificationConfigurationFilter::builder()
+                        .key(
+                            S3KeyFilter::builder()
+                                .filter_rules(
+                                    FilterRule::builder()
+                                        .name(FilterRuleName::Prefix)
+                                        .value(prefix)
+                                        .build(),
+                                )
                                 .build(),
                         )
                         .build(),
-                )
-                .build(),
-        );
+                );
+            }
+            queues.push(qc.build().map_err(sdk_text)?);
+            if let Some(e) = current.event_bridge_configuration() {
+                config = config.event_bridge_configuration(e.clone());
+            }
+        }
+        Announce::EventBridge { .. } => {
+            config = config.event_bridge_configuration(EventBridgeConfiguration::builder().build());
+        }
     }
     clients
         .s3
         .put_bucket_notification_configuration()
         .bucket(bucket)
-        .notification_configuration(
-            NotificationConfiguration::builder()
-                .queue_configurations(qc.build().map_err(sdk_text)?)
-                .build(),
-        )
+        .notification_configuration(config.set_queue_configurations(Some(queues)).build())
         .send()
         .await
         .map_err(|e| format!("notification on {bucket}: {}", sdk_text(e)))?;
-    Ok(url)
+    Ok(())
 }
 
 /// Polls `url` and runs each batch through the handler, like Lambda's SQS trigger (scan
@@ -415,5 +758,107 @@ pub async fn work_queue(
         crate::queue::sqs::settle(sqs, url, &received.handles, &failed).await?;
         handled += received.handles.len() as u64;
         idle_since = Instant::now();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dest(arn: &str, events: &[&str], prefix: &str, suffix: &str) -> Destination {
+        Destination {
+            kind: "queue",
+            id: Some(format!("id-{arn}")),
+            arn: arn.into(),
+            events: events.iter().map(|e| e.to_string()).collect(),
+            prefix: prefix.into(),
+            suffix: suffix.into(),
+        }
+    }
+
+    #[test]
+    fn a_clash_is_the_same_events_on_keys_both_filters_match_sent_elsewhere() {
+        let ours = dest("ours", &["s3:ObjectCreated:*"], "in/", "");
+        for (other, clashes) in [
+            (
+                dest("q2", &["s3:ObjectCreated:Put"], "in/sub/", ".gz"),
+                true,
+            ),
+            (dest("q2", &["s3:ObjectCreated:*"], "", ""), true),
+            (dest("q2", &["s3:ObjectCreated:*"], "i", ""), true),
+            (dest("q2", &["s3:ObjectCreated:*"], "out/", ""), false),
+            (dest("q2", &["s3:ObjectRemoved:*"], "in/", ""), false),
+            (dest("ours", &["s3:ObjectCreated:*"], "in/", ""), false),
+        ] {
+            assert_eq!(
+                clash(&ours, std::slice::from_ref(&other)).is_some(),
+                clashes,
+                "{other:?}"
+            );
+        }
+        let puts = dest("a", &["s3:ObjectCreated:Put"], "", ".json");
+        assert!(!puts.overlaps(&dest("b", &["s3:ObjectCreated:Copy"], "", "")));
+        assert!(!puts.overlaps(&dest("b", &["s3:ObjectCreated:Put"], "", ".csv")));
+        let text = clash(
+            &ours,
+            &[dest("arn:q2", &["s3:ObjectCreated:Put"], "in/a/", "")],
+        )
+        .unwrap();
+        assert_eq!(
+            text,
+            "configuration `id-arn:q2` sends s3:ObjectCreated:Put under prefix `in/a/` to the queue arn:q2"
+        );
+    }
+
+    #[test]
+    fn the_queue_policy_keeps_other_statements_and_scopes_its_own() {
+        let other = serde_json::json!({"Version": "2012-10-17", "Id": "theirs", "Statement": [
+            {"Sid": "Theirs", "Effect": "Allow", "Principal": {"AWS": "123"}, "Action": "sqs:*", "Resource": "q"},
+            {"Sid": "s3-import-rule", "Effect": "Allow"}
+        ]});
+        let p = queue_policy(
+            Some(&other),
+            "arn:q",
+            "arn:aws:s3:::b",
+            "111",
+            Announce::Queue,
+        );
+        let st = p["Statement"].as_array().unwrap();
+        assert_eq!(st.len(), 2);
+        assert_eq!(st[0]["Sid"], "Theirs");
+        assert_eq!(p["Id"], "theirs");
+        assert_eq!(
+            st[1]["Condition"]["ArnLike"]["aws:SourceArn"],
+            "arn:aws:s3:::b"
+        );
+        assert_eq!(
+            st[1]["Condition"]["StringEquals"]["aws:SourceAccount"],
+            "111"
+        );
+        // Set again, it is the same policy: nothing to write.
+        assert_eq!(
+            queue_policy(Some(&p), "arn:q", "arn:aws:s3:::b", "111", Announce::Queue),
+            p
+        );
+        let rule = "arn:aws:events:us-east-1:222:rule/created";
+        let e = queue_policy(
+            Some(&p),
+            "arn:q",
+            "arn:aws:s3:::b",
+            "111",
+            Announce::EventBridge { rule_arn: rule },
+        );
+        let st = e["Statement"].as_array().unwrap();
+        assert_eq!(
+            st.len(),
+            2,
+            "the bucket's statement is replaced by the rule's"
+        );
+        assert_eq!(st[1]["Principal"]["Service"], "events.amazonaws.com");
+        assert_eq!(st[1]["Condition"]["ArnEquals"]["aws:SourceArn"], rule);
+        assert_eq!(
+            st[1]["Condition"]["StringEquals"]["aws:SourceAccount"],
+            "222"
+        );
     }
 }

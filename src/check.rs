@@ -81,14 +81,20 @@ pub fn to_json(checks: &[Check]) -> serde_json::Value {
     serde_json::json!({"ok": checks.iter().all(|c| c.ok), "checks": checks})
 }
 
-/// The source bucket as the template names it in `S3I_SOURCE` (`<bucket>/<prefix>`), when it
-/// does.
+/// The source bucket as the template names it in `S3I_SOURCE`, when it does: the bucket's
+/// name (the template's default source id), or `<bucket>/<prefix>` (stacks deployed before
+/// the `SourceId` parameter, which keep that value).
 pub fn source_bucket(settings: &Settings) -> Option<String> {
-    let bucket = settings
-        .source
-        .strip_suffix(settings.prefix.as_str())?
-        .strip_suffix('/')?;
-    (!bucket.is_empty() && !bucket.contains('/')).then(|| bucket.to_string())
+    let source = settings.source.as_str();
+    let bucket = match source.strip_suffix(settings.prefix.as_str()) {
+        Some(rest) if rest.ends_with('/') => &rest[..rest.len() - 1],
+        _ => source,
+    };
+    let bucket_like = (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    (bucket_like && bucket != crate::settings::DEFAULT_SOURCE).then(|| bucket.to_string())
 }
 
 /// An SDK error's code and its text with every cause.
@@ -130,7 +136,13 @@ pub async fn run(clients: &Clients, settings: &Settings, bucket: Option<&str>) -
     let (check, conv) = converter(clients, settings, bucket, listed.as_deref()).await;
     checks.push(check);
     checks.push(reports(clients, settings, bucket).await);
-    checks.push(table(clients, "claims-table", &settings.claims_table, None).await);
+    let mut claims = table(clients, "claims-table", &settings.claims_table, None).await;
+    if let (true, Some(bucket), Some(listed)) = (claims.ok, bucket, listed.as_deref()) {
+        if let Some(problem) = earlier_source(clients, settings, bucket, listed).await {
+            claims = problem;
+        }
+    }
+    checks.push(claims);
     match &settings.dedupe_table {
         Some(t) => checks.push(table(clients, "dedupe-table", t, Some("expires_at")).await),
         None => checks.push(Check::ok(
@@ -141,6 +153,56 @@ pub async fn run(clients: &Clients, settings: &Settings, bucket: Option<&str>) -
     checks.push(queue(clients, settings).await);
     checks.extend(endpoint(settings, conv.as_ref()).await);
     checks
+}
+
+/// A source id change that would import everything again: some of the listed keys have
+/// claims under `<bucket>/<prefix>` (the id of stacks deployed before the `SourceId`
+/// parameter) and none under `S3I_SOURCE`.
+async fn earlier_source(
+    clients: &Clients,
+    settings: &Settings,
+    bucket: &str,
+    listed: &[(String, i64)],
+) -> Option<Check> {
+    use crate::claims::{ClaimKey, ClaimStore};
+    let old = format!("{bucket}/{}", settings.prefix);
+    if old == settings.source || listed.is_empty() {
+        return None;
+    }
+    let store =
+        crate::claims::dynamo::DynamoClaims::new(clients.dynamodb.clone(), &settings.claims_table);
+    let keys = |source: &str| -> Vec<ClaimKey> {
+        listed
+            .iter()
+            .take(100)
+            .map(|(key, _)| ClaimKey {
+                source: source.to_string(),
+                bucket: bucket.to_string(),
+                key: key.clone(),
+            })
+            .collect()
+    };
+    let now = store.get_many(&keys(&settings.source)).await.ok()?;
+    let before = store.get_many(&keys(&old)).await.ok()?;
+    let found = |states: &[Option<crate::claims::ClaimState>]| states.iter().flatten().count();
+    (found(&now) == 0 && found(&before) > 0).then(|| {
+        Check::problem(
+            "claims-table",
+            format!(
+                "table {}: {} of the first {} keys listed have claims under the source `{old}` \
+                 and none under S3I_SOURCE `{}`: every object imported before would be \
+                 imported again",
+                settings.claims_table,
+                found(&before),
+                now.len(),
+                settings.source
+            ),
+            format!(
+                "keep the earlier source id: deploy with SourceId={old} (S3I_SOURCE={old}); \
+                 stacks deployed before the SourceId parameter used `<bucket>/<prefix>`"
+            ),
+        )
+    })
 }
 
 /// The source bucket listable under the prefix and an object readable; the keys of the first
@@ -154,7 +216,7 @@ async fn source(
     let Some(bucket) = bucket else {
         checks.push(Check::problem(
             "source",
-            "no source bucket: S3I_SOURCE is not `<bucket>/<prefix>`",
+            "no source bucket: S3I_SOURCE is neither a bucket name nor `<bucket>/<prefix>`",
             "give --bucket BUCKET",
         ));
         return None;
@@ -691,7 +753,13 @@ mod tests {
             source_bucket(&settings("data/", "")).as_deref(),
             Some("data")
         );
-        assert_eq!(source_bucket(&settings("my-source", "events/")), None);
+        assert_eq!(
+            source_bucket(&settings("data", "events/")).as_deref(),
+            Some("data")
+        );
+        assert_eq!(source_bucket(&settings("default", "events/")), None);
+        assert_eq!(source_bucket(&settings("", "events/")), None);
+        assert_eq!(source_bucket(&settings("My Source", "")), None);
         assert_eq!(source_bucket(&settings("a/b/events/", "events/")), None);
     }
 

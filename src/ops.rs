@@ -4,10 +4,13 @@
 
 use std::fmt::Write as _;
 
+use std::sync::Arc;
+
 use futures_util::StreamExt;
 use tokio::time::Instant;
 
 use crate::claims::{ClaimKey, ClaimState, ClaimStore};
+use crate::convert::Converter;
 use crate::dedupe::DedupeStore;
 use crate::notify::{continuation, ObjectRef};
 use crate::pipeline::{ObjectOutcome, Pipeline};
@@ -188,6 +191,9 @@ where
         mut report: impl FnMut(&str),
     ) -> Result<ScanSummary, String> {
         let started = Instant::now();
+        // The converter's filterPattern is one of the exclusions: a scan that cannot read the
+        // converter queues nothing (the import would not take the objects either).
+        let (_, converter) = self.converter_for_scan().await?;
         let (claims0, queue0) = (self.claims.requests(), self.queue.requests());
         let stop_at = job.deadline.map(|d| d - self.settings.stop_margin);
         let mut s = ScanSummary::default();
@@ -207,7 +213,7 @@ where
                     break 'pages;
                 }
                 s.listed += chunk.len();
-                self.scan_chunk(job, chunk, owner, &mut s, &mut report)
+                self.scan_chunk(job, chunk, &converter, owner, &mut s, &mut report)
                     .await?;
                 after = chunk.last().map(|o| o.key.clone());
             }
@@ -235,30 +241,45 @@ where
         Ok(s)
     }
 
-    /// Up to 100 listed objects: their claims in one read, then queued or imported.
+    /// The converter, for the scan's exclusions; why not, when it cannot be had.
+    async fn converter_for_scan(&self) -> Result<(String, Arc<Converter>), String> {
+        self.load_converter().await.map_err(|problem| {
+            format!(
+                "{}; nothing was queued or imported (the scan applies the converter's \
+                 filterPattern, as the import does)",
+                problem.reason()
+            )
+        })
+    }
+
+    /// Up to 100 listed objects: their claims in one read, then queued or imported. Objects
+    /// the import would ignore ([`Pipeline::ignores`]: the same test) are not; a queue mark
+    /// that an older scan left on one is taken off.
     async fn scan_chunk(
         &self,
         job: &ScanJob,
         chunk: &[ObjectInfo],
+        converter: &Converter,
         owner: &str,
         s: &mut ScanSummary,
         report: &mut impl FnMut(&str),
     ) -> Result<(), String> {
         let bucket = &job.bucket;
-        let mut wanted = Vec::new();
+        // Folder markers and empty objects never carry a mark; other excluded keys may
+        // (from a scan that did not apply the converter's filterPattern): their claims are
+        // read with the others, in the same request.
+        let mut listed = Vec::new();
         for o in chunk {
-            if o.key.ends_with('/')
-                || o.size == 0
-                || self.settings.excludes(bucket, &o.key).is_some()
-            {
+            let why = self.ignores(bucket, &o.key, Some(o.size), Some(converter));
+            if o.key.ends_with('/') || o.size == 0 {
                 s.ignored += 1;
             } else {
-                wanted.push(o);
+                listed.push((o, why));
             }
         }
-        let keys: Vec<ClaimKey> = wanted
+        let keys: Vec<ClaimKey> = listed
             .iter()
-            .map(|o| ClaimKey {
+            .map(|(o, _)| ClaimKey {
                 source: self.settings.source.clone(),
                 bucket: bucket.clone(),
                 key: o.key.clone(),
@@ -274,7 +295,22 @@ where
             .map_err(|e| e.to_string())?;
         let now = self.clock.now_secs();
         let mut todo = Vec::new();
-        for ((o, key), state) in wanted.iter().zip(keys).zip(states) {
+        for (((o, why), key), state) in listed.iter().zip(keys).zip(states) {
+            if why.is_some() {
+                s.ignored += 1;
+                if matches!(state, Some(ClaimState::Queued { .. })) {
+                    // A mark not cleared now is harmless (the object is never queued): the
+                    // next scan tries again.
+                    match self.claims.clear_queued(&key).await {
+                        Ok(true) => s.marks_cleared += 1,
+                        Ok(false) => {}
+                        Err(e) => {
+                            tracing::warn!(key = %key.key, error = %e, "stale queue mark not cleared")
+                        }
+                    }
+                }
+                continue;
+            }
             match state {
                 Some(ClaimState::Completed { .. }) => s.completed_before += 1,
                 Some(ClaimState::Failed { .. }) => s.failed_before += 1,
@@ -327,19 +363,24 @@ where
         Ok(())
     }
 
-    /// Marks the objects queued (only where nothing holds them), then sends their messages;
-    /// a message that could not be sent has its mark taken back.
+    /// Marks the objects queued (only where nothing holds them) for a short while
+    /// (`S3I_SCAN_PENDING_SECS`), sends their messages, then extends the marks of the
+    /// messages sent to `S3I_SCAN_QUEUED_SECS`. A message that could not be sent has its mark
+    /// taken back. A scan that dies anywhere in between leaves only short marks on what it did
+    /// not confirm: the next scan after them queues those objects (again, perhaps: a second
+    /// message is harmless, the claim imports the object once).
     async fn queue_objects(
         &self,
         todo: Vec<(ClaimKey, ObjectRef)>,
         now: i64,
         s: &mut ScanSummary,
     ) -> Result<(), String> {
-        let until = now + self.settings.scan_queued.as_secs() as i64;
+        let pending = now + self.settings.scan_pending.as_secs() as i64;
+        let until = (now + self.settings.scan_queued.as_secs() as i64).max(pending);
         let keys: Vec<ClaimKey> = todo.iter().map(|(k, _)| k.clone()).collect();
         let marked = self
             .claims
-            .mark_queued(&keys, until, now)
+            .mark_queued(&keys, pending, now)
             .await
             .map_err(|e| e.to_string())?;
         let mut to_send = Vec::new();
@@ -355,23 +396,34 @@ where
         let sent = self.queue.enqueue_many(bodies).await;
         let mut first_error = None;
         let mut not_sent = 0;
-        for ((key, _), result) in to_send.iter().zip(sent) {
+        let mut confirmed = Vec::new();
+        let total = to_send.len();
+        for ((key, _), result) in to_send.into_iter().zip(sent) {
             match result {
-                Ok(()) => s.enqueued += 1,
+                Ok(()) => {
+                    s.enqueued += 1;
+                    confirmed.push(key);
+                }
                 Err(e) => {
                     not_sent += 1;
                     first_error.get_or_insert(e);
-                    if let Err(e) = self.claims.unmark_queued(key, until).await {
-                        tracing::warn!(key = %key.key, error = %e, "queue mark not taken back; the object is queued again after S3I_SCAN_QUEUED_SECS");
+                    if let Err(e) = self.claims.unmark_queued(&key, pending).await {
+                        tracing::warn!(key = %key.key, error = %e, "queue mark not taken back; the object is queued again after S3I_SCAN_PENDING_SECS");
                     }
                 }
+            }
+        }
+        if !confirmed.is_empty() {
+            if let Err(e) = self.claims.confirm_queued(&confirmed, pending, until).await {
+                // The messages are out: the short marks run out and a later scan queues the
+                // objects a second time, which the claim makes harmless.
+                tracing::warn!(objects = confirmed.len(), error = %e, "queue marks not extended; the objects may be queued twice");
             }
         }
         match first_error {
             None => Ok(()),
             Some(e) => Err(format!(
-                "{not_sent} of {} messages not sent ({e}); {} queued",
-                to_send.len(),
+                "{not_sent} of {total} messages not sent ({e}); {} queued",
                 s.enqueued
             )),
         }
@@ -593,6 +645,8 @@ pub struct ScanSummary {
     /// Being imported (a live lease) or queued by an earlier scan whose message may still be
     /// in flight: left alone.
     pub in_flight: usize,
+    /// Queue marks taken off objects the import ignores (left by an older scan).
+    pub marks_cleared: usize,
     pub imported: usize,
     pub failed: usize,
     pub enqueued: usize,
@@ -631,6 +685,9 @@ impl std::fmt::Display for ScanSummary {
             self.listed, self.imported, self.failed, self.enqueued, self.other,
             self.completed_before, self.failed_before, self.in_flight, self.ignored
         )?;
+        if self.marks_cleared > 0 {
+            write!(f, " ({} stale queue marks cleared)", self.marks_cleared)?;
+        }
         if let Some(next) = &self.next {
             write!(f, "; stopped at the time budget after `{next}`")?;
             if self.continued {

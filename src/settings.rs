@@ -104,8 +104,17 @@ pub fn default_object_concurrency_for(memory_mb: Option<u64>) -> usize {
     }
 }
 
+/// The source id when `S3I_SOURCE` is not set. It never depends on the prefix or the reports
+/// location: claims and dedupe keys carry it, so a change of it makes every object new.
+pub const DEFAULT_SOURCE: &str = "default";
+
 /// How long a scan's queue mark lasts when `S3I_SCAN_QUEUED_SECS` is not set: a day.
 pub const DEFAULT_SCAN_QUEUED_SECS: u64 = 86_400;
+
+/// How long a scan's queue mark lasts before its message is confirmed sent, when
+/// `S3I_SCAN_PENDING_SECS` is not set: longer than a SendMessageBatch takes, short enough that
+/// a scan that died before sending is made good by the next scan within minutes.
+pub const DEFAULT_SCAN_PENDING_SECS: u64 = 60;
 
 /// A variable of the process environment; an empty one counts as unset.
 fn env_lookup(name: &str) -> Option<String> {
@@ -188,6 +197,9 @@ pub struct Settings {
     /// How long a scan's queue mark keeps the next scans from queueing the object again
     /// (`S3I_SCAN_QUEUED_SECS`): the time its message may wait in the queue.
     pub scan_queued: Duration,
+    /// How long a scan's first queue mark lasts, before its message is confirmed sent
+    /// (`S3I_SCAN_PENDING_SECS`): a scan that dies in between strands an object no longer.
+    pub scan_pending: Duration,
 }
 
 fn number<T: std::str::FromStr>(
@@ -358,11 +370,17 @@ impl Settings {
             DEFAULT_SCAN_QUEUED_SECS,
             &mut problems,
         );
+        let scan_pending = secs(
+            "S3I_SCAN_PENDING_SECS",
+            DEFAULT_SCAN_PENDING_SECS,
+            &mut problems,
+        )
+        .max(Duration::from_secs(1));
         if !problems.is_empty() {
             return Err(problems);
         }
         Ok(Settings {
-            source: get("S3I_SOURCE").unwrap_or_else(|| "default".into()),
+            source: get("S3I_SOURCE").unwrap_or_else(|| DEFAULT_SOURCE.into()),
             converter: converter.expect("checked"),
             prefix,
             filter,
@@ -382,6 +400,7 @@ impl Settings {
             verify_compressed,
             object_concurrency,
             scan_queued,
+            scan_pending,
         })
     }
 

@@ -777,3 +777,32 @@ fn a_mirror_or_profiles_converter_is_refused_for_amplitudes_hosts_by_validate_an
         }
     }
 }
+
+/// The template's source id (claims and dedupe keys carry it) never follows the prefix or the
+/// reports location, and the alarms and the `Source` output name the same id as the function.
+#[test]
+fn the_templates_source_id_does_not_follow_the_prefix() {
+    let template = include_str!("../template.yaml");
+    let source = template
+        .lines()
+        .find(|l| l.trim_start().starts_with("S3I_SOURCE:"))
+        .expect("S3I_SOURCE in the function's environment");
+    let id = source.split_once(':').unwrap().1.trim();
+    for word in ["SourcePrefix", "ReportsPrefix", "ReportsBucket"] {
+        assert!(!id.contains(word), "S3I_SOURCE follows {word}: {id}");
+    }
+    let dimensions: Vec<&str> = template
+        .lines()
+        .filter(|l| l.contains("{Name: Source,"))
+        .collect();
+    assert_eq!(dimensions.len(), 2, "the two alarms on s3-import metrics");
+    for d in dimensions {
+        assert!(d.contains(id), "alarm dimension {d} is not {id}");
+    }
+    let output = template
+        .split("\n  Source:\n")
+        .nth(1)
+        .expect("Source output");
+    let value = output.lines().find(|l| l.contains("Value:")).unwrap();
+    assert!(value.contains(id), "Source output {value} is not {id}");
+}

@@ -930,7 +930,11 @@ async fn default_insert_ids_cost_no_dedupe_write_in_auto_mode_and_custom_ones_ar
         let a = p.import(&w.obj("in/a.json"), soon(60), "t").await;
         let b = p.import(&w.obj("in/b.json"), soon(60), "t").await;
         let (a, b) = (completed(&a), completed(&b));
-        assert_eq!(counted.load(Ordering::SeqCst), checked, "{mode}: events checked");
+        assert_eq!(
+            counted.load(Ordering::SeqCst),
+            checked,
+            "{mode}: events checked"
+        );
         assert_eq!(a.counts.sent, 100, "{mode}");
         if file_ids {
             assert_eq!((b.counts.sent, b.counts.duplicates), (0, 100), "{mode}");

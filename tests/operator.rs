@@ -31,9 +31,17 @@ impl World {
         let c = common::stack_clients().await;
         let bucket = unique(&format!("o-{name}"));
         let queue = unique(&format!("o-{name}"));
-        let queue_url = s3_import::aws::setup(&c, CLAIMS, Some(DEDUPE), &bucket, &queue, "in/")
-            .await
-            .unwrap();
+        let queue_url = s3_import::aws::setup(
+            &c,
+            CLAIMS,
+            Some(DEDUPE),
+            &bucket,
+            &queue,
+            "in/",
+            s3_import::aws::Announce::Queue,
+        )
+        .await
+        .unwrap();
         let (endpoint, received) = common::emulator(&format!("s3i-operator-{name}"), |config| {
             config.api_key = Some("test-key".into());
         })
@@ -471,4 +479,309 @@ async fn import_and_scan_print_json_for_scripts_and_exit_by_outcome() {
         )
         .await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completed_object_is_not_imported_again_after_the_prefix_changes() {
+    let w = World::new("prefix").await;
+    // The template's default source id: the bucket's name, whatever the prefix.
+    let source = w.bucket.clone();
+    w.put("in/a/1.json", &events("p1", 0..5)).await;
+    w.put("in/b/2.json", &events("p2", 0..5)).await;
+    let wide = [("S3I_SOURCE", source.as_str()), ("S3I_PREFIX", "in/")];
+    let out = w
+        .run(&["scan", "--bucket", &w.bucket, "--json"], &wide)
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(json_lines(&out)[0]["imported"], 2);
+
+    // The prefix narrows to in/a/ (a redeploy with another SourcePrefix): the completed
+    // object is found completed, nothing is sent again.
+    w.put("in/a/3.json", &events("p3", 0..5)).await;
+    let narrow = [("S3I_SOURCE", source.as_str()), ("S3I_PREFIX", "in/a/")];
+    let out = w
+        .run(&["scan", "--bucket", &w.bucket, "--json"], &narrow)
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v = &json_lines(&out)[0];
+    assert_eq!(
+        (&v["listed"], &v["completed_before"], &v["imported"]),
+        (&json!(2), &json!(1), &json!(1)),
+        "{v}"
+    );
+    let out = w
+        .run(&["import", "--json", &w.url("in/a/1.json")], &narrow)
+        .await;
+    assert_eq!(json_lines(&out)[0]["outcome"], "already_completed");
+    let received = common::received(&w.received);
+    assert_eq!(received.len(), 15);
+    assert!(received.values().all(|n| *n == 1), "each event once");
+
+    // An earlier stack's source id (`<bucket>/<prefix>`), changed by an update that forgot
+    // SourceId: `check` names the id to keep before anything is imported again.
+    let old = format!("{}/in/a/", w.bucket);
+    let out = w
+        .run(
+            &["import", &w.url("in/a/1.json")],
+            &[("S3I_SOURCE", old.as_str()), ("S3I_PREFIX", "in/a/")],
+        )
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = w
+        .run(
+            &["check", "--json", "--bucket", &w.bucket],
+            &[("S3I_SOURCE", "a-new-id"), ("S3I_PREFIX", "in/a/")],
+        )
+        .await;
+    let v = &json_lines(&out)[0];
+    let claims = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "claims-table")
+        .unwrap();
+    assert_eq!(claims["ok"], false, "{v}");
+    assert!(
+        claims["fix"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("SourceId={old}")),
+        "{claims}"
+    );
+}
+
+/// The queue policy and the bucket's notification configuration, read back as JSON-ish text.
+async fn wiring(c: &Clients, bucket: &str, queue_url: &str) -> (Value, String) {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let a = c
+        .sqs
+        .get_queue_attributes()
+        .queue_url(queue_url)
+        .attribute_names(QueueAttributeName::Policy)
+        .send()
+        .await
+        .unwrap();
+    let policy = a
+        .attributes()
+        .and_then(|m| m.get(&QueueAttributeName::Policy))
+        .map(|p| serde_json::from_str(p).unwrap())
+        .unwrap_or(Value::Null);
+    let n =
+        c.s3.get_bucket_notification_configuration()
+            .bucket(bucket)
+            .send()
+            .await
+            .unwrap();
+    let parts = (
+        n.queue_configurations(),
+        n.topic_configurations(),
+        n.lambda_function_configurations(),
+        n.event_bridge_configuration(),
+    );
+    (policy, format!("{parts:?}"))
+}
+
+/// A queue of someone else's, notified by `bucket` for keys under `prefix`.
+async fn foreign_notification(c: &Clients, bucket: &str, prefix: &str) -> String {
+    use aws_sdk_s3::types::{
+        Event, FilterRule, FilterRuleName, NotificationConfiguration,
+        NotificationConfigurationFilter, QueueConfiguration, S3KeyFilter,
+    };
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let url = c
+        .sqs
+        .create_queue()
+        .queue_name(unique("o-theirs"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_string();
+    let arn = c
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes()
+        .unwrap()[&QueueAttributeName::QueueArn]
+        .clone();
+    let filter = NotificationConfigurationFilter::builder()
+        .key(
+            S3KeyFilter::builder()
+                .filter_rules(
+                    FilterRule::builder()
+                        .name(FilterRuleName::Prefix)
+                        .value(prefix)
+                        .build(),
+                )
+                .build(),
+        )
+        .build();
+    let theirs = QueueConfiguration::builder()
+        .id("theirs")
+        .queue_arn(&arn)
+        .events(Event::S3ObjectCreatedPut)
+        .filter(filter)
+        .build()
+        .unwrap();
+    c.s3.put_bucket_notification_configuration()
+        .bucket(bucket)
+        .notification_configuration(
+            NotificationConfiguration::builder()
+                .queue_configurations(theirs)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    arn
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_merges_the_notification_scopes_the_queue_policy_and_changes_nothing_twice() {
+    let c = common::stack_clients().await;
+    let setup = |bucket: String, queue: String, extra: Vec<String>| async move {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_s3-import"));
+        cmd.args([
+            "setup", "--bucket", &bucket, "--queue", &queue, "--prefix", "in/",
+        ])
+        .args(extra)
+        .env("S3I_CLAIMS_TABLE", CLAIMS)
+        .env("S3I_DEDUPE_TABLE", DEDUPE);
+        tokio::task::spawn_blocking(move || cmd.output().unwrap())
+            .await
+            .unwrap()
+    };
+    // A bucket that already notifies someone else's queue of other keys.
+    let bucket = unique("o-setup");
+    c.s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    let theirs = foreign_notification(&c, &bucket, "logs/").await;
+    let queue = unique("o-setup");
+    let out = setup(bucket.clone(), queue.clone(), vec![]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let url = text(&out.stdout).trim().to_string();
+    let (policy, notification) = wiring(&c, &bucket, &url).await;
+    let ours = policy["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["Principal"]["Service"] == "s3.amazonaws.com")
+        .unwrap_or_else(|| panic!("no statement for S3: {policy}"));
+    assert_eq!(ours["Action"], "sqs:SendMessage");
+    assert_eq!(
+        ours["Condition"]["ArnLike"]["aws:SourceArn"],
+        format!("arn:aws:s3:::{bucket}")
+    );
+    assert_eq!(
+        ours["Condition"]["StringEquals"]["aws:SourceAccount"],
+        "000000000000"
+    );
+    assert!(ours["Resource"].as_str().unwrap().ends_with(&queue));
+    assert!(
+        notification.contains(&theirs) && notification.contains("logs/"),
+        "their configuration kept: {notification}"
+    );
+    assert!(
+        notification.contains(&format!("s3-import-{queue}")) && notification.contains("\"in/\""),
+        "ours added: {notification}"
+    );
+    // The bucket still notifies our queue (after the test event S3 sends on a change).
+    w_put(&c, &bucket, "in/x.json").await;
+    let mut seen = String::new();
+    for _ in 0..5 {
+        let got = s3_import::queue::sqs::receive(&c.sqs, &url, 2)
+            .await
+            .unwrap();
+        seen.push_str(&got.event.to_string());
+        if seen.contains("in/x.json") {
+            break;
+        }
+    }
+    assert!(seen.contains("in/x.json"), "{seen}");
+
+    // Twice: nothing changes (not even rewritten: S3 would send a test event again).
+    let out = setup(bucket.clone(), queue.clone(), vec![]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        wiring(&c, &bucket, &url).await,
+        (policy.clone(), notification.clone())
+    );
+    let after = s3_import::queue::sqs::receive(&c.sqs, &url, 2)
+        .await
+        .unwrap();
+    assert!(
+        !after.event.to_string().contains("s3:TestEvent"),
+        "the configuration was written again: {}",
+        after.event
+    );
+
+    // A configuration of someone else's for the same events and overlapping keys: refused,
+    // named, nothing changed.
+    let clashing = unique("o-clash");
+    c.s3.create_bucket().bucket(&clashing).send().await.unwrap();
+    let theirs = foreign_notification(&c, &clashing, "in/a/").await;
+    let before = wiring(&c, &clashing, &url).await.1;
+    let out = setup(clashing.clone(), unique("o-clash"), vec![]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("configuration `theirs` sends s3:ObjectCreated:Put under prefix `in/a/`")
+            && err.contains(&theirs)
+            && err.contains("Nothing was changed"),
+        "{err}"
+    );
+    assert_eq!(wiring(&c, &clashing, &url).await.1, before);
+
+    // EventBridge instead: the queue admits the rule, the bucket's EventBridge delivery is on,
+    // its queue notification is taken off, theirs kept; twice changes nothing.
+    let rule = "arn:aws:events:us-east-1:000000000000:rule/s3-import-created";
+    let eb = vec!["--eventbridge-rule-arn".to_string(), rule.to_string()];
+    let out = setup(bucket.clone(), queue.clone(), eb.clone()).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let (policy, notification) = wiring(&c, &bucket, &url).await;
+    let statements = policy["Statement"].as_array().unwrap();
+    assert_eq!(statements.len(), 1, "{policy}");
+    assert_eq!(
+        statements[0]["Principal"]["Service"],
+        "events.amazonaws.com"
+    );
+    assert_eq!(
+        statements[0]["Condition"]["ArnEquals"]["aws:SourceArn"],
+        rule
+    );
+    assert!(
+        notification.contains("EventBridgeConfiguration"),
+        "{notification}"
+    );
+    assert!(
+        !notification.contains(&format!("s3-import-{queue}")),
+        "{notification}"
+    );
+    assert!(notification.contains("logs/"), "{notification}");
+    let out = setup(bucket.clone(), queue.clone(), eb).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(wiring(&c, &bucket, &url).await, (policy, notification));
+    // Not a rule's ARN: bad input.
+    let out = setup(
+        bucket,
+        queue,
+        vec!["--eventbridge-rule-arn".into(), "rule/x".into()],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("is not an EventBridge rule ARN"));
+}
+
+async fn w_put(c: &Clients, bucket: &str, key: &str) {
+    c.s3.put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(events("n", 0..1).into())
+        .send()
+        .await
+        .unwrap();
 }

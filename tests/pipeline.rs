@@ -390,7 +390,7 @@ async fn an_object_too_big_for_one_invocation_completes_over_several_through_the
         "first",
         json!({"Records": [s3_record(&w.bucket, "in/big.json.gz", data.len() as u64)]}).to_string(),
     )]);
-    let (mut invocations, mut paused) = (0, 0);
+    let (mut invocations, mut paused, mut cut_off) = (0, 0, 0);
     let report = loop {
         invocations += 1;
         assert!(invocations <= 30, "not finished after 30 invocations");
@@ -415,14 +415,26 @@ async fn an_object_too_big_for_one_invocation_completes_over_several_through_the
                     .unwrap();
                 event = got.event;
             }
-            // No record confirmed in time (a slow, shared machine): the message is retried.
-            ObjectOutcome::Retry(_) => assert_eq!(r.failed_message_ids().len(), 1),
+            // No record confirmed in time (a slow, shared machine), or still finishing at the
+            // very end and cut off (its claim released, this invocation not in the report):
+            // the message is retried.
+            ObjectOutcome::Retry(why) => {
+                assert_eq!(r.failed_message_ids().len(), 1);
+                if why.starts_with("cut off") {
+                    cut_off += 1;
+                }
+            }
             other => panic!("unexpected {other:?}"),
         }
     };
     assert!(paused >= 1, "the object was continued by a message");
     assert!(invocations >= 2, "the object needed several invocations");
-    assert_eq!(report.invocations, invocations);
+    // A cut-off invocation may have saved its progress before it was cut off, or not.
+    assert!(
+        report.invocations <= invocations && report.invocations + cut_off >= invocations,
+        "{} in the report, {invocations} invocations, {cut_off} cut off",
+        report.invocations
+    );
     assert_eq!(report.counts.records, 4000);
     assert_eq!(report.counts.sent, 4000);
     assert_adds_up(&report);
@@ -674,9 +686,17 @@ async fn every_event_shape_and_awkward_keys_reach_the_right_object() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notifications_from_the_bucket_drive_the_worker() {
     let w = World::new("notify", |_| {}).await;
-    let queue = s3_import::aws::setup(&w.c, CLAIMS, Some(DEDUPE), &w.bucket, &unique("q"), "in/")
-        .await
-        .unwrap();
+    let queue = s3_import::aws::setup(
+        &w.c,
+        CLAIMS,
+        Some(DEDUPE),
+        &w.bucket,
+        &unique("q"),
+        "in/",
+        s3_import::aws::Announce::Queue,
+    )
+    .await
+    .unwrap();
     // Keys that emulators and AWS encode differently in notifications.
     let keys = ["in/a b.json", "in/a+b.json", "in/10:47:07 é.json"];
     for (i, k) in keys.iter().enumerate() {

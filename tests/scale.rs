@@ -9,7 +9,8 @@ mod common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use s3_import::aws::{AwsPipeline, Clients};
@@ -21,7 +22,9 @@ use s3_import::invoke::lambda_response;
 use s3_import::pipeline::{Clock, Pipeline, Ports};
 use s3_import::queue::{Enqueue, MemoryQueue, NoQueue};
 use s3_import::settings::Settings;
-use s3_import::source::LocalSource;
+use s3_import::source::{
+    Body, Content, ListPage, LocalSource, ObjectInfo, ObjectSource, Opened, Ranged, SourceError,
+};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
@@ -105,6 +108,17 @@ impl ClaimStore for Watched {
     }
     async fn unmark_queued(&self, key: &ClaimKey, queued_until: i64) -> Result<(), StoreError> {
         self.inner.unmark_queued(key, queued_until).await
+    }
+    async fn confirm_queued(
+        &self,
+        keys: &[ClaimKey],
+        from: i64,
+        to: i64,
+    ) -> Result<(), StoreError> {
+        self.inner.confirm_queued(keys, from, to).await
+    }
+    async fn clear_queued(&self, key: &ClaimKey) -> Result<bool, StoreError> {
+        self.inner.clear_queued(key).await
     }
     async fn list(&self, source: &str) -> Result<Vec<(ClaimKey, ClaimState)>, StoreError> {
         self.inner.list(source).await
@@ -326,6 +340,253 @@ async fn a_notice_that_comes_too_late_is_handed_on_at_once() {
     let response = lambda_response(&event, &result).unwrap();
     assert_eq!(failures(&response), ["m1"]);
     assert_eq!(result.messages[0].retry_after, Some(Duration::ZERO));
+}
+
+/// The bucket folder, read slowly while `slow` is set (a trickle of 4 KiB every 50 ms, as a
+/// throttled or far-away store would give): the integrity pass of a compressed object then
+/// takes seconds.
+struct SlowSource {
+    inner: LocalSource,
+    slow: Arc<AtomicBool>,
+    /// While set, a read hangs for 4 s (a stalled connection).
+    stall: Arc<AtomicBool>,
+}
+
+struct Trickle {
+    inner: Box<dyn std::io::Read + Send>,
+    slow: Arc<AtomicBool>,
+    stall: Arc<AtomicBool>,
+}
+
+impl std::io::Read for Trickle {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.stall.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_secs(4));
+        }
+        if !self.slow.load(Ordering::SeqCst) {
+            return self.inner.read(buf);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        let n = buf.len().min(4096);
+        self.inner.read(&mut buf[..n])
+    }
+}
+
+impl ObjectSource for SlowSource {
+    async fn open(
+        &self,
+        bucket: &str,
+        key: &str,
+        want: &Content,
+        from: u64,
+    ) -> Result<Opened, SourceError> {
+        let opened = self.inner.open(bucket, key, want, from).await?;
+        Ok(Opened {
+            reader: Box::new(Trickle {
+                inner: opened.reader,
+                slow: self.slow.clone(),
+                stall: self.stall.clone(),
+            }),
+            content: opened.content,
+        })
+    }
+    async fn ranges(&self, bucket: &str, key: &str, want: &Content) -> Result<Ranged, SourceError> {
+        self.inner.ranges(bucket, key, want).await
+    }
+    async fn head(&self, bucket: &str, key: &str) -> Result<ObjectInfo, SourceError> {
+        self.inner.head(bucket, key).await
+    }
+    async fn get_small(
+        &self,
+        bucket: &str,
+        key: &str,
+        max_bytes: usize,
+    ) -> Result<(Vec<u8>, Option<String>), SourceError> {
+        self.inner.get_small(bucket, key, max_bytes).await
+    }
+    async fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Body,
+        content_type: &str,
+    ) -> Result<(), SourceError> {
+        self.inner.put(bucket, key, body, content_type).await
+    }
+    async fn list_page(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        max: usize,
+    ) -> Result<ListPage, SourceError> {
+        self.inner.list_page(bucket, prefix, start_after, max).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_integrity_pass_that_cannot_finish_in_time_is_handed_on_not_timed_out() {
+    let l = Local::new("verify-late", Duration::ZERO).await;
+    // About 250 KB of gzip: some 3 s to read at the trickle, more than the 2.5 s left.
+    let lines: Vec<u8> = (0..20_000u64)
+        .flat_map(|i| {
+            format!(
+                "{{\"id\":\"v-{i}\",\"type\":\"Played\",\"device\":\"device-{}\",\"ts\":{},\"pad\":\"{:x}\"}}\n",
+                i % 50,
+                1_790_000_000_000u64 + i,
+                i.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            )
+            .into_bytes()
+        })
+        .collect();
+    let data = common::gzip(&lines);
+    assert!(data.len() > 200_000, "{} bytes", data.len());
+    l.put("in/late.json.gz", &data);
+    let slow = Arc::new(AtomicBool::new(true));
+    let p = Pipeline::new(
+        Ports {
+            claims: MemoryClaims::default(),
+            dedupe: Some(MemoryDedupe::default()),
+            source: SlowSource {
+                inner: LocalSource::new(&l.root),
+                slow: slow.clone(),
+                stall: Arc::default(),
+            },
+            queue: MemoryQueue::default(),
+            http: reqwest::Client::new(),
+            clock: Clock::system(),
+        },
+        l.settings(&[]),
+    );
+    let event = sqs_event(&[("m1".into(), object_message("in/late.json.gz"))]);
+    // 3.5 s left (stop margin 1 s): enough to start the object, not to check it.
+    let started = Instant::now();
+    let deadline = started + Duration::from_millis(3_500);
+    let result = p.handle_event(&event, deadline, "req1").await;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(3_500),
+        "the invocation ran into its deadline: {took:?}"
+    );
+    let label = result.messages[0].objects[0].1.label();
+    assert!(
+        label.contains("integrity check stopped at the deadline"),
+        "{label}"
+    );
+    // Handed on: the notice is acknowledged, a continuation carries the object, its claim is
+    // free at once, and nothing was sent.
+    assert_eq!(
+        failures(&lambda_response(&event, &result).unwrap()),
+        Vec::<String>::new()
+    );
+    let sent = p.queue.take();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let key = ClaimKey {
+        source: p.settings.source.clone(),
+        bucket: "data".into(),
+        key: "in/late.json.gz".into(),
+    };
+    match p.claims.get(&key).await.unwrap() {
+        Some(ClaimState::InProgress { lease_until, .. }) => {
+            assert!(lease_until < p.clock.now_secs(), "released")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(common::received(&l.received).is_empty());
+
+    // Still too slow in the next invocation: handed on again; in the third, no longer (an
+    // object no invocation gets through goes the way of the receive count, to the DLQ).
+    let next = sqs_event(&[("m2".into(), sent[0].clone())]);
+    let result = p
+        .handle_event(&next, Instant::now() + Duration::from_millis(3_500), "req2")
+        .await;
+    assert_eq!(
+        failures(&lambda_response(&next, &result).unwrap()),
+        Vec::<String>::new()
+    );
+    let sent = p.queue.take();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let third = sqs_event(&[("m3".into(), sent[0].clone())]);
+    let result = p
+        .handle_event(
+            &third,
+            Instant::now() + Duration::from_millis(3_500),
+            "req3",
+        )
+        .await;
+    let label = result.messages[0].objects[0].1.label();
+    assert!(label.contains("in each of 3 invocations"), "{label}");
+    assert_eq!(failures(&lambda_response(&third, &result).unwrap()), ["m3"]);
+    assert!(p.queue.take().is_empty(), "no continuation");
+
+    // The next invocation (the store fast again) takes the message and completes the object.
+    slow.store(false, Ordering::SeqCst);
+    let result = p
+        .handle_event(&third, Instant::now() + Duration::from_secs(60), "req4")
+        .await;
+    assert_eq!(result.messages[0].objects[0].1.label(), "completed");
+    let got = common::received(&l.received);
+    assert_eq!(got.len(), 20_000);
+    assert!(got.values().all(|n| *n == 1), "every event once");
+    println!("handed on after {took:?} of a 3.5 s invocation");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_stuck_at_the_deadline_is_cut_off_and_the_invocation_still_answers() {
+    let l = Local::new("stalled", Duration::ZERO).await;
+    l.put("in/stalled.json", &events("s", 0..200));
+    let stall = Arc::new(AtomicBool::new(true));
+    let p = Pipeline::new(
+        Ports {
+            claims: MemoryClaims::default(),
+            dedupe: Some(MemoryDedupe::default()),
+            source: SlowSource {
+                inner: LocalSource::new(&l.root),
+                slow: Arc::default(),
+                stall: stall.clone(),
+            },
+            queue: MemoryQueue::default(),
+            http: reqwest::Client::new(),
+            clock: Clock::system(),
+        },
+        l.settings(&[]),
+    );
+    // The object's first read hangs for 4 s; the invocation has 3.5 s.
+    let event = sqs_event(&[("m1".into(), object_message("in/stalled.json"))]);
+    let started = Instant::now();
+    let deadline = started + Duration::from_millis(3_500);
+    let result = p.handle_event(&event, deadline, "req1").await;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(3_500),
+        "answered after {took:?}"
+    );
+    assert_eq!(
+        result.messages[0].objects[0].1.label(),
+        "to be retried: cut off at the invocation's deadline"
+    );
+    // The notice comes back at once, and its object is free to be claimed at once.
+    assert_eq!(failures(&lambda_response(&event, &result).unwrap()), ["m1"]);
+    assert_eq!(result.messages[0].retry_after, Some(Duration::ZERO));
+    let key = ClaimKey {
+        source: p.settings.source.clone(),
+        bucket: "data".into(),
+        key: "in/stalled.json".into(),
+    };
+    match p.claims.get(&key).await.unwrap() {
+        Some(ClaimState::InProgress { lease_until, .. }) => {
+            assert!(lease_until < p.clock.now_secs(), "released")
+        }
+        other => panic!("{other:?}"),
+    }
+    stall.store(false, Ordering::SeqCst);
+    let result = p
+        .handle_event(&event, Instant::now() + Duration::from_secs(60), "req2")
+        .await;
+    assert_eq!(result.messages[0].objects[0].1.label(), "completed");
+    let got = common::received(&l.received);
+    assert_eq!(got.len(), 200);
+    assert!(got.values().all(|n| *n == 1), "every event once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

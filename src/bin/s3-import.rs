@@ -85,7 +85,7 @@ struct RetryArgs {
 
 #[derive(Args)]
 struct CheckArgs {
-    /// The source bucket [default: from S3I_SOURCE when it is `<bucket>/<prefix>`, as the template sets it]
+    /// The source bucket [default: S3I_SOURCE when it is a bucket name (the template's default) or `<bucket>/<prefix>`]
     #[arg(long)]
     bucket: Option<String>,
     /// Print {"ok", "checks": [{"check", "ok", "detail", "fix"}]}
@@ -139,6 +139,11 @@ struct SetupArgs {
     /// Only keys under this prefix are announced
     #[arg(long, default_value = "")]
     prefix: String,
+    /// Announce through EventBridge instead of the bucket's queue notification: the queue
+    /// admits this rule (which forwards "Object Created" to it) and the bucket's EventBridge
+    /// delivery is turned on
+    #[arg(long, value_name = "RULE_ARN")]
+    eventbridge_rule_arn: Option<String>,
 }
 
 #[derive(Args)]
@@ -873,6 +878,13 @@ fn run_setup(args: SetupArgs) -> ExitCode {
         Err(code) => return code,
     };
     let tables = settings::Tables::from_env();
+    if let Some(problem) = args
+        .eventbridge_rule_arn
+        .as_deref()
+        .and_then(s3_import::aws::rule_arn_problem)
+    {
+        return exit_bad_input(format!("--eventbridge-rule-arn: {problem}"));
+    }
     runtime.block_on(async move {
         let clients = s3_import::aws::Clients::from_env().await;
         match s3_import::aws::setup(
@@ -882,6 +894,10 @@ fn run_setup(args: SetupArgs) -> ExitCode {
             &args.bucket,
             &args.queue,
             &args.prefix,
+            match args.eventbridge_rule_arn.as_deref() {
+                Some(rule_arn) => s3_import::aws::Announce::EventBridge { rule_arn },
+                None => s3_import::aws::Announce::Queue,
+            },
         )
         .await
         {

@@ -271,4 +271,81 @@ async fn queue_marks<S: ClaimStore>(store: &S, unique: &str, now: i64) {
             .unwrap(),
         [true, false]
     );
+
+    // A short mark, extended once its message is sent: only where it is still this mark.
+    let short: Vec<ClaimKey> = (0..3)
+        .map(|i| key(&format!("{unique}/pending/{i}")))
+        .collect();
+    let (pending, long) = (now + 60, now + 86_400);
+    assert_eq!(
+        store.mark_queued(&short, pending, now).await.unwrap(),
+        [true, true, true]
+    );
+    store
+        .claim(&short[1], "w", now + 60, now + 1)
+        .await
+        .unwrap();
+    store.unmark_queued(&short[2], pending).await.unwrap();
+    store.confirm_queued(&short, pending, long).await.unwrap();
+    let queued_until = |s: Option<ClaimState>| match s {
+        Some(ClaimState::Queued { queued_until, .. }) => Some(queued_until),
+        _ => None,
+    };
+    assert_eq!(
+        queued_until(store.get(&short[0]).await.unwrap()),
+        Some(long)
+    );
+    assert!(matches!(
+        store.get(&short[1]).await.unwrap(),
+        Some(ClaimState::InProgress { .. })
+    ));
+    assert_eq!(queued_until(store.get(&short[2]).await.unwrap()), Some(0));
+    // A mark that was never confirmed runs out soon: the next scan marks it again.
+    let unconfirmed = key(&format!("{unique}/pending/unconfirmed"));
+    store
+        .mark_queued(std::slice::from_ref(&unconfirmed), pending, now)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .mark_queued(std::slice::from_ref(&unconfirmed), long, pending + 1)
+            .await
+            .unwrap(),
+        [true]
+    );
+
+    // A stale mark on an excluded key is cleared: a bare one goes, one that kept an ended
+    // import's checkpoint becomes that import again; other states are left alone.
+    assert!(store.clear_queued(&short[0]).await.unwrap());
+    assert_eq!(store.get(&short[0]).await.unwrap(), None);
+    let kept = key(&format!("{unique}/pending/kept"));
+    store.claim(&kept, "o", now + 60, now).await.unwrap();
+    store
+        .checkpoint(&kept, "o", 3, "p3", now + 60)
+        .await
+        .unwrap();
+    store.release(&kept, "o", now).await.unwrap();
+    store
+        .mark_queued(std::slice::from_ref(&kept), long, now + 2)
+        .await
+        .unwrap();
+    assert!(store.clear_queued(&kept).await.unwrap());
+    match store.get(&kept).await.unwrap() {
+        Some(ClaimState::InProgress {
+            lease_until,
+            checkpoint,
+            progress,
+            ..
+        }) => assert_eq!(
+            (lease_until < now, checkpoint, progress.as_str()),
+            (true, 3, "p3")
+        ),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(!store.clear_queued(&kept).await.unwrap());
+    assert!(!store.clear_queued(&short[1]).await.unwrap());
+    assert!(!store
+        .clear_queued(&key(&format!("{unique}/pending/none")))
+        .await
+        .unwrap());
 }

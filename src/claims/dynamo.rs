@@ -228,6 +228,29 @@ impl DynamoClaims {
         Ok(TransactWriteItem::builder().update(update).build())
     }
 
+    /// The update that extends this scan's mark `from` to `to` (its message was sent).
+    fn extend_mark(
+        &self,
+        key: &ClaimKey,
+        from: i64,
+        to: i64,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let update = "SET #queued_until = :to";
+        let condition = "#claim_state = :queued AND #queued_until = :from";
+        let update = Update::builder()
+            .table_name(&self.table)
+            .key("pk", str_attr(pk(key)))
+            .update_expression(update)
+            .condition_expression(condition)
+            .set_expression_attribute_names(Some(names_for(&[update, condition])))
+            .expression_attribute_values(":queued", str_attr(QUEUED))
+            .expression_attribute_values(":from", num_attr(from))
+            .expression_attribute_values(":to", num_attr(to))
+            .build()
+            .map_err(|e| StoreError::Refused(format!("claims table {}: {e}", self.table)))?;
+        Ok(TransactWriteItem::builder().update(update).build())
+    }
+
     /// One transaction of queue marks over `batch` (indices into `keys`): settled answers go
     /// into `out`, the indices to try again are returned. A transaction is cancelled as a
     /// whole when one condition fails; its reasons say which keys are held (not marked), and
@@ -236,13 +259,12 @@ impl DynamoClaims {
         &self,
         keys: &[ClaimKey],
         batch: &[usize],
-        queued_until: i64,
-        now: i64,
+        write: &(impl Fn(&ClaimKey) -> Result<TransactWriteItem, StoreError> + Sync),
         out: &mut [Option<bool>],
     ) -> Result<Vec<usize>, StoreError> {
         let mut req = self.client.transact_write_items();
         for &i in batch {
-            req = req.transact_items(self.mark(&keys[i], queued_until, now)?);
+            req = req.transact_items(write(&keys[i])?);
         }
         self.count();
         let err = match req.send().await {
@@ -271,6 +293,77 @@ impl DynamoClaims {
             }
         }
         Ok(again)
+    }
+
+    /// One conditional write per key (`write` builds it), in transactions of up to 100, several
+    /// in flight: true where its condition held. A cancelled transaction's reasons say which
+    /// conditions failed; the others go again.
+    async fn conditional_writes(
+        &self,
+        keys: &[ClaimKey],
+        write: impl Fn(&ClaimKey) -> Result<TransactWriteItem, StoreError> + Sync,
+    ) -> Result<Vec<bool>, StoreError> {
+        // A transaction may name an item once: a repeated key follows its first.
+        let mut first_of: HashMap<String, usize> = HashMap::new();
+        let mut todo = Vec::new();
+        let mut follows = vec![None; keys.len()];
+        for (i, k) in keys.iter().enumerate() {
+            match first_of.get(&pk(k)) {
+                Some(&f) => follows[i] = Some(f),
+                None => {
+                    first_of.insert(pk(k), i);
+                    todo.push(i);
+                }
+            }
+        }
+        let mut out: Vec<Option<bool>> = vec![None; keys.len()];
+        let write = &write;
+        for round in 0..MAX_ROUNDS {
+            if todo.is_empty() {
+                break;
+            }
+            if round > 0 {
+                tokio::time::sleep(Duration::from_millis(20 << round)).await;
+            }
+            let batches: Vec<Vec<usize>> = todo
+                .chunks(PER_TRANSACTION)
+                .map(<[usize]>::to_vec)
+                .collect();
+            let rounds: Vec<Round> = futures_util::stream::iter(batches)
+                .map(|batch: Vec<usize>| async move {
+                    let mut local = vec![None; keys.len()];
+                    let again = self.mark_round(keys, &batch, write, &mut local).await?;
+                    let settled = batch
+                        .iter()
+                        .filter_map(|&i| local[i].map(|m| (i, m)))
+                        .collect();
+                    Ok::<_, StoreError>((again, settled))
+                })
+                .buffer_unordered(IN_FLIGHT)
+                .try_collect()
+                .await?;
+            todo = Vec::new();
+            for (again, settled) in rounds {
+                todo.extend(again);
+                for (i, m) in settled {
+                    out[i] = Some(m);
+                }
+            }
+        }
+        if !todo.is_empty() {
+            return Err(StoreError::Unavailable(format!(
+                "claims table {}: {} conditional writes still conflicting after {MAX_ROUNDS} rounds",
+                self.table,
+                todo.len()
+            )));
+        }
+        // A repeated key was marked once, by its first: the others are not queued again.
+        for (i, f) in follows.iter().enumerate() {
+            if f.is_some() {
+                out[i] = Some(false);
+            }
+        }
+        Ok(out.into_iter().map(|m| m.unwrap_or(false)).collect())
     }
 
     /// The error of a request to this table.
@@ -558,68 +651,73 @@ impl ClaimStore for DynamoClaims {
         queued_until: i64,
         now: i64,
     ) -> Result<Vec<bool>, StoreError> {
-        // A transaction may name an item once: a repeated key follows its first.
-        let mut first_of: HashMap<String, usize> = HashMap::new();
-        let mut todo = Vec::new();
-        let mut follows = vec![None; keys.len()];
-        for (i, k) in keys.iter().enumerate() {
-            match first_of.get(&pk(k)) {
-                Some(&f) => follows[i] = Some(f),
-                None => {
-                    first_of.insert(pk(k), i);
-                    todo.push(i);
-                }
-            }
+        self.conditional_writes(keys, |k| self.mark(k, queued_until, now))
+            .await
+    }
+
+    async fn confirm_queued(
+        &self,
+        keys: &[ClaimKey],
+        from: i64,
+        to: i64,
+    ) -> Result<(), StoreError> {
+        self.conditional_writes(keys, |k| self.extend_mark(k, from, to))
+            .await
+            .map(|_| ())
+    }
+
+    async fn clear_queued(&self, key: &ClaimKey) -> Result<bool, StoreError> {
+        // A bare mark (no checkpoint of an earlier import) goes with its item.
+        let condition = "#claim_state = :queued AND #checkpoint = :zero AND #progress = :empty";
+        self.count();
+        let deleted = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", str_attr(pk(key)))
+            .condition_expression(condition)
+            .set_expression_attribute_names(Some(names_for(&[condition])))
+            .expression_attribute_values(":queued", str_attr(QUEUED))
+            .expression_attribute_values(":zero", num_attr(0))
+            .expression_attribute_values(":empty", str_attr(""))
+            .send()
+            .await;
+        match deleted {
+            Ok(_) => return Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) => {}
+            Err(e) => return Err(self.error(&e)),
         }
-        let mut out: Vec<Option<bool>> = vec![None; keys.len()];
-        for round in 0..MAX_ROUNDS {
-            if todo.is_empty() {
-                break;
+        // A mark that kept an ended import's checkpoint: that ended import again.
+        let update = "SET #claim_state = :ip, #owner = :empty, #lease_until = :zero \
+                      REMOVE #queued_until";
+        let condition = "#claim_state = :queued";
+        self.count();
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", str_attr(pk(key)))
+            .update_expression(update)
+            .condition_expression(condition)
+            .set_expression_attribute_names(Some(names_for(&[update, condition])))
+            .expression_attribute_values(":queued", str_attr(QUEUED))
+            .expression_attribute_values(":ip", str_attr(IN_PROGRESS))
+            .expression_attribute_values(":empty", str_attr(""))
+            .expression_attribute_values(":zero", num_attr(0))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
             }
-            if round > 0 {
-                tokio::time::sleep(Duration::from_millis(20 << round)).await;
-            }
-            let batches: Vec<Vec<usize>> = todo
-                .chunks(PER_TRANSACTION)
-                .map(<[usize]>::to_vec)
-                .collect();
-            let rounds: Vec<Round> = futures_util::stream::iter(batches)
-                .map(|batch: Vec<usize>| async move {
-                    let mut local = vec![None; keys.len()];
-                    let again = self
-                        .mark_round(keys, &batch, queued_until, now, &mut local)
-                        .await?;
-                    let settled = batch
-                        .iter()
-                        .filter_map(|&i| local[i].map(|m| (i, m)))
-                        .collect();
-                    Ok::<_, StoreError>((again, settled))
-                })
-                .buffer_unordered(IN_FLIGHT)
-                .try_collect()
-                .await?;
-            todo = Vec::new();
-            for (again, settled) in rounds {
-                todo.extend(again);
-                for (i, m) in settled {
-                    out[i] = Some(m);
-                }
-            }
+            Err(e) => Err(self.error(&e)),
         }
-        if !todo.is_empty() {
-            return Err(StoreError::Unavailable(format!(
-                "claims table {}: {} queue marks still conflicting after {MAX_ROUNDS} rounds",
-                self.table,
-                todo.len()
-            )));
-        }
-        // A repeated key was marked once, by its first: the others are not queued again.
-        for (i, f) in follows.iter().enumerate() {
-            if f.is_some() {
-                out[i] = Some(false);
-            }
-        }
-        Ok(out.into_iter().map(|m| m.unwrap_or(false)).collect())
     }
 
     async fn unmark_queued(&self, key: &ClaimKey, queued_until: i64) -> Result<(), StoreError> {

@@ -154,6 +154,20 @@ pub trait ClaimStore: Send + Sync {
         key: &ClaimKey,
         queued_until: i64,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Extends the marks of `keys` that still carry this scan's `from` (the short mark taken
+    /// before their messages were sent) to `to`, once the messages are sent; a mark that moved
+    /// on (claimed, taken back, marked again by another scan) is left alone.
+    fn confirm_queued(
+        &self,
+        keys: &[ClaimKey],
+        from: i64,
+        to: i64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Takes a queue mark off an object that the import would ignore (a mark left by a scan
+    /// that did not apply the same exclusions): a bare mark is removed, a mark that kept an
+    /// ended import's checkpoint becomes that ended import again. True when there was a mark.
+    fn clear_queued(&self, key: &ClaimKey)
+        -> impl Future<Output = Result<bool, StoreError>> + Send;
     /// Requests made to the store so far (for the scan's figures).
     fn requests(&self) -> u64 {
         0
@@ -377,6 +391,50 @@ impl ClaimStore for MemoryClaims {
             }
         });
         Ok(())
+    }
+
+    async fn confirm_queued(
+        &self,
+        keys: &[ClaimKey],
+        from: i64,
+        to: i64,
+    ) -> Result<(), StoreError> {
+        self.with(|items| {
+            for k in keys {
+                if let Some(ClaimState::Queued { queued_until, .. }) = items.get_mut(k) {
+                    if *queued_until == from {
+                        *queued_until = to;
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
+
+    async fn clear_queued(&self, key: &ClaimKey) -> Result<bool, StoreError> {
+        Ok(self.with(|items| match items.get(key).cloned() {
+            Some(ClaimState::Queued {
+                checkpoint,
+                progress,
+                ..
+            }) => {
+                if checkpoint == 0 && progress.is_empty() {
+                    items.remove(key);
+                } else {
+                    items.insert(
+                        key.clone(),
+                        ClaimState::InProgress {
+                            owner: String::new(),
+                            lease_until: 0,
+                            checkpoint,
+                            progress,
+                        },
+                    );
+                }
+                true
+            }
+            _ => false,
+        }))
     }
 
     async fn list(&self, source: &str) -> Result<Vec<(ClaimKey, ClaimState)>, StoreError> {

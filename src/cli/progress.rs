@@ -371,6 +371,19 @@ impl<C: ClaimStore> ClaimStore for MeteredClaims<C> {
         self.inner.unmark_queued(key, queued_until).await
     }
 
+    async fn confirm_queued(
+        &self,
+        keys: &[ClaimKey],
+        from: i64,
+        to: i64,
+    ) -> Result<(), StoreError> {
+        self.inner.confirm_queued(keys, from, to).await
+    }
+
+    async fn clear_queued(&self, key: &ClaimKey) -> Result<bool, StoreError> {
+        self.inner.clear_queued(key).await
+    }
+
     fn requests(&self) -> u64 {
         self.inner.requests()
     }

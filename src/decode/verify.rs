@@ -1,5 +1,6 @@
 //! Integrity before anything is sent: a compressed object is inflated once to its end, every
-//! gzip member's and zstd frame's checksum checked, before its first record is converted.
+//! gzip member's and zstd frame's checksum checked, before its first record is converted. The
+//! pass watches the invocation's deadline: it stops in time rather than run into it.
 
 use std::io::{BufReader, Cursor, Read};
 
@@ -13,14 +14,21 @@ pub enum Verified {
     Plain(Box<dyn Read + Send>),
     /// Compressed, and every checksum matched; the decompressed size.
     Intact(u64),
+    /// Compressed, and `stop` came before the end: nothing is known yet; the bytes inflated.
+    Stopped(u64),
 }
 
-/// Reads `raw` as the converter's `compression` says and checks its integrity. A corrupt or
-/// truncated stream, or one past the limits, is the same error the import would meet later.
+/// Bytes inflated between two looks at the clock.
+const CHUNK: usize = 256 << 10;
+
+/// Reads `raw` as the converter's `compression` says and checks its integrity, until `stop`
+/// if given (`Stopped` then). A corrupt or truncated stream, or one past the limits, is the
+/// same error the import would meet later.
 pub fn verify<R: Read + Send + 'static>(
     raw: R,
     compression: Compression,
     limits: Limits,
+    stop: Option<std::time::Instant>,
 ) -> Result<Verified, DecodeError> {
     let mut raw = BufReader::new(raw);
     let prefix = read_magic(&mut raw)?;
@@ -34,8 +42,18 @@ pub fn verify<R: Read + Send + 'static>(
     }
     let mut inflated = decompress(Cursor::new(prefix).chain(raw), compression, limits)?;
     let counter = inflated.counter();
-    std::io::copy(&mut inflated, &mut std::io::sink()).map_err(|e| classify(e, counter.get()))?;
-    Ok(Verified::Intact(counter.get()))
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        if stop.is_some_and(|t| std::time::Instant::now() >= t) {
+            return Ok(Verified::Stopped(counter.get()));
+        }
+        match inflated.read(&mut buf) {
+            Ok(0) => return Ok(Verified::Intact(counter.get())),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(classify(e, counter.get())),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -51,8 +69,9 @@ mod tests {
 
     /// The decompressed size, "plain", or the error's text.
     fn check(data: &[u8], c: Compression) -> Result<u64, String> {
-        match verify(Cursor::new(data.to_vec()), c, Limits::default()) {
+        match verify(Cursor::new(data.to_vec()), c, Limits::default(), None) {
             Ok(Verified::Intact(n)) => Ok(n),
+            Ok(Verified::Stopped(n)) => panic!("stopped after {n} bytes without a stop"),
             Ok(Verified::Plain(mut r)) => {
                 let mut back = Vec::new();
                 r.read_to_end(&mut back).unwrap();
@@ -95,5 +114,49 @@ mod tests {
             Err("plain".into())
         );
         assert_eq!(check(b"{}", Compression::None), Err("plain".into()));
+    }
+
+    /// A slow reader: `chunk` bytes a read, `pause` before each.
+    struct Slow {
+        data: Cursor<Vec<u8>>,
+        chunk: usize,
+        pause: std::time::Duration,
+    }
+
+    impl Read for Slow {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            std::thread::sleep(self.pause);
+            let n = buf.len().min(self.chunk);
+            self.data.read(&mut buf[..n])
+        }
+    }
+
+    #[test]
+    fn the_pass_stops_at_its_deadline_instead_of_running_into_it() {
+        let lines: String = (0..50_000)
+            .map(|i| format!("{{\"id\":\"e-{i}\",\"n\":{}}}\n", i * 7919 % 100_003))
+            .collect();
+        let data = gzip(lines.as_bytes());
+        let slow = Slow {
+            data: Cursor::new(data.clone()),
+            chunk: 4096,
+            pause: std::time::Duration::from_millis(5),
+        };
+        // About 5 ms per 4 KiB: the whole object takes far longer than the 150 ms allowed.
+        let started = std::time::Instant::now();
+        let stop = started + std::time::Duration::from_millis(150);
+        match verify(slow, Compression::Auto, Limits::default(), Some(stop)) {
+            Ok(Verified::Stopped(n)) => assert!(n < lines.len() as u64, "{n}"),
+            Ok(Verified::Intact(_)) => panic!("finished: the reader is not slow enough"),
+            Ok(Verified::Plain(_)) => panic!("plain"),
+            Err(e) => panic!("{e}"),
+        }
+        assert!(started.elapsed() < std::time::Duration::from_millis(400));
+        // With time enough, the same object checks whole.
+        let later = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        assert!(matches!(
+            verify(Cursor::new(data), Compression::Auto, Limits::default(), Some(later)),
+            Ok(Verified::Intact(n)) if n == lines.len() as u64
+        ));
     }
 }

@@ -25,6 +25,8 @@ pub(super) struct Attempt<'a> {
     pub config_version: String,
     /// The claim's lease (epoch seconds), kept by the checkpoints written while it runs.
     pub lease_until: i64,
+    /// The invocation's deadline: every step of the attempt stops in time for it.
+    pub deadline: tokio::time::Instant,
 }
 
 /// What a claim write that needs the lease came to: the claim lost to another owner (its lease

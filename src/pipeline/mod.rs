@@ -51,6 +51,15 @@ const MAX_CONVERTER_BYTES: usize = 1 << 20;
 const MIN_WORK: Duration = Duration::from_secs(2);
 /// Why an object was not started: its notice came too late in the invocation.
 const TOO_LATE: &str = "too little time left in this invocation";
+/// Invocations whose integrity pass may stop at the deadline and hand the object on in a new
+/// message; after them the notice is retried (and counted toward the dead-letter queue).
+const MAX_VERIFY_HANDOVERS: u32 = 3;
+/// Why an import was stopped from outside: still running at the invocation's very end.
+const CUT_OFF: &str = "cut off at the invocation's deadline";
+/// An import still running `stop_margin / CUT_OFF_SHARE` before the deadline is cut off (1 s
+/// with the default margin of 20 s: time to release the claim and answer; sending stops at half
+/// the margin, so a healthy import is done long before).
+const CUT_OFF_SHARE: u32 = 20;
 
 /// What an object's message needs after it.
 enum Then {
@@ -101,11 +110,21 @@ pub struct Ports<C, D, S, Q> {
 pub const CONVERTER_UNUSABLE: &str = "converter unusable";
 
 /// A converter that could not be had.
-enum ConfigProblem {
+pub(crate) enum ConfigProblem {
     /// Bad, missing or denied file: objects wait (their notices come back, nothing is
     /// claimed) until it is fixed, then import by themselves.
     Unusable(String),
     Transient(String),
+}
+
+impl ConfigProblem {
+    /// Why, as an outcome's reason says it.
+    pub(crate) fn reason(&self) -> String {
+        match self {
+            ConfigProblem::Unusable(why) => format!("{CONVERTER_UNUSABLE}: {why}"),
+            ConfigProblem::Transient(why) => why.clone(),
+        }
+    }
 }
 
 /// A storage error while reading the converter file: retry when the store is unavailable,
@@ -230,13 +249,26 @@ where
         deadline: Instant,
         owner: &str,
     ) -> (ObjectOutcome, Then) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let late = left < self.settings.stop_margin + MIN_WORK
-            && self.settings.excludes(&obj.bucket, &obj.key).is_none();
+        let late = self.too_late(deadline)
+            && self
+                .ignores(&obj.bucket, &obj.key, obj.size, None)
+                .is_none();
+        // Whatever a step waits on (a stalled read, a store that hangs), the invocation
+        // answers before its deadline: an import still running then is cut off, its claim
+        // released, and its notice comes back at once (a crash's worth of re-sent events at
+        // most, which the endpoint's insert_id dedupe absorbs).
+        let cut_off = deadline - self.settings.stop_margin / CUT_OFF_SHARE;
         let outcome = if late {
             ObjectOutcome::Retry(TOO_LATE.into())
         } else {
-            self.import(obj, deadline, owner).await
+            match tokio::time::timeout_at(cut_off, self.import(obj, deadline, owner)).await {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    tracing::warn!(bucket = %obj.bucket, key = %obj.key, "cut off at the deadline");
+                    self.release(&self.claim_key(obj), owner).await;
+                    ObjectOutcome::Retry(CUT_OFF.into())
+                }
+            }
         };
         tracing::info!(bucket = %obj.bucket, key = %obj.key, outcome = %outcome.label(), "object");
         let then = match &outcome {
@@ -263,10 +295,16 @@ where
                     Then::RetryAfter(Duration::ZERO)
                 }
             }
+            ObjectOutcome::Retry(why) if why == CUT_OFF => Then::RetryAfter(Duration::ZERO),
             o if o.unfinished() => Then::Retry,
             _ => Then::Done,
         };
         (outcome, then)
+    }
+
+    /// Whether too little time is left before `deadline` to start (or go on with) an object.
+    fn too_late(&self, deadline: Instant) -> bool {
+        deadline.saturating_duration_since(Instant::now()) < self.settings.stop_margin + MIN_WORK
     }
 
     /// Sends a continuation message for a paused object; false when none could be sent.
@@ -281,7 +319,7 @@ where
     }
 
     /// The converter, compiled once per version of its file (cached by ETag).
-    async fn load_converter(&self) -> Result<(String, Arc<Converter>), ConfigProblem> {
+    pub(crate) async fn load_converter(&self) -> Result<(String, Arc<Converter>), ConfigProblem> {
         let c = &self.settings.converter;
         let head = self
             .source
@@ -316,6 +354,35 @@ where
         Ok((tag, conv))
     }
 
+    /// Why the import leaves an object alone, if it does: a folder marker (`prefix/`), an
+    /// empty object, the reports location or the converter file, a key outside `S3I_PREFIX`
+    /// or `S3I_FILTER_PATTERN`, and (with the converter) outside its `filterPattern`. The
+    /// import and the scan both ask this, so that a scan queues exactly what the import takes.
+    pub fn ignores(
+        &self,
+        bucket: &str,
+        key: &str,
+        size: Option<u64>,
+        converter: Option<&Converter>,
+    ) -> Option<String> {
+        if key.ends_with('/') {
+            return Some("a folder marker".into());
+        }
+        if size == Some(0) {
+            return Some("an empty object".into());
+        }
+        if let Some(why) = self.settings.excludes(bucket, key) {
+            return Some(why);
+        }
+        match converter {
+            Some(c) if !c.file.key_matches(key) => Some(format!(
+                "does not match the converter's filterPattern `{}`",
+                c.file.filter_pattern().unwrap_or("")
+            )),
+            _ => None,
+        }
+    }
+
     pub fn claim_key(&self, obj: &ObjectRef) -> ClaimKey {
         ClaimKey {
             source: self.settings.source.clone(),
@@ -326,12 +393,12 @@ where
 
     /// Imports one object, or as much of it as fits before `deadline`.
     pub async fn import(&self, obj: &ObjectRef, deadline: Instant, owner: &str) -> ObjectOutcome {
-        if let Some(why) = self.settings.excludes(&obj.bucket, &obj.key) {
+        if let Some(why) = self.ignores(&obj.bucket, &obj.key, obj.size, None) {
             return ObjectOutcome::Ignored(why);
         }
         let left = deadline.saturating_duration_since(Instant::now());
-        if left < self.settings.stop_margin + MIN_WORK {
-            return ObjectOutcome::Retry("too little time left in this invocation".into());
+        if self.too_late(deadline) {
+            return ObjectOutcome::Retry(TOO_LATE.into());
         }
         // Nothing is claimed before the converter is known good: a broken converter leaves
         // every object untouched, and its notice comes back until the file is fixed.
@@ -343,11 +410,8 @@ where
                 return ObjectOutcome::Retry(format!("{CONVERTER_UNUSABLE}: {why}"));
             }
         };
-        if !converter.file.key_matches(&obj.key) {
-            return ObjectOutcome::Ignored(format!(
-                "does not match the converter's filterPattern `{}`",
-                converter.file.filter_pattern().unwrap_or("")
-            ));
+        if let Some(why) = self.ignores(&obj.bucket, &obj.key, obj.size, Some(&converter)) {
+            return ObjectOutcome::Ignored(why);
         }
 
         let now = self.clock.now_secs();
@@ -389,6 +453,7 @@ where
             progress,
             config_version,
             lease_until,
+            deadline,
         };
         let (mut attempt, input) = match self.open_content(attempt, &converter).await {
             Ok(opened) => opened,
@@ -444,10 +509,31 @@ where
         let mut reader = opened.reader;
         if self.settings.verify_compressed {
             let (compression, limits) = (converter.file.compression, self.settings.limits);
-            let checked =
-                tokio::task::spawn_blocking(move || verify(reader, compression, limits)).await;
+            // The pass stops where reading would: an object that cannot be checked in time is
+            // handed on (released, continued in a new message), never run into the deadline.
+            let stop = (at.deadline - self.settings.stop_margin).into_std();
+            let checked = tokio::task::spawn_blocking(move || {
+                verify(reader, compression, limits, Some(stop))
+            })
+            .await;
             reader = match checked {
                 Ok(Ok(Verified::Plain(reader))) => reader,
+                Ok(Ok(Verified::Stopped(inflated))) => {
+                    let why = format!(
+                        "the integrity check stopped at the deadline after {inflated} bytes \
+                         inflated, before any record was sent"
+                    );
+                    // Handed on in a new message, unless no invocation ever gets through the
+                    // check: then retried through the notice, whose receive count ends in the
+                    // dead-letter queue (an object too large, or a store too slow, for one
+                    // invocation: raise the timeout, or S3I_VERIFY_COMPRESSED=false).
+                    let why = if at.progress.invocations < MAX_VERIFY_HANDOVERS {
+                        format!("{TOO_LATE}: {why}")
+                    } else {
+                        format!("{why}, in each of {} invocations", at.progress.invocations)
+                    };
+                    return Err(self.hand_on(&at, why).await);
+                }
                 Ok(Ok(Verified::Intact(_))) => {
                     match self.source.open(&obj.bucket, &obj.key, &content, 0).await {
                         Ok(opened) => opened.reader,
@@ -470,9 +556,35 @@ where
                 }
             };
         }
+        let left = at.deadline.saturating_duration_since(Instant::now());
+        if self.settings.verify_compressed && left < self.settings.stop_margin + MIN_WORK / 2 {
+            // Checked, but about no time is left to read anything: handed on like a late
+            // notice (the check is done again by the next invocation).
+            return Err(self
+                .hand_on(
+                    &at,
+                    format!("{TOO_LATE}: the integrity check ended near the deadline"),
+                )
+                .await);
+        }
         at.progress.content = Some(content);
         self.save_checkpoint(&at, 0).await?;
         Ok((at, Input::Stream(reader, None)))
+    }
+
+    /// Hands an object on before anything was sent: its progress (this invocation counted) is
+    /// saved with the lease ended, so that the continuation takes it up at once.
+    async fn hand_on(&self, at: &Attempt<'_>, why: String) -> ObjectOutcome {
+        let text = serde_json::to_string(&at.progress).unwrap_or_default();
+        let now = self.clock.now_secs();
+        let saved = self
+            .claims
+            .checkpoint(&at.key, at.owner, at.checkpoint, &text, now - 1)
+            .await;
+        if let Err(e) = saved {
+            tracing::warn!(error = %e, "claim not handed on; it resumes when its lease ends");
+        }
+        ObjectOutcome::Retry(why)
     }
 
     /// What an object that could not be opened comes to. Gone before anything was read:

@@ -116,6 +116,9 @@ struct DedupeCalls<D> {
     calls: VecDeque<JoinHandle<DedupeCall>>,
     batch: Vec<(Item, DedupeKey)>,
     error: Option<String>,
+    /// Verdicts are waited for until then (sending stops then too); the records of a call
+    /// still running then stay unconfirmed, and the next invocation reads them again.
+    until: Instant,
 }
 
 impl<D: DedupeStore + 'static> DedupeCalls<D> {
@@ -155,7 +158,7 @@ impl<D: DedupeStore + 'static> DedupeCalls<D> {
         let Some(call) = self.calls.pop_front() else {
             return;
         };
-        let Ok((events, verdicts)) = call.await else {
+        let Ok(Ok((events, verdicts))) = tokio::time::timeout_at(self.until, call).await else {
             return;
         };
         match verdicts {
@@ -341,6 +344,7 @@ where
             calls: VecDeque::new(),
             batch: Vec::new(),
             error: None,
+            until: send_until,
         };
         let mut seen = 0u64;
         loop {
