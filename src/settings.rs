@@ -161,6 +161,10 @@ pub struct Settings {
     pub prefix: String,
     /// Only keys that match this regex (whole key) are imported (`S3I_FILTER_PATTERN`).
     pub filter: Option<fancy_regex::Regex>,
+    /// Whether keys with a path segment (after the prefix) starting with `_` or `.` are
+    /// imported (`S3I_HIDDEN_FILES=import`); by default they are ignored, as Hadoop, Spark and
+    /// Hive do: `_temporary/` partial files, `_SUCCESS` markers, `.crc` side files, `_delta_log/`.
+    pub import_hidden: bool,
     /// Where reports go (`S3I_REPORTS`); never imported, whatever the prefix.
     pub reports: S3Url,
     pub claims_table: String,
@@ -250,6 +254,17 @@ impl Settings {
         let converter = s3_location("S3I_CONVERTER", &mut problems);
         let reports = s3_location("S3I_REPORTS", &mut problems);
         let prefix = get("S3I_PREFIX").unwrap_or_default();
+        let hidden = get("S3I_HIDDEN_FILES").unwrap_or_default();
+        let import_hidden = match hidden.to_ascii_lowercase().as_str() {
+            "" | "ignore" => false,
+            "import" => true,
+            _ => {
+                problems.push(format!(
+                    "S3I_HIDDEN_FILES must be ignore or import, got {hidden:?}"
+                ));
+                false
+            }
+        };
         let filter = get("S3I_FILTER_PATTERN").and_then(|p| {
             fancy_regex::Regex::new(&format!("^(?:{p})$"))
                 .map_err(|e| problems.push(format!("S3I_FILTER_PATTERN: {e}")))
@@ -383,6 +398,7 @@ impl Settings {
             source: get("S3I_SOURCE").unwrap_or_else(|| DEFAULT_SOURCE.into()),
             converter: converter.expect("checked"),
             prefix,
+            import_hidden,
             filter,
             reports: reports.expect("checked"),
             claims_table: tables.claims,
@@ -415,6 +431,21 @@ impl Settings {
         if !key.starts_with(&self.prefix) {
             return Some(format!("outside the prefix `{}`", self.prefix));
         }
+        if !self.import_hidden {
+            // Segments wholly inside the prefix are the operator's choice, not hidden files.
+            let mut start = 0;
+            let hidden = key.split('/').find(|seg| {
+                let end = start + seg.len();
+                start = end + 1;
+                end > self.prefix.len() && (seg.starts_with('_') || seg.starts_with('.'))
+            });
+            if let Some(seg) = hidden {
+                return Some(format!(
+                    "a hidden file (`{seg}`: a path segment starting with `_` or `.`, as Spark's \
+                     `_temporary/`, `_SUCCESS` or `.crc` files; S3I_HIDDEN_FILES=import takes them)"
+                ));
+            }
+        }
         if let Some(f) = &self.filter {
             if !f.is_match(key).unwrap_or(false) {
                 return Some(format!(
@@ -446,6 +477,39 @@ mod tests {
         ("AMPLITUDE_API_KEY", "k"),
         ("S3I_PREFIX", "events/"),
     ];
+
+    #[test]
+    fn hidden_files_are_ignored_unless_asked_for() {
+        let base = [
+            ("S3I_CONVERTER", "s3://c/converter.json"),
+            ("S3I_REPORTS", "s3://r/reports/"),
+            ("AMPLITUDE_API_KEY", "k"),
+            ("S3I_SOURCE", "b"),
+            ("S3I_PREFIX", "_exports/"),
+        ];
+        let s = settings_from(&base).unwrap();
+        for key in [
+            "_exports/t/_temporary/0/part-0.parquet",
+            "_exports/t/_SUCCESS",
+            "_exports/t/.part-00000.parquet.crc",
+            "_exports/t/_delta_log/00000.json",
+            "_exports/.hidden",
+        ] {
+            let why = s.excludes("b", key).unwrap_or_else(|| panic!("{key}"));
+            assert!(why.starts_with("a hidden file"), "{key}: {why}");
+        }
+        // The prefix's own segments are not looked at; ordinary names are imported.
+        for key in ["_exports/t/part-00000.parquet", "_exports/a_b/c.d.json"] {
+            assert_eq!(s.excludes("b", key), None, "{key}");
+        }
+        let mut all = base.to_vec();
+        all.push(("S3I_HIDDEN_FILES", "import"));
+        let s = settings_from(&all).unwrap();
+        assert_eq!(s.excludes("b", "_exports/t/_SUCCESS"), None);
+        let mut bad = base.to_vec();
+        bad.push(("S3I_HIDDEN_FILES", "maybe"));
+        assert!(settings_from(&bad).is_err());
+    }
 
     #[test]
     fn every_problem_is_listed_with_its_variable() {

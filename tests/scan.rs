@@ -177,6 +177,11 @@ async fn the_scan_queues_only_what_the_import_takes_and_clears_stale_marks() {
     w.put("in/b.csv", b"type,device\nOpened,device-1\n").await;
     w.put("in/folder/", b"").await;
     w.put("in/empty.json", b"").await;
+    // What Spark leaves beside its output: a partial file, a marker, a checksum side file.
+    w.put("in/t/_temporary/0/part-0.json", &events("tmp", 0..3))
+        .await;
+    w.put("in/t/_SUCCESS", b"-").await;
+    w.put("in/t/.part-0.json.crc", b"crc").await;
     // An older scan (which did not apply the converter's filterPattern) marked in/b.csv.
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -200,7 +205,7 @@ async fn the_scan_queues_only_what_the_import_takes_and_clears_stale_marks() {
             &first["ignored"],
             &first["marks_cleared"]
         ),
-        (&4.into(), &1.into(), &3.into(), &1.into()),
+        (&7.into(), &1.into(), &6.into(), &1.into()),
         "{first}"
     );
     assert_eq!(
