@@ -328,8 +328,12 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["--baseline"]:
         baseline(sys.argv[2])
     elif sys.argv[1:2] == ["--make"]:
+        # The folder first: the info file is opened before the Parquet file is made (a fresh
+        # machine has neither).
+        os.makedirs(os.path.dirname(sys.argv[3]), exist_ok=True)
+        json_bytes = make_parquet(sys.argv[2], MB << 20, 128 * 1024)
         with open(sys.argv[3], "w") as f:
-            json.dump({"json_bytes": make_parquet(sys.argv[2], MB << 20, 128 * 1024)}, f)
+            json.dump({"json_bytes": json_bytes}, f)
     elif sys.argv[1:2] == ["--import-rss"]:
         import_rss()
     else:
