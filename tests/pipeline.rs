@@ -970,7 +970,9 @@ const CONVERTER_DEFAULT_IDS: &str = r#"{"converterConfig": {"fileType": "json", 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_overwrite_during_an_import_never_mixes_two_versions() {
-    let w = World::new("overwrite", |c| c.latency = Duration::from_millis(100)).await;
+    // 30 requests of 200 ms one at a time: longer than the first invocation (default ids cost
+    // no dedupe call, so the endpoint alone must outlast it).
+    let w = World::new("overwrite", |c| c.latency = Duration::from_millis(200)).await;
     let mut w = w;
     w.vars.insert("S3I_MAX_IN_FLIGHT".into(), "1".into());
     w.vars.insert("S3I_BATCH_EVENTS".into(), "100".into());
