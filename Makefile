@@ -10,7 +10,7 @@ ifndef SAM_CLI_TELEMETRY
 export SAM_CLI_TELEMETRY := 0
 endif
 
-.PHONY: help build bin validate deploy test lambda-e2e lint fmt bench bench-pipeline demo clean stack-install stack-up stack-down stack-check
+.PHONY: help build bin validate deploy test lambda-e2e grants lint fmt bench bench-pipeline demo clean stack-install stack-up stack-down stack-check
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -39,14 +39,19 @@ lint: ## rustfmt check and clippy with warnings as errors
 # The integration tests talk to the local AWS stack; the clients need only these.
 STACK_ENV := AWS_ENDPOINT_URL=http://127.0.0.1:4566 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
 
-test: lint ## Lint, then every test (unit, golden, CLI, sender, pipeline on the local AWS stack)
+test: lint ## Lint, then every test (unit, golden, CLI, sender, pipeline on the local AWS stack, the Lambda binary, the grants)
 	@if infra/localstack/stack.sh status >/dev/null 2>&1; then started=""; else infra/localstack/stack.sh up && started=1; fi; \
-	$(STACK_ENV) $(CARGO) test --locked && $(MAKE) --no-print-directory lambda-e2e; rc=$$?; \
+	$(STACK_ENV) $(CARGO) test --locked && $(MAKE) --no-print-directory lambda-e2e && $(MAKE) --no-print-directory grants; rc=$$?; \
 	if [ -n "$$started" ]; then infra/localstack/stack.sh down; fi; exit $$rc
 
 lambda-e2e: ## S3 → SQS → the Lambda binary under cargo lambda watch (needs the stack up)
 	@bin="$$(infra/deploy-tools.sh)" && PATH="$$bin:$$PATH" \
 	  $(TOOLS_PY) infra/lambda-e2e.py $(CARGO_TARGET_DIR)/debug/s3-import
+
+grants: ## The function's paths with exactly template.yaml's policy, on moto with IAM enforced (GRANTS_ARGS="--drop ACTION" must fail)
+	$(CARGO) build --locked --bin s3-import --bin s3-import-lambda
+	@py="$$(infra/grants/install.sh)" && "$$py" infra/grants/grants.py $(GRANTS_ARGS) \
+	  $(CARGO_TARGET_DIR)/debug/s3-import $(CARGO_TARGET_DIR)/debug/s3-import-lambda
 
 fmt: ## Format the code
 	$(CARGO) fmt --all
