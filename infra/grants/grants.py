@@ -9,8 +9,10 @@ made from infra/aws/source-role-*.json). The function's environment comes from t
 Paths run, each through the Lambda binary under a local Runtime API (infra/lambda_runtime.py)
 with moto's SQS as the trigger: a notification batch (reports and rejects written, the API key
 read from Secrets Manager at start, the converter read), a continuation (an import paused by its
-deadline and continued from the queue), a scheduled scan that queues the objects it finds, and
-the same through the cross-account role.
+deadline and continued from the queue), a scheduled scan that queues the objects it finds, an
+invocation killed mid-import whose notice is handed back, the same through the cross-account
+role; last `s3-import check --role-arn` as a role holding the same policy (every check must
+pass, and with --drop its FAIL lines show what check reports).
 
 Moto checks the action of each request but not every resource, and names some actions by their
 API call where IAM names them otherwise; the hooks below make it check as IAM does: DynamoDB
@@ -362,7 +364,7 @@ class Run:
         yet (moto counts these calls as the unauthenticated ones)."""
         n, e = self.name, self.endpoint
         anon = ("setup", "setup")
-        self.admin, _ = user_with_policies(self.root, f"{n}-admin", [
+        self.admin, admin_arn = user_with_policies(self.root, f"{n}-admin", [
             {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}])
         s3, ddb, sqs, sm = (client(s, e, anon) for s in ("s3", "dynamodb", "sqs", "secretsmanager"))
         self.source, self.source2, self.config = f"{n}-source", f"{n}-source-other-account", f"{n}-config"
@@ -377,8 +379,12 @@ class Run:
                              AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
                              KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}])
             self.tables[t] = f"{n}-{t}"
+        ddb.update_time_to_live(TableName=f"{n}-dedupe",
+                                TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"})
         dlq = sqs.create_queue(QueueName=f"{n}-dlq")["QueueUrl"]
-        self.queue_url = sqs.create_queue(QueueName=f"{n}-queue", Attributes={"VisibilityTimeout": "30"})["QueueUrl"]
+        redrive = {"deadLetterTargetArn": f"arn:aws:sqs:{REGION}:{ACCOUNT}:{n}-dlq", "maxReceiveCount": "5"}
+        self.queue_url = sqs.create_queue(QueueName=f"{n}-queue", Attributes={
+            "VisibilityTimeout": "30", "RedrivePolicy": json.dumps(redrive)})["QueueUrl"]
         self.queue_arn = f"arn:aws:sqs:{REGION}:{ACCOUNT}:{n}-queue"
         self.secret_arn = sm.create_secret(Name=f"{n}/api-key", SecretString=json.dumps({"api_key": API_KEY}))["ARN"]
         resources = {
@@ -416,6 +422,15 @@ class Run:
         self.root.create_role(RoleName=f"{n}-source-role", AssumeRolePolicyDocument=trust)
         self.root.put_role_policy(RoleName=f"{n}-source-role", PolicyName="read-source", PolicyDocument=perms)
         self.audit.watched = (same_arn, cross_arn, f"assumed-role/{n}-source-role/")
+        # The function's role as `s3-import check --role-arn` assumes it (the deployer trusted
+        # through CheckPrincipalArn), with the same policy.
+        self.root.create_role(RoleName=f"{n}-function-role", AssumeRolePolicyDocument=json.dumps({
+            "Version": "2012-10-17", "Statement": [
+                {"Effect": "Allow", "Principal": {"AWS": admin_arn}, "Action": "sts:AssumeRole"}]}))
+        for i, d in enumerate(drop_actions(same.function_policies(), drop)):
+            self.root.put_role_policy(RoleName=f"{n}-function-role", PolicyName=f"template-{i}",
+                                      PolicyDocument=json.dumps(d))
+        self.check_role = f"arn:aws:iam::{ACCOUNT}:role/{n}-function-role"
 
     def enforce(self):
         """From now on every request is authenticated and authorized (moto's
@@ -581,6 +596,19 @@ class Run:
         self.expect_events(350)
         states = self.claims()
         assert len(states) == 8 and set(states.values()) == {"COMPLETED"}, states
+
+        # 6. `s3-import check --role-arn`, run with the deployer's credentials, sees what the
+        #    function may do: with the template's policy every check passes.
+        self.step("s3-import check --role-arn (the function's role)")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3I_", "AMPLITUDE_"))}
+        env.update(self.same_env, AWS_ENDPOINT_URL=self.endpoint, AWS_ACCESS_KEY_ID=self.admin[0],
+                   AWS_SECRET_ACCESS_KEY=self.admin[1], AWS_REGION=REGION, S3I_ENDPOINT=self.api)
+        out = subprocess.run([self.args.cli, "check", "--role-arn", self.check_role], env=env,
+                             capture_output=True, text=True)
+        problems = [line for line in out.stdout.splitlines() if line.startswith("FAIL")]
+        assert out.returncode == 0 and not problems, "check as the function's role:\n" + (
+            "\n".join(problems) or out.stdout + out.stderr)
+        assert f"assumed-role/{self.name}-function-role/" in out.stdout, out.stdout
 
     def expect_events(self, n):
         got = self.events()
