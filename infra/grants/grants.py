@@ -18,7 +18,8 @@ Moto checks the action of each request but not every resource, and names some ac
 API call where IAM names them otherwise; the hooks below make it check as IAM does: DynamoDB
 requests against the table's ARN, transactions as the actions of their items (PutItem,
 UpdateItem, ConditionCheckItem, ...), SQS batch calls as their single actions, Secrets Manager
-against the secret's ARN. Signatures are not checked (the Rust SDK's streaming uploads are signed
+against the secret's ARN, a trust policy's StringEquals on a key the request lacks (the external
+ID) as a refusal. Signatures are not checked (the Rust SDK's streaming uploads are signed
 in a form moto does not recompute); the access key still decides whose policy applies.
 
 Usage: grants.py S3_IMPORT_BIN S3_IMPORT_LAMBDA_BIN [--drop ACTION ...]
@@ -248,6 +249,18 @@ def start_moto(audit):
         audit.note(self._access_key.arn, self._action, resource, True)
 
     access_control.IAMRequestBase.check_action_permitted = check_action_permitted
+
+    # A trust policy's condition on a key the request does not carry fails, as in IAM (moto
+    # lets it pass): the source role's sts:ExternalId must really be sent.
+    from moto.iam import policy_conditions
+    original_verify = policy_conditions.TrustCondition.verify_condition
+
+    def verify_condition(self, actual_values):
+        if not actual_values and self._condition in policy_conditions.CONDITION_OPERATIONS:
+            return False
+        return original_verify(self, actual_values)
+
+    policy_conditions.TrustCondition.verify_condition = verify_condition
 
     def with_action(cls, action):
         class Request(cls):
@@ -636,7 +649,8 @@ def main():
         server.stop()
     denied = sorted({(a, r) for _, a, r in audit.denied})
     for action, resource in denied:
-        print(f"DENIED {action} on {resource}: the function needs it and template.yaml does not grant it")
+        why = " (or the role's trust policy refused it)" if action == "sts:AssumeRole" else ""
+        print(f"DENIED {action} on {resource}: the function needs it and template.yaml does not grant it{why}")
     def used(action, pattern):
         rx = re.compile("^" + re.escape(pattern).replace(r"\*", ".*") + "$")
         return any(a == action and rx.match(r) for a, r in audit.allowed)
