@@ -179,7 +179,8 @@ class Template:
 
 
 def drop_actions(docs, drop):
-    """The documents without the actions in `drop` (statements left empty removed)."""
+    """The documents without the actions in `drop` (statements and documents left empty
+    removed)."""
     out = []
     for d in docs:
         statements = []
@@ -188,7 +189,8 @@ def drop_actions(docs, drop):
             kept = [a for a in actions if a not in drop]
             if kept:
                 statements.append(dict(s, Action=kept))
-        out.append(dict(d, Statement=statements))
+        if statements:
+            out.append(dict(d, Statement=statements))
     return out
 
 
