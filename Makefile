@@ -10,10 +10,10 @@ ifndef SAM_CLI_TELEMETRY
 export SAM_CLI_TELEMETRY := 0
 endif
 
-.PHONY: help build bin validate deploy test lambda-e2e lint fmt bench bench-pipeline demo clean stack-install stack-up stack-down stack-check
+.PHONY: help build bin validate deploy test lambda-e2e grants lint fmt bench bench-pipeline demo clean stack-install stack-up stack-down stack-check
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 build: ## The Lambda artifact: cargo lambda build --release --arm64 (installs cargo-lambda + zig)
 	@bin="$$(infra/deploy-tools.sh)" && PATH="$$bin:$$PATH" \
@@ -39,14 +39,26 @@ lint: ## rustfmt check and clippy with warnings as errors
 # The integration tests talk to the local AWS stack; the clients need only these.
 STACK_ENV := AWS_ENDPOINT_URL=http://127.0.0.1:4566 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
 
-test: lint ## Lint, then every test (unit, golden, CLI, sender, pipeline on the local AWS stack)
+test: lint ## Lint, then every test (unit, golden, CLI, sender, pipeline on the local AWS stack, the Lambda binary, the grants)
 	@if infra/localstack/stack.sh status >/dev/null 2>&1; then started=""; else infra/localstack/stack.sh up && started=1; fi; \
-	$(STACK_ENV) $(CARGO) test --locked && $(MAKE) --no-print-directory lambda-e2e; rc=$$?; \
+	$(STACK_ENV) $(CARGO) test --locked && $(MAKE) --no-print-directory lambda-e2e && $(MAKE) --no-print-directory grants; rc=$$?; \
 	if [ -n "$$started" ]; then infra/localstack/stack.sh down; fi; exit $$rc
 
-lambda-e2e: ## S3 → SQS → the Lambda binary under cargo lambda watch (needs the stack up)
-	@bin="$$(infra/deploy-tools.sh)" && PATH="$$bin:$$PATH" \
-	  $(TOOLS_PY) infra/lambda-e2e.py $(CARGO_TARGET_DIR)/debug/s3-import
+# The release artifact for this machine's architecture (the deployed one is arm64: make build).
+HOST_ARCH := $(if $(filter aarch64 arm64,$(shell uname -m)),arm64,x86-64)
+HOST_LAMBDA := $(CARGO_TARGET_DIR)/lambda-host/s3-import-lambda/bootstrap
+
+lambda-e2e: ## The release bootstrap under a local Lambda Runtime API: SQS, scan, EventBridge events, kill -9 mid-import (needs the stack up)
+	$(CARGO) build --locked --bin s3-import
+	@bin="$$(infra/deploy-tools.sh)" && PATH="$$bin:$$PATH" && \
+	  cargo lambda build --release --locked --bin s3-import-lambda --$(HOST_ARCH) \
+	    --lambda-dir $(CARGO_TARGET_DIR)/lambda-host
+	$(TOOLS_PY) infra/lambda-e2e.py $(HOST_LAMBDA) $(CARGO_TARGET_DIR)/debug/s3-import
+
+grants: ## The function's paths with exactly template.yaml's policy, on moto with IAM enforced (GRANTS_ARGS="--drop ACTION" must fail)
+	$(CARGO) build --locked --bin s3-import --bin s3-import-lambda
+	@py="$$(infra/grants/install.sh)" && "$$py" infra/grants/grants.py $(GRANTS_ARGS) \
+	  $(CARGO_TARGET_DIR)/debug/s3-import $(CARGO_TARGET_DIR)/debug/s3-import-lambda
 
 fmt: ## Format the code
 	$(CARGO) fmt --all
@@ -63,7 +75,7 @@ bench-pipeline: stack-up ## The pipeline in memory (DynamoDB-like and endpoint l
 demo: bin ## The whole pipeline on the local AWS stack and the emulator, ending with a report
 	bash infra/demo.sh "$(BIN)"
 
-stack-install: ## Install the local AWS stack (LocalStack: S3, SQS, DynamoDB; no Docker)
+stack-install: ## Install the local AWS stack (LocalStack: S3, SQS, DynamoDB, STS, IAM, Secrets Manager, EventBridge; no Docker)
 	infra/localstack/install.sh
 
 stack-up: ## Start the local AWS stack on 127.0.0.1:4566 (installs it first if needed)

@@ -50,14 +50,24 @@ pub struct Clients {
 
 impl Clients {
     pub async fn from_env() -> Clients {
-        let config = sdk_config().await;
+        Clients::from_config(sdk_config().await).await
+    }
+
+    /// The clients of `role` (`s3-import check --role-arn`: the function's own role), assumed
+    /// with these clients' credentials; the source is read as in `from_env`.
+    pub async fn as_role(&self, role: &str, external_id: Option<&str>) -> Clients {
+        Clients::from_config(assumed_role_config(&self.config, role, external_id).await).await
+    }
+
+    async fn from_config(config: aws_config::SdkConfig) -> Clients {
         let s3 = s3_client(&config);
-        let source_s3 = match std::env::var("S3I_SOURCE_ROLE_ARN")
-            .ok()
-            .filter(|r| !r.is_empty())
-        {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let source_s3 = match env("S3I_SOURCE_ROLE_ARN") {
             None => s3.clone(),
-            Some(role) => s3_client(&assumed_role_config(&config, &role).await),
+            Some(role) => s3_client(
+                &assumed_role_config(&config, &role, env("S3I_SOURCE_EXTERNAL_ID").as_deref())
+                    .await,
+            ),
         };
         Clients {
             s3,
@@ -69,17 +79,19 @@ impl Clients {
     }
 }
 
-/// The configuration with credentials of `role` in the bucket owner's account, assumed with
-/// `S3I_SOURCE_EXTERNAL_ID` (the confused-deputy guard of the owner's trust policy) and
-/// refreshed by the SDK before they expire.
-async fn assumed_role_config(config: &aws_config::SdkConfig, role: &str) -> aws_config::SdkConfig {
+/// The configuration with credentials of `role` (in the bucket owner's account for
+/// `S3I_SOURCE_ROLE_ARN`), assumed with `external_id` (`S3I_SOURCE_EXTERNAL_ID`, the
+/// confused-deputy guard of the owner's trust policy) and refreshed by the SDK before they
+/// expire.
+pub async fn assumed_role_config(
+    config: &aws_config::SdkConfig,
+    role: &str,
+    external_id: Option<&str>,
+) -> aws_config::SdkConfig {
     let mut provider = aws_config::sts::AssumeRoleProvider::builder(role)
         .session_name("s3-import")
         .configure(config);
-    if let Some(id) = std::env::var("S3I_SOURCE_EXTERNAL_ID")
-        .ok()
-        .filter(|i| !i.is_empty())
-    {
+    if let Some(id) = external_id {
         provider = provider.external_id(id);
     }
     let provider = provider.build().await;

@@ -5,6 +5,8 @@
 //! object under the reports location (deleted again when allowed), describes, and an event
 //! request with no events.
 
+use std::collections::HashMap;
+
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use serde::Serialize;
 
@@ -22,7 +24,8 @@ const MARKER: &str = ".s3-import-check";
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Check {
     /// What was checked: `source`, `converter`, `reports`, `claims-table`, `dedupe-table`,
-    /// `queue`, `endpoint`.
+    /// `queue`, `endpoint`; with `--role-arn` also `role`, `api-key-secret`, `claims-access`,
+    /// `dedupe-access`, `queue-access`.
     pub check: &'static str,
     pub ok: bool,
     /// What was found (when ok) or what is wrong.
@@ -129,13 +132,49 @@ fn read_fix(code: &str, text: &str, what: &str) -> String {
     }
 }
 
-/// Runs every check against the deployed settings; `bucket` is the source bucket.
-pub async fn run(clients: &Clients, settings: &Settings, bucket: Option<&str>) -> Vec<Check> {
+/// The function's own role, for `check --role-arn`.
+pub struct AsRole<'a> {
+    /// Clients with the role's credentials.
+    pub clients: &'a Clients,
+    /// `S3I_API_KEY_SECRET`, read again as the role.
+    pub api_key_secret: Option<&'a str>,
+}
+
+/// Runs every check against the deployed settings; `bucket` is the source bucket. With `role`,
+/// what the function does is tried with the role's credentials (the source, the converter,
+/// the reports, the secret, and harmless requests of the actions it takes on the tables and
+/// the queue), so that its permission gaps show before the first file; the describes of the
+/// tables and the queue stay the caller's (the function is not granted them).
+pub async fn run(
+    clients: &Clients,
+    settings: &Settings,
+    bucket: Option<&str>,
+    role: Option<AsRole<'_>>,
+) -> Vec<Check> {
     let mut checks = Vec::new();
-    let listed = source(clients, settings, bucket, &mut checks).await;
-    let (check, conv) = converter(clients, settings, bucket, listed.as_deref()).await;
+    let data = role.as_ref().map_or(clients, |r| r.clients);
+    if let Some(r) = &role {
+        checks.push(identity(r.clients).await);
+    }
+    let listed = source(data, settings, bucket, &mut checks).await;
+    let (check, conv) = converter(data, settings, bucket, listed.as_deref()).await;
     checks.push(check);
-    checks.push(reports(clients, settings, bucket).await);
+    checks.push(reports(data, settings, bucket).await);
+    if let Some(r) = &role {
+        if let Some(secret) = r.api_key_secret {
+            checks.push(
+                match crate::aws::api_key_from_secret(&r.clients.config, secret).await {
+                    Ok(_) => Check::ok("api-key-secret", format!("{secret} is readable")),
+                    Err(e) => Check::problem(
+                        "api-key-secret",
+                        e,
+                        "allow secretsmanager:GetSecretValue on the secret (template parameter ApiKeySecretArn)",
+                    ),
+                },
+            );
+        }
+        checks.extend(function_access(r.clients, settings).await);
+    }
     let mut claims = table(clients, "claims-table", &settings.claims_table, None).await;
     if let (true, Some(bucket), Some(listed)) = (claims.ok, bucket, listed.as_deref()) {
         if let Some(problem) = earlier_source(clients, settings, bucket, listed).await {
@@ -455,6 +494,138 @@ async fn reports(clients: &Clients, settings: &Settings, bucket: Option<&str>) -
             )
         }
     }
+}
+
+/// Who the checks run as (`check --role-arn`).
+async fn identity(clients: &Clients) -> Check {
+    let sts = aws_sdk_sts::Client::new(&clients.config);
+    match sts.get_caller_identity().send().await {
+        Ok(who) => Check::ok(
+            "role",
+            format!(
+                "the checks below run as {}",
+                who.arn().unwrap_or("(unknown)")
+            ),
+        ),
+        Err(e) => Check::problem(
+            "role",
+            format!("the role cannot be assumed: {}", sdk_error(&e).1),
+            "let the caller assume the role (its trust policy) or fix --role-arn / --external-id",
+        ),
+    }
+}
+
+/// A probe's answer: success, or a refusal for the request's content (`expected`, e.g. a
+/// condition that does not hold), shows the permission is there; an access denial names the
+/// action and where to grant it; anything else is shown as it is.
+fn access<E, R>(
+    check: &'static str,
+    action: &str,
+    on: &str,
+    got: Result<(), SdkError<E, R>>,
+    expected: &[&str],
+) -> Check
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let Err(e) = got else {
+        return Check::ok(check, format!("{action} on {on} is allowed"));
+    };
+    let (code, text) = sdk_error(&e);
+    if expected.iter().any(|x| code.contains(x)) {
+        return Check::ok(check, format!("{action} on {on} is allowed"));
+    }
+    if code.contains("AccessDenied")
+        || code.contains("NotAuthorized")
+        || code.contains("Unauthorized")
+    {
+        return Check::problem(
+            check,
+            format!("{action} on {on} is denied: {text}"),
+            format!("grant {action} on {on} to the function's role (template.yaml, the function's Policies)"),
+        );
+    }
+    Check::problem(
+        check,
+        format!("{action} on {on}: {text}"),
+        "see the error; the function needs this action to work",
+    )
+}
+
+/// The function's actions on the tables and the queue, tried with requests that change
+/// nothing: a read of a key that is never written, writes whose condition cannot hold, and a
+/// visibility change with a receipt handle that names no message. SendMessage is not tried (it
+/// would queue a message).
+async fn function_access(clients: &Clients, settings: &Settings) -> Vec<Check> {
+    use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
+    const NEVER: &str = "attribute_exists(pk) AND attribute_not_exists(pk)";
+    let probe = || HashMap::from([("pk".to_string(), AttributeValue::S(MARKER.to_string()))]);
+    let ddb = &clients.dynamodb;
+    let claims = &settings.claims_table;
+    let mut checks = Vec::new();
+    if let Ok(keys) = KeysAndAttributes::builder().keys(probe()).build() {
+        let got = ddb
+            .batch_get_item()
+            .request_items(claims, keys)
+            .send()
+            .await;
+        checks.push(access(
+            "claims-access",
+            "dynamodb:BatchGetItem",
+            claims,
+            got.map(|_| ()),
+            &[],
+        ));
+    }
+    checks.push(access(
+        "claims-access",
+        "dynamodb:UpdateItem",
+        claims,
+        ddb.update_item()
+            .table_name(claims)
+            .set_key(Some(probe()))
+            .update_expression("SET checked = :t")
+            .condition_expression(NEVER)
+            .expression_attribute_values(":t", AttributeValue::N("0".into()))
+            .send()
+            .await
+            .map(|_| ()),
+        &["ConditionalCheckFailed"],
+    ));
+    if let Some(dedupe) = &settings.dedupe_table {
+        checks.push(access(
+            "dedupe-access",
+            "dynamodb:PutItem",
+            dedupe,
+            ddb.put_item()
+                .table_name(dedupe)
+                .set_item(Some(probe()))
+                .condition_expression(NEVER)
+                .send()
+                .await
+                .map(|_| ()),
+            &["ConditionalCheckFailed"],
+        ));
+    }
+    if let Some(url) = &settings.queue_url {
+        checks.push(access(
+            "queue-access",
+            "sqs:ChangeMessageVisibility",
+            url,
+            clients
+                .sqs
+                .change_message_visibility()
+                .queue_url(url)
+                .receipt_handle(MARKER)
+                .visibility_timeout(0)
+                .send()
+                .await
+                .map(|_| ()),
+            &["ReceiptHandleIsInvalid", "InvalidParameterValue"],
+        ));
+    }
+    checks
 }
 
 /// A table exists, keyed by the string `pk` alone; with `ttl`, that attribute's TTL is on.

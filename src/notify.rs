@@ -1,9 +1,9 @@
 //! Every event shape that can name an object → object references.
 //!
 //! S3 notifications (direct, inside SQS messages, inside SNS envelopes in SQS), EventBridge
-//! "Object Created" events, and the scan mode's own messages. Keys in S3 notifications are
-//! form-URL-encoded (`+` is a space, then percent-decoding as UTF-8); EventBridge carries keys
-//! as they are. Parsing is deliberately tolerant: emulators leave fields out and AWS keeps
+//! "Object Created" events, and the scan mode's own messages. Keys in S3 notifications and in
+//! EventBridge events are form-URL-encoded (`+` is a space, then percent-decoding as UTF-8; AWS
+//! Powertools decodes EventBridge keys the same way, and LocalStack's S3 sends them encoded). Parsing is deliberately tolerant: emulators leave fields out and AWS keeps
 //! adding some (`eventVersion` 2.1 … 2.x), so only what the importer needs is required.
 //! Test events, deletions and other non-create events, "folder" keys ending in `/` and
 //! zero-byte objects are acknowledged as ignored, with the reason, never processed.
@@ -173,12 +173,14 @@ fn eventbridge(doc: &Value) -> Result<Vec<Notice>, String> {
     let detail = doc
         .get("detail")
         .ok_or("EventBridge event without detail")?;
-    // EventBridge carries keys as they are: no form decoding.
+    let raw_key =
+        text(detail, &["object", "key"]).ok_or("EventBridge event without detail.object.key")?;
+    let key =
+        decode_key(&raw_key).map_err(|e| format!("EventBridge object key {raw_key:?}: {e}"))?;
     Ok(vec![object_notice(ObjectRef {
         bucket: text(detail, &["bucket", "name"])
             .ok_or("EventBridge event without detail.bucket.name")?,
-        key: text(detail, &["object", "key"])
-            .ok_or("EventBridge event without detail.object.key")?,
+        key,
         version_id: text(detail, &["object", "version-id"]),
         size: number(detail, &["object", "size"]),
         etag: text(detail, &["object", "etag"]),
@@ -392,11 +394,11 @@ mod tests {
     }
 
     #[test]
-    fn eventbridge_keys_are_taken_as_they_are() {
+    fn eventbridge_keys_are_form_decoded_as_s3_sends_them() {
         let event = json!({"version": "0", "id": "e", "detail-type": "Object Created", "source": "aws.s3",
             "account": "1", "time": "2026-11-28T10:00:00Z", "region": "eu-west-1", "resources": ["arn:aws:s3:::b"],
             "detail": {"version": "0", "bucket": {"name": "b"},
-                       "object": {"key": "raw/2023-08-08T14:03:40 a+b.json", "size": 198, "etag": "e1", "version-id": "v9", "sequencer": "s"},
+                       "object": {"key": "raw/2023-08-08T14%3A03%3A40+a%2Bb.json", "size": 198, "etag": "e1", "version-id": "v9", "sequencer": "s"},
                        "request-id": "r", "requester": "1", "reason": "PutObject"}});
         let m = messages(&event);
         assert_eq!(keys(&m[0]), ["raw/2023-08-08T14:03:40 a+b.json"]);

@@ -91,6 +91,12 @@ struct CheckArgs {
     /// Print {"ok", "checks": [{"check", "ok", "detail", "fix"}]}
     #[arg(long)]
     json: bool,
+    /// Run the checks as this role (the stack output FunctionRoleArn): its permission gaps show before the first file
+    #[arg(long, value_name = "ARN")]
+    role_arn: Option<String>,
+    /// The external ID the role's trust policy requires, if any
+    #[arg(long, requires = "role_arn")]
+    external_id: Option<String>,
 }
 
 #[derive(Args)]
@@ -713,7 +719,19 @@ fn run_importer(command: ImporterCommand) -> ExitCode {
                 let bucket = args
                     .bucket
                     .or_else(|| s3_import::check::source_bucket(&settings));
-                let checks = s3_import::check::run(&clients, &settings, bucket.as_deref()).await;
+                let role = match &args.role_arn {
+                    Some(arn) => Some(clients.as_role(arn, args.external_id.as_deref()).await),
+                    None => None,
+                };
+                let secret = std::env::var("S3I_API_KEY_SECRET")
+                    .ok()
+                    .filter(|s| !s.is_empty());
+                let as_role = role.as_ref().map(|r| s3_import::check::AsRole {
+                    clients: r,
+                    api_key_secret: secret.as_deref(),
+                });
+                let checks =
+                    s3_import::check::run(&clients, &settings, bucket.as_deref(), as_role).await;
                 if args.json {
                     print_json(&s3_import::check::to_json(&checks));
                 } else {
