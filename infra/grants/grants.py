@@ -264,6 +264,11 @@ def start_moto(audit):
 
     policy_conditions.TrustCondition.verify_condition = verify_condition
 
+    # IAM authorizes HeadBucket as s3:ListBucket (there is no s3:HeadBucket action); moto
+    # names it after the call.
+    from moto.s3 import responses as s3_responses
+    s3_responses.ACTION_MAP["BUCKET"]["HEAD"]["DEFAULT"] = "ListBucket"
+
     def with_action(cls, action):
         class Request(cls):
             def __init__(self, **kw):
@@ -564,12 +569,24 @@ class Run:
         # lost-2 repeats lost-1's events: one copy is a duplicate, whose holder is read back
         # (the dedupe table's BatchGetItem).
         self.put(self.source, f"{PREFIX}lost-2.jsonl", lines("lost2", 5) + lines("lost1", 5), notify=False)
+        # A stale QUEUED mark on a key the import ignores (a hidden file, `_SUCCESS`): the scan
+        # takes it off (the claims table's DeleteItem).
+        stale = f"{PREFIX}_SUCCESS"
+        self.put(self.source, stale, b"-", notify=False)
+        stale_pk = json.dumps([self.same_env["S3I_SOURCE"], self.source, stale], separators=(",", ":"))
+        self.ddb.put_item(TableName=self.tables["claims"], Item={
+            "pk": {"S": stale_pk}, "claim_state": {"S": "QUEUED"},
+            "queued_until": {"N": str(int(time.time()) + 86_400)}, "checkpoint": {"N": "0"},
+            "progress": {"S": ""}, "source": {"S": self.same_env["S3I_SOURCE"]},
+            "bucket": {"S": self.source}, "object_key": {"S": stale}})
         scan = json.load(open(f"{ROOT}/infra/events/scheduled-scan.json"))
         scan["s3import-scan"].update(bucket=self.source, prefix=PREFIX)
         kind, value = fn.invoke(scan, 60)
         assert kind == "response", value
         self.drain(fn, lambda: self.events() >= 180)
         self.expect_events(180)
+        gone = self.ddb.get_item(TableName=self.tables["claims"], Key={"pk": {"S": stale_pk}})
+        assert "Item" not in gone, f"the stale mark of {stale} was not cleared: {gone}"
 
         # 4. An invocation killed mid-import (kill -9): its notice comes back while the dead
         #    invocation's lease lasts and is handed back until the lease ends (the visibility
