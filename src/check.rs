@@ -593,6 +593,19 @@ async fn function_access(clients: &Clients, settings: &Settings) -> Vec<Check> {
             .map(|_| ()),
         &["ConditionalCheckFailed"],
     ));
+    checks.push(access(
+        "claims-access",
+        "dynamodb:DeleteItem",
+        claims,
+        ddb.delete_item()
+            .table_name(claims)
+            .set_key(Some(probe()))
+            .condition_expression(NEVER)
+            .send()
+            .await
+            .map(|_| ()),
+        &["ConditionalCheckFailed"],
+    ));
     if let Some(dedupe) = &settings.dedupe_table {
         checks.push(access(
             "dedupe-access",

@@ -166,12 +166,13 @@ async fn check_with_role_arn_runs_as_the_role_and_tries_the_functions_actions() 
         format!("ok    api-key-secret: {key_secret} is readable"),
         format!("ok    claims-access: dynamodb:BatchGetItem on {CLAIMS} is allowed"),
         format!("ok    claims-access: dynamodb:UpdateItem on {CLAIMS} is allowed"),
+        format!("ok    claims-access: dynamodb:DeleteItem on {CLAIMS} is allowed"),
         format!("ok    dedupe-access: dynamodb:PutItem on {DEDUPE} is allowed"),
         "ok    queue-access: sqs:ChangeMessageVisibility on ".to_string(),
     ] {
         assert!(stdout.contains(&line), "{line}: {stdout}");
     }
-    assert!(stdout.ends_with("all 13 checks passed\n"), "{stdout}");
+    assert!(stdout.ends_with("all 16 checks passed\n"), "{stdout}");
     // The probes wrote nothing: the claims table has no item for the marker key.
     let probe = c
         .dynamodb

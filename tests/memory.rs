@@ -542,20 +542,7 @@ const MIRROR: &str = r#"{"converterConfig": {"fileType": "json", "compressionTyp
 async fn import_mirror(name: &str) -> (World, Report, Vec<Value>) {
     let bodies = Arc::new(Mutex::new(Vec::new()));
     let (endpoint, dir) = emulator_recording(name, "/mutations", bodies.clone()).await;
-    let mut w = World::at(name, endpoint, dir);
-    w.put("config/mirror.json", MIRROR.as_bytes());
-    w.vars.insert(
-        "S3I_CONVERTER".into(),
-        format!("s3://{}/config/mirror.json", w.bucket),
-    );
-    let mut data = String::new();
-    for m in ["INSERT", "UPDATE", "DELETE"] {
-        let record = json!({"id": "m-1", "type": "Played", "device": "device-1", "user": "user-1",
-                            "ts": 1_790_000_000_000u64, "m": m});
-        data.push_str(&record.to_string());
-        data.push('\n');
-    }
-    w.put("in/m.json", data.as_bytes());
+    let w = mirror_world(name, endpoint, dir);
     let o = w
         .pipeline()
         .import(&w.obj("in/m.json"), soon(60), "t")

@@ -10,6 +10,8 @@ use crate::datalang::record::{Keys, Num, V};
 use crate::datalang::value::parse_record;
 use crate::json_out::{write_value, Style};
 
+use super::tests::Rng;
+
 /// Reads `{"x": TEXT}` as the importer reads a JSON line and writes `x` back as the importer
 /// writes it into a payload.
 fn through(text: &str) -> String {
@@ -138,17 +140,6 @@ fn numbers_beyond_the_double_range_are_invalid_records_not_infinity() {
             format!("{err:?}").contains("out of range"),
             "{text}: {err:?}"
         );
-    }
-}
-
-/// xorshift: reproducible doubles without a dependency.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
     }
 }
 

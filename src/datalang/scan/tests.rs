@@ -5,9 +5,9 @@ use crate::datalang::fallback::{parse_record_serde, parse_value_serde};
 use crate::datalang::record::{KeyIds, Keys};
 
 /// xorshift: reproducible mutations without a dependency.
-struct Rng(u64);
+pub(super) struct Rng(pub(super) u64);
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(super) fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
