@@ -165,6 +165,12 @@ pub struct Settings {
     /// imported (`S3I_HIDDEN_FILES=import`); by default they are ignored, as Hadoop, Spark and
     /// Hive do: `_temporary/` partial files, `_SUCCESS` markers, `.crc` side files, `_delta_log/`.
     pub import_hidden: bool,
+    /// Whether a COMPLETED object with nothing invalid, rejected or unsent gets a report file
+    /// (`S3I_REPORTS_FOR`: `all`, the default, or `problems`); failed and problem objects always do.
+    pub reports_for_clean: bool,
+    /// How long a compiled converter is used without asking S3 whether its file changed
+    /// (`S3I_CONVERTER_REUSE_SECS`, default 30; 0 asks before every object).
+    pub converter_reuse: Duration,
     /// Where reports go (`S3I_REPORTS`); never imported, whatever the prefix.
     pub reports: S3Url,
     pub claims_table: String,
@@ -367,6 +373,18 @@ impl Settings {
             Duration::from_secs(number(get, name, default, problems))
         };
         let stop_margin = secs("S3I_STOP_MARGIN_SECS", 20, &mut problems);
+        let converter_reuse = secs("S3I_CONVERTER_REUSE_SECS", 30, &mut problems);
+        let reports_for = get("S3I_REPORTS_FOR").unwrap_or_default();
+        let reports_for_clean = match reports_for.to_ascii_lowercase().as_str() {
+            "" | "all" => true,
+            "problems" => false,
+            _ => {
+                problems.push(format!(
+                    "S3I_REPORTS_FOR must be all or problems, got {reports_for:?}"
+                ));
+                true
+            }
+        };
         let max_run = secs("S3I_MAX_RUN_SECS", 840, &mut problems);
         let lease_margin = secs("S3I_LEASE_MARGIN_SECS", 60, &mut problems);
         let checkpoint_every =
@@ -413,6 +431,8 @@ impl Settings {
             max_run,
             lease_margin,
             checkpoint_every,
+            reports_for_clean,
+            converter_reuse,
             verify_compressed,
             object_concurrency,
             scan_queued,

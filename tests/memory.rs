@@ -934,3 +934,38 @@ async fn default_insert_ids_cost_no_dedupe_write_in_auto_mode_and_custom_ones_ar
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_converter_is_reused_for_a_while_and_reports_can_be_kept_for_problems_only() {
+    const RENAMED: &str = r#"{"converterConfig": {"fileType": "json", "compressionType": "auto",
+      "convertToAmplitudeFunc": {"insert_id": "id", "event_type": ["value", "Renamed"],
+        "device_id": "device", "time": "ts"}}}"#;
+    for (reuse, want) in [("30", "Played"), ("0", "Renamed")] {
+        let mut w = World::new(&format!("reuse-{reuse}"), |_| {}).await;
+        w.vars
+            .insert("S3I_CONVERTER_REUSE_SECS".into(), reuse.into());
+        w.vars.insert("S3I_REPORTS_FOR".into(), "problems".into());
+        w.put("in/a.json", &events("a", 0..3));
+        let mut bad = events("b", 0..3);
+        bad.extend_from_slice(b"{not json\n");
+        w.put("in/b.json", &bad);
+        let p = w.pipeline();
+        completed(&p.import(&w.obj("in/a.json"), soon(60), "t").await);
+        // The converter file changes between two objects of one warm container.
+        w.put("config/converter.json", RENAMED.as_bytes());
+        let b = p.import(&w.obj("in/b.json"), soon(60), "t").await;
+        assert_eq!(completed(&b).counts.invalid, 1);
+        let types: Vec<String> = common::lines(&w.received, "events.jsonl")
+            .iter()
+            .filter(|e| e["insert_id"].as_str().unwrap().starts_with("b-"))
+            .map(|e| e["event_type"].as_str().unwrap().to_string())
+            .collect();
+        assert!(
+            !types.is_empty() && types.iter().all(|t| t == want),
+            "{reuse}: {types:?}"
+        );
+        // A clean object has no report file; one with an invalid record has its report.
+        assert!(w.report_missing("in/a.json"), "{reuse}");
+        assert_eq!(w.report("in/b.json").counts.invalid, 1);
+    }
+}

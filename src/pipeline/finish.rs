@@ -118,11 +118,19 @@ where
         }
         let report = self.report(&at, "COMPLETED", None, end.requests);
         // A report that cannot be written never undoes a finished import: the claim completes.
-        let report_written = match self.write_report(at.obj, &report).await {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::warn!(bucket = %at.obj.bucket, key = %at.obj.key, error = %e, "report not written");
-                false
+        // With S3I_REPORTS_FOR=problems a clean object (nothing invalid, rejected or unsent)
+        // has no report file; its counts stay on the claim (`status`).
+        let c = &report.counts;
+        let clean = c.invalid == 0 && c.rejected == 0 && c.not_sent == 0;
+        let report_written = if clean && !self.settings.reports_for_clean {
+            false
+        } else {
+            match self.write_report(at.obj, &report).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(bucket = %at.obj.bucket, key = %at.obj.key, error = %e, "report not written");
+                    false
+                }
             }
         };
         let summary = serde_json::json!({

@@ -81,7 +81,8 @@ pub struct Pipeline<C, D, S, Q> {
     pub clock: Clock,
     http: reqwest::Client,
     /// The compiled converter and the ETag it was compiled from.
-    converter: tokio::sync::Mutex<Option<(String, Arc<Converter>)>>,
+    /// The compiled converter, its file's ETag, and when S3 last confirmed that ETag.
+    converter: tokio::sync::Mutex<Option<(String, Arc<Converter>, std::time::Instant)>>,
     /// Requests to the endpoint in flight (`S3I_MAX_IN_FLIGHT`) and dedupe calls in flight
     /// (`S3I_DEDUPE_IN_FLIGHT`), shared by every object imported at the same time.
     budget: Budget,
@@ -321,6 +322,13 @@ where
     /// The converter, compiled once per version of its file (cached by ETag).
     pub(crate) async fn load_converter(&self) -> Result<(String, Arc<Converter>), ConfigProblem> {
         let c = &self.settings.converter;
+        // A converter checked moments ago is used as it is: no HEAD per object of a batch of
+        // small files (a changed file is seen within S3I_CONVERTER_REUSE_SECS).
+        if let Some((tag, conv, at)) = self.converter.lock().await.as_ref() {
+            if at.elapsed() < self.settings.converter_reuse {
+                return Ok((tag.clone(), conv.clone()));
+            }
+        }
         let head = self
             .source
             .head(&c.bucket, &c.key)
@@ -328,8 +336,9 @@ where
             .map_err(|e| config_problem(c, e))?;
         let etag = head.etag.unwrap_or_default();
         let mut cached = self.converter.lock().await;
-        if let Some((tag, conv)) = cached.as_ref() {
+        if let Some((tag, conv, at)) = cached.as_mut() {
             if *tag == etag && !etag.is_empty() {
+                *at = std::time::Instant::now();
                 return Ok((tag.clone(), conv.clone()));
             }
         }
@@ -349,7 +358,7 @@ where
         }
         let tag = tag.unwrap_or(etag);
         let conv = Arc::new(conv);
-        *cached = Some((tag.clone(), conv.clone()));
+        *cached = Some((tag.clone(), conv.clone(), std::time::Instant::now()));
         tracing::info!(converter = %c, etag = %tag, "converter compiled");
         Ok((tag, conv))
     }
