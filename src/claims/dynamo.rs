@@ -1,6 +1,6 @@
 //! The claims port on DynamoDB: one item per (source, bucket, key), every write conditional.
-//! About 700 lines: the single-item writes and the scan's batch reads and queue marks
-//! share the item's layout and expression helpers.
+//! About 800 lines, one file: the single-item writes, the scan's batch reads and its queue
+//! marks (set, confirmed, cleared) all share the item's layout and expression helpers.
 //!
 //! Item: `pk` (the key, see [`pk`]), `source`, `bucket`, `object_key`, `claim_state`
 //! (`IN_PROGRESS` / `COMPLETED` / `FAILED` / `QUEUED`), `owner`, `lease_until` (epoch seconds),

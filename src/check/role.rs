@@ -1,0 +1,149 @@
+//! `check --role-arn`: who the checks run as, and the function's actions on the tables and
+//! the queue tried with harmless requests as the function's own role.
+
+use super::*;
+
+/// Who the checks run as (`check --role-arn`).
+pub(super) async fn identity(clients: &Clients) -> Check {
+    let sts = aws_sdk_sts::Client::new(&clients.config);
+    match sts.get_caller_identity().send().await {
+        Ok(who) => Check::ok(
+            "role",
+            format!(
+                "the checks below run as {}",
+                who.arn().unwrap_or("(unknown)")
+            ),
+        ),
+        Err(e) => Check::problem(
+            "role",
+            format!("the role cannot be assumed: {}", sdk_error(&e).1),
+            "let the caller assume the role (its trust policy) or fix --role-arn / --external-id",
+        ),
+    }
+}
+
+/// A probe's answer: success, or a refusal for the request's content (`expected`, e.g. a
+/// condition that does not hold), shows the permission is there; an access denial names the
+/// action and where to grant it; anything else is shown as it is.
+fn access<E, R>(
+    check: &'static str,
+    action: &str,
+    on: &str,
+    got: Result<(), SdkError<E, R>>,
+    expected: &[&str],
+) -> Check
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let Err(e) = got else {
+        return Check::ok(check, format!("{action} on {on} is allowed"));
+    };
+    let (code, text) = sdk_error(&e);
+    if expected.iter().any(|x| code.contains(x)) {
+        return Check::ok(check, format!("{action} on {on} is allowed"));
+    }
+    if code.contains("AccessDenied")
+        || code.contains("NotAuthorized")
+        || code.contains("Unauthorized")
+    {
+        return Check::problem(
+            check,
+            format!("{action} on {on} is denied: {text}"),
+            format!("grant {action} on {on} to the function's role (template.yaml, the function's Policies)"),
+        );
+    }
+    Check::problem(
+        check,
+        format!("{action} on {on}: {text}"),
+        "see the error; the function needs this action to work",
+    )
+}
+
+/// The function's actions on the tables and the queue, tried with requests that change
+/// nothing: a read of a key that is never written, writes whose condition cannot hold, and a
+/// visibility change with a receipt handle that names no message. SendMessage is not tried (it
+/// would queue a message).
+pub(super) async fn function_access(clients: &Clients, settings: &Settings) -> Vec<Check> {
+    use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
+    const NEVER: &str = "attribute_exists(pk) AND attribute_not_exists(pk)";
+    let probe = || HashMap::from([("pk".to_string(), AttributeValue::S(MARKER.to_string()))]);
+    let ddb = &clients.dynamodb;
+    let claims = &settings.claims_table;
+    let mut checks = Vec::new();
+    if let Ok(keys) = KeysAndAttributes::builder().keys(probe()).build() {
+        let got = ddb
+            .batch_get_item()
+            .request_items(claims, keys)
+            .send()
+            .await;
+        checks.push(access(
+            "claims-access",
+            "dynamodb:BatchGetItem",
+            claims,
+            got.map(|_| ()),
+            &[],
+        ));
+    }
+    checks.push(access(
+        "claims-access",
+        "dynamodb:UpdateItem",
+        claims,
+        ddb.update_item()
+            .table_name(claims)
+            .set_key(Some(probe()))
+            .update_expression("SET checked = :t")
+            .condition_expression(NEVER)
+            .expression_attribute_values(":t", AttributeValue::N("0".into()))
+            .send()
+            .await
+            .map(|_| ()),
+        &["ConditionalCheckFailed"],
+    ));
+    checks.push(access(
+        "claims-access",
+        "dynamodb:DeleteItem",
+        claims,
+        ddb.delete_item()
+            .table_name(claims)
+            .set_key(Some(probe()))
+            .condition_expression(NEVER)
+            .send()
+            .await
+            .map(|_| ()),
+        &["ConditionalCheckFailed"],
+    ));
+    if let Some(dedupe) = &settings.dedupe_table {
+        checks.push(access(
+            "dedupe-access",
+            "dynamodb:PutItem",
+            dedupe,
+            ddb.put_item()
+                .table_name(dedupe)
+                .set_item(Some(probe()))
+                .condition_expression(NEVER)
+                .send()
+                .await
+                .map(|_| ()),
+            &["ConditionalCheckFailed"],
+        ));
+    }
+    if let Some(url) = &settings.queue_url {
+        checks.push(access(
+            "queue-access",
+            "sqs:ChangeMessageVisibility",
+            url,
+            clients
+                .sqs
+                .change_message_visibility()
+                .queue_url(url)
+                .receipt_handle(MARKER)
+                .visibility_timeout(0)
+                .send()
+                .await
+                .map(|_| ()),
+            &["ReceiptHandleIsInvalid", "InvalidParameterValue"],
+        ));
+    }
+    checks
+}
