@@ -111,8 +111,7 @@ impl S3Source {
     /// The region `bucket` is read in (after [`S3Source::reader_for`] found it).
     pub async fn region_of(&self, bucket: &str) -> Option<String> {
         let client = self.reader_for(bucket).await;
-        let region = client.config().region().map(|r| r.as_ref().to_string());
-        region
+        client.config().region().map(|r| r.to_string())
     }
 }
 
