@@ -206,6 +206,9 @@ where
                 .await
                 .map_err(|e| e.to_string())?;
             s.pages += 1;
+            if let Some(o) = &self.observer {
+                o.listed(page.objects.iter().map(|o| o.size).sum());
+            }
             for chunk in page.objects.chunks(SCAN_CHUNK) {
                 // At least one chunk per invocation, so that every continuation moves on.
                 if s.listed > 0 && stop_at.is_some_and(|t| Instant::now() >= t) {

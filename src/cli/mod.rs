@@ -399,6 +399,9 @@ pub fn summary_line(summary: &Summary) -> String {
     spaced(summary)
 }
 
+pub mod args;
+pub mod importer;
+pub mod local;
 mod preview;
 pub mod progress;
 mod send;

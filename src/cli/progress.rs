@@ -3,8 +3,7 @@
 //! error is a terminal, and nothing at all when it is not (pipes, files, CI logs).
 //!
 //! The counters are atomics that the work updates as it goes: a reader that counts the bytes
-//! it hands on, and for the importer the source and claims ports wrapped (`MeteredSource`,
-//! `MeteredClaims`) so that the pipeline itself knows nothing of it.
+//! it hands on, and for the importer the pipeline's observer calls (`Observer for Meter`).
 
 use std::io::{self, IsTerminal, Read};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -12,12 +11,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
-
-use crate::claims::{ClaimKey, ClaimOutcome, ClaimState, ClaimStore, Held, StoreError};
-use crate::report::Progress;
-use crate::source::{
-    Body, Content, ListPage, ObjectInfo, ObjectSource, Opened, Ranged, SourceError,
-};
 
 /// What the line shows, updated by the work from any thread.
 #[derive(Default)]
@@ -204,233 +197,27 @@ impl crate::decode::parquet::ReadAt for CountingReader<std::fs::File> {
     }
 }
 
-/// The storage port, with the bytes read counted and a listing's sizes as the total.
-pub struct MeteredSource<S> {
-    pub inner: S,
-    pub meter: Arc<Meter>,
-}
-
-impl<S: ObjectSource> ObjectSource for MeteredSource<S> {
-    async fn open(
-        &self,
-        bucket: &str,
-        key: &str,
-        want: &Content,
-        from: u64,
-    ) -> Result<Opened, SourceError> {
-        if self.meter.visible.load(Relaxed) && self.meter.total.load(Relaxed) == 0 {
-            if let Ok(info) = self.inner.head(bucket, key).await {
-                self.meter.total.store(info.size, Relaxed);
-            }
-        }
-        let opened = self.inner.open(bucket, key, want, from).await?;
-        self.meter.opening(&format!("{bucket}/{key}"));
-        Ok(Opened {
-            reader: Box::new(CountingReader {
-                inner: opened.reader,
-                meter: self.meter.clone(),
-            }),
-            content: opened.content,
-        })
+/// The importer's progress, counted for the line.
+impl crate::pipeline::Observer for Meter {
+    fn opened(&self, object: &str) {
+        self.opening(object);
     }
 
-    async fn ranges(&self, bucket: &str, key: &str, want: &Content) -> Result<Ranged, SourceError> {
-        // Parquet reads by ranges; its progress shows at each checkpoint.
-        self.inner.ranges(bucket, key, want).await
+    fn read(&self, bytes: u64) {
+        self.bytes.fetch_add(bytes, Relaxed);
     }
 
-    async fn head(&self, bucket: &str, key: &str) -> Result<ObjectInfo, SourceError> {
-        self.inner.head(bucket, key).await
+    fn listed(&self, bytes: u64) {
+        self.total.fetch_add(bytes, Relaxed);
     }
 
-    async fn get_small(
-        &self,
-        bucket: &str,
-        key: &str,
-        max_bytes: usize,
-    ) -> Result<(Vec<u8>, Option<String>), SourceError> {
-        self.inner.get_small(bucket, key, max_bytes).await
+    fn confirmed(&self, records: u64, sent: u64) {
+        self.object_counts(records, sent);
     }
 
-    async fn put(
-        &self,
-        bucket: &str,
-        key: &str,
-        body: Body,
-        content_type: &str,
-    ) -> Result<(), SourceError> {
-        self.inner.put(bucket, key, body, content_type).await
+    fn finished(&self, records: u64, sent: u64) {
+        self.object_done(records, sent);
     }
-
-    async fn list_page(
-        &self,
-        bucket: &str,
-        prefix: &str,
-        start_after: Option<&str>,
-        max: usize,
-    ) -> Result<ListPage, SourceError> {
-        let page = self
-            .inner
-            .list_page(bucket, prefix, start_after, max)
-            .await?;
-        self.meter
-            .total
-            .fetch_add(page.objects.iter().map(|o| o.size).sum(), Relaxed);
-        Ok(page)
-    }
-}
-
-/// The claims port, with each checkpoint's confirmed counts shown.
-pub struct MeteredClaims<C> {
-    pub inner: C,
-    pub meter: Arc<Meter>,
-}
-
-fn counts_of(progress: &str) -> (u64, u64) {
-    let c = Progress::parse(progress).counts;
-    (c.records, c.sent)
-}
-
-impl<C: ClaimStore> ClaimStore for MeteredClaims<C> {
-    async fn claim(
-        &self,
-        key: &ClaimKey,
-        owner: &str,
-        lease_until: i64,
-        now: i64,
-    ) -> Result<ClaimOutcome, StoreError> {
-        let out = self.inner.claim(key, owner, lease_until, now).await?;
-        if let ClaimOutcome::Acquired { progress, .. } = &out {
-            let (records, sent) = counts_of(progress);
-            self.meter.object_counts(records, sent);
-        }
-        Ok(out)
-    }
-
-    async fn checkpoint(
-        &self,
-        key: &ClaimKey,
-        owner: &str,
-        records_confirmed: u64,
-        progress: &str,
-        lease_until: i64,
-    ) -> Result<Held, StoreError> {
-        let (records, sent) = counts_of(progress);
-        self.meter.object_counts(records, sent);
-        self.inner
-            .checkpoint(key, owner, records_confirmed, progress, lease_until)
-            .await
-    }
-
-    async fn complete(
-        &self,
-        key: &ClaimKey,
-        owner: &str,
-        summary: &str,
-    ) -> Result<Held, StoreError> {
-        let v: serde_json::Value = serde_json::from_str(summary).unwrap_or_default();
-        let c = &v["counts"];
-        self.meter.object_done(
-            c["records"].as_u64().unwrap_or(0),
-            c["sent"].as_u64().unwrap_or(0),
-        );
-        self.inner.complete(key, owner, summary).await
-    }
-
-    async fn fail(&self, key: &ClaimKey, owner: &str, reason: &str) -> Result<Held, StoreError> {
-        self.meter.object_done(0, 0);
-        self.inner.fail(key, owner, reason).await
-    }
-
-    async fn release(&self, key: &ClaimKey, owner: &str, now: i64) -> Result<Held, StoreError> {
-        self.inner.release(key, owner, now).await
-    }
-
-    async fn reset_failed(&self, key: &ClaimKey, progress: &str) -> Result<bool, StoreError> {
-        self.inner.reset_failed(key, progress).await
-    }
-
-    async fn get(&self, key: &ClaimKey) -> Result<Option<ClaimState>, StoreError> {
-        self.inner.get(key).await
-    }
-
-    async fn get_many(&self, keys: &[ClaimKey]) -> Result<Vec<Option<ClaimState>>, StoreError> {
-        self.inner.get_many(keys).await
-    }
-
-    async fn mark_queued(
-        &self,
-        keys: &[ClaimKey],
-        queued_until: i64,
-        now: i64,
-    ) -> Result<Vec<bool>, StoreError> {
-        self.inner.mark_queued(keys, queued_until, now).await
-    }
-
-    async fn unmark_queued(&self, key: &ClaimKey, queued_until: i64) -> Result<(), StoreError> {
-        self.inner.unmark_queued(key, queued_until).await
-    }
-
-    async fn confirm_queued(
-        &self,
-        keys: &[ClaimKey],
-        from: i64,
-        to: i64,
-    ) -> Result<(), StoreError> {
-        self.inner.confirm_queued(keys, from, to).await
-    }
-
-    async fn clear_queued(&self, key: &ClaimKey) -> Result<bool, StoreError> {
-        self.inner.clear_queued(key).await
-    }
-
-    fn requests(&self) -> u64 {
-        self.inner.requests()
-    }
-
-    async fn list(&self, source: &str) -> Result<Vec<(ClaimKey, ClaimState)>, StoreError> {
-        self.inner.list(source).await
-    }
-}
-
-/// The importer on AWS (or a local stack) with its progress counted: what `import`, `scan`
-/// and `retry` run.
-pub type MeteredPipeline = crate::pipeline::Pipeline<
-    MeteredClaims<crate::claims::dynamo::DynamoClaims>,
-    crate::dedupe::dynamo::DynamoDedupe,
-    MeteredSource<crate::source::s3::S3Source>,
-    crate::queue::sqs::SqsQueue,
->;
-
-/// `crate::aws::pipeline`, with the claims and the source counted by `meter`.
-pub fn metered_pipeline(
-    clients: &crate::aws::Clients,
-    settings: crate::settings::Settings,
-    meter: Arc<Meter>,
-) -> MeteredPipeline {
-    let claims =
-        crate::claims::dynamo::DynamoClaims::new(clients.dynamodb.clone(), &settings.claims_table);
-    let dedupe = settings
-        .dedupe_table
-        .as_ref()
-        .map(|t| crate::dedupe::dynamo::DynamoDedupe::new(clients.dynamodb.clone(), t));
-    let queue = crate::queue::sqs::SqsQueue::new(clients.sqs.clone(), settings.queue_url.clone());
-    let source = crate::aws::source(clients);
-    let ports = crate::pipeline::Ports {
-        claims: MeteredClaims {
-            inner: claims,
-            meter: meter.clone(),
-        },
-        dedupe,
-        source: MeteredSource {
-            inner: source,
-            meter,
-        },
-        queue,
-        http: reqwest::Client::new(),
-        clock: crate::pipeline::Clock::system(),
-    };
-    crate::pipeline::Pipeline::new(ports, settings)
 }
 
 #[cfg(test)]

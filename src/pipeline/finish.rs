@@ -141,6 +141,9 @@ where
         })
         .to_string();
         let completed = self.claims.complete(&at.key, at.owner, &summary).await;
+        if let Some(o) = &self.observer {
+            o.finished(report.counts.records, report.counts.sent);
+        }
         if let Err(outcome) = claim_write(completed, "completing the claim") {
             return outcome;
         }
@@ -165,6 +168,7 @@ where
             .claims
             .checkpoint(&at.key, at.owner, t.base, &text, now - 1)
             .await;
+        self.tell_confirmed(&at.progress);
         if let Err(outcome) = claim_write(saved, "checkpoint not saved") {
             return outcome;
         }
@@ -205,6 +209,9 @@ where
         }
         tracing::warn!(bucket = %at.obj.bucket, key = %at.obj.key, reason = %reason, "failed");
         let failed = self.claims.fail(&at.key, at.owner, &reason).await;
+        if let Some(o) = &self.observer {
+            o.finished(0, 0);
+        }
         match claim_write(failed, "marking the claim failed") {
             Ok(()) => ObjectOutcome::Failed(Box::new(report)),
             Err(outcome) => outcome,
@@ -229,6 +236,7 @@ where
             .claims
             .checkpoint(&at.key, at.owner, base, &text, at.lease_until)
             .await;
+        self.tell_confirmed(&at.progress);
         claim_write(saved, "checkpoint not saved")
     }
 

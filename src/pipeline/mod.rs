@@ -18,6 +18,7 @@
 
 mod clock;
 mod finish;
+mod observe;
 mod outcome;
 pub mod record;
 mod run;
@@ -32,6 +33,7 @@ use tokio::time::Instant;
 
 pub use clock::Clock;
 use finish::Attempt;
+pub use observe::Observer;
 pub use outcome::{EventResult, MessageResult, ObjectOutcome};
 
 use crate::claims::{ClaimKey, ClaimOutcome, ClaimStore};
@@ -86,6 +88,8 @@ pub struct Pipeline<C, D, S, Q> {
     /// Requests to the endpoint in flight (`S3I_MAX_IN_FLIGHT`) and dedupe calls in flight
     /// (`S3I_DEDUPE_IN_FLIGHT`), shared by every object imported at the same time.
     budget: Budget,
+    /// Told of bytes read and counts confirmed (the command line's progress line).
+    pub(crate) observer: Option<Arc<dyn Observer>>,
 }
 
 /// What the objects imported at the same time share.
@@ -163,7 +167,36 @@ where
             http: ports.http,
             converter: tokio::sync::Mutex::new(None),
             budget,
+            observer: None,
         }
+    }
+
+    /// The same pipeline, telling `observer` of its progress.
+    pub fn observed_by(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// Tells the observer an object's confirmed counts.
+    fn tell_confirmed(&self, progress: &Progress) {
+        if let Some(o) = &self.observer {
+            o.confirmed(progress.counts.records, progress.counts.sent);
+        }
+    }
+
+    /// Opens an object's body from byte `from`, its bytes told to the observer.
+    async fn open_body(
+        &self,
+        obj: &ObjectRef,
+        want: &Content,
+        from: u64,
+    ) -> Result<crate::source::Opened, SourceError> {
+        let mut opened = self.source.open(&obj.bucket, &obj.key, want, from).await?;
+        if let Some(o) = &self.observer {
+            o.opened(&format!("{}/{}", obj.bucket, obj.key));
+            opened.reader = observe::ObservedReader::wrap(opened.reader, Some(o));
+        }
+        Ok(opened)
     }
 
     /// Handles one invocation event (any shape `notify` knows) until `deadline`. The objects
@@ -447,7 +480,9 @@ where
                 if takeover {
                     tracing::info!(bucket = %obj.bucket, key = %obj.key, checkpoint, "resuming");
                 }
-                (checkpoint, Progress::parse(&progress))
+                let progress = Progress::parse(&progress);
+                self.tell_confirmed(&progress);
+                (checkpoint, progress)
             }
         };
         progress.invocations += 1;
@@ -506,7 +541,7 @@ where
                 && r.fits(&converter.file)
         });
         let from = restart.as_ref().map_or(0, |r| r.offset);
-        let opened = match self.source.open(&obj.bucket, &obj.key, &want, from).await {
+        let opened = match self.open_body(obj, &want, from).await {
             Ok(opened) => opened,
             Err(e) => return Err(self.not_opened(at, pinned.is_some(), e).await),
         };
@@ -543,12 +578,10 @@ where
                     };
                     return Err(self.hand_on(&at, why).await);
                 }
-                Ok(Ok(Verified::Intact(_))) => {
-                    match self.source.open(&obj.bucket, &obj.key, &content, 0).await {
-                        Ok(opened) => opened.reader,
-                        Err(e) => return Err(self.not_opened(at, true, e).await),
-                    }
-                }
+                Ok(Ok(Verified::Intact(_))) => match self.open_body(obj, &content, 0).await {
+                    Ok(opened) => opened.reader,
+                    Err(e) => return Err(self.not_opened(at, true, e).await),
+                },
                 Ok(Err(e)) if !e.is_retryable() => {
                     let why = format!(
                         "unreadable object: {e} (found before sending: no record was sent)"
@@ -590,6 +623,7 @@ where
             .claims
             .checkpoint(&at.key, at.owner, at.checkpoint, &text, now - 1)
             .await;
+        self.tell_confirmed(&at.progress);
         if let Err(e) = saved {
             tracing::warn!(error = %e, "claim not handed on; it resumes when its lease ends");
         }
