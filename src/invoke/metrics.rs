@@ -5,7 +5,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::pipeline::{EventResult, ObjectOutcome, CONVERTER_UNUSABLE};
+use crate::pipeline::{EventResult, ObjectOutcome, RetryReason};
 
 /// The EMF line for one invocation's result (`now_ms`: the timestamp to record).
 pub fn emf_line(source: &str, result: &EventResult, now_ms: i64) -> String {
@@ -56,7 +56,7 @@ pub fn emf_line(source: &str, result: &EventResult, now_ms: i64) -> String {
                     add("HttpRetries", r.http_retries);
                     add("Throttled", r.throttled);
                 }
-                ObjectOutcome::Retry(why) if why.starts_with(CONVERTER_UNUSABLE) => {
+                ObjectOutcome::Retry(RetryReason::ConverterUnusable(_)) => {
                     add("ObjectsUnfinished", 1);
                     add("ConverterUnusable", 1);
                 }
@@ -109,11 +109,14 @@ mod tests {
                 message_id: Some("m".into()),
                 objects: vec![
                     (obj.clone(), ObjectOutcome::Completed(Box::new(report))),
-                    (obj.clone(), ObjectOutcome::Retry("endpoint down".into())),
+                    (
+                        obj.clone(),
+                        ObjectOutcome::Retry(RetryReason::other("endpoint down")),
+                    ),
                     (
                         obj,
-                        ObjectOutcome::Retry(format!(
-                            "{CONVERTER_UNUSABLE}: bad converter file s3://c/k: nosuchop"
+                        ObjectOutcome::Retry(RetryReason::ConverterUnusable(
+                            "bad converter file s3://c/k: nosuchop".into(),
                         )),
                     ),
                 ],

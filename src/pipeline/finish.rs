@@ -4,7 +4,7 @@
 use super::outcome::ObjectOutcome;
 use super::run::{object_tag, RequestCounts, RunEnd};
 use super::tracker::Tracker;
-use super::{Pipeline, CONVERTER_UNUSABLE};
+use super::{Pipeline, RetryReason};
 use crate::claims::{ClaimKey, ClaimStore, Held, StoreError};
 use crate::dedupe::DedupeStore;
 use crate::notify::ObjectRef;
@@ -34,8 +34,12 @@ pub(super) struct Attempt<'a> {
 fn claim_write(result: Result<Held, StoreError>, doing: &str) -> Result<(), ObjectOutcome> {
     match result {
         Ok(Held::Yes) => Ok(()),
-        Ok(Held::Lost) => Err(ObjectOutcome::Retry("the claim was taken over".into())),
-        Err(e) => Err(ObjectOutcome::Retry(format!("{doing}: {e}"))),
+        Ok(Held::Lost) => Err(ObjectOutcome::Retry(RetryReason::other(
+            "the claim was taken over",
+        ))),
+        Err(e) => Err(ObjectOutcome::Retry(RetryReason::Other(format!(
+            "{doing}: {e}"
+        )))),
     }
 }
 
@@ -182,11 +186,13 @@ where
             // The converter needs a route this endpoint lacks: counted and alarmed as an
             // unusable converter; the object waits for the endpoint or the converter to change.
             tracing::error!(bucket = %at.obj.bucket, key = %at.obj.key, error = %f, "converter unusable against this endpoint: objects wait for a fix");
-            ObjectOutcome::Retry(format!("{CONVERTER_UNUSABLE}: delivery stopped: {f}"))
+            ObjectOutcome::Retry(RetryReason::ConverterUnusable(format!(
+                "delivery stopped: {f}"
+            )))
         } else {
-            ObjectOutcome::Retry(
+            ObjectOutcome::Retry(RetryReason::Other(
                 why.unwrap_or_else(|| "no record confirmed before the deadline".into()),
-            )
+            ))
         }
     }
 

@@ -34,7 +34,7 @@ use tokio::time::Instant;
 pub use clock::Clock;
 use finish::Attempt;
 pub use observe::Observer;
-pub use outcome::{EventResult, MessageResult, ObjectOutcome};
+pub use outcome::{EventResult, MessageResult, ObjectOutcome, RetryReason, CONVERTER_UNUSABLE};
 
 use crate::claims::{ClaimKey, ClaimOutcome, ClaimStore};
 use crate::convert::Converter;
@@ -51,13 +51,9 @@ use run::Input;
 const MAX_CONVERTER_BYTES: usize = 1 << 20;
 /// Below this much time left before the stop margin, an object is not started.
 const MIN_WORK: Duration = Duration::from_secs(2);
-/// Why an object was not started: its notice came too late in the invocation.
-const TOO_LATE: &str = "too little time left in this invocation";
 /// Invocations whose integrity pass may stop at the deadline and hand the object on in a new
 /// message; after them the notice is retried (and counted toward the dead-letter queue).
 const MAX_VERIFY_HANDOVERS: u32 = 3;
-/// Why an import was stopped from outside: still running at the invocation's very end.
-const CUT_OFF: &str = "cut off at the invocation's deadline";
 /// An import still running `stop_margin / CUT_OFF_SHARE` before the deadline is cut off (1 s
 /// with the default margin of 20 s: time to release the claim and answer; sending stops at half
 /// the margin, so a healthy import is done long before).
@@ -110,10 +106,6 @@ pub struct Ports<C, D, S, Q> {
     pub clock: Clock,
 }
 
-/// How the reason of an `ObjectOutcome::Retry` starts when the converter file is missing,
-/// unreadable or does not load (metrics count these apart: `ConverterUnusable`).
-pub const CONVERTER_UNUSABLE: &str = "converter unusable";
-
 /// A converter that could not be had.
 pub(crate) enum ConfigProblem {
     /// Bad, missing or denied file: objects wait (their notices come back, nothing is
@@ -124,10 +116,10 @@ pub(crate) enum ConfigProblem {
 
 impl ConfigProblem {
     /// Why, as an outcome's reason says it.
-    pub(crate) fn reason(&self) -> String {
+    pub(crate) fn reason(&self) -> RetryReason {
         match self {
-            ConfigProblem::Unusable(why) => format!("{CONVERTER_UNUSABLE}: {why}"),
-            ConfigProblem::Transient(why) => why.clone(),
+            ConfigProblem::Unusable(why) => RetryReason::ConverterUnusable(why.clone()),
+            ConfigProblem::Transient(why) => RetryReason::Other(why.clone()),
         }
     }
 }
@@ -293,14 +285,14 @@ where
         // most, which the endpoint's insert_id dedupe absorbs).
         let cut_off = deadline - self.settings.stop_margin / CUT_OFF_SHARE;
         let outcome = if late {
-            ObjectOutcome::Retry(TOO_LATE.into())
+            ObjectOutcome::Retry(RetryReason::TooLate(None))
         } else {
             match tokio::time::timeout_at(cut_off, self.import(obj, deadline, owner)).await {
                 Ok(outcome) => outcome,
                 Err(_) => {
                     tracing::warn!(bucket = %obj.bucket, key = %obj.key, "cut off at the deadline");
                     self.release(&self.claim_key(obj), owner).await;
-                    ObjectOutcome::Retry(CUT_OFF.into())
+                    ObjectOutcome::Retry(RetryReason::CutOff)
                 }
             }
         };
@@ -322,14 +314,14 @@ where
             }
             // Never started: handed on at once in a new message (a fresh receive count, so
             // the dead-letter queue's budget is not spent on it), else made visible again now.
-            ObjectOutcome::Retry(why) if why.starts_with(TOO_LATE) => {
+            ObjectOutcome::Retry(RetryReason::TooLate(_)) => {
                 if self.continue_later(obj).await {
                     Then::Done
                 } else {
                     Then::RetryAfter(Duration::ZERO)
                 }
             }
-            ObjectOutcome::Retry(why) if why == CUT_OFF => Then::RetryAfter(Duration::ZERO),
+            ObjectOutcome::Retry(RetryReason::CutOff) => Then::RetryAfter(Duration::ZERO),
             o if o.unfinished() => Then::Retry,
             _ => Then::Done,
         };
@@ -440,16 +432,18 @@ where
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if self.too_late(deadline) {
-            return ObjectOutcome::Retry(TOO_LATE.into());
+            return ObjectOutcome::Retry(RetryReason::TooLate(None));
         }
         // Nothing is claimed before the converter is known good: a broken converter leaves
         // every object untouched, and its notice comes back until the file is fixed.
         let (config_version, converter) = match self.load_converter().await {
             Ok(config) => config,
-            Err(ConfigProblem::Transient(why)) => return ObjectOutcome::Retry(why),
+            Err(ConfigProblem::Transient(why)) => {
+                return ObjectOutcome::Retry(RetryReason::Other(why))
+            }
             Err(ConfigProblem::Unusable(why)) => {
                 tracing::error!(converter = %self.settings.converter, error = %why, "converter unusable: objects wait for a fix");
-                return ObjectOutcome::Retry(format!("{CONVERTER_UNUSABLE}: {why}"));
+                return ObjectOutcome::Retry(RetryReason::ConverterUnusable(why));
             }
         };
         if let Some(why) = self.ignores(&obj.bucket, &obj.key, obj.size, Some(&converter)) {
@@ -464,7 +458,7 @@ where
             .claim(&key, owner, lease_until, now)
             .await
         {
-            Err(e) => return ObjectOutcome::Retry(e.to_string()),
+            Err(e) => return ObjectOutcome::Retry(RetryReason::other(e.to_string())),
             Ok(ClaimOutcome::AlreadyCompleted) => return ObjectOutcome::AlreadyCompleted,
             Ok(ClaimOutcome::AlreadyFailed { reason }) => {
                 return ObjectOutcome::AlreadyFailed(reason)
@@ -572,9 +566,12 @@ where
                     // dead-letter queue (an object too large, or a store too slow, for one
                     // invocation: raise the timeout, or S3I_VERIFY_COMPRESSED=false).
                     let why = if at.progress.invocations < MAX_VERIFY_HANDOVERS {
-                        format!("{TOO_LATE}: {why}")
+                        RetryReason::TooLate(Some(why))
                     } else {
-                        format!("{why}, in each of {} invocations", at.progress.invocations)
+                        RetryReason::Other(format!(
+                            "{why}, in each of {} invocations",
+                            at.progress.invocations
+                        ))
                     };
                     return Err(self.hand_on(&at, why).await);
                 }
@@ -590,11 +587,15 @@ where
                 }
                 Ok(Err(e)) => {
                     self.release(&at.key, at.owner).await;
-                    return Err(ObjectOutcome::Retry(format!("checking the object: {e}")));
+                    return Err(ObjectOutcome::Retry(RetryReason::Other(format!(
+                        "checking the object: {e}"
+                    ))));
                 }
                 Err(e) => {
                     self.release(&at.key, at.owner).await;
-                    return Err(ObjectOutcome::Retry(format!("checking the object: {e}")));
+                    return Err(ObjectOutcome::Retry(RetryReason::Other(format!(
+                        "checking the object: {e}"
+                    ))));
                 }
             };
         }
@@ -605,7 +606,9 @@ where
             return Err(self
                 .hand_on(
                     &at,
-                    format!("{TOO_LATE}: the integrity check ended near the deadline"),
+                    RetryReason::TooLate(Some(
+                        "the integrity check ended near the deadline".into(),
+                    )),
                 )
                 .await);
         }
@@ -616,7 +619,7 @@ where
 
     /// Hands an object on before anything was sent: its progress (this invocation counted) is
     /// saved with the lease ended, so that the continuation takes it up at once.
-    async fn hand_on(&self, at: &Attempt<'_>, why: String) -> ObjectOutcome {
+    async fn hand_on(&self, at: &Attempt<'_>, why: RetryReason) -> ObjectOutcome {
         let text = serde_json::to_string(&at.progress).unwrap_or_default();
         let now = self.clock.now_secs();
         let saved = self
@@ -658,7 +661,7 @@ where
             e if e.is_permanent() => self.fail(at, e.to_string(), None).await,
             e => {
                 self.release(&at.key, at.owner).await;
-                ObjectOutcome::Retry(e.to_string())
+                ObjectOutcome::Retry(RetryReason::other(e.to_string()))
             }
         }
     }

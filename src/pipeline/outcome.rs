@@ -29,8 +29,47 @@ pub enum ObjectOutcome {
         checkpoint: u64,
     },
     /// Could not finish for a reason a retry may fix; progress saved, claim resumable.
-    Retry(String),
+    Retry(RetryReason),
 }
+
+/// Why an object is to be retried: the edges and the metrics tell these apart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RetryReason {
+    /// Too little time was left in the invocation to start, or to finish the integrity check
+    /// (what stopped, if anything): handed on at once in a new message.
+    TooLate(Option<String>),
+    /// Still running at the invocation's very end: claim released, notice back at once.
+    CutOff,
+    /// The converter file is missing, unreadable or bad, or needs a route the endpoint lacks:
+    /// objects wait unclaimed (alarmed) until it is fixed.
+    ConverterUnusable(String),
+    /// Anything else a retry may fix (a store or the endpoint unavailable, no progress).
+    Other(String),
+}
+
+impl RetryReason {
+    pub fn other(why: impl Into<String>) -> RetryReason {
+        RetryReason::Other(why.into())
+    }
+}
+
+impl std::fmt::Display for RetryReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RetryReason::TooLate(None) => f.write_str(TOO_LATE),
+            RetryReason::TooLate(Some(what)) => write!(f, "{TOO_LATE}: {what}"),
+            RetryReason::CutOff => f.write_str("cut off at the invocation's deadline"),
+            RetryReason::ConverterUnusable(why) => write!(f, "{CONVERTER_UNUSABLE}: {why}"),
+            RetryReason::Other(why) => f.write_str(why),
+        }
+    }
+}
+
+/// Why an object was not started: its notice came too late in the invocation.
+const TOO_LATE: &str = "too little time left in this invocation";
+
+/// How a converter problem's reason starts (`RetryReason::ConverterUnusable`).
+pub const CONVERTER_UNUSABLE: &str = "converter unusable";
 
 impl ObjectOutcome {
     /// Whether the notice must be delivered again (or continued) for the object to finish.
