@@ -255,9 +255,13 @@ async fn small_run(p: &Bench, keys: &[String]) -> f64 {
             })
             .collect();
         let event = json!({ "Records": records });
-        let result = p
-            .handle_event(&event, Instant::now() + Duration::from_secs(600), "bench")
-            .await;
+        let result = s3_import::invoke::handle(
+            p,
+            &event,
+            Instant::now() + Duration::from_secs(600),
+            "bench",
+        )
+        .await;
         for m in &result.messages {
             for (o, outcome) in &m.objects {
                 assert!(

@@ -35,11 +35,50 @@ pub enum Ignored {
     Empty(String),
 }
 
-/// What one notice (one S3 record, one EventBridge event, one scan message) asks for.
+/// What one notice (one S3 record, one EventBridge event, one of our queue messages) asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Notice {
     Import(ObjectRef),
     Ignore(Ignored),
+    /// List a prefix and import (or queue) what has no final claim.
+    Scan(ScanRequest),
+}
+
+/// A scan asked for by a message: a schedule's event, or a scan going on after its time budget.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScanRequest {
+    pub bucket: String,
+    /// `None`: the importer's own prefix (`S3I_PREFIX`).
+    pub prefix: Option<String>,
+    /// Go on after this key.
+    pub start_after: Option<String>,
+}
+
+/// What the importer puts on its queue. Only the queue adapters write it out ([`Self::body`]),
+/// and [`messages`] reads it back as a [`Notice`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum QueueMessage {
+    /// Import this object, or go on with it: a continuation, or what a scan found
+    /// (`{"s3import": {"bucket", "key", "version_id"?, "size"?, "etag"?}}`).
+    Import(ObjectRef),
+    /// Go on with a scan (`{"s3import-scan": {"bucket", "prefix", "start_after"}}`).
+    Scan(ScanRequest),
+}
+
+impl QueueMessage {
+    /// The message's body on the queue.
+    pub fn body(&self) -> String {
+        match self {
+            QueueMessage::Import(obj) => json!({"s3import": {
+                "bucket": obj.bucket, "key": obj.key, "version_id": obj.version_id,
+                "size": obj.size, "etag": obj.etag, "reason": "continue"
+            }}),
+            QueueMessage::Scan(scan) => json!({"s3import-scan": {
+                "bucket": scan.bucket, "prefix": scan.prefix, "start_after": scan.start_after
+            }}),
+        }
+        .to_string()
+    }
 }
 
 /// One message's notices, with the message id for SQS partial-batch responses.
@@ -202,20 +241,17 @@ fn scan_message(doc: &Value) -> Result<Vec<Notice>, String> {
     })])
 }
 
-/// The scan mode's message for `obj` (read back by `scan_message`): how a scan queues an
-/// object, and how an object that needs another invocation continues.
-pub fn continuation(obj: &ObjectRef) -> String {
-    json!({"s3import": {
-        "bucket": obj.bucket, "key": obj.key, "version_id": obj.version_id,
-        "size": obj.size, "etag": obj.etag, "reason": "continue"
-    }})
-    .to_string()
-}
-
 /// What a document (an SQS body, or a whole invocation event) holds.
 fn document(doc: &Value) -> Result<Vec<Notice>, String> {
     if doc.get("s3import").is_some() {
         return scan_message(doc);
+    }
+    if let Some(scan) = doc.get("s3import-scan") {
+        return Ok(vec![Notice::Scan(ScanRequest {
+            bucket: text(scan, &["bucket"]).ok_or("s3import-scan without bucket")?,
+            prefix: text(scan, &["prefix"]),
+            start_after: text(scan, &["start_after"]).filter(|a| !a.is_empty()),
+        })]);
     }
     if text(doc, &["source"]).as_deref() == Some("aws.s3") && doc.get("detail-type").is_some() {
         return eventbridge(doc);
@@ -231,6 +267,13 @@ fn document(doc: &Value) -> Result<Vec<Notice>, String> {
         return s3_notification(doc);
     }
     Err("not an S3 notification, EventBridge event or scan message".into())
+}
+
+/// What an SQS message's body holds.
+pub fn body_notices(body: &str) -> Result<Vec<Notice>, String> {
+    serde_json::from_str::<Value>(body)
+        .map_err(|e| format!("SQS body is not JSON: {e}"))
+        .and_then(|doc| document(&doc))
 }
 
 /// Every message in an invocation event. An SQS event yields one message per SQS record
@@ -258,9 +301,7 @@ pub fn messages(event: &Value) -> Vec<Message> {
                 .map(|(queue, handle)| Receipt { queue, handle }),
             notices: match text(r, &["body"]) {
                 None => Err("SQS record without body".into()),
-                Some(body) => serde_json::from_str::<Value>(&body)
-                    .map_err(|e| format!("SQS body is not JSON: {e}"))
-                    .and_then(|doc| document(&doc)),
+                Some(body) => body_notices(&body),
             },
         })
         .collect()
@@ -300,6 +341,7 @@ mod tests {
             .map(|n| match n {
                 Notice::Import(o) => o.key.clone(),
                 Notice::Ignore(i) => format!("{i:?}"),
+                Notice::Scan(s) => format!("{s:?}"),
             })
             .collect()
     }
@@ -428,5 +470,52 @@ mod tests {
     fn scan_messages_name_keys_as_they_are() {
         let scan = json!({"s3import": {"bucket": "b", "key": "events/a+b.json", "size": 12, "etag": "\"e\""}});
         assert_eq!(keys(&messages(&scan)[0]), ["events/a+b.json"]);
+    }
+
+    #[test]
+    fn queue_messages_read_back_as_the_notices_they_were_written_from() {
+        let obj = ObjectRef {
+            bucket: "b".into(),
+            key: "in/a b+c.json".into(),
+            version_id: Some("v1".into()),
+            size: Some(12),
+            etag: Some("e".into()),
+            sequencer: None,
+        };
+        let scan = ScanRequest {
+            bucket: "b".into(),
+            prefix: Some("in/".into()),
+            start_after: Some("in/k9".into()),
+        };
+        let bodies = [
+            QueueMessage::Import(obj.clone()).body(),
+            QueueMessage::Scan(scan.clone()).body(),
+            QueueMessage::Scan(ScanRequest {
+                bucket: "b".into(),
+                ..ScanRequest::default()
+            })
+            .body(),
+        ];
+        let event = sqs(&[
+            ("1", serde_json::from_str(&bodies[0]).unwrap()),
+            ("2", serde_json::from_str(&bodies[1]).unwrap()),
+            ("3", serde_json::from_str(&bodies[2]).unwrap()),
+        ]);
+        let m = messages(&event);
+        assert_eq!(m[0].notices, Ok(vec![Notice::Import(obj)]));
+        assert_eq!(m[1].notices, Ok(vec![Notice::Scan(scan)]));
+        assert_eq!(
+            m[2].notices,
+            Ok(vec![Notice::Scan(ScanRequest {
+                bucket: "b".into(),
+                prefix: None,
+                start_after: None
+            })])
+        );
+        let no_bucket = sqs(&[("4", json!({"s3import-scan": {"prefix": "in/"}}))]);
+        assert_eq!(
+            messages(&no_bucket)[0].notices,
+            Err("s3import-scan without bucket".into())
+        );
     }
 }

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use crate::claims::{ClaimKey, ClaimState, ClaimStore};
 use crate::convert::Converter;
 use crate::dedupe::DedupeStore;
-use crate::notify::{continuation, ObjectRef};
+use crate::notify::{ObjectRef, QueueMessage, ScanRequest};
 use crate::pipeline::{ObjectOutcome, Pipeline};
 use crate::queue::Enqueue;
 use crate::report::Progress;
@@ -232,7 +232,11 @@ where
             s.next = after.clone();
             if job.enqueue {
                 self.queue
-                    .enqueue(scan_message(&job.bucket, &job.prefix, after.as_deref()))
+                    .enqueue(QueueMessage::Scan(ScanRequest {
+                        bucket: job.bucket.clone(),
+                        prefix: Some(job.prefix.clone()),
+                        start_after: after.clone(),
+                    }))
                     .await
                     .map_err(|e| format!("the scan's continuation was not queued: {e}"))?;
                 s.continued = true;
@@ -395,7 +399,10 @@ where
                 s.in_flight += 1;
             }
         }
-        let bodies = to_send.iter().map(|(_, o)| continuation(o)).collect();
+        let bodies = to_send
+            .iter()
+            .map(|(_, o)| QueueMessage::Import(o.clone()))
+            .collect();
         let sent = self.queue.enqueue_many(bodies).await;
         let mut first_error = None;
         let mut not_sent = 0;
@@ -627,15 +634,6 @@ pub struct ScanJob {
     /// The invocation's deadline: the scan stops `S3I_STOP_MARGIN_SECS` before it (and,
     /// queueing, leaves a continuation); `None` runs to the end.
     pub deadline: Option<Instant>,
-}
-
-/// The scan message that continues a scan after `start_after` (read by `crate::invoke`):
-/// `{"s3import-scan": {"bucket", "prefix", "start_after"}}`.
-pub fn scan_message(bucket: &str, prefix: &str, start_after: Option<&str>) -> String {
-    serde_json::json!({"s3import-scan": {
-        "bucket": bucket, "prefix": prefix, "start_after": start_after
-    }})
-    .to_string()
 }
 
 /// What a scan found and did.

@@ -698,9 +698,8 @@ async fn objects_imported_at_once_share_one_budget_of_requests_and_dedupe_calls(
         },
         w.settings(),
     );
-    let result = p
-        .handle_event(&json!({ "Records": messages }), soon(60), "inv")
-        .await;
+    let result =
+        s3_import::invoke::handle(&p, &json!({ "Records": messages }), soon(60), "inv").await;
     let outcomes: Vec<String> = result
         .messages
         .iter()

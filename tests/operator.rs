@@ -693,9 +693,7 @@ async fn setup_merges_the_notification_scopes_the_queue_policy_and_changes_nothi
     w_put(&c, &bucket, "in/x.json").await;
     let mut seen = String::new();
     for _ in 0..5 {
-        let got = s3_import::queue::sqs::receive(&c.sqs, &url, 2)
-            .await
-            .unwrap();
+        let got = common::receive_as_lambda(&c.sqs, &url, 2).await;
         seen.push_str(&got.event.to_string());
         if seen.contains("in/x.json") {
             break;
@@ -710,9 +708,7 @@ async fn setup_merges_the_notification_scopes_the_queue_policy_and_changes_nothi
         wiring(&c, &bucket, &url).await,
         (policy.clone(), notification.clone())
     );
-    let after = s3_import::queue::sqs::receive(&c.sqs, &url, 2)
-        .await
-        .unwrap();
+    let after = common::receive_as_lambda(&c.sqs, &url, 2).await;
     assert!(
         !after.event.to_string().contains("s3:TestEvent"),
         "the configuration was written again: {}",

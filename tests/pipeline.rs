@@ -285,7 +285,7 @@ async fn ten_deliveries_of_one_notification_import_it_once() {
     for i in 0..10 {
         let (p, event) = (p.clone(), event.clone());
         tasks.push(tokio::spawn(async move {
-            let r = p.handle_event(&event, soon(60), &format!("req-{i}")).await;
+            let r = s3_import::invoke::handle(&p, &event, soon(60), &format!("req-{i}")).await;
             let response = lambda_response(&event, &r).unwrap();
             (r, response)
         }));
@@ -394,7 +394,7 @@ async fn an_object_too_big_for_one_invocation_completes_over_several_through_the
     let report = loop {
         invocations += 1;
         assert!(invocations <= 30, "not finished after 30 invocations");
-        let r = p.handle_event(&event, soon(4), "inv").await;
+        let r = s3_import::invoke::handle(&p, &event, soon(4), "inv").await;
         eprintln!(
             "invocation {invocations}: {}",
             r.messages[0].objects[0].1.label()
@@ -406,9 +406,7 @@ async fn an_object_too_big_for_one_invocation_completes_over_several_through_the
                 assert!(r.failed_message_ids().is_empty(), "continued, not retried");
                 paused += 1;
                 // The continuation message is on the queue: the next invocation gets it.
-                let got = s3_import::queue::sqs::receive(&w.c.sqs, &queue, 5)
-                    .await
-                    .unwrap();
+                let got = common::receive_as_lambda(&w.c.sqs, &queue, 5).await;
                 assert_eq!(got.handles.len(), 1, "one continuation message");
                 s3_import::queue::sqs::settle(&w.c.sqs, &queue, &got.handles, &Default::default())
                     .await
@@ -495,7 +493,7 @@ async fn a_completed_object_is_never_imported_again_even_when_overwritten() {
     completed(&p.import(&w.obj("in/o.json"), soon(60), "t1").await);
     w.put("in/o.json", &events("o2", 0..50)).await;
     let event = json!({"Records": [s3_record(&w.bucket, "in/o.json", 10)]});
-    let r = p.handle_event(&event, soon(60), "t2").await;
+    let r = s3_import::invoke::handle(&p, &event, soon(60), "t2").await;
     assert!(matches!(
         r.messages[0].objects[0].1,
         ObjectOutcome::AlreadyCompleted
@@ -522,7 +520,7 @@ async fn permanent_failures_are_failed_with_a_reason_acknowledged_and_retryable_
             json!({"Records": [s3_record(&w.bucket, "in/cut.json.gz", 5)]}).to_string(),
         ),
     ]);
-    let r = p.handle_event(&event, soon(60), "t1").await;
+    let r = s3_import::invoke::handle(&p, &event, soon(60), "t1").await;
     assert_eq!(
         lambda_response(&event, &r).unwrap(),
         json!({"batchItemFailures": []}),
@@ -553,7 +551,7 @@ async fn permanent_failures_are_failed_with_a_reason_acknowledged_and_retryable_
     // object is not imported again by a notice, only by `retry`.
     w.put("in/never.json", &good).await;
     w.put("in/cut.json.gz", &gzip(&events("c", 0..10))).await;
-    let again = p.handle_event(&event, soon(60), "t2").await;
+    let again = s3_import::invoke::handle(&p, &event, soon(60), "t2").await;
     assert_eq!(completed(&again.messages[0].objects[0].1).counts.sent, 300);
     assert!(matches!(
         again.messages[1].objects[0].1,
@@ -573,7 +571,7 @@ async fn permanent_failures_are_failed_with_a_reason_acknowledged_and_retryable_
         json!({"Records": [s3_record(&w.bucket, "in/x.json", 5)]}).to_string(),
     )]);
     let paused = s3_import::aws::pipeline(&w.c, bad.clone());
-    let r = paused.handle_event(&notice, soon(60), "t4").await;
+    let r = s3_import::invoke::handle(&paused, &notice, soon(60), "t4").await;
     match &r.messages[0].objects[0].1 {
         ObjectOutcome::Retry(RetryReason::ConverterUnusable(reason)) => assert!(
             reason.starts_with("bad converter file") && reason.contains("nosuchop"),
@@ -603,7 +601,7 @@ async fn permanent_failures_are_failed_with_a_reason_acknowledged_and_retryable_
     assert!(w.claim("in/x.json").await.is_none());
     // Fixed: the same pipeline (its converter cache included) imports the waiting object.
     w.put("config/bad.json", CONVERTER.as_bytes()).await;
-    let r = paused.handle_event(&notice, soon(60), "t6").await;
+    let r = s3_import::invoke::handle(&paused, &notice, soon(60), "t6").await;
     assert_eq!(completed(&r.messages[0].objects[0].1).counts.sent, 5);
     let received = w.received();
     for i in 0..5 {
@@ -644,7 +642,7 @@ async fn every_event_shape_and_awkward_keys_reach_the_right_object() {
         (&eventbridge, keys[2]),
         (&scan, keys[3]),
     ] {
-        let r = p.handle_event(event, soon(60), "shape").await;
+        let r = s3_import::invoke::handle(&p, event, soon(60), "shape").await;
         let (obj, outcome) = &r.messages[0].objects[0];
         assert_eq!(obj.key, key);
         assert_eq!(completed(outcome).counts.sent, 10, "{key}");
@@ -669,7 +667,7 @@ async fn every_event_shape_and_awkward_keys_reach_the_right_object() {
         ),
         ("bad", "not json".to_string()),
     ]);
-    let r = p.handle_event(&ignored, soon(60), "ign").await;
+    let r = s3_import::invoke::handle(&p, &ignored, soon(60), "ign").await;
     assert_eq!(r.messages.iter().map(|m| m.ignored.len()).sum::<usize>(), 3);
     assert!(matches!(
         r.messages[3].objects[0].1,
@@ -849,14 +847,14 @@ async fn no_time_left_means_no_claim_and_the_message_comes_back() {
     )]);
     // A context whose deadline has passed (or is zero) must not claim with a lease in the past.
     for deadline in [Instant::now(), Instant::now() + Duration::from_millis(500)] {
-        let r = p.handle_event(&event, deadline, "late").await;
+        let r = s3_import::invoke::handle(&p, &event, deadline, "late").await;
         assert_eq!(
             lambda_response(&event, &r).unwrap(),
             json!({"batchItemFailures": [{"itemIdentifier": "late"}]})
         );
         assert_eq!(w.claim("in/t.json").await, None, "nothing claimed");
     }
-    let r = p.handle_event(&event, soon(60), "in-time").await;
+    let r = s3_import::invoke::handle(&p, &event, soon(60), "in-time").await;
     assert_eq!(completed(&r.messages[0].objects[0].1).counts.sent, 10);
 }
 

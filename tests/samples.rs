@@ -17,6 +17,7 @@ fn keys(event: &Value) -> Vec<(Option<String>, String)> {
             m.notices.unwrap().into_iter().map(move |n| match n {
                 Notice::Import(o) => (id.clone(), format!("{}/{}", o.bucket, o.key)),
                 Notice::Ignore(i) => (id.clone(), format!("{i:?}")),
+                Notice::Scan(s) => (id.clone(), format!("scan {}/{:?}", s.bucket, s.prefix)),
             })
         })
         .collect()
@@ -41,7 +42,8 @@ fn every_sample_event_names_the_object_it_means() {
         keys(&sample("s3-test-event.json")),
         vec![(None, format!("{:?}", Ignored::TestEvent))]
     );
-    let scan = sample("scheduled-scan.json");
-    assert_eq!(scan["s3import-scan"]["bucket"], "my-events-bucket");
-    assert_eq!(scan["s3import-scan"]["prefix"], "events/");
+    assert_eq!(
+        keys(&sample("scheduled-scan.json")),
+        vec![(None, "scan my-events-bucket/Some(\"events/\")".to_string())]
+    );
 }

@@ -255,9 +255,9 @@ async fn the_objects_of_a_batch_are_imported_at_once_and_the_batch_response_stay
             .await
             .unwrap();
         let started = Instant::now();
-        let result = p
-            .handle_event(&event, Instant::now() + Duration::from_secs(60), "req")
-            .await;
+        let result =
+            s3_import::invoke::handle(&p, &event, Instant::now() + Duration::from_secs(60), "req")
+                .await;
         let took = started.elapsed();
         let response = lambda_response(&event, &result).unwrap();
         // Exactly the unreadable message and the held object's come back; the broken object
@@ -318,7 +318,7 @@ async fn a_notice_that_comes_too_late_is_handed_on_at_once() {
     // With a queue: a continuation message carries the object; the notice is acknowledged,
     // so the dead-letter queue's receive count is not spent on it.
     let p = l.pipeline(MemoryClaims::default(), MemoryQueue::default(), &[]);
-    let result = p.handle_event(&event, late(), "req").await;
+    let result = s3_import::invoke::handle(&p, &event, late(), "req").await;
     let response = lambda_response(&event, &result).unwrap();
     assert_eq!(failures(&response), Vec::<String>::new(), "{response}");
     let sent = p.queue.take();
@@ -329,14 +329,14 @@ async fn a_notice_that_comes_too_late_is_handed_on_at_once() {
     );
     // The continuation imports it in the next invocation.
     let next = sqs_event(&[("m2".into(), sent[0].clone())]);
-    let result = p
-        .handle_event(&next, Instant::now() + Duration::from_secs(60), "req2")
-        .await;
+    let result =
+        s3_import::invoke::handle(&p, &next, Instant::now() + Duration::from_secs(60), "req2")
+            .await;
     assert_eq!(result.messages[0].objects[0].1.label(), "completed");
 
     // Without a queue: handed back with visibility 0 (back at once).
     let p = l.pipeline(MemoryClaims::default(), NoQueue, &[]);
-    let result = p.handle_event(&event, late(), "req").await;
+    let result = s3_import::invoke::handle(&p, &event, late(), "req").await;
     let response = lambda_response(&event, &result).unwrap();
     assert_eq!(failures(&response), ["m1"]);
     assert_eq!(result.messages[0].retry_after, Some(Duration::ZERO));
@@ -462,7 +462,7 @@ async fn an_integrity_pass_that_cannot_finish_in_time_is_handed_on_not_timed_out
     // 3.5 s left (stop margin 1 s): enough to start the object, not to check it.
     let started = Instant::now();
     let deadline = started + Duration::from_millis(3_500);
-    let result = p.handle_event(&event, deadline, "req1").await;
+    let result = s3_import::invoke::handle(&p, &event, deadline, "req1").await;
     let took = started.elapsed();
     assert!(
         took < Duration::from_millis(3_500),
@@ -497,9 +497,13 @@ async fn an_integrity_pass_that_cannot_finish_in_time_is_handed_on_not_timed_out
     // Still too slow in the next invocation: handed on again; in the third, no longer (an
     // object no invocation gets through goes the way of the receive count, to the DLQ).
     let next = sqs_event(&[("m2".into(), sent[0].clone())]);
-    let result = p
-        .handle_event(&next, Instant::now() + Duration::from_millis(3_500), "req2")
-        .await;
+    let result = s3_import::invoke::handle(
+        &p,
+        &next,
+        Instant::now() + Duration::from_millis(3_500),
+        "req2",
+    )
+    .await;
     assert_eq!(
         failures(&lambda_response(&next, &result).unwrap()),
         Vec::<String>::new()
@@ -507,13 +511,13 @@ async fn an_integrity_pass_that_cannot_finish_in_time_is_handed_on_not_timed_out
     let sent = p.queue.take();
     assert_eq!(sent.len(), 1, "{sent:?}");
     let third = sqs_event(&[("m3".into(), sent[0].clone())]);
-    let result = p
-        .handle_event(
-            &third,
-            Instant::now() + Duration::from_millis(3_500),
-            "req3",
-        )
-        .await;
+    let result = s3_import::invoke::handle(
+        &p,
+        &third,
+        Instant::now() + Duration::from_millis(3_500),
+        "req3",
+    )
+    .await;
     let label = result.messages[0].objects[0].1.label();
     assert!(label.contains("in each of 3 invocations"), "{label}");
     assert_eq!(failures(&lambda_response(&third, &result).unwrap()), ["m3"]);
@@ -521,9 +525,9 @@ async fn an_integrity_pass_that_cannot_finish_in_time_is_handed_on_not_timed_out
 
     // The next invocation (the store fast again) takes the message and completes the object.
     slow.store(false, Ordering::SeqCst);
-    let result = p
-        .handle_event(&third, Instant::now() + Duration::from_secs(60), "req4")
-        .await;
+    let result =
+        s3_import::invoke::handle(&p, &third, Instant::now() + Duration::from_secs(60), "req4")
+            .await;
     assert_eq!(result.messages[0].objects[0].1.label(), "completed");
     let got = common::received(&l.received);
     assert_eq!(got.len(), 20_000);
@@ -555,7 +559,7 @@ async fn an_import_stuck_at_the_deadline_is_cut_off_and_the_invocation_still_ans
     let event = sqs_event(&[("m1".into(), object_message("in/stalled.json"))]);
     let started = Instant::now();
     let deadline = started + Duration::from_millis(3_500);
-    let result = p.handle_event(&event, deadline, "req1").await;
+    let result = s3_import::invoke::handle(&p, &event, deadline, "req1").await;
     let took = started.elapsed();
     assert!(
         took < Duration::from_millis(3_500),
@@ -580,9 +584,9 @@ async fn an_import_stuck_at_the_deadline_is_cut_off_and_the_invocation_still_ans
         other => panic!("{other:?}"),
     }
     stall.store(false, Ordering::SeqCst);
-    let result = p
-        .handle_event(&event, Instant::now() + Duration::from_secs(60), "req2")
-        .await;
+    let result =
+        s3_import::invoke::handle(&p, &event, Instant::now() + Duration::from_secs(60), "req2")
+            .await;
     assert_eq!(result.messages[0].objects[0].1.label(), "completed");
     let got = common::received(&l.received);
     assert_eq!(got.len(), 200);
@@ -749,9 +753,7 @@ async fn a_scan_over_several_short_invocations_queues_and_imports_every_object_o
     let mut scan_invocations = 2;
     let mut idle = 0;
     while idle < 3 {
-        let got = s3_import::queue::sqs::receive(&c.sqs, &queue, 1)
-            .await
-            .unwrap();
+        let got = common::receive_as_lambda(&c.sqs, &queue, 1).await;
         if got.handles.is_empty() {
             idle += 1;
             continue;

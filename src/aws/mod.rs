@@ -213,8 +213,10 @@ pub async fn work_queue(
     let mut batch = 0u64;
     loop {
         let wait = idle_exit.map_or(10, |d| d.as_secs().clamp(1, 10) as i32);
-        let received = crate::queue::sqs::receive(sqs, url, wait).await?;
-        if received.handles.is_empty() {
+        let received = crate::queue::sqs::receive(sqs, url, wait)
+            .await
+            .map_err(|e| e.to_string())?;
+        if received.is_empty() {
             if idle_exit.is_some_and(|d| idle_since.elapsed() >= d) {
                 return Ok(handled);
             }
@@ -222,15 +224,19 @@ pub async fn work_queue(
         }
         batch += 1;
         let deadline = Instant::now() + pipeline.settings.max_run;
+        let handles: Vec<(String, String)> = received
+            .iter()
+            .filter_map(|m| Some((m.message_id.clone()?, m.receipt.as_ref()?.handle.clone())))
+            .collect();
         let heartbeat = crate::queue::sqs::keep_invisible(
             sqs.clone(),
             url.to_string(),
-            received.handles.clone(),
+            handles.clone(),
             VISIBILITY_HEARTBEAT,
         );
-        let result = crate::invoke::handle(
+        let result = crate::invoke::batch::handle(
             pipeline,
-            &received.event,
+            received,
             deadline,
             &format!("worker-{}-{batch}", std::process::id()),
         )
@@ -253,8 +259,10 @@ pub async fn work_queue(
             .filter(|m| m.retry)
             .filter_map(|m| Some((m.message_id.clone()?, m.retry_after.unwrap_or(retry_after))))
             .collect();
-        crate::queue::sqs::settle(sqs, url, &received.handles, &failed).await?;
-        handled += received.handles.len() as u64;
+        crate::queue::sqs::settle(sqs, url, &handles, &failed)
+            .await
+            .map_err(|e| e.to_string())?;
+        handled += handles.len() as u64;
         idle_since = Instant::now();
     }
 }

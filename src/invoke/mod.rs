@@ -2,6 +2,7 @@
 //! (SQS partial batch response), with the deadline read from the runtime's context and one
 //! EMF metrics line per invocation. The only module that knows Lambda's shapes.
 
+pub mod batch;
 pub mod metrics;
 
 use std::sync::Arc;
@@ -14,9 +15,9 @@ use tokio::time::Instant;
 
 use crate::claims::ClaimStore;
 use crate::dedupe::DedupeStore;
-use crate::notify::Receipt;
+use crate::notify::{messages, Message, Notice, ScanRequest};
 use crate::ops::{ScanJob, ScanSummary};
-use crate::pipeline::{EventResult, MessageResult, Pipeline};
+use crate::pipeline::{EventResult, Pipeline};
 use crate::queue::Enqueue;
 use crate::source::ObjectSource;
 
@@ -37,11 +38,20 @@ where
     S: ObjectSource,
     Q: Enqueue,
 {
-    if let Some(scan) = payload.get("s3import-scan") {
-        let summary = run_scan(pipeline, scan, deadline, request_id).await?;
-        return Ok(json!({"scan": summary.to_string(), "summary": summary}));
+    let messages = messages(payload);
+    // A scan invoked directly (a schedule) answers with its summary.
+    if let [Message {
+        message_id: None,
+        notices: Ok(notices),
+        ..
+    }] = &messages[..]
+    {
+        if let [Notice::Scan(scan)] = &notices[..] {
+            let summary = run_scan(pipeline, scan, deadline, request_id).await?;
+            return Ok(json!({"scan": summary.to_string(), "summary": summary}));
+        }
     }
-    let result = handle(pipeline, payload, deadline, request_id).await;
+    let result = batch::handle(pipeline, messages, deadline, request_id).await;
     hand_back(&pipeline.queue, &result).await;
     emit(metrics::emf_line(
         &pipeline.settings.source,
@@ -51,52 +61,8 @@ where
     lambda_response(payload, &result)
 }
 
-/// The scan a scan message asks for (`bucket`, `prefix` — else `S3I_PREFIX` —, `start_after`),
-/// run until `deadline`.
-async fn run_scan<C, D, S, Q>(
-    pipeline: &Pipeline<C, D, S, Q>,
-    scan: &Value,
-    deadline: Instant,
-    request_id: &str,
-) -> Result<ScanSummary, String>
-where
-    C: ClaimStore,
-    D: DedupeStore + 'static,
-    S: ObjectSource,
-    Q: Enqueue,
-{
-    let text = |name: &str| scan.get(name).and_then(Value::as_str).map(str::to_string);
-    let job = ScanJob {
-        bucket: text("bucket").ok_or("s3import-scan without bucket")?,
-        prefix: text("prefix").unwrap_or_else(|| pipeline.settings.prefix.clone()),
-        start_after: text("start_after"),
-        enqueue: pipeline.settings.queue_url.is_some(),
-        deadline: Some(deadline),
-    };
-    let summary = pipeline
-        .scan_from(
-            &job,
-            request_id,
-            |line| tracing::info!(target: "s3_import::scan", "{}", line.trim_end()),
-        )
-        .await?;
-    tracing::info!(summary = %summary, "scan done");
-    Ok(summary)
-}
-
-/// Whether an SQS record carries a scan message, and its scan.
-fn scan_of(record: &Value) -> Option<Value> {
-    let body = record.get("body")?.as_str()?;
-    if !body.contains("s3import-scan") {
-        return None;
-    }
-    let doc: Value = serde_json::from_str(body).ok()?;
-    doc.get("s3import-scan").cloned()
-}
-
-/// An event's messages handled until `deadline`: scan messages (SQS records whose body is
-/// `{"s3import-scan": …}`) run their scan, beside the imports of the other messages; a scan
-/// that fails is retried like any message. The Lambda edge and the queue worker both use it.
+/// An invocation event (any shape `notify` reads) handled until `deadline`: its messages, read,
+/// as one batch.
 pub async fn handle<C, D, S, Q>(
     pipeline: &Pipeline<C, D, S, Q>,
     event: &Value,
@@ -109,52 +75,41 @@ where
     S: ObjectSource,
     Q: Enqueue,
 {
-    let records = event.get("Records").and_then(Value::as_array);
-    let is_sqs = records.is_some_and(|r| {
-        r.iter()
-            .any(|x| x.get("eventSource").and_then(Value::as_str) == Some("aws:sqs"))
-    });
-    let (scans, rest): (Vec<&Value>, Vec<&Value>) = match records {
-        Some(records) if is_sqs => records.iter().partition(|r| scan_of(r).is_some()),
-        _ => (Vec::new(), Vec::new()),
+    batch::handle(pipeline, messages(event), deadline, request_id).await
+}
+
+/// The scan a message asks for (its prefix, else `S3I_PREFIX`), run until `deadline`.
+async fn run_scan<C, D, S, Q>(
+    pipeline: &Pipeline<C, D, S, Q>,
+    scan: &ScanRequest,
+    deadline: Instant,
+    request_id: &str,
+) -> Result<ScanSummary, String>
+where
+    C: ClaimStore,
+    D: DedupeStore + 'static,
+    S: ObjectSource,
+    Q: Enqueue,
+{
+    let job = ScanJob {
+        bucket: scan.bucket.clone(),
+        prefix: scan
+            .prefix
+            .clone()
+            .unwrap_or_else(|| pipeline.settings.prefix.clone()),
+        start_after: scan.start_after.clone(),
+        enqueue: pipeline.settings.queue_url.is_some(),
+        deadline: Some(deadline),
     };
-    if scans.is_empty() {
-        return pipeline.handle_event(event, deadline, request_id).await;
-    }
-    let imports = async {
-        if rest.is_empty() {
-            return EventResult::default();
-        }
-        let rest = json!({ "Records": rest });
-        pipeline.handle_event(&rest, deadline, request_id).await
-    };
-    let scanned = async {
-        let mut done = Vec::new();
-        for (n, record) in scans.iter().enumerate() {
-            let text = |name: &str| record.get(name).and_then(Value::as_str).map(str::to_string);
-            let scan = scan_of(record).unwrap_or_default();
-            let owner = format!("{request_id}/scan{n}");
-            let error = run_scan(pipeline, &scan, deadline, &owner).await.err();
-            if let Some(e) = &error {
-                tracing::warn!(error = %e, "scan failed; its message comes back");
-            }
-            done.push(MessageResult {
-                message_id: text("messageId"),
-                objects: Vec::new(),
-                ignored: Vec::new(),
-                retry: error.is_some(),
-                error,
-                retry_after: None,
-                receipt: text("eventSourceARN")
-                    .zip(text("receiptHandle"))
-                    .map(|(queue, handle)| Receipt { queue, handle }),
-            });
-        }
-        done
-    };
-    let (mut result, scanned) = tokio::join!(imports, scanned);
-    result.messages.extend(scanned);
-    result
+    let summary = pipeline
+        .scan_from(
+            &job,
+            request_id,
+            |line| tracing::info!(target: "s3_import::scan", "{}", line.trim_end()),
+        )
+        .await?;
+    tracing::info!(summary = %summary, "scan done");
+    Ok(summary)
 }
 
 /// Serves Lambda's runtime API until the process ends: each event runs until its deadline

@@ -27,8 +27,6 @@ pub mod tracker;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use serde_json::Value;
 use tokio::time::Instant;
 
 pub use clock::Clock;
@@ -40,7 +38,7 @@ use crate::claims::{ClaimKey, ClaimOutcome, ClaimStore};
 use crate::convert::Converter;
 use crate::decode::{verify, Verified};
 use crate::dedupe::DedupeStore;
-use crate::notify::{continuation, messages, Notice, ObjectRef};
+use crate::notify::{ObjectRef, QueueMessage};
 use crate::queue::Enqueue;
 use crate::report::Progress;
 use crate::settings::{S3Url, Settings};
@@ -60,7 +58,7 @@ const MAX_VERIFY_HANDOVERS: u32 = 3;
 const CUT_OFF_SHARE: u32 = 20;
 
 /// What an object's message needs after it.
-enum Then {
+pub(crate) enum Then {
     /// Nothing more: acknowledged (done, or carried on by a continuation message).
     Done,
     /// Back after the queue's visibility timeout.
@@ -191,85 +189,8 @@ where
         Ok(opened)
     }
 
-    /// Handles one invocation event (any shape `notify` knows) until `deadline`. The objects
-    /// of all its messages are imported at once, up to `S3I_OBJECT_CONCURRENCY`, sharing the
-    /// deadline and the endpoint's client; each message's result comes from its own objects.
-    pub async fn handle_event(
-        &self,
-        event: &Value,
-        deadline: Instant,
-        request_id: &str,
-    ) -> EventResult {
-        let mut result = EventResult::default();
-        let mut work = Vec::new();
-        for (i, m) in messages(event).into_iter().enumerate() {
-            let mut done = MessageResult {
-                message_id: m.message_id,
-                objects: Vec::new(),
-                ignored: Vec::new(),
-                error: None,
-                retry: false,
-                retry_after: None,
-                receipt: m.receipt,
-            };
-            match m.notices {
-                Ok(notices) => {
-                    for (j, notice) in notices.into_iter().enumerate() {
-                        match notice {
-                            Notice::Ignore(why) => {
-                                tracing::info!(reason = ?why, "notice ignored");
-                                done.ignored.push(why);
-                            }
-                            Notice::Import(obj) => work.push((i, j, obj)),
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(message_id = ?done.message_id, error = %e, "unreadable message");
-                    done.error = Some(e);
-                    done.retry = true;
-                }
-            }
-            result.messages.push(done);
-        }
-        let stamp = self.clock.now_ms();
-        let finished: Vec<(usize, ObjectRef, ObjectOutcome, Then)> =
-            futures_util::stream::iter(work)
-                .map(|(i, j, obj)| async move {
-                    let owner = format!("{request_id}/{i}/{j}/{stamp:x}");
-                    let (outcome, then) = self.import_notice(&obj, deadline, &owner).await;
-                    (i, obj, outcome, then)
-                })
-                .buffered(self.settings.object_concurrency.max(1))
-                .collect()
-                .await;
-        let mut plain_retry = vec![false; result.messages.len()];
-        for (i, obj, outcome, then) in finished {
-            let done = &mut result.messages[i];
-            match then {
-                Then::Done => {}
-                Then::Retry => {
-                    done.retry = true;
-                    plain_retry[i] = true;
-                }
-                Then::RetryAfter(after) => {
-                    done.retry = true;
-                    done.retry_after = Some(done.retry_after.map_or(after, |a| a.max(after)));
-                }
-            }
-            done.objects.push((obj, outcome));
-        }
-        // An object that waits for the queue's own visibility timeout sets the message's time.
-        for (done, plain) in result.messages.iter_mut().zip(plain_retry) {
-            if plain {
-                done.retry_after = None;
-            }
-        }
-        result
-    }
-
     /// One notice's object imported (or handed on), and what its message needs then.
-    async fn import_notice(
+    pub(crate) async fn import_notice(
         &self,
         obj: &ObjectRef,
         deadline: Instant,
@@ -335,7 +256,7 @@ where
 
     /// Sends a continuation message for a paused object; false when none could be sent.
     async fn continue_later(&self, obj: &ObjectRef) -> bool {
-        match self.queue.enqueue(continuation(obj)).await {
+        match self.queue.enqueue(QueueMessage::Import(obj.clone())).await {
             Ok(()) => true,
             Err(e) => {
                 tracing::info!(error = %e, "no continuation message; the notice will be retried");

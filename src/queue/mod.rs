@@ -7,21 +7,32 @@ use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::notify::Receipt;
+use crate::notify::{QueueMessage, Receipt};
+
+/// Why the queue did not take a message, or did not hand one back.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum QueueError {
+    #[error("no continuation queue configured (S3I_QUEUE_URL)")]
+    NotConfigured,
+    /// The queue's service refused or could not be reached (its words).
+    #[error("{0}")]
+    Service(String),
+}
 
 /// Where continuation messages go, and how a received message is handed back for later.
 pub trait Enqueue: Send + Sync {
-    fn enqueue(&self, body: String) -> impl Future<Output = Result<(), String>> + Send;
+    fn enqueue(&self, message: QueueMessage)
+        -> impl Future<Output = Result<(), QueueError>> + Send;
     /// Sends many messages (SQS: SendMessageBatch, 10 a request, several requests in flight);
-    /// one answer per body, in order.
+    /// one answer per message, in order.
     fn enqueue_many(
         &self,
-        bodies: Vec<String>,
-    ) -> impl Future<Output = Vec<Result<(), String>>> + Send {
+        messages: Vec<QueueMessage>,
+    ) -> impl Future<Output = Vec<Result<(), QueueError>>> + Send {
         async move {
-            let mut out = Vec::with_capacity(bodies.len());
-            for b in bodies {
-                out.push(self.enqueue(b).await);
+            let mut out = Vec::with_capacity(messages.len());
+            for m in messages {
+                out.push(self.enqueue(m).await);
             }
             out
         }
@@ -37,23 +48,24 @@ pub trait Enqueue: Send + Sync {
         &self,
         receipt: &Receipt,
         after: Duration,
-    ) -> impl Future<Output = Result<(), String>> + Send;
+    ) -> impl Future<Output = Result<(), QueueError>> + Send;
 }
 
 /// No queue: an unfinished object's message is retried by its source instead.
 pub struct NoQueue;
 
 impl Enqueue for NoQueue {
-    async fn enqueue(&self, _body: String) -> Result<(), String> {
-        Err("no continuation queue configured (S3I_QUEUE_URL)".into())
+    async fn enqueue(&self, _message: QueueMessage) -> Result<(), QueueError> {
+        Err(QueueError::NotConfigured)
     }
 
-    async fn hand_back(&self, _receipt: &Receipt, _after: Duration) -> Result<(), String> {
-        Err("no queue client".into())
+    async fn hand_back(&self, _receipt: &Receipt, _after: Duration) -> Result<(), QueueError> {
+        Err(QueueError::NotConfigured)
     }
 }
 
-/// A queue in memory, for tests and benchmarks: what was sent and what was handed back.
+/// A queue in memory, for tests and benchmarks: the bodies sent (as SQS would carry them)
+/// and what was handed back.
 #[derive(Default)]
 pub struct MemoryQueue {
     pub sent: Mutex<Vec<String>>,
@@ -68,15 +80,15 @@ impl MemoryQueue {
 }
 
 impl Enqueue for MemoryQueue {
-    async fn enqueue(&self, body: String) -> Result<(), String> {
+    async fn enqueue(&self, message: QueueMessage) -> Result<(), QueueError> {
         self.sent
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(body);
+            .push(message.body());
         Ok(())
     }
 
-    async fn hand_back(&self, receipt: &Receipt, after: Duration) -> Result<(), String> {
+    async fn hand_back(&self, receipt: &Receipt, after: Duration) -> Result<(), QueueError> {
         self.handed_back
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -6,13 +6,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::{Enqueue, QueueError};
+use crate::notify::{Message, QueueMessage, Receipt};
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use aws_sdk_sqs::Client;
 use futures_util::StreamExt;
-use serde_json::{json, Value};
 
-use super::Enqueue;
-use crate::notify::Receipt;
+/// An SQS error in its own words.
+fn service<E: std::error::Error + 'static>(e: E) -> QueueError {
+    QueueError::Service(aws_sdk_sqs::error::DisplayErrorContext(e).to_string())
+}
 
 /// SQS's longest visibility timeout (12 hours).
 const MAX_VISIBILITY_SECS: u64 = 43_200;
@@ -46,8 +49,9 @@ impl SqsQueue {
 
     /// Sends up to 10 bodies in one SendMessageBatch, again for the entries SQS failed on its
     /// side; one answer per body.
-    async fn send_batch(&self, url: &str, bodies: &[String]) -> Vec<Result<(), String>> {
-        let mut out: Vec<Result<(), String>> = vec![Err("not sent".into()); bodies.len()];
+    async fn send_batch(&self, url: &str, bodies: &[String]) -> Vec<Result<(), QueueError>> {
+        let mut out: Vec<Result<(), QueueError>> =
+            vec![Err(QueueError::Service("not sent".into())); bodies.len()];
         let mut todo: Vec<usize> = (0..bodies.len()).collect();
         for attempt in 0..BATCH_ATTEMPTS {
             if todo.is_empty() {
@@ -69,7 +73,7 @@ impl SqsQueue {
                 Ok(e) => e,
                 Err(e) => {
                     for &i in &todo {
-                        out[i] = Err(e.to_string());
+                        out[i] = Err(QueueError::Service(e.to_string()));
                     }
                     return out;
                 }
@@ -85,7 +89,7 @@ impl SqsQueue {
             let sent = match sent {
                 Ok(sent) => sent,
                 Err(e) => {
-                    let e = aws_sdk_sqs::error::DisplayErrorContext(e).to_string();
+                    let e = service(e);
                     for &i in &todo {
                         out[i] = Err(e.clone());
                     }
@@ -102,11 +106,11 @@ impl SqsQueue {
                 let Ok(i) = failed.id().parse::<usize>() else {
                     continue;
                 };
-                out[i] = Err(format!(
+                out[i] = Err(QueueError::Service(format!(
                     "{}: {}",
                     failed.code(),
                     failed.message().unwrap_or_default()
-                ));
+                )));
                 if !failed.sender_fault() {
                     again.push(i);
                 }
@@ -118,7 +122,7 @@ impl SqsQueue {
 
     /// The URL of the queue a message came from: our worker names it by URL, Lambda by ARN
     /// (`arn:aws:sqs:<region>:<account>:<name>`).
-    async fn url_of(&self, queue: &str) -> Result<String, String> {
+    async fn url_of(&self, queue: &str) -> Result<String, QueueError> {
         if queue.starts_with("http://") || queue.starts_with("https://") {
             return Ok(queue.to_string());
         }
@@ -127,7 +131,9 @@ impl SqsQueue {
         }
         let parts: Vec<&str> = queue.split(':').collect();
         let [_, _, "sqs", _, account, name] = parts[..] else {
-            return Err(format!("not an SQS queue ARN: {queue}"));
+            return Err(QueueError::Service(format!(
+                "not an SQS queue ARN: {queue}"
+            )));
         };
         // Usually the queue continuations go to: no request needed.
         if let Some(own) = self
@@ -144,9 +150,9 @@ impl SqsQueue {
             .queue_owner_aws_account_id(account)
             .send()
             .await
-            .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string())?
+            .map_err(service)?
             .queue_url
-            .ok_or_else(|| format!("no URL for {queue}"))?;
+            .ok_or_else(|| QueueError::Service(format!("no URL for {queue}")))?;
         if let Ok(mut m) = self.urls.lock() {
             m.insert(queue.to_string(), url.clone());
         }
@@ -155,28 +161,28 @@ impl SqsQueue {
 }
 
 impl Enqueue for SqsQueue {
-    async fn enqueue(&self, body: String) -> Result<(), String> {
+    async fn enqueue(&self, message: QueueMessage) -> Result<(), QueueError> {
         let Some(url) = &self.url else {
-            return Err("no continuation queue configured (S3I_QUEUE_URL)".into());
+            return Err(QueueError::NotConfigured);
         };
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.client
             .send_message()
             .queue_url(url)
-            .message_body(body)
+            .message_body(message.body())
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string())
+            .map_err(service)
     }
 
-    async fn enqueue_many(&self, bodies: Vec<String>) -> Vec<Result<(), String>> {
+    async fn enqueue_many(&self, messages: Vec<QueueMessage>) -> Vec<Result<(), QueueError>> {
         let Some(url) = &self.url else {
-            let e = "no continuation queue configured (S3I_QUEUE_URL)".to_string();
-            return vec![Err(e); bodies.len()];
+            return vec![Err(QueueError::NotConfigured); messages.len()];
         };
+        let bodies: Vec<String> = messages.iter().map(QueueMessage::body).collect();
         let chunks: Vec<Vec<String>> = bodies.chunks(PER_BATCH).map(<[String]>::to_vec).collect();
-        let answers: Vec<Vec<Result<(), String>>> = futures_util::stream::iter(chunks)
+        let answers: Vec<Vec<Result<(), QueueError>>> = futures_util::stream::iter(chunks)
             .map(|chunk: Vec<String>| async move { self.send_batch(url, &chunk).await })
             .buffered(BATCHES_IN_FLIGHT)
             .collect()
@@ -188,7 +194,7 @@ impl Enqueue for SqsQueue {
         self.requests.load(Ordering::Relaxed)
     }
 
-    async fn hand_back(&self, receipt: &Receipt, after: Duration) -> Result<(), String> {
+    async fn hand_back(&self, receipt: &Receipt, after: Duration) -> Result<(), QueueError> {
         let url = self.url_of(&receipt.queue).await?;
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.client
@@ -200,54 +206,40 @@ impl Enqueue for SqsQueue {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string())
+            .map_err(service)
     }
 }
 
-/// A received batch, shaped as Lambda's SQS event so that one handler serves both.
-pub struct Received {
-    pub event: Value,
-    /// (message id, receipt handle)
-    pub handles: Vec<(String, String)>,
-}
-
-/// Receives up to 10 messages, waiting up to `wait_secs` for the first.
-pub async fn receive(client: &Client, url: &str, wait_secs: i32) -> Result<Received, String> {
+/// Receives up to 10 messages, waiting up to `wait_secs` for the first: each read into its
+/// notices, with its id and receipt (the queue named by its URL).
+pub async fn receive(
+    client: &Client,
+    url: &str,
+    wait_secs: i32,
+) -> Result<Vec<Message>, QueueError> {
     let out = client
         .receive_message()
         .queue_url(url)
         .max_number_of_messages(10)
         .wait_time_seconds(wait_secs)
-        .message_system_attribute_names(
-            aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount,
-        )
         .send()
         .await
-        .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string())?;
-    let mut records = Vec::new();
-    let mut handles = Vec::new();
-    for m in out.messages() {
-        let (Some(id), Some(handle)) = (m.message_id(), m.receipt_handle()) else {
-            continue;
-        };
-        let count = m
-            .attributes()
-            .and_then(|a| {
-                a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount)
+        .map_err(service)?;
+    Ok(out
+        .messages()
+        .iter()
+        .filter_map(|m| {
+            let (id, handle) = (m.message_id()?, m.receipt_handle()?);
+            Some(Message {
+                message_id: Some(id.to_string()),
+                receipt: Some(Receipt {
+                    queue: url.to_string(),
+                    handle: handle.to_string(),
+                }),
+                notices: crate::notify::body_notices(m.body().unwrap_or("")),
             })
-            .cloned()
-            .unwrap_or_else(|| "1".into());
-        records.push(json!({
-            "messageId": id, "receiptHandle": handle, "body": m.body().unwrap_or(""),
-            "attributes": {"ApproximateReceiveCount": count},
-            "eventSource": "aws:sqs", "eventSourceARN": url,
-        }));
-        handles.push((id.to_string(), handle.to_string()));
-    }
-    Ok(Received {
-        event: json!({ "Records": records }),
-        handles,
-    })
+        })
+        .collect())
 }
 
 /// Deletes the messages that are done; the failed ones (message id → when) come back then.
@@ -256,7 +248,7 @@ pub async fn settle(
     url: &str,
     handles: &[(String, String)],
     failed: &HashMap<String, Duration>,
-) -> Result<(), String> {
+) -> Result<(), QueueError> {
     for (id, handle) in handles {
         let result = match failed.get(id) {
             Some(after) => client
@@ -267,7 +259,7 @@ pub async fn settle(
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string()),
+                .map_err(service),
             None => client
                 .delete_message()
                 .queue_url(url)
@@ -275,7 +267,7 @@ pub async fn settle(
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string()),
+                .map_err(service),
         };
         result?;
     }

@@ -136,3 +136,45 @@ pub async fn stack_with_tables() -> s3_import::aws::Clients {
         .unwrap();
     c
 }
+
+/// A batch received from SQS, shaped as Lambda's SQS event delivers it (what the function is
+/// invoked with), and its (message id, receipt handle) pairs for `settle`.
+#[allow(dead_code)]
+pub struct LambdaBatch {
+    pub event: Value,
+    pub handles: Vec<(String, String)>,
+}
+
+/// Receives up to 10 messages from `url` as Lambda's SQS trigger would hand them over.
+#[allow(dead_code)]
+pub async fn receive_as_lambda(
+    client: &aws_sdk_sqs::Client,
+    url: &str,
+    wait_secs: i32,
+) -> LambdaBatch {
+    let out = client
+        .receive_message()
+        .queue_url(url)
+        .max_number_of_messages(10)
+        .wait_time_seconds(wait_secs)
+        .send()
+        .await
+        .expect("receive from the local stack");
+    let mut records = Vec::new();
+    let mut handles = Vec::new();
+    for m in out.messages() {
+        let (Some(id), Some(handle)) = (m.message_id(), m.receipt_handle()) else {
+            continue;
+        };
+        records.push(serde_json::json!({
+            "messageId": id, "receiptHandle": handle, "body": m.body().unwrap_or(""),
+            "attributes": {"ApproximateReceiveCount": "1"},
+            "eventSource": "aws:sqs", "eventSourceARN": url,
+        }));
+        handles.push((id.to_string(), handle.to_string()));
+    }
+    LambdaBatch {
+        event: serde_json::json!({ "Records": records }),
+        handles,
+    }
+}
