@@ -1,18 +1,18 @@
 //! s3-import: a self-hosted Amplitude S3 Import. The library does the work; binaries only wire.
 
 pub mod aws;
-pub mod check;
+pub(crate) mod check;
 pub mod claims;
 pub mod cli;
-pub mod config;
+pub(crate) mod config;
 pub mod convert;
 pub mod datalang;
 pub mod decode;
 pub mod dedupe;
-pub mod dynamo;
+pub(crate) mod dynamo;
 pub mod emulator;
 pub mod invoke;
-pub mod json_out;
+pub(crate) mod json_out;
 pub mod notify;
 pub mod ops;
 pub mod pipeline;

@@ -1,5 +1,5 @@
 //! The behaviour every claims adapter must have: memory here, DynamoDB on LocalStack
-//! (`tests/pipeline.rs`).
+//! (`tests/it/pipeline.rs`).
 
 use super::*;
 

@@ -3,7 +3,7 @@
 //! `insert_id`s per device for 7 days, throttles hot devices/users with 429, can inject faults,
 //! appends what it accepted to JSON-lines files and reports counts at `GET /stats`.
 //!
-//! Dropped requests really cut their connection (`cut.rs`). Tests: tests/sink.rs, tests/faults.rs.
+//! Dropped requests really cut their connection (`cut.rs`). Tests: tests/it/sink.rs, tests/it/faults.rs.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{Read, Write};

@@ -3,7 +3,7 @@
 //! shapes, reports and the scan mode. `make test` starts the stack; run alone, set
 //! `AWS_ENDPOINT_URL` to a running stack.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;

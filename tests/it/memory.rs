@@ -2,7 +2,7 @@
 //! real endpoint emulator on loopback, with a clock the tests move: takeovers, resumes,
 //! duplicates, failures mid-object, the Own verdict and mirror mutations, without LocalStack.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;

@@ -4,7 +4,7 @@
 //! nothing: a rescan after `S3I_SCAN_PENDING_SECS` queues what it had marked, and every object
 //! is imported once. Run with `AWS_ENDPOINT_URL` set to the stack (`make test`).
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::process::{Command, Output, Stdio};

@@ -6,7 +6,7 @@
 //! The object is tests/parquet/events.parquet, written by pyarrow (tests/parquet/gen.py):
 //! 4,000 events in 40 row groups of 100 rows.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -3,7 +3,7 @@
 //! ID), `check --role-arn`, and the EventBridge mode end to end (object created → the
 //! template's rule → the queue → the importer).
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::process::Command;

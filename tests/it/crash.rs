@@ -3,7 +3,7 @@
 //! the object by itself when the lease ends. Measures how much the crash re-sent. Needs the
 //! local AWS stack (`make test` starts it).
 
-mod common;
+use crate::common;
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;

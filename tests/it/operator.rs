@@ -3,7 +3,7 @@
 //! then fixed, `check`, `retry --failed`, `preview` from the bucket, `--json` and exit codes.
 //! `make test` starts the stack; run alone, set `AWS_ENDPOINT_URL` to a running stack.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::process::{Command, Output};

@@ -1,7 +1,7 @@
 //! The sender against the emulator over real HTTP on loopback: every response rule, faults,
 //! the deadline and throttling, and the accounting (every payload ends in one fate).
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -782,7 +782,7 @@ fn a_mirror_or_profiles_converter_is_refused_for_amplitudes_hosts_by_validate_an
 /// reports location, and the alarms and the `Source` output name the same id as the function.
 #[test]
 fn the_templates_source_id_does_not_follow_the_prefix() {
-    let template = include_str!("../template.yaml");
+    let template = include_str!("../../template.yaml");
     let source = template
         .lines()
         .find(|l| l.trim_start().starts_with("S3I_SOURCE:"))

@@ -5,7 +5,7 @@
 //! queue, queues every object once (a second scan leaves the queued ones alone) and every
 //! object is imported once. Run the stack tests with `AWS_ENDPOINT_URL` set (`make test`).
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
