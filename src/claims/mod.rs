@@ -14,10 +14,12 @@
 //! lease ended), and the first `claim` turns it into an import like any other.
 //! The DynamoDB adapter (pipeline issue) must pass the same `contract` suite.
 
+#[cfg(any(test, feature = "test-support"))]
 use std::collections::HashMap;
 
 pub mod dynamo;
 use std::future::Future;
+#[cfg(any(test, feature = "test-support"))]
 use std::sync::Mutex;
 
 /// The object a claim is about. `source` scopes claims between importers sharing a table.
@@ -181,10 +183,12 @@ pub trait ClaimStore: Send + Sync {
 
 /// Claims in memory, for unit tests of the pipeline and for the CLI's local runs.
 #[derive(Default)]
+#[cfg(any(test, feature = "test-support"))]
 pub struct MemoryClaims {
     items: Mutex<HashMap<ClaimKey, ClaimState>>,
 }
 
+#[cfg(any(test, feature = "test-support"))]
 impl MemoryClaims {
     fn with<T>(&self, f: impl FnOnce(&mut HashMap<ClaimKey, ClaimState>) -> T) -> T {
         f(&mut self.items.lock().unwrap_or_else(|p| p.into_inner()))
@@ -207,6 +211,7 @@ impl MemoryClaims {
     }
 }
 
+#[cfg(any(test, feature = "test-support"))]
 impl ClaimStore for MemoryClaims {
     async fn claim(
         &self,
@@ -448,6 +453,7 @@ impl ClaimStore for MemoryClaims {
     }
 }
 
+#[cfg(any(test, feature = "test-support"))]
 pub mod contract;
 
 #[cfg(test)]

@@ -7,8 +7,10 @@
 //! the overlap. Expiry compares the stored time (TTL deletes lazily), in epoch seconds.
 //! The DynamoDB adapter (pipeline issue) must pass the same `contract` suite.
 
+#[cfg(any(test, feature = "test-support"))]
 use std::collections::HashMap;
 use std::future::Future;
+#[cfg(any(test, feature = "test-support"))]
 use std::sync::Mutex;
 
 pub use crate::store::StoreError;
@@ -115,10 +117,12 @@ pub trait DedupeStore: Send + Sync {
 
 /// Dedupe in memory, for unit tests of the pipeline and local runs.
 #[derive(Default)]
+#[cfg(any(test, feature = "test-support"))]
 pub struct MemoryDedupe {
     items: Mutex<HashMap<DedupeKey, (RecordRef, i64)>>,
 }
 
+#[cfg(any(test, feature = "test-support"))]
 impl DedupeStore for MemoryDedupe {
     async fn check_and_mark(
         &self,
@@ -148,6 +152,7 @@ impl DedupeStore for MemoryDedupe {
 }
 
 /// The behaviour every adapter must have.
+#[cfg(any(test, feature = "test-support"))]
 pub mod contract {
     use super::*;
 

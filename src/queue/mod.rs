@@ -4,6 +4,7 @@
 pub mod sqs;
 
 use std::future::Future;
+#[cfg(any(test, feature = "test-support"))]
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -52,8 +53,10 @@ pub trait Enqueue: Send + Sync {
 }
 
 /// No queue: an unfinished object's message is retried by its source instead.
+#[cfg(any(test, feature = "test-support"))]
 pub struct NoQueue;
 
+#[cfg(any(test, feature = "test-support"))]
 impl Enqueue for NoQueue {
     async fn enqueue(&self, _message: QueueMessage) -> Result<(), QueueError> {
         Err(QueueError::NotConfigured)
@@ -67,11 +70,13 @@ impl Enqueue for NoQueue {
 /// A queue in memory, for tests and benchmarks: the bodies sent (as SQS would carry them)
 /// and what was handed back.
 #[derive(Default)]
+#[cfg(any(test, feature = "test-support"))]
 pub struct MemoryQueue {
     pub sent: Mutex<Vec<String>>,
     pub handed_back: Mutex<Vec<(Receipt, Duration)>>,
 }
 
+#[cfg(any(test, feature = "test-support"))]
 impl MemoryQueue {
     /// Takes the messages sent so far.
     pub fn take(&self) -> Vec<String> {
@@ -79,6 +84,7 @@ impl MemoryQueue {
     }
 }
 
+#[cfg(any(test, feature = "test-support"))]
 impl Enqueue for MemoryQueue {
     async fn enqueue(&self, message: QueueMessage) -> Result<(), QueueError> {
         self.sent
