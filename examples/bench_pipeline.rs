@@ -151,7 +151,12 @@ impl<T: DedupeStore> DedupeStore for Slow<T> {
     }
 }
 
-type Bench = Pipeline<Slow<MemoryClaims>, Slow<MemoryDedupe>, LocalSource, MemoryQueue>;
+type Bench = Pipeline<(
+    Slow<MemoryClaims>,
+    Slow<MemoryDedupe>,
+    LocalSource,
+    MemoryQueue,
+)>;
 
 fn env_num(name: &str, default: u64) -> u64 {
     std::env::var(name)

@@ -11,9 +11,8 @@ use tokio::time::Instant;
 
 use crate::claims::{ClaimKey, ClaimState, ClaimStore};
 use crate::convert::Converter;
-use crate::dedupe::DedupeStore;
 use crate::notify::{ObjectRef, QueueMessage, ScanRequest};
-use crate::pipeline::{ObjectOutcome, Pipeline};
+use crate::pipeline::{Adapters, ObjectOutcome, Pipeline};
 use crate::queue::Enqueue;
 use crate::report::Progress;
 use crate::source::{ObjectInfo, ObjectSource};
@@ -135,13 +134,7 @@ impl std::fmt::Display for RetrySummary {
     }
 }
 
-impl<C, D, S, Q> Pipeline<C, D, S, Q>
-where
-    C: ClaimStore,
-    D: DedupeStore + 'static,
-    S: ObjectSource,
-    Q: Enqueue,
-{
+impl<A: Adapters> Pipeline<A> {
     /// Imports one object, continuing at once after each pause (each run at most
     /// `max_run`), until it has a final outcome.
     pub async fn import_to_end(&self, obj: &ObjectRef, owner: &str) -> ObjectOutcome {

@@ -157,12 +157,12 @@ pub async fn settings_from_env(
 }
 
 /// The importer on AWS services (or a local stack).
-pub type AwsPipeline = crate::pipeline::Pipeline<
+pub type AwsPipeline = crate::pipeline::Pipeline<(
     crate::claims::dynamo::DynamoClaims,
     crate::dedupe::dynamo::DynamoDedupe,
     crate::source::s3::S3Source,
     crate::queue::sqs::SqsQueue,
->;
+)>;
 
 /// The storage port over S3: own objects with `s3`, source objects with `source_s3`, each
 /// source bucket read in its region (`S3I_SOURCE_REGION`, else found per bucket).

@@ -8,26 +8,16 @@ use futures_util::StreamExt;
 use tokio::time::Instant;
 
 use super::run_scan;
-use crate::claims::ClaimStore;
-use crate::dedupe::DedupeStore;
 use crate::notify::{Message, Notice, ObjectRef, ScanRequest};
-use crate::pipeline::{EventResult, MessageResult, ObjectOutcome, Pipeline, Then};
-use crate::queue::Enqueue;
-use crate::source::ObjectSource;
+use crate::pipeline::{Adapters, EventResult, MessageResult, ObjectOutcome, Pipeline, Then};
 
 /// Handles `messages` until `deadline`; `request_id` names the owners of the claims taken.
-pub async fn handle<C, D, S, Q>(
-    pipeline: &Pipeline<C, D, S, Q>,
+pub async fn handle<A: Adapters>(
+    pipeline: &Pipeline<A>,
     messages: Vec<Message>,
     deadline: Instant,
     request_id: &str,
-) -> EventResult
-where
-    C: ClaimStore,
-    D: DedupeStore + 'static,
-    S: ObjectSource,
-    Q: Enqueue,
-{
+) -> EventResult {
     let mut result = EventResult::default();
     let mut work: Vec<(usize, usize, ObjectRef)> = Vec::new();
     let mut scans: Vec<(usize, ScanRequest)> = Vec::new();

@@ -13,31 +13,22 @@ use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use crate::claims::ClaimStore;
-use crate::dedupe::DedupeStore;
 use crate::notify::{messages, Message, Notice, ScanRequest};
 use crate::ops::{ScanJob, ScanSummary};
-use crate::pipeline::{EventResult, Pipeline};
+use crate::pipeline::{Adapters, EventResult, Pipeline};
 use crate::queue::Enqueue;
-use crate::source::ObjectSource;
 
 /// One Lambda invocation: a scheduled scan (`{"s3import-scan": {"bucket", "prefix"}}`, which
 /// queues what it finds when `S3I_QUEUE_URL` is set, and leaves a scan message on the queue to
 /// go on after its time budget) or any notification shape, scan messages among them. `emit`
 /// receives the invocation's metrics line (EMF).
-pub async fn invoke<C, D, S, Q>(
-    pipeline: &Pipeline<C, D, S, Q>,
+pub async fn invoke<A: Adapters>(
+    pipeline: &Pipeline<A>,
     payload: &Value,
     deadline: Instant,
     request_id: &str,
     emit: impl FnOnce(String),
-) -> Result<Value, String>
-where
-    C: ClaimStore,
-    D: DedupeStore + 'static,
-    S: ObjectSource,
-    Q: Enqueue,
-{
+) -> Result<Value, String> {
     let messages = messages(payload);
     // A scan invoked directly (a schedule) answers with its summary.
     if let [Message {
@@ -63,34 +54,22 @@ where
 
 /// An invocation event (any shape `notify` reads) handled until `deadline`: its messages, read,
 /// as one batch.
-pub async fn handle<C, D, S, Q>(
-    pipeline: &Pipeline<C, D, S, Q>,
+pub async fn handle<A: Adapters>(
+    pipeline: &Pipeline<A>,
     event: &Value,
     deadline: Instant,
     request_id: &str,
-) -> EventResult
-where
-    C: ClaimStore,
-    D: DedupeStore + 'static,
-    S: ObjectSource,
-    Q: Enqueue,
-{
+) -> EventResult {
     batch::handle(pipeline, messages(event), deadline, request_id).await
 }
 
 /// The scan a message asks for (its prefix, else `S3I_PREFIX`), run until `deadline`.
-async fn run_scan<C, D, S, Q>(
-    pipeline: &Pipeline<C, D, S, Q>,
+async fn run_scan<A: Adapters>(
+    pipeline: &Pipeline<A>,
     scan: &ScanRequest,
     deadline: Instant,
     request_id: &str,
-) -> Result<ScanSummary, String>
-where
-    C: ClaimStore,
-    D: DedupeStore + 'static,
-    S: ObjectSource,
-    Q: Enqueue,
-{
+) -> Result<ScanSummary, String> {
     let job = ScanJob {
         bucket: scan.bucket.clone(),
         prefix: scan
@@ -114,13 +93,7 @@ where
 
 /// Serves Lambda's runtime API until the process ends: each event runs until its deadline
 /// (read from the invocation's context), its metrics line goes to stdout (EMF).
-pub async fn serve<C, D, S, Q>(pipeline: Arc<Pipeline<C, D, S, Q>>) -> Result<(), Error>
-where
-    C: ClaimStore + 'static,
-    D: DedupeStore + 'static,
-    S: ObjectSource + 'static,
-    Q: Enqueue + 'static,
-{
+pub async fn serve<A: Adapters>(pipeline: Arc<Pipeline<A>>) -> Result<(), Error> {
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let pipeline = pipeline.clone();
         async move {

@@ -4,11 +4,9 @@
 use super::outcome::ObjectOutcome;
 use super::run::{object_tag, RequestCounts, RunEnd};
 use super::tracker::Tracker;
-use super::{Pipeline, RetryReason};
+use super::{Adapters, Pipeline, RetryReason};
 use crate::claims::{ClaimKey, ClaimStore, Held, StoreError};
-use crate::dedupe::DedupeStore;
 use crate::notify::ObjectRef;
-use crate::queue::Enqueue;
 use crate::report::{Progress, RejectsFile, Report, FIRST_ERRORS};
 use crate::sink::NO_ROUTE;
 use crate::source::{Body, ObjectSource, SourceError};
@@ -88,13 +86,7 @@ pub(super) fn report_key(prefix: &str, bucket: &str, key: &str, suffix: &str) ->
     format!("{prefix}{bucket}/{}~{hash}.{suffix}", &key[..keep])
 }
 
-impl<C, D, S, Q> Pipeline<C, D, S, Q>
-where
-    C: ClaimStore,
-    D: DedupeStore + 'static,
-    S: ObjectSource,
-    Q: Enqueue,
-{
+impl<A: Adapters> Pipeline<A> {
     /// Decides what the run amounts to and writes it down.
     pub(super) async fn finish(&self, mut at: Attempt<'_>, mut end: RunEnd) -> ObjectOutcome {
         if let Err(e) = &end.read {

@@ -67,12 +67,34 @@ pub(crate) enum Then {
     RetryAfter(Duration),
 }
 
+/// The adapters a pipeline runs over, named once: any four adapters, as the tuple
+/// `(claims, dedupe, source, queue)`.
+pub trait Adapters: Send + Sync + 'static {
+    type Claims: ClaimStore + 'static;
+    type Dedupe: DedupeStore + 'static;
+    type Source: ObjectSource + 'static;
+    type Queue: Enqueue + 'static;
+}
+
+impl<C, D, S, Q> Adapters for (C, D, S, Q)
+where
+    C: ClaimStore + 'static,
+    D: DedupeStore + 'static,
+    S: ObjectSource + 'static,
+    Q: Enqueue + 'static,
+{
+    type Claims = C;
+    type Dedupe = D;
+    type Source = S;
+    type Queue = Q;
+}
+
 /// The importer, over its ports.
-pub struct Pipeline<C, D, S, Q> {
-    pub claims: C,
-    pub dedupe: Option<Arc<D>>,
-    pub source: S,
-    pub queue: Q,
+pub struct Pipeline<A: Adapters> {
+    pub claims: A::Claims,
+    pub dedupe: Option<Arc<A::Dedupe>>,
+    pub source: A::Source,
+    pub queue: A::Queue,
     pub settings: Settings,
     pub clock: Clock,
     http: reqwest::Client,
@@ -131,12 +153,9 @@ fn config_problem(c: &S3Url, e: SourceError) -> ConfigProblem {
     }
 }
 
-impl<C, D, S, Q> Pipeline<C, D, S, Q>
+impl<C, D, S, Q> Pipeline<(C, D, S, Q)>
 where
-    C: ClaimStore,
-    D: DedupeStore + 'static,
-    S: ObjectSource,
-    Q: Enqueue,
+    (C, D, S, Q): Adapters<Claims = C, Dedupe = D, Source = S, Queue = Q>,
 {
     pub fn new(ports: Ports<C, D, S, Q>, settings: Settings) -> Self {
         let budget = Budget {
@@ -160,7 +179,9 @@ where
             observer: None,
         }
     }
+}
 
+impl<A: Adapters> Pipeline<A> {
     /// The same pipeline, telling `observer` of its progress.
     pub fn observed_by(mut self, observer: Arc<dyn Observer>) -> Self {
         self.observer = Some(observer);

@@ -15,18 +15,16 @@ use super::finish::Attempt;
 use super::outcome::ObjectOutcome;
 use super::record::{convert_record, RecordResult};
 use super::tracker::{OpenRecord, Restarts, Tracker};
-use super::Pipeline;
-use crate::claims::ClaimStore;
+use super::{Adapters, Pipeline};
 use crate::config::FileType;
 use crate::convert::{Converter, Origin};
 use crate::decode::parquet::{ParquetFile, ReadAt};
 use crate::decode::{read_records_from, DecodeError, Restart};
 use crate::dedupe::{DedupeKey, DedupeStore, RecordRef, Verdict};
 use crate::notify::ObjectRef;
-use crate::queue::Enqueue;
 use crate::report::RejectsFile;
 use crate::sink::{Driver, Fate, Item};
-use crate::source::{ObjectReader, ObjectSource};
+use crate::source::ObjectReader;
 
 /// Events checked against the dedupe table per call (five transactions of 100).
 const DEDUPE_BATCH: usize = 500;
@@ -198,13 +196,7 @@ struct Conversion {
     restarts: Restarts,
 }
 
-impl<C, D, S, Q> Pipeline<C, D, S, Q>
-where
-    C: ClaimStore,
-    D: DedupeStore + 'static,
-    S: ObjectSource,
-    Q: Enqueue,
-{
+impl<A: Adapters> Pipeline<A> {
     /// Reads and converts the records from `checkpoint` on, on a blocking thread, until the
     /// object ends or `stop_reading`. A Parquet object is read by ranges from the row group
     /// holding the checkpoint; earlier row groups are not fetched.
@@ -429,7 +421,7 @@ where
         result: RecordResult,
         tracker: &mut Tracker,
         driver: &mut Driver,
-        dedupe: &mut DedupeCalls<D>,
+        dedupe: &mut DedupeCalls<A::Dedupe>,
     ) {
         match result {
             RecordResult::Payloads(n, items) => {

@@ -30,7 +30,7 @@ use tokio::time::Instant;
 
 use common::{events, gzip, soon, unique, CONVERTER};
 
-type MemoryPipeline = Pipeline<MemoryClaims, MemoryDedupe, LocalSource, NoQueue>;
+type MemoryPipeline = Pipeline<(MemoryClaims, MemoryDedupe, LocalSource, NoQueue)>;
 
 /// Where the manual clock starts (epoch ms).
 const T0: i64 = 1_800_000_000_000;

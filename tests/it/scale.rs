@@ -176,12 +176,12 @@ impl Local {
         Settings::from_lookup(&|k| vars.get(k).cloned()).unwrap()
     }
 
-    fn pipeline<C: ClaimStore, Q: Enqueue>(
+    fn pipeline<C: ClaimStore + 'static, Q: Enqueue + 'static>(
         &self,
         claims: C,
         queue: Q,
         extra: &[(&str, &str)],
-    ) -> Pipeline<C, MemoryDedupe, LocalSource, Q> {
+    ) -> Pipeline<(C, MemoryDedupe, LocalSource, Q)> {
         Pipeline::new(
             Ports {
                 claims,
