@@ -90,7 +90,7 @@ pub struct Message {
     pub receipt: Option<Receipt>,
     /// The notices, or why the message could not be read (it then goes back to the queue,
     /// and after `maxReceiveCount` to the dead-letter queue).
-    pub notices: Result<Vec<Notice>, String>,
+    pub notices: Result<Vec<Notice>, Unreadable>,
 }
 
 /// An SQS message's queue (`eventSourceARN`: an ARN from Lambda, the URL from our worker) and
@@ -102,12 +102,33 @@ pub struct Receipt {
 }
 
 /// A key that cannot be decoded.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {
     #[error("bad percent escape at byte {0} of the key")]
     BadEscape(usize),
     #[error("the decoded key is not valid UTF-8")]
     NotUtf8,
+}
+
+/// Why a message names nothing the importer can read (it goes back to the queue, and after
+/// `maxReceiveCount` to the dead-letter queue).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Unreadable {
+    /// A field the shape needs is missing (what, in the shape's own terms).
+    #[error("{0}")]
+    Missing(&'static str),
+    /// The body, or an SNS envelope's `Message`, is not JSON.
+    #[error("{what} is not JSON: {error}")]
+    NotJson { what: &'static str, error: String },
+    /// A key that cannot be decoded.
+    #[error("{what} {raw:?}: {error}")]
+    Key {
+        what: &'static str,
+        raw: String,
+        error: KeyError,
+    },
+    #[error("not an S3 notification, EventBridge event or scan message")]
+    UnknownShape,
 }
 
 /// Decodes a key from an S3 notification: `+` → space first, then percent-decoding as UTF-8.
@@ -172,14 +193,20 @@ fn object_notice(object: ObjectRef) -> Notice {
 }
 
 /// One record of an S3 notification (`{"Records": [...]}`).
-fn s3_record(r: &Value) -> Result<Notice, String> {
+fn s3_record(r: &Value) -> Result<Notice, Unreadable> {
     let event = text(r, &["eventName"]).unwrap_or_default();
     if !event.starts_with("ObjectCreated:") {
         return Ok(Notice::Ignore(Ignored::NotCreated(event)));
     }
-    let bucket = text(r, &["s3", "bucket", "name"]).ok_or("S3 record without s3.bucket.name")?;
-    let raw_key = text(r, &["s3", "object", "key"]).ok_or("S3 record without s3.object.key")?;
-    let key = decode_key(&raw_key).map_err(|e| format!("S3 record key {raw_key:?}: {e}"))?;
+    let bucket = text(r, &["s3", "bucket", "name"])
+        .ok_or(Unreadable::Missing("S3 record without s3.bucket.name"))?;
+    let raw_key = text(r, &["s3", "object", "key"])
+        .ok_or(Unreadable::Missing("S3 record without s3.object.key"))?;
+    let key = decode_key(&raw_key).map_err(|error| Unreadable::Key {
+        what: "S3 record key",
+        raw: raw_key.clone(),
+        error,
+    })?;
     Ok(object_notice(ObjectRef {
         bucket,
         key,
@@ -192,33 +219,38 @@ fn s3_record(r: &Value) -> Result<Notice, String> {
 }
 
 /// An S3 notification document: its records, or a test event.
-fn s3_notification(doc: &Value) -> Result<Vec<Notice>, String> {
+fn s3_notification(doc: &Value) -> Result<Vec<Notice>, Unreadable> {
     if text(doc, &["Event"]).as_deref() == Some("s3:TestEvent") {
         return Ok(vec![Notice::Ignore(Ignored::TestEvent)]);
     }
     let records = doc
         .get("Records")
         .and_then(Value::as_array)
-        .ok_or("no Records in the S3 notification")?;
+        .ok_or(Unreadable::Missing("no Records in the S3 notification"))?;
     records.iter().map(s3_record).collect()
 }
 
 /// An EventBridge event from S3.
-fn eventbridge(doc: &Value) -> Result<Vec<Notice>, String> {
+fn eventbridge(doc: &Value) -> Result<Vec<Notice>, Unreadable> {
     let kind = text(doc, &["detail-type"]).unwrap_or_default();
     if kind != "Object Created" {
         return Ok(vec![Notice::Ignore(Ignored::NotCreated(kind))]);
     }
     let detail = doc
         .get("detail")
-        .ok_or("EventBridge event without detail")?;
-    let raw_key =
-        text(detail, &["object", "key"]).ok_or("EventBridge event without detail.object.key")?;
-    let key =
-        decode_key(&raw_key).map_err(|e| format!("EventBridge object key {raw_key:?}: {e}"))?;
+        .ok_or(Unreadable::Missing("EventBridge event without detail"))?;
+    let raw_key = text(detail, &["object", "key"]).ok_or(Unreadable::Missing(
+        "EventBridge event without detail.object.key",
+    ))?;
+    let key = decode_key(&raw_key).map_err(|error| Unreadable::Key {
+        what: "EventBridge object key",
+        raw: raw_key.clone(),
+        error,
+    })?;
     Ok(vec![object_notice(ObjectRef {
-        bucket: text(detail, &["bucket", "name"])
-            .ok_or("EventBridge event without detail.bucket.name")?,
+        bucket: text(detail, &["bucket", "name"]).ok_or(Unreadable::Missing(
+            "EventBridge event without detail.bucket.name",
+        ))?,
         key,
         version_id: text(detail, &["object", "version-id"]),
         size: number(detail, &["object", "size"]),
@@ -229,11 +261,13 @@ fn eventbridge(doc: &Value) -> Result<Vec<Notice>, String> {
 
 /// The scan mode's own message: `{"s3import": {"bucket", "key", "version_id"?, "size"?, "etag"?}}`,
 /// keys as they are.
-fn scan_message(doc: &Value) -> Result<Vec<Notice>, String> {
-    let m = doc.get("s3import").ok_or("not a scan message")?;
+fn scan_message(doc: &Value) -> Result<Vec<Notice>, Unreadable> {
+    let m = doc
+        .get("s3import")
+        .ok_or(Unreadable::Missing("not a scan message"))?;
     Ok(vec![object_notice(ObjectRef {
-        bucket: text(m, &["bucket"]).ok_or("scan message without bucket")?,
-        key: text(m, &["key"]).ok_or("scan message without key")?,
+        bucket: text(m, &["bucket"]).ok_or(Unreadable::Missing("scan message without bucket"))?,
+        key: text(m, &["key"]).ok_or(Unreadable::Missing("scan message without key"))?,
         version_id: text(m, &["version_id"]),
         size: number(m, &["size"]),
         etag: text(m, &["etag"]),
@@ -242,13 +276,14 @@ fn scan_message(doc: &Value) -> Result<Vec<Notice>, String> {
 }
 
 /// What a document (an SQS body, or a whole invocation event) holds.
-fn document(doc: &Value) -> Result<Vec<Notice>, String> {
+fn document(doc: &Value) -> Result<Vec<Notice>, Unreadable> {
     if doc.get("s3import").is_some() {
         return scan_message(doc);
     }
     if let Some(scan) = doc.get("s3import-scan") {
         return Ok(vec![Notice::Scan(ScanRequest {
-            bucket: text(scan, &["bucket"]).ok_or("s3import-scan without bucket")?,
+            bucket: text(scan, &["bucket"])
+                .ok_or(Unreadable::Missing("s3import-scan without bucket"))?,
             prefix: text(scan, &["prefix"]),
             start_after: text(scan, &["start_after"]).filter(|a| !a.is_empty()),
         })]);
@@ -258,21 +293,27 @@ fn document(doc: &Value) -> Result<Vec<Notice>, String> {
     }
     // SNS envelope: the S3 notification is the JSON text in `Message`.
     if text(doc, &["Type"]).as_deref() == Some("Notification") {
-        let inner = text(doc, &["Message"]).ok_or("SNS envelope without Message")?;
-        let inner: Value =
-            serde_json::from_str(&inner).map_err(|e| format!("SNS Message is not JSON: {e}"))?;
+        let inner =
+            text(doc, &["Message"]).ok_or(Unreadable::Missing("SNS envelope without Message"))?;
+        let inner: Value = serde_json::from_str(&inner).map_err(|e| Unreadable::NotJson {
+            what: "SNS Message",
+            error: e.to_string(),
+        })?;
         return document(&inner);
     }
     if doc.get("Records").is_some() || doc.get("Event").is_some() {
         return s3_notification(doc);
     }
-    Err("not an S3 notification, EventBridge event or scan message".into())
+    Err(Unreadable::UnknownShape)
 }
 
 /// What an SQS message's body holds.
-pub fn body_notices(body: &str) -> Result<Vec<Notice>, String> {
+pub fn body_notices(body: &str) -> Result<Vec<Notice>, Unreadable> {
     serde_json::from_str::<Value>(body)
-        .map_err(|e| format!("SQS body is not JSON: {e}"))
+        .map_err(|e| Unreadable::NotJson {
+            what: "SQS body",
+            error: e.to_string(),
+        })
         .and_then(|doc| document(&doc))
 }
 
@@ -300,7 +341,7 @@ pub fn messages(event: &Value) -> Vec<Message> {
                 .zip(text(r, &["receiptHandle"]))
                 .map(|(queue, handle)| Receipt { queue, handle }),
             notices: match text(r, &["body"]) {
-                None => Err("SQS record without body".into()),
+                None => Err(Unreadable::Missing("SQS record without body")),
                 Some(body) => body_notices(&body),
             },
         })
@@ -428,11 +469,7 @@ mod tests {
                 Notice::Ignore(Ignored::Empty("empty.json".into())),
             ])
         );
-        assert!(m[4]
-            .notices
-            .as_ref()
-            .unwrap_err()
-            .contains("not an S3 notification"));
+        assert_eq!(m[4].notices, Err(Unreadable::UnknownShape));
     }
 
     #[test]
@@ -463,6 +500,7 @@ mod tests {
             .notices
             .as_ref()
             .unwrap_err()
+            .to_string()
             .contains("bad percent escape"));
     }
 
@@ -515,7 +553,7 @@ mod tests {
         let no_bucket = sqs(&[("4", json!({"s3import-scan": {"prefix": "in/"}}))]);
         assert_eq!(
             messages(&no_bucket)[0].notices,
-            Err("s3import-scan without bucket".into())
+            Err(Unreadable::Missing("s3import-scan without bucket"))
         );
     }
 }

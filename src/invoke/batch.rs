@@ -46,7 +46,7 @@ pub async fn handle<A: Adapters>(
             }
             Err(e) => {
                 tracing::warn!(message_id = ?done.message_id, error = %e, "unreadable message");
-                done.error = Some(e);
+                done.error = Some(e.to_string());
                 done.retry = true;
             }
         }
