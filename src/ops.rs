@@ -18,10 +18,10 @@ use crate::report::Progress;
 use crate::source::{ObjectInfo, ObjectSource};
 
 /// Parses `s3://bucket/key`.
-pub fn object_ref(url: &str) -> Result<ObjectRef, String> {
+pub fn object_ref(url: &str) -> Result<ObjectRef, crate::settings::UrlError> {
     let u = crate::settings::S3Url::parse(url)?;
     if u.key.is_empty() {
-        return Err(format!("`{url}` names no object"));
+        return Err(crate::settings::UrlError::NoObject(url.to_string()));
     }
     Ok(ObjectRef {
         bucket: u.bucket,
@@ -96,20 +96,14 @@ pub fn outcome_json(obj: &ObjectRef, outcome: &ObjectOutcome) -> serde_json::Val
 
 /// Why an operation did not run: the request itself (exit 2), or a failure while running
 /// (exit 1).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OpError {
     /// Asked for something that cannot be done (e.g. retrying a completed object).
+    #[error("{0}")]
     Input(String),
     /// Storage, tables or the network failed.
+    #[error("{0}")]
     Runtime(String),
-}
-
-impl std::fmt::Display for OpError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            OpError::Input(e) | OpError::Runtime(e) => f.write_str(e),
-        }
-    }
 }
 
 /// What `retry --failed` found and did.

@@ -46,16 +46,31 @@ pub fn region_named(name: &str) -> Option<Region> {
     }
 }
 
+/// A region name that is neither `us` nor `eu`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the region must be us or eu, got {0:?}")]
+pub struct UnknownRegion(pub String);
+
 /// Where payloads go: `endpoint` when one is given (the region is then not looked at),
-/// otherwise the Amplitude URL of the region named `region`. The error is the region name
-/// when it is neither `us` nor `eu`.
-pub fn base_url(endpoint: Option<String>, region: &str) -> Result<String, String> {
+/// otherwise the Amplitude URL of the region named `region`.
+pub fn base_url(endpoint: Option<String>, region: &str) -> Result<String, UnknownRegion> {
     match endpoint {
         Some(url) => Ok(url),
         None => region_named(region)
             .map(|r| r.base_url().to_string())
-            .ok_or_else(|| region.to_string()),
+            .ok_or_else(|| UnknownRegion(region.to_string())),
     }
+}
+
+/// A location that is not `s3://bucket[/key]`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    #[error("`{0}` is not an s3://bucket/key location")]
+    NotS3(String),
+    #[error("`{0}` names no bucket")]
+    NoBucket(String),
+    #[error("`{0}` names no object")]
+    NoObject(String),
 }
 
 /// Conversion threads when none are asked for: 2 (one decompresses, one converts), or 1 on
@@ -129,13 +144,13 @@ pub struct S3Url {
 }
 
 impl S3Url {
-    pub fn parse(text: &str) -> Result<S3Url, String> {
+    pub fn parse(text: &str) -> Result<S3Url, UrlError> {
         let rest = text
             .strip_prefix("s3://")
-            .ok_or_else(|| format!("`{text}` is not an s3://bucket/key location"))?;
+            .ok_or_else(|| UrlError::NotS3(text.to_string()))?;
         let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
-            return Err(format!("`{text}` names no bucket"));
+            return Err(UrlError::NoBucket(text.to_string()));
         }
         Ok(S3Url {
             bucket: bucket.to_string(),
@@ -304,7 +319,7 @@ impl Settings {
             endpoint => {
                 let region = get("S3I_REGION").unwrap_or_else(|| "us".into());
                 base_url(endpoint, &region).unwrap_or_else(|other| {
-                    problems.push(format!("S3I_REGION: `{other}` is not us or eu"));
+                    problems.push(format!("S3I_REGION: `{}` is not us or eu", other.0));
                     String::new()
                 })
             }
@@ -605,9 +620,9 @@ mod tests {
         for (endpoint, region, want) in [
             (None, "us", Ok(us.clone())),
             (None, "eu", Ok(eu.clone())),
-            (None, "EU", Err("EU".to_string())),
-            (None, "mars", Err("mars".to_string())),
-            (None, "", Err(String::new())),
+            (None, "EU", Err(UnknownRegion("EU".into()))),
+            (None, "mars", Err(UnknownRegion("mars".into()))),
+            (None, "", Err(UnknownRegion(String::new()))),
             (Some(local.clone()), "us", Ok(local.clone())),
             (Some(local.clone()), "mars", Ok(local.clone())),
         ] {

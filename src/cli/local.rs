@@ -211,7 +211,7 @@ pub fn run_validate(args: ValidateArgs) -> ExitCode {
             match settings::base_url(endpoint.clone(), &region) {
                 Ok(url) => Some(url),
                 Err(other) => {
-                    return exit_bad_input(format!("--region must be us or eu, got {other:?}"))
+                    return exit_bad_input(format!("--region must be us or eu, got {:?}", other.0))
                 }
             }
         }
@@ -289,7 +289,9 @@ pub fn run_send(args: SendArgs) -> ExitCode {
     let region = args.region.to_ascii_lowercase();
     let base_url = match settings::base_url(args.endpoint.clone(), &region) {
         Ok(url) => url,
-        Err(other) => return exit_bad_input(format!("--region must be us or eu, got {other:?}")),
+        Err(other) => {
+            return exit_bad_input(format!("--region must be us or eu, got {:?}", other.0))
+        }
     };
     if let Some(why) = crate::sink::routes::unserved(&converter.file, &base_url) {
         return exit_bad_input(why);
