@@ -261,6 +261,7 @@ impl Settings {
 
     /// Reads settings through `get` (the environment, or a table in tests). Every problem is
     /// listed at once, naming the variable; the README's "Settings" table lists them all.
+    /// Long on purpose: one short paragraph per variable, in the README's order.
     pub fn from_lookup(get: &dyn Fn(&str) -> Option<String>) -> Result<Settings, Vec<String>> {
         let mut problems = Vec::new();
         let s3_location = |name: &str, problems: &mut Vec<String>| match get(name) {

@@ -390,6 +390,7 @@ fn clash(ours: &Destination, others: &[Destination]) -> Option<String> {
 
 /// Adds the queue's notification (or EventBridge delivery) to the bucket's configuration,
 /// keeping every other configuration; refuses a clash; writes nothing when all is in place.
+/// Long on purpose: read, compare and write back must stay one visible sequence.
 async fn ensure_notification(
     clients: &Clients,
     bucket: &str,

@@ -263,6 +263,7 @@ impl App {
     /// Decoding and validation run without the lock, so requests in flight overlap; throttling,
     /// dedupe and ingesting hold it. Bodies are read with the project's borrowed value parser:
     /// a `serde_json::Value` per event made the emulator, not the client, the bottleneck.
+    /// Long on purpose: Amplitude's checks in the order its documentation lists them.
     fn events_checked(
         &self,
         headers: &HeaderMap,

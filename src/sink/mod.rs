@@ -392,6 +392,7 @@ impl Driver {
 
 /// Sends one batch and whatever it turns into (halves after 413, the rest after 400, the
 /// throttled part after 429, the whole after a retryable failure) until all of it is settled.
+/// Long on purpose: one match over the answers, each arm the documented retry rule.
 async fn run_job(shared: Arc<Shared>, first: Job) {
     let mut queue = vec![first];
     while let Some(mut job) = queue.pop() {
