@@ -105,27 +105,41 @@ pub async fn assumed_role_config(
         .build()
 }
 
+/// Why the API key could not be read from Secrets Manager (`S3I_API_KEY_SECRET`).
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("S3I_API_KEY_SECRET ({secret}): {error}")]
+    Unreadable { secret: String, error: String },
+    #[error("S3I_API_KEY_SECRET ({0}): the secret has no string value")]
+    NotText(String),
+    #[error("S3I_API_KEY_SECRET ({0}): JSON secret without `api_key`")]
+    NoApiKey(String),
+}
+
 /// The API key from Secrets Manager: the secret's string, or its `api_key` field when the
 /// secret is JSON.
 pub async fn api_key_from_secret(
     config: &aws_config::SdkConfig,
     secret: &str,
-) -> Result<String, String> {
+) -> Result<String, SecretError> {
     let client = aws_sdk_secretsmanager::Client::new(config);
     let out = client
         .get_secret_value()
         .secret_id(secret)
         .send()
         .await
-        .map_err(|e| format!("S3I_API_KEY_SECRET ({secret}): {}", sdk_text(e)))?;
+        .map_err(|e| SecretError::Unreadable {
+            secret: secret.to_string(),
+            error: sdk_text(e),
+        })?;
     let text = out
         .secret_string()
-        .ok_or_else(|| format!("S3I_API_KEY_SECRET ({secret}): the secret has no string value"))?;
+        .ok_or_else(|| SecretError::NotText(secret.to_string()))?;
     Ok(match serde_json::from_str::<serde_json::Value>(text) {
         Ok(serde_json::Value::Object(m)) => m
             .get("api_key")
             .and_then(|v| v.as_str())
-            .ok_or_else(|| format!("S3I_API_KEY_SECRET ({secret}): JSON secret without `api_key`"))?
+            .ok_or_else(|| SecretError::NoApiKey(secret.to_string()))?
             .to_string(),
         _ => text.trim().to_string(),
     })
@@ -143,7 +157,7 @@ pub async fn settings_from_env(
             key = Some(
                 api_key_from_secret(&clients.config, &secret)
                     .await
-                    .map_err(|e| vec![e])?,
+                    .map_err(|e| vec![e.to_string()])?,
             );
         }
     }
@@ -207,15 +221,13 @@ pub async fn work_queue(
     idle_exit: Option<Duration>,
     retry_after: Duration,
     mut report: impl FnMut(&str),
-) -> Result<u64, String> {
+) -> Result<u64, crate::queue::QueueError> {
     let mut handled = 0u64;
     let mut idle_since = Instant::now();
     let mut batch = 0u64;
     loop {
         let wait = idle_exit.map_or(10, |d| d.as_secs().clamp(1, 10) as i32);
-        let received = crate::queue::sqs::receive(sqs, url, wait)
-            .await
-            .map_err(|e| e.to_string())?;
+        let received = crate::queue::sqs::receive(sqs, url, wait).await?;
         if received.is_empty() {
             if idle_exit.is_some_and(|d| idle_since.elapsed() >= d) {
                 return Ok(handled);
@@ -259,9 +271,7 @@ pub async fn work_queue(
             .filter(|m| m.retry)
             .filter_map(|m| Some((m.message_id.clone()?, m.retry_after.unwrap_or(retry_after))))
             .collect();
-        crate::queue::sqs::settle(sqs, url, &handles, &failed)
-            .await
-            .map_err(|e| e.to_string())?;
+        crate::queue::sqs::settle(sqs, url, &handles, &failed).await?;
         handled += handles.len() as u64;
         idle_since = Instant::now();
     }

@@ -5,13 +5,35 @@
 
 use super::{sdk_text, Clients, QUEUE_VISIBILITY_SECS};
 
+/// Why `setup` stopped. Whatever was made before stays (every step is idempotent).
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// An AWS call failed: what was being done, and AWS's words.
+    #[error("{doing}: {error}")]
+    Aws { doing: String, error: String },
+    /// Refused before changing anything: a bad rule ARN, a clashing notification.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Turns an AWS error into `SetupError::Aws` saying what was being done.
+fn failed<E: std::error::Error + 'static>(
+    doing: impl Into<String>,
+) -> impl FnOnce(E) -> SetupError {
+    let doing = doing.into();
+    move |e| SetupError::Aws {
+        doing,
+        error: sdk_text(e),
+    }
+}
+
 /// Creates a table keyed by the string `pk` (on-demand) unless it exists; `ttl` names the
 /// epoch-seconds attribute that expires items.
 pub async fn ensure_table(
     ddb: &aws_sdk_dynamodb::Client,
     name: &str,
     ttl: Option<&str>,
-) -> Result<(), String> {
+) -> Result<(), SetupError> {
     use aws_sdk_dynamodb::types::{
         AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
         TimeToLiveSpecification,
@@ -25,14 +47,14 @@ pub async fn ensure_table(
                 .attribute_name("pk")
                 .attribute_type(ScalarAttributeType::S)
                 .build()
-                .map_err(sdk_text)?,
+                .map_err(failed(format!("creating table {name}")))?,
         )
         .key_schema(
             KeySchemaElement::builder()
                 .attribute_name("pk")
                 .key_type(KeyType::Hash)
                 .build()
-                .map_err(sdk_text)?,
+                .map_err(failed(format!("creating table {name}")))?,
         )
         .send()
         .await;
@@ -41,7 +63,7 @@ pub async fn ensure_table(
         Err(e) => {
             let e = e.into_service_error();
             if !e.is_resource_in_use_exception() {
-                return Err(format!("creating table {name}: {}", sdk_text(e)));
+                return Err(failed(format!("creating table {name}"))(e));
             }
             return Ok(());
         }
@@ -52,7 +74,7 @@ pub async fn ensure_table(
             .table_name(name)
             .send()
             .await
-            .map_err(sdk_text)?;
+            .map_err(failed(format!("waiting for table {name}")))?;
         let active = d
             .table()
             .and_then(|t| t.table_status())
@@ -70,11 +92,11 @@ pub async fn ensure_table(
                     .enabled(true)
                     .attribute_name(attr)
                     .build()
-                    .map_err(sdk_text)?,
+                    .map_err(failed(format!("enabling TTL on {name}")))?,
             )
             .send()
             .await
-            .map_err(|e| format!("enabling TTL on {name}: {}", sdk_text(e)))?;
+            .map_err(failed(format!("enabling TTL on {name}")))?;
     }
     Ok(())
 }
@@ -105,11 +127,11 @@ pub async fn setup(
     queue: &str,
     prefix: &str,
     announce: Announce<'_>,
-) -> Result<String, String> {
+) -> Result<String, SetupError> {
     use aws_sdk_sqs::types::QueueAttributeName;
     if let Announce::EventBridge { rule_arn } = announce {
         if let Some(problem) = rule_arn_problem(rule_arn) {
-            return Err(problem);
+            return Err(SetupError::Refused(problem));
         }
     }
     ensure_table(&clients.dynamodb, claims_table, None).await?;
@@ -119,7 +141,7 @@ pub async fn setup(
     if let Err(e) = clients.s3.create_bucket().bucket(bucket).send().await {
         let e = e.into_service_error();
         if !(e.is_bucket_already_owned_by_you() || e.is_bucket_already_exists()) {
-            return Err(format!("creating bucket {bucket}: {}", sdk_text(e)));
+            return Err(failed(format!("creating bucket {bucket}"))(e));
         }
     }
     let dlq = clients
@@ -128,7 +150,7 @@ pub async fn setup(
         .queue_name(format!("{queue}-dlq"))
         .send()
         .await
-        .map_err(|e| format!("creating queue {queue}-dlq: {}", sdk_text(e)))?;
+        .map_err(failed(format!("creating queue {queue}-dlq")))?;
     let dlq_url = dlq.queue_url().unwrap_or_default().to_string();
     let arn_of = |url: String| {
         let sqs = clients.sqs.clone();
@@ -139,11 +161,11 @@ pub async fn setup(
                 .attribute_names(QueueAttributeName::QueueArn)
                 .send()
                 .await
-                .map_err(sdk_text)?;
+                .map_err(failed(format!("reading the ARN of {url}")))?;
             a.attributes()
                 .and_then(|m| m.get(&QueueAttributeName::QueueArn))
                 .cloned()
-                .ok_or_else(|| format!("no ARN for {url}"))
+                .ok_or_else(|| SetupError::Refused(format!("no ARN for {url}")))
         }
     };
     let dlq_arn = arn_of(dlq_url).await?;
@@ -158,10 +180,11 @@ pub async fn setup(
         )
         .send()
         .await
-        .map_err(|e| format!("creating queue {queue}: {}", sdk_text(e)))?;
+        .map_err(failed(format!("creating queue {queue}")))?;
     let url = q.queue_url().unwrap_or_default().to_string();
     let arn = arn_of(url.clone()).await?;
-    let parts = arn_parts(&arn).ok_or_else(|| format!("queue {queue}: unexpected ARN `{arn}`"))?;
+    let parts = arn_parts(&arn)
+        .ok_or_else(|| SetupError::Refused(format!("queue {queue}: unexpected ARN `{arn}`")))?;
     let bucket_arn = format!("arn:{}:s3:::{bucket}", parts.partition);
     // The bucket was made (or is owned) by this account, the queue's.
     ensure_queue_policy(clients, &url, &arn, &bucket_arn, parts.account, announce).await?;
@@ -270,7 +293,7 @@ async fn ensure_queue_policy(
     bucket_arn: &str,
     account: &str,
     announce: Announce<'_>,
-) -> Result<(), String> {
+) -> Result<(), SetupError> {
     use aws_sdk_sqs::types::QueueAttributeName;
     let got = clients
         .sqs
@@ -279,7 +302,7 @@ async fn ensure_queue_policy(
         .attribute_names(QueueAttributeName::Policy)
         .send()
         .await
-        .map_err(|e| format!("reading the policy of {url}: {}", sdk_text(e)))?;
+        .map_err(failed(format!("reading the policy of {url}")))?;
     let current: Option<serde_json::Value> = got
         .attributes()
         .and_then(|m| m.get(&QueueAttributeName::Policy))
@@ -295,7 +318,7 @@ async fn ensure_queue_policy(
         .attributes(QueueAttributeName::Policy, wanted.to_string())
         .send()
         .await
-        .map_err(|e| format!("setting the policy of {url}: {}", sdk_text(e)))?;
+        .map_err(failed(format!("setting the policy of {url}")))?;
     Ok(())
 }
 
@@ -398,7 +421,7 @@ async fn ensure_notification(
     queue: &str,
     prefix: &str,
     announce: Announce<'_>,
-) -> Result<(), String> {
+) -> Result<(), SetupError> {
     use aws_sdk_s3::types::{
         Event, EventBridgeConfiguration, FilterRule, FilterRuleName, NotificationConfiguration,
         NotificationConfigurationFilter, QueueConfiguration, S3KeyFilter,
@@ -409,12 +432,9 @@ async fn ensure_notification(
         .bucket(bucket)
         .send()
         .await
-        .map_err(|e| {
-            format!(
-                "reading the notification configuration of {bucket}: {}",
-                sdk_text(e)
-            )
-        })?;
+        .map_err(failed(format!(
+            "reading the notification configuration of {bucket}"
+        )))?;
     let id = format!("s3-import-{queue}");
     let ours = Destination {
         kind: "queue",
@@ -462,12 +482,12 @@ async fn ensure_notification(
     }
     if announce == Announce::Queue {
         if let Some(other) = clash(&ours, &others) {
-            return Err(format!(
+            return Err(SetupError::Refused(format!(
                 "bucket {bucket}: {other}, which overlaps this queue's notification \
                  (s3:ObjectCreated:* under prefix `{prefix}`); S3 sends an event to one \
                  destination only. Nothing was changed. Narrow or remove that configuration, or \
                  announce through EventBridge instead (--eventbridge-rule-arn)"
-            ));
+            )));
         }
     }
     // Everything else as it was, this queue's own configuration as wanted.
@@ -504,7 +524,10 @@ async fn ensure_notification(
                         .build(),
                 );
             }
-            queues.push(qc.build().map_err(sdk_text)?);
+            queues.push(
+                qc.build()
+                    .map_err(failed("building the queue notification"))?,
+            );
             if let Some(e) = current.event_bridge_configuration() {
                 config = config.event_bridge_configuration(e.clone());
             }
@@ -520,7 +543,7 @@ async fn ensure_notification(
         .notification_configuration(config.set_queue_configurations(Some(queues)).build())
         .send()
         .await
-        .map_err(|e| format!("notification on {bucket}: {}", sdk_text(e)))?;
+        .map_err(failed(format!("notification on {bucket}")))?;
     Ok(())
 }
 

@@ -173,7 +173,7 @@ pub async fn run(
                     Ok(_) => Check::ok("api-key-secret", format!("{secret} is readable")),
                     Err(e) => Check::problem(
                         "api-key-secret",
-                        e,
+                        e.to_string(),
                         "allow secretsmanager:GetSecretValue on the secret (template parameter ApiKeySecretArn)",
                     ),
                 },
