@@ -326,7 +326,7 @@ async fn main() {
     println!(
         "one large object: {} records, {sent} events sent in {secs:.1} s = {large_eps:.0} events/s \
          (dedupe on, {} dedupe calls; threads {})",
-        report.counts.records, report.dedupe_requests, p.settings.threads
+        report.counts.records, report.dedupe_requests, p.settings().threads
     );
     drop(p);
 
@@ -346,7 +346,7 @@ async fn main() {
         keys.push(key);
     }
     let p = setup.pipeline("small-at-once", None).await;
-    let at_once = p.settings.object_concurrency;
+    let at_once = p.settings().object_concurrency;
     let secs = small_run(&p, &keys).await;
     let fast = n as f64 / secs;
     println!(

@@ -91,12 +91,12 @@ where
 
 /// The importer, over its ports.
 pub struct Pipeline<A: Adapters> {
-    pub claims: A::Claims,
-    pub dedupe: Option<Arc<A::Dedupe>>,
-    pub source: A::Source,
-    pub queue: A::Queue,
-    pub settings: Settings,
-    pub clock: Clock,
+    pub(crate) claims: A::Claims,
+    pub(crate) dedupe: Option<Arc<A::Dedupe>>,
+    pub(crate) source: A::Source,
+    pub(crate) queue: A::Queue,
+    pub(crate) settings: Settings,
+    pub(crate) clock: Clock,
     http: reqwest::Client,
     /// The compiled converter and the ETag it was compiled from.
     /// The compiled converter, its file's ETag, and when S3 last confirmed that ETag.
@@ -182,6 +182,41 @@ where
 }
 
 impl<A: Adapters> Pipeline<A> {
+    /// The settings it runs with.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Its settings, to change between imports (e.g. a rotated API key).
+    pub fn settings_mut(&mut self) -> &mut Settings {
+        &mut self.settings
+    }
+
+    /// Its claims store (tests and operations read claims through it).
+    pub fn claims(&self) -> &A::Claims {
+        &self.claims
+    }
+
+    /// Its dedupe store (`None`: no dedupe).
+    pub fn dedupe(&self) -> Option<&A::Dedupe> {
+        self.dedupe.as_deref()
+    }
+
+    /// Its object storage.
+    pub fn source(&self) -> &A::Source {
+        &self.source
+    }
+
+    /// Its queue.
+    pub fn queue(&self) -> &A::Queue {
+        &self.queue
+    }
+
+    /// Its clock.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
     /// The same pipeline, telling `observer` of its progress.
     pub fn observed_by(mut self, observer: Arc<dyn Observer>) -> Self {
         self.observer = Some(observer);

@@ -200,7 +200,7 @@ fn assert_confirmed(got: &BTreeMap<String, u32>, tag: &str, checkpoint: u64) {
 }
 
 async fn checkpoint_of(p: &MemoryPipeline, key: &ClaimKey) -> u64 {
-    match p.claims.get(key).await.unwrap() {
+    match p.claims().get(key).await.unwrap() {
         Some(ClaimState::InProgress { checkpoint, .. }) => checkpoint,
         other => panic!("expected a claim in progress, got {other:?}"),
     }
@@ -214,7 +214,7 @@ async fn an_expired_lease_is_taken_over_from_its_checkpoint_and_a_live_one_left_
     let key = w.claim_key("in/l.json");
     let now = w.clock.now_secs();
     assert!(matches!(
-        p.claims
+        p.claims()
             .claim(&key, "crashed", now + 600, now)
             .await
             .unwrap(),
@@ -224,7 +224,7 @@ async fn an_expired_lease_is_taken_over_from_its_checkpoint_and_a_live_one_left_
     let progress = json!({"counts": {"records": 600, "converted": 600, "payloads": 600, "sent": 600},
                           "invocations": 1, "started_ms": 1});
     assert_eq!(
-        p.claims
+        p.claims()
             .checkpoint(&key, "crashed", 600, &progress.to_string(), now + 600)
             .await
             .unwrap(),
@@ -257,7 +257,7 @@ async fn an_expired_lease_is_taken_over_from_its_checkpoint_and_a_live_one_left_
     assert_eq!(&w.report("in/l.json"), r);
     // The old owner can no longer write.
     assert_eq!(
-        p.claims.complete(&key, "crashed", "late").await.unwrap(),
+        p.claims().complete(&key, "crashed", "late").await.unwrap(),
         Held::Lost
     );
 }
@@ -468,7 +468,7 @@ async fn a_gzip_corrupt_in_the_middle_fails_with_counts_that_add_up() {
     );
     assert_eq!(w.received().len(), 0, "no garbled event was sent");
     assert_eq!(&w.report("in/c.json.gz"), r.as_ref());
-    match p.claims.get(&w.claim_key("in/c.json.gz")).await.unwrap() {
+    match p.claims().get(&w.claim_key("in/c.json.gz")).await.unwrap() {
         Some(ClaimState::Failed { reason, .. }) => {
             assert!(reason.contains("unreadable"), "{reason}")
         }
@@ -499,7 +499,7 @@ async fn a_retried_object_resends_the_events_it_marked_as_its_own() {
     let mut p = w.pipeline();
 
     // The first attempt marks its events in the dedupe store, but the endpoint refuses the key.
-    p.settings.sink.api_key = "wrong-key".into();
+    p.settings_mut().sink.api_key = "wrong-key".into();
     let first = p.import(&w.obj("in/c.json"), soon(60), "t1").await;
     match &first {
         ObjectOutcome::Retry(why) => assert!(why.to_string().contains("API key"), "{why}"),
@@ -508,12 +508,11 @@ async fn a_retried_object_resends_the_events_it_marked_as_its_own() {
     assert_eq!(checkpoint_of(&p, &w.claim_key("in/c.json")).await, 0);
     assert!(w.received().is_empty());
     let marked = p
-        .dedupe
-        .as_ref()
+        .dedupe()
         .unwrap()
         .check_and_mark(
             &[(
-                DedupeKey::for_event(&p.settings.source, Some("device-7"), None, "y-7").unwrap(),
+                DedupeKey::for_event(&p.settings().source, Some("device-7"), None, "y-7").unwrap(),
                 RecordRef {
                     object: format!("{}/in/c.json", w.bucket),
                     n: 7,
@@ -526,7 +525,7 @@ async fn a_retried_object_resends_the_events_it_marked_as_its_own() {
     assert_eq!(marked, vec![Verdict::Own], "the first attempt marked them");
 
     // The retry sends them: they are this object's own, not duplicates.
-    p.settings.sink.api_key = "test-key".into();
+    p.settings_mut().sink.api_key = "test-key".into();
     let second = p.import(&w.obj("in/c.json"), soon(60), "t2").await;
     let second = completed(&second);
     assert_eq!((second.counts.sent, second.counts.duplicates), (500, 0));
@@ -745,7 +744,7 @@ async fn a_csv_object_resumes_from_its_byte_checkpoint_with_its_header() {
     let report = loop {
         invocations += 1;
         assert!(invocations <= 20, "not finished after 20 invocations");
-        checkpoints.push(match p.claims.get(&key).await.unwrap() {
+        checkpoints.push(match p.claims().get(&key).await.unwrap() {
             None => 0,
             Some(_) => checkpoint_of(&p, &key).await,
         });
@@ -821,7 +820,7 @@ async fn a_mirror_converter_aimed_at_amplitudes_hosts_waits_unclaimed_as_an_unus
             why.contains("/mutations") && why.contains("S3I_ENDPOINT"),
             "{why}"
         );
-        let claim = p.claims.get(&w.claim_key("in/m.json")).await.unwrap();
+        let claim = p.claims().get(&w.claim_key("in/m.json")).await.unwrap();
         assert!(claim.is_none(), "nothing claimed: {claim:?}");
     }
 }

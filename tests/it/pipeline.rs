@@ -1237,7 +1237,7 @@ async fn an_uncompressed_object_resumes_from_its_byte_checkpoint_without_reading
     use s3_import::source::{Content, ObjectSource};
     use std::io::Read;
     let opened = p
-        .source
+        .source()
         .open(&w.bucket, "in/big.json", &Content::default(), size)
         .await
         .unwrap();

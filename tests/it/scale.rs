@@ -245,11 +245,11 @@ async fn the_objects_of_a_batch_are_imported_at_once_and_the_batch_response_stay
         );
         // Another invocation holds one object with a live lease.
         let held = ClaimKey {
-            source: p.settings.source.clone(),
+            source: p.settings().source.clone(),
             bucket: "data".into(),
             key: "in/held.json".into(),
         };
-        p.claims
+        p.claims()
             .inner
             .claim(&held, "someone", i64::MAX / 2, 0)
             .await
@@ -292,7 +292,7 @@ async fn the_objects_of_a_batch_are_imported_at_once_and_the_batch_response_stay
         let received = common::received(&l.received);
         assert_eq!(received.len(), 8 * 30);
         assert!(received.values().all(|n| *n == 1), "{received:?}");
-        runs.insert(concurrency, (p.claims.most.load(Ordering::SeqCst), took));
+        runs.insert(concurrency, (p.claims().most.load(Ordering::SeqCst), took));
     }
     let (one, one_took) = runs["1"];
     let (ten, ten_took) = runs["10"];
@@ -321,7 +321,7 @@ async fn a_notice_that_comes_too_late_is_handed_on_at_once() {
     let result = s3_import::invoke::handle(&p, &event, late(), "req").await;
     let response = lambda_response(&event, &result).unwrap();
     assert_eq!(failures(&response), Vec::<String>::new(), "{response}");
-    let sent = p.queue.take();
+    let sent = p.queue().take();
     assert_eq!(sent.len(), 1);
     assert_eq!(
         serde_json::from_str::<Value>(&sent[0]).unwrap()["s3import"]["key"],
@@ -479,16 +479,16 @@ async fn an_integrity_pass_that_cannot_finish_in_time_is_handed_on_not_timed_out
         failures(&lambda_response(&event, &result).unwrap()),
         Vec::<String>::new()
     );
-    let sent = p.queue.take();
+    let sent = p.queue().take();
     assert_eq!(sent.len(), 1, "{sent:?}");
     let key = ClaimKey {
-        source: p.settings.source.clone(),
+        source: p.settings().source.clone(),
         bucket: "data".into(),
         key: "in/late.json.gz".into(),
     };
-    match p.claims.get(&key).await.unwrap() {
+    match p.claims().get(&key).await.unwrap() {
         Some(ClaimState::InProgress { lease_until, .. }) => {
-            assert!(lease_until < p.clock.now_secs(), "released")
+            assert!(lease_until < p.clock().now_secs(), "released")
         }
         other => panic!("{other:?}"),
     }
@@ -508,7 +508,7 @@ async fn an_integrity_pass_that_cannot_finish_in_time_is_handed_on_not_timed_out
         failures(&lambda_response(&next, &result).unwrap()),
         Vec::<String>::new()
     );
-    let sent = p.queue.take();
+    let sent = p.queue().take();
     assert_eq!(sent.len(), 1, "{sent:?}");
     let third = sqs_event(&[("m3".into(), sent[0].clone())]);
     let result = s3_import::invoke::handle(
@@ -521,7 +521,7 @@ async fn an_integrity_pass_that_cannot_finish_in_time_is_handed_on_not_timed_out
     let label = result.messages[0].objects[0].1.label();
     assert!(label.contains("in each of 3 invocations"), "{label}");
     assert_eq!(failures(&lambda_response(&third, &result).unwrap()), ["m3"]);
-    assert!(p.queue.take().is_empty(), "no continuation");
+    assert!(p.queue().take().is_empty(), "no continuation");
 
     // The next invocation (the store fast again) takes the message and completes the object.
     slow.store(false, Ordering::SeqCst);
@@ -573,13 +573,13 @@ async fn an_import_stuck_at_the_deadline_is_cut_off_and_the_invocation_still_ans
     assert_eq!(failures(&lambda_response(&event, &result).unwrap()), ["m1"]);
     assert_eq!(result.messages[0].retry_after, Some(Duration::ZERO));
     let key = ClaimKey {
-        source: p.settings.source.clone(),
+        source: p.settings().source.clone(),
         bucket: "data".into(),
         key: "in/stalled.json".into(),
     };
-    match p.claims.get(&key).await.unwrap() {
+    match p.claims().get(&key).await.unwrap() {
         Some(ClaimState::InProgress { lease_until, .. }) => {
-            assert!(lease_until < p.clock.now_secs(), "released")
+            assert!(lease_until < p.clock().now_secs(), "released")
         }
         other => panic!("{other:?}"),
     }
@@ -617,7 +617,7 @@ async fn a_scan_in_memory_queues_once_and_stops_at_its_budget() {
     assert_eq!((first.listed, first.enqueued), (100, 100), "{first}");
     assert_eq!(first.next.as_deref(), Some("in/k0099.json"));
     assert!(first.continued);
-    let sent = p.queue.take();
+    let sent = p.queue().take();
     assert_eq!(sent.len(), 101);
     let cont: Value = serde_json::from_str(sent.last().unwrap()).unwrap();
     assert_eq!(
@@ -635,7 +635,7 @@ async fn a_scan_in_memory_queues_once_and_stops_at_its_budget() {
     let event = sqs_event(&[("c1".into(), sent.last().unwrap().clone())]);
     let result = s3_import::invoke::handle(&p, &event, Instant::now(), "cont").await;
     assert!(!result.any_retry(), "{result:?}");
-    let again = p.queue.take();
+    let again = p.queue().take();
     assert_eq!(
         again.len(),
         150 + 1,
