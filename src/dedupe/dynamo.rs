@@ -74,7 +74,9 @@ fn verdict(old: RecordRef, record: &RecordRef) -> Verdict {
 enum Step {
     Settled(Verdict),
     /// The key is held, by an item we have not seen (or seen expired: `Some(true)`).
-    Held { expired: bool },
+    Held {
+        expired: bool,
+    },
     /// Throttled, conflicting, or the key vanished in between: the next round.
     Again,
 }
@@ -260,7 +262,12 @@ impl DynamoDedupe {
     }
 
     /// Replaces an expired mark with this record's, conditional on the expiry (or absence).
-    async fn replace_expired(&self, events: &Events, i: usize, now: i64) -> Result<Step, StoreError> {
+    async fn replace_expired(
+        &self,
+        events: &Events,
+        i: usize,
+        now: i64,
+    ) -> Result<Step, StoreError> {
         let (key, record) = &events[i];
         let item = Self::item(key, record, now);
         self.capacity.write(item_bytes(&item), 1);
@@ -355,10 +362,10 @@ impl DedupeStore for DynamoDedupe {
                 .map(<[usize]>::to_vec)
                 .collect();
             let read: Vec<Vec<(usize, Step)>> = futures_util::stream::iter(chunks)
-                    .map(|idx| async move { self.read_holders(events, &idx, now).await })
-                    .buffer_unordered(IN_FLIGHT)
-                    .try_collect()
-                    .await?;
+                .map(|idx| async move { self.read_holders(events, &idx, now).await })
+                .buffer_unordered(IN_FLIGHT)
+                .try_collect()
+                .await?;
             let mut unread_again = Vec::new();
             for steps in read {
                 settle(steps, &mut unread_again, &mut expired, &mut again);
@@ -366,7 +373,9 @@ impl DedupeStore for DynamoDedupe {
             // A holder read once already and still unseen: the next round reads it again.
             again.extend(unread_again);
             let replaced: Vec<(usize, Step)> = futures_util::stream::iter(expired)
-                .map(|i| async move { Ok::<_, StoreError>((i, self.replace_expired(events, i, now).await?)) })
+                .map(|i| async move {
+                    Ok::<_, StoreError>((i, self.replace_expired(events, i, now).await?))
+                })
                 .buffer_unordered(IN_FLIGHT)
                 .try_collect()
                 .await?;

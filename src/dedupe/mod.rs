@@ -297,7 +297,10 @@ pub mod contract {
         let released = store
             .release(&[
                 (r.clone(), rec("b/bad.json", 2)),
-                (key(unique, "device-4", "never-marked"), rec("b/bad.json", 3)),
+                (
+                    key(unique, "device-4", "never-marked"),
+                    rec("b/bad.json", 3),
+                ),
             ])
             .await
             .unwrap();
@@ -306,7 +309,11 @@ pub mod contract {
             .check_and_mark(&[(r, rec("b/fixed.json", 2))], now + 60)
             .await
             .unwrap();
-        assert_eq!(v, vec![Verdict::New], "a released key is free within the window");
+        assert_eq!(
+            v,
+            vec![Verdict::New],
+            "a released key is free within the window"
+        );
     }
 }
 
