@@ -18,6 +18,9 @@ use crate::queue::Enqueue;
 use crate::report::Progress;
 use crate::source::{ObjectInfo, ObjectSource};
 
+mod scan_pass;
+pub use scan_pass::ScanPass;
+
 /// Parses `s3://bucket/key`.
 pub fn object_ref(url: &str) -> Result<ObjectRef, String> {
     let u = crate::settings::S3Url::parse(url)?;
@@ -173,6 +176,7 @@ where
             start_after: None,
             enqueue,
             deadline: None,
+            pass: None,
         };
         self.scan_from(&job, owner, report).await
     }
@@ -195,9 +199,20 @@ where
         // converter queues nothing (the import would not take the objects either).
         let (_, converter) = self.converter_for_scan().await?;
         let (claims0, queue0) = (self.claims.requests(), self.queue.requests());
+        let capacity0 = self.claims.capacity();
         let stop_at = job.deadline.map(|d| d - self.settings.stop_margin);
         let mut s = ScanSummary::default();
         let mut after = job.start_after.clone().filter(|a| !a.is_empty());
+        let mut pass = match job.pass {
+            Some(pass) => pass,
+            None => {
+                let (claims, settings) = (&self.claims, &self.settings);
+                let now = self.clock.now_secs();
+                let from_start = after.is_none();
+                ScanPass::start(claims, settings, &job.bucket, &job.prefix, now, from_start).await
+            }
+        };
+        s.full = pass.since.is_none();
         let mut stopped = false;
         'pages: loop {
             let page = self
@@ -213,8 +228,16 @@ where
                     break 'pages;
                 }
                 s.listed += chunk.len();
-                self.scan_chunk(job, chunk, &converter, owner, &mut s, &mut report)
-                    .await?;
+                self.scan_chunk(
+                    job,
+                    chunk,
+                    &converter,
+                    owner,
+                    &mut pass,
+                    &mut s,
+                    &mut report,
+                )
+                .await?;
                 after = chunk.last().map(|o| o.key.clone());
             }
             if job.enqueue {
@@ -225,11 +248,16 @@ where
             }
             after = page.next;
         }
+        if !stopped {
+            pass.finish(&self.claims, &self.settings, &job.bucket, &job.prefix)
+                .await;
+        }
         if stopped {
             s.next = after.clone();
             if job.enqueue {
+                let message = scan_message(&job.bucket, &job.prefix, after.as_deref());
                 self.queue
-                    .enqueue(scan_message(&job.bucket, &job.prefix, after.as_deref()))
+                    .enqueue(with_pass(message, &pass))
                     .await
                     .map_err(|e| format!("the scan's continuation was not queued: {e}"))?;
                 s.continued = true;
@@ -237,6 +265,7 @@ where
         }
         s.claims_requests = self.claims.requests() - claims0;
         s.queue_requests = self.queue.requests() - queue0;
+        s.claims_capacity = self.claims.capacity().since(capacity0);
         s.ms = started.elapsed().as_millis() as u64;
         Ok(s)
     }
@@ -261,6 +290,7 @@ where
         chunk: &[ObjectInfo],
         converter: &Converter,
         owner: &str,
+        pass: &mut ScanPass,
         s: &mut ScanSummary,
         report: &mut impl FnMut(&str),
     ) -> Result<(), String> {
@@ -273,6 +303,9 @@ where
             let why = self.ignores(bucket, &o.key, Some(o.size), Some(converter));
             if o.key.ends_with('/') || o.size == 0 {
                 s.ignored += 1;
+            } else if !pass.reads(o.last_modified) {
+                // Listed by the last complete scan and final then: not read again.
+                s.unchanged += 1;
             } else {
                 listed.push((o, why));
             }
@@ -315,10 +348,12 @@ where
                 Some(ClaimState::Completed { .. }) => s.completed_before += 1,
                 Some(ClaimState::Failed { .. }) => s.failed_before += 1,
                 Some(ClaimState::InProgress { lease_until, .. }) if lease_until >= now => {
-                    s.in_flight += 1
+                    s.in_flight += 1;
+                    pass.open(o.last_modified);
                 }
                 Some(ClaimState::Queued { queued_until, .. }) if queued_until >= now => {
-                    s.in_flight += 1
+                    s.in_flight += 1;
+                    pass.open(o.last_modified);
                 }
                 _ => todo.push((
                     key,
@@ -336,7 +371,15 @@ where
         if todo.is_empty() {
             return Ok(());
         }
+        // Queued or imported now: final only once imported (queued: later; here: below).
+        let dated: std::collections::HashMap<&str, Option<i64>> = chunk
+            .iter()
+            .map(|o| (o.key.as_str(), o.last_modified))
+            .collect();
         if job.enqueue {
+            for (_, obj) in &todo {
+                pass.open(dated.get(obj.key.as_str()).copied().flatten());
+            }
             return self.queue_objects(todo, now, s).await;
         }
         let deadline = job.deadline;
@@ -351,6 +394,14 @@ where
             .buffered(self.settings.object_concurrency.max(1));
         while let Some((obj, outcome)) = imports.next().await {
             report(&render_outcome(&obj, &outcome));
+            let done = outcome_ok(&outcome)
+                || matches!(
+                    outcome,
+                    ObjectOutcome::Failed(_) | ObjectOutcome::AlreadyFailed(_)
+                );
+            if !done {
+                pass.open(dated.get(obj.key.as_str()).copied().flatten());
+            }
             match outcome {
                 ObjectOutcome::Completed(_) => s.imported += 1,
                 ObjectOutcome::Failed(_) => s.failed += 1,
@@ -624,6 +675,8 @@ pub struct ScanJob {
     /// The invocation's deadline: the scan stops `S3I_STOP_MARGIN_SECS` before it (and,
     /// queueing, leaves a continuation); `None` runs to the end.
     pub deadline: Option<Instant>,
+    /// The pass a continued scan carries (see [`ScanPass`]); `None` starts one.
+    pub pass: Option<ScanPass>,
 }
 
 /// The scan message that continues a scan after `start_after` (read by `crate::invoke`):
@@ -635,11 +688,27 @@ pub fn scan_message(bucket: &str, prefix: &str, start_after: Option<&str>) -> St
     .to_string()
 }
 
+/// A scan message carrying the scan's pass, so that its last part leaves the mark.
+fn with_pass(message: String, pass: &ScanPass) -> String {
+    let mut doc: serde_json::Value = serde_json::from_str(&message).unwrap_or_default();
+    doc["s3import-scan"]["pass"] = serde_json::to_value(pass).unwrap_or_default();
+    doc.to_string()
+}
+
+/// The pass a scan message carries, if any (messages of older versions carry none).
+pub fn pass_of(scan: &serde_json::Value) -> Option<ScanPass> {
+    serde_json::from_value(scan.get("pass")?.clone()).ok()
+}
+
 /// What a scan found and did.
 #[derive(Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ScanSummary {
     pub listed: usize,
     pub ignored: usize,
+    /// Listed but not read: last modified before the last complete scan (see [`ScanPass`]).
+    pub unchanged: usize,
+    /// Whether this scan read every listed object's claim (a full pass).
+    pub full: bool,
     pub completed_before: usize,
     pub failed_before: usize,
     /// Being imported (a live lease) or queued by an earlier scan whose message may still be
@@ -660,6 +729,8 @@ pub struct ScanSummary {
     /// Requests to the claims store and to the queue (their figures per object).
     pub claims_requests: u64,
     pub queue_requests: u64,
+    /// Capacity units the scan consumed in the claims table.
+    pub claims_capacity: crate::store::Capacity,
     pub ms: u64,
 }
 
@@ -685,6 +756,13 @@ impl std::fmt::Display for ScanSummary {
             self.listed, self.imported, self.failed, self.enqueued, self.other,
             self.completed_before, self.failed_before, self.in_flight, self.ignored
         )?;
+        if self.unchanged > 0 {
+            write!(
+                f,
+                "; {} unchanged since the last scan, not read",
+                self.unchanged
+            )?;
+        }
         if self.marks_cleared > 0 {
             write!(f, " ({} stale queue marks cleared)", self.marks_cleared)?;
         }

@@ -225,3 +225,107 @@ async fn events_the_endpoint_rejected_do_not_make_their_corrected_upload_a_dupli
     );
     assert_eq!(common::received(&received).len(), 120);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeat_scan_reads_only_the_claims_of_objects_modified_since_the_last_one() {
+    let c = common::stack_with_tables().await;
+    let (endpoint, _received) = common::emulator("s3i-cost-scan", |config| {
+        config.api_key = Some("test-key".into());
+    })
+    .await;
+    let bucket = unique("t-scan-mark");
+    c.s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    let put = |key: String, body: Vec<u8>| {
+        c.s3.put_object()
+            .bucket(&bucket)
+            .key(key)
+            .body(body.into())
+            .send()
+    };
+    put(
+        "config/converter.json".into(),
+        CONVERTER.as_bytes().to_vec(),
+    )
+    .await
+    .unwrap();
+    const OBJECTS: usize = 120;
+    for i in 0..OBJECTS {
+        put(format!("in/o{i:03}.json"), events(&format!("o{i}"), 0..2))
+            .await
+            .unwrap();
+    }
+    let pipeline = |full_every: &str| {
+        let vars: std::collections::HashMap<&str, String> = [
+            ("S3I_SOURCE", format!("scan-{bucket}")),
+            (
+                "S3I_CONVERTER",
+                format!("s3://{bucket}/config/converter.json"),
+            ),
+            ("S3I_REPORTS", format!("s3://{bucket}/reports/")),
+            ("S3I_PREFIX", "in/".to_string()),
+            ("S3I_CLAIMS_TABLE", CLAIMS.to_string()),
+            ("S3I_DEDUPE_TABLE", "off".to_string()),
+            ("AMPLITUDE_API_KEY", "test-key".to_string()),
+            ("S3I_ENDPOINT", endpoint.clone()),
+            ("S3I_REPORTS_FOR", "problems".to_string()),
+            // S3 dates objects to the second: no margin beyond that, here.
+            ("S3I_SCAN_MARGIN_SECS", "0".to_string()),
+            ("S3I_SCAN_FULL_EVERY_SECS", full_every.to_string()),
+        ]
+        .into_iter()
+        .collect();
+        let settings = Settings::from_lookup(&|k| vars.get(k).cloned()).unwrap();
+        s3_import::aws::pipeline(&c, settings)
+    };
+    let p = pipeline("86400");
+    // Objects dated strictly before the first scan began.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let first = p
+        .scan(&bucket, "in/", false, "scan-1", |_| {})
+        .await
+        .unwrap();
+    assert!(first.full, "{first}");
+    assert_eq!(first.imported, OBJECTS, "{first}");
+    assert!(
+        first.claims_capacity.read_units >= OBJECTS as u64,
+        "{first:?}"
+    );
+
+    let second = p
+        .scan(&bucket, "in/", false, "scan-2", |_| {})
+        .await
+        .unwrap();
+    assert!(!second.full, "{second}");
+    assert_eq!(
+        (second.unchanged, second.completed_before),
+        (OBJECTS, 0),
+        "{second}"
+    );
+    let per_object = second.claims_capacity.read_units as f64 / OBJECTS as f64;
+    assert!(
+        per_object <= 0.05,
+        "{per_object} read units per kept object: {second:?}"
+    );
+
+    // A new object is read and imported; the others still are not read.
+    put("in/new.json".into(), events("new", 0..2))
+        .await
+        .unwrap();
+    let third = p
+        .scan(&bucket, "in/", false, "scan-3", |_| {})
+        .await
+        .unwrap();
+    assert_eq!((third.imported, third.unchanged), (1, OBJECTS), "{third}");
+
+    // Full passes only (S3I_SCAN_FULL_EVERY_SECS=0): every claim is read, as before marks.
+    let full = pipeline("0")
+        .scan(&bucket, "in/", false, "scan-4", |_| {})
+        .await
+        .unwrap();
+    assert!(full.full);
+    assert_eq!(
+        (full.completed_before, full.unchanged),
+        (OBJECTS + 1, 0),
+        "{full}"
+    );
+}

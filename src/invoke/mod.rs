@@ -72,6 +72,7 @@ where
         start_after: text("start_after"),
         enqueue: pipeline.settings.queue_url.is_some(),
         deadline: Some(deadline),
+        pass: crate::ops::pass_of(scan),
     };
     let summary = pipeline
         .scan_from(

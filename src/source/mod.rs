@@ -21,6 +21,8 @@ pub struct ObjectInfo {
     pub key: String,
     pub size: u64,
     pub etag: Option<String>,
+    /// Epoch seconds (S3: when the upload began; a folder: the file's mtime).
+    pub last_modified: Option<i64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -185,6 +187,12 @@ fn etag_of(meta: &std::fs::Metadata) -> String {
     format!("{:x}-{modified:x}", meta.len())
 }
 
+/// A file's modification time in epoch seconds.
+fn mtime_secs(meta: &std::fs::Metadata) -> Option<i64> {
+    let t = meta.modified().ok()?;
+    Some(t.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs() as i64)
+}
+
 fn walk(dir: &Path, base: &Path, out: &mut Vec<ObjectInfo>) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
@@ -196,6 +204,7 @@ fn walk(dir: &Path, base: &Path, out: &mut Vec<ObjectInfo>) -> std::io::Result<(
                 key: rel.to_string_lossy().replace('\\', "/"),
                 size: meta.len(),
                 etag: Some(etag_of(&meta)),
+                last_modified: mtime_secs(&meta),
             });
         }
     }
@@ -260,6 +269,7 @@ impl ObjectSource for LocalSource {
             key: key.to_string(),
             size: meta.len(),
             etag: Some(etag_of(&meta)),
+            last_modified: mtime_secs(&meta),
         })
     }
 
