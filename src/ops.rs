@@ -203,7 +203,7 @@ where
         let stop_at = job.deadline.map(|d| d - self.settings.stop_margin);
         let mut s = ScanSummary::default();
         let mut after = job.start_after.clone().filter(|a| !a.is_empty());
-        let mut pass = match job.pass {
+        s.pass = match job.pass {
             Some(pass) => pass,
             None => {
                 let (claims, settings) = (&self.claims, &self.settings);
@@ -212,7 +212,7 @@ where
                 ScanPass::start(claims, settings, &job.bucket, &job.prefix, now, from_start).await
             }
         };
-        s.full = pass.since.is_none();
+        s.full = s.pass.since.is_none();
         let mut stopped = false;
         'pages: loop {
             let page = self
@@ -228,16 +228,8 @@ where
                     break 'pages;
                 }
                 s.listed += chunk.len();
-                self.scan_chunk(
-                    job,
-                    chunk,
-                    &converter,
-                    owner,
-                    &mut pass,
-                    &mut s,
-                    &mut report,
-                )
-                .await?;
+                self.scan_chunk(job, chunk, &converter, owner, &mut s, &mut report)
+                    .await?;
                 after = chunk.last().map(|o| o.key.clone());
             }
             if job.enqueue {
@@ -249,7 +241,8 @@ where
             after = page.next;
         }
         if !stopped {
-            pass.finish(&self.claims, &self.settings, &job.bucket, &job.prefix)
+            s.pass
+                .finish(&self.claims, &self.settings, &job.bucket, &job.prefix)
                 .await;
         }
         if stopped {
@@ -257,7 +250,7 @@ where
             if job.enqueue {
                 let message = scan_message(&job.bucket, &job.prefix, after.as_deref());
                 self.queue
-                    .enqueue(with_pass(message, &pass))
+                    .enqueue(with_pass(message, &s.pass))
                     .await
                     .map_err(|e| format!("the scan's continuation was not queued: {e}"))?;
                 s.continued = true;
@@ -290,7 +283,6 @@ where
         chunk: &[ObjectInfo],
         converter: &Converter,
         owner: &str,
-        pass: &mut ScanPass,
         s: &mut ScanSummary,
         report: &mut impl FnMut(&str),
     ) -> Result<(), String> {
@@ -303,7 +295,7 @@ where
             let why = self.ignores(bucket, &o.key, Some(o.size), Some(converter));
             if o.key.ends_with('/') || o.size == 0 {
                 s.ignored += 1;
-            } else if !pass.reads(o.last_modified) {
+            } else if !s.pass.reads(o.last_modified) {
                 // Listed by the last complete scan and final then: not read again.
                 s.unchanged += 1;
             } else {
@@ -349,11 +341,11 @@ where
                 Some(ClaimState::Failed { .. }) => s.failed_before += 1,
                 Some(ClaimState::InProgress { lease_until, .. }) if lease_until >= now => {
                     s.in_flight += 1;
-                    pass.open(o.last_modified);
+                    s.pass.open(o.last_modified);
                 }
                 Some(ClaimState::Queued { queued_until, .. }) if queued_until >= now => {
                     s.in_flight += 1;
-                    pass.open(o.last_modified);
+                    s.pass.open(o.last_modified);
                 }
                 _ => todo.push((
                     key,
@@ -378,7 +370,7 @@ where
             .collect();
         if job.enqueue {
             for (_, obj) in &todo {
-                pass.open(dated.get(obj.key.as_str()).copied().flatten());
+                s.pass.open(dated.get(obj.key.as_str()).copied().flatten());
             }
             return self.queue_objects(todo, now, s).await;
         }
@@ -400,7 +392,7 @@ where
                     ObjectOutcome::Failed(_) | ObjectOutcome::AlreadyFailed(_)
                 );
             if !done {
-                pass.open(dated.get(obj.key.as_str()).copied().flatten());
+                s.pass.open(dated.get(obj.key.as_str()).copied().flatten());
             }
             match outcome {
                 ObjectOutcome::Completed(_) => s.imported += 1,
@@ -709,6 +701,8 @@ pub struct ScanSummary {
     pub unchanged: usize,
     /// Whether this scan read every listed object's claim (a full pass).
     pub full: bool,
+    /// The pass this scan made (which claims it read; see [`ScanPass`]).
+    pub pass: ScanPass,
     pub completed_before: usize,
     pub failed_before: usize,
     /// Being imported (a live lease) or queued by an earlier scan whose message may still be
