@@ -10,7 +10,7 @@ ifndef SAM_CLI_TELEMETRY
 export SAM_CLI_TELEMETRY := 0
 endif
 
-.PHONY: help build bin validate deploy test lambda-e2e grants lint fmt bench bench-pipeline demo clean stack-install stack-up stack-down stack-check
+.PHONY: help build bin validate deploy test lambda-e2e grants lint fmt bench bench-pipeline bench-cost demo clean stack-install stack-up stack-down stack-check
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -71,6 +71,10 @@ bench: ## Throughput and memory figures against baselines measured in the same r
 bench-pipeline: stack-up ## The pipeline in memory (DynamoDB-like and endpoint latencies injected), then one 100 MB object and a 20,000-object scan on the local AWS stack
 	$(CARGO) build --release --locked --bin s3-import --example bench_gen --example bench_pipeline
 	$(TOOLS_PY) bench/pipeline.py
+
+bench-cost: stack-up ## The bill on the local AWS stack: DynamoDB units per 1,000 events (default ids, custom ids, all duplicates), scan reads per kept object, S3/SQS requests per object, $ per million events (QUICK=1: under a minute)
+	$(CARGO) build --locked --example bench_cost
+	$(STACK_ENV) $(if $(QUICK),BENCH_QUICK=1) $(CARGO_TARGET_DIR)/debug/examples/bench_cost
 
 demo: bin ## The whole pipeline on the local AWS stack and the emulator, ending with a report
 	bash infra/demo.sh "$(BIN)"

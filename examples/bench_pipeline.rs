@@ -146,6 +146,11 @@ impl<T: DedupeStore> DedupeStore for Slow<T> {
         self.inner.check_and_mark(events, now).await
     }
 
+    async fn release(&self, events: &[(DedupeKey, RecordRef)]) -> Result<usize, StoreError> {
+        self.wait().await;
+        self.inner.release(events).await
+    }
+
     fn requests(&self) -> u64 {
         self.calls.load(Ordering::Relaxed)
     }

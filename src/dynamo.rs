@@ -336,3 +336,51 @@ mod tests {
         assert_eq!(root_cause(&dns), "failed to lookup address");
     }
 }
+
+/// Counts the capacity units of an adapter's requests (see [`crate::store::Capacity`]).
+#[derive(Debug, Default)]
+pub struct CapacityMeter {
+    read: std::sync::atomic::AtomicU64,
+    write: std::sync::atomic::AtomicU64,
+}
+
+/// Bytes an item counts for: each attribute's name and value (strings and numbers as written).
+pub fn item_bytes(item: &HashMap<String, AttributeValue>) -> u64 {
+    item.iter()
+        .map(|(name, v)| {
+            let value = match v {
+                AttributeValue::S(s) => s.len(),
+                // DynamoDB stores about one byte per two digits, plus one.
+                AttributeValue::N(n) => n.len().div_ceil(2) + 1,
+                _ => 8,
+            };
+            (name.len() + value) as u64
+        })
+        .sum()
+}
+
+impl CapacityMeter {
+    /// A write of an item of `bytes` (1 unit per KiB, at least 1), `times` over (2: in a
+    /// transaction).
+    pub fn write(&self, bytes: u64, times: u64) {
+        let units = bytes.div_ceil(1024).max(1) * times;
+        self.write
+            .fetch_add(units, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// A strongly consistent read of an item of `bytes` (1 unit per 4 KiB, at least 1).
+    pub fn consistent_read(&self, bytes: u64) {
+        self.read.fetch_add(
+            bytes.div_ceil(4096).max(1),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    pub fn total(&self) -> crate::store::Capacity {
+        use std::sync::atomic::Ordering::Relaxed;
+        crate::store::Capacity {
+            read_units: self.read.load(Relaxed),
+            write_units: self.write.load(Relaxed),
+        }
+    }
+}

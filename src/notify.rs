@@ -52,6 +52,24 @@ pub struct ScanRequest {
     pub prefix: Option<String>,
     /// Go on after this key.
     pub start_after: Option<String>,
+    /// The pass a continued scan carries (`None`: a new scan plans its own).
+    pub pass: Option<ScanPass>,
+}
+
+/// A scan under way, carried from invocation to invocation by its continuation messages.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ScanPass {
+    /// When the scan began (epoch seconds).
+    pub started: i64,
+    /// Claims are read only for objects last modified at or after this (epoch seconds);
+    /// `None`: every claim (a full pass).
+    pub since: Option<i64>,
+    /// When the last full pass began (this one's start, for a full pass).
+    pub full_at: i64,
+    /// The oldest last-modified time of the objects found not final so far.
+    pub open_from: Option<i64>,
+    /// Whether the scan began at the listing's first key; only such a scan leaves a mark.
+    pub marks: bool,
 }
 
 /// What the importer puts on its queue. Only the queue adapters write it out ([`Self::body`]),
@@ -73,9 +91,15 @@ impl QueueMessage {
                 "bucket": obj.bucket, "key": obj.key, "version_id": obj.version_id,
                 "size": obj.size, "etag": obj.etag, "reason": "continue"
             }}),
-            QueueMessage::Scan(scan) => json!({"s3import-scan": {
-                "bucket": scan.bucket, "prefix": scan.prefix, "start_after": scan.start_after
-            }}),
+            QueueMessage::Scan(scan) => {
+                let mut doc = json!({"s3import-scan": {
+                    "bucket": scan.bucket, "prefix": scan.prefix, "start_after": scan.start_after
+                }});
+                if let Some(pass) = &scan.pass {
+                    doc["s3import-scan"]["pass"] = json!(pass);
+                }
+                doc
+            }
         }
         .to_string()
     }
@@ -286,6 +310,10 @@ fn document(doc: &Value) -> Result<Vec<Notice>, Unreadable> {
                 .ok_or(Unreadable::Missing("s3import-scan without bucket"))?,
             prefix: text(scan, &["prefix"]),
             start_after: text(scan, &["start_after"]).filter(|a| !a.is_empty()),
+            // Messages of older versions carry no pass; one that does not read starts afresh.
+            pass: scan
+                .get("pass")
+                .and_then(|p| serde_json::from_value(p.clone()).ok()),
         })]);
     }
     if text(doc, &["source"]).as_deref() == Some("aws.s3") && doc.get("detail-type").is_some() {
@@ -524,6 +552,13 @@ mod tests {
             bucket: "b".into(),
             prefix: Some("in/".into()),
             start_after: Some("in/k9".into()),
+            pass: Some(ScanPass {
+                started: 1_800_000_000,
+                since: Some(1_799_990_000),
+                full_at: 1_799_900_000,
+                open_from: None,
+                marks: true,
+            }),
         };
         let bodies = [
             QueueMessage::Import(obj.clone()).body(),
@@ -547,7 +582,8 @@ mod tests {
             Ok(vec![Notice::Scan(ScanRequest {
                 bucket: "b".into(),
                 prefix: None,
-                start_after: None
+                start_after: None,
+                pass: None
             })])
         );
         let no_bucket = sqs(&[("4", json!({"s3import-scan": {"prefix": "in/"}}))]);

@@ -17,6 +17,9 @@ use crate::queue::Enqueue;
 use crate::report::Progress;
 use crate::source::{ObjectInfo, ObjectSource};
 
+mod scan_pass;
+pub use scan_pass::ScanPass;
+
 /// Parses `s3://bucket/key`.
 pub fn object_ref(url: &str) -> Result<ObjectRef, crate::settings::UrlError> {
     let u = crate::settings::S3Url::parse(url)?;
@@ -160,6 +163,7 @@ impl<A: Adapters> Pipeline<A> {
             start_after: None,
             enqueue,
             deadline: None,
+            pass: None,
         };
         self.scan_from(&job, owner, report).await
     }
@@ -182,9 +186,20 @@ impl<A: Adapters> Pipeline<A> {
         // converter queues nothing (the import would not take the objects either).
         let (_, converter) = self.converter_for_scan().await?;
         let (claims0, queue0) = (self.claims.requests(), self.queue.requests());
+        let capacity0 = self.claims.capacity();
         let stop_at = job.deadline.map(|d| d - self.settings.stop_margin);
         let mut s = ScanSummary::default();
         let mut after = job.start_after.clone().filter(|a| !a.is_empty());
+        s.pass = match job.pass {
+            Some(pass) => pass,
+            None => {
+                let (claims, settings) = (&self.claims, &self.settings);
+                let now = self.clock.now_secs();
+                let from_start = after.is_none();
+                ScanPass::start(claims, settings, &job.bucket, &job.prefix, now, from_start).await
+            }
+        };
+        s.full = s.pass.since.is_none();
         let mut stopped = false;
         'pages: loop {
             let page = self
@@ -215,6 +230,11 @@ impl<A: Adapters> Pipeline<A> {
             }
             after = page.next;
         }
+        if !stopped {
+            s.pass
+                .finish(&self.claims, &self.settings, &job.bucket, &job.prefix)
+                .await;
+        }
         if stopped {
             s.next = after.clone();
             if job.enqueue {
@@ -223,6 +243,7 @@ impl<A: Adapters> Pipeline<A> {
                         bucket: job.bucket.clone(),
                         prefix: Some(job.prefix.clone()),
                         start_after: after.clone(),
+                        pass: Some(s.pass),
                     }))
                     .await
                     .map_err(|e| format!("the scan's continuation was not queued: {e}"))?;
@@ -231,6 +252,7 @@ impl<A: Adapters> Pipeline<A> {
         }
         s.claims_requests = self.claims.requests() - claims0;
         s.queue_requests = self.queue.requests() - queue0;
+        s.claims_capacity = self.claims.capacity().since(capacity0);
         s.ms = started.elapsed().as_millis() as u64;
         Ok(s)
     }
@@ -267,6 +289,9 @@ impl<A: Adapters> Pipeline<A> {
             let why = self.ignores(bucket, &o.key, Some(o.size), Some(converter));
             if o.key.ends_with('/') || o.size == 0 {
                 s.ignored += 1;
+            } else if !s.pass.reads(o.last_modified) {
+                // Listed by the last complete scan and final then: not read again.
+                s.unchanged += 1;
             } else {
                 listed.push((o, why));
             }
@@ -309,10 +334,12 @@ impl<A: Adapters> Pipeline<A> {
                 Some(ClaimState::Completed { .. }) => s.completed_before += 1,
                 Some(ClaimState::Failed { .. }) => s.failed_before += 1,
                 Some(ClaimState::InProgress { lease_until, .. }) if lease_until >= now => {
-                    s.in_flight += 1
+                    s.in_flight += 1;
+                    s.pass.open(o.last_modified);
                 }
                 Some(ClaimState::Queued { queued_until, .. }) if queued_until >= now => {
-                    s.in_flight += 1
+                    s.in_flight += 1;
+                    s.pass.open(o.last_modified);
                 }
                 _ => todo.push((
                     key,
@@ -330,7 +357,15 @@ impl<A: Adapters> Pipeline<A> {
         if todo.is_empty() {
             return Ok(());
         }
+        // Queued or imported now: final only once imported (queued: later; here: below).
+        let dated: std::collections::HashMap<&str, Option<i64>> = chunk
+            .iter()
+            .map(|o| (o.key.as_str(), o.last_modified))
+            .collect();
         if job.enqueue {
+            for (_, obj) in &todo {
+                s.pass.open(dated.get(obj.key.as_str()).copied().flatten());
+            }
             return self.queue_objects(todo, now, s).await;
         }
         let deadline = job.deadline;
@@ -345,6 +380,14 @@ impl<A: Adapters> Pipeline<A> {
             .buffered(self.settings.object_concurrency.max(1));
         while let Some((obj, outcome)) = imports.next().await {
             report(&render_outcome(&obj, &outcome));
+            let done = outcome_ok(&outcome)
+                || matches!(
+                    outcome,
+                    ObjectOutcome::Failed(_) | ObjectOutcome::AlreadyFailed(_)
+                );
+            if !done {
+                s.pass.open(dated.get(obj.key.as_str()).copied().flatten());
+            }
             match outcome {
                 ObjectOutcome::Completed(_) => s.imported += 1,
                 ObjectOutcome::Failed(_) => s.failed += 1,
@@ -621,6 +664,8 @@ pub struct ScanJob {
     /// The invocation's deadline: the scan stops `S3I_STOP_MARGIN_SECS` before it (and,
     /// queueing, leaves a continuation); `None` runs to the end.
     pub deadline: Option<Instant>,
+    /// The pass a continued scan carries (see [`ScanPass`]); `None` starts one.
+    pub pass: Option<ScanPass>,
 }
 
 /// What a scan found and did.
@@ -628,6 +673,12 @@ pub struct ScanJob {
 pub struct ScanSummary {
     pub listed: usize,
     pub ignored: usize,
+    /// Listed but not read: last modified before the last complete scan (see [`ScanPass`]).
+    pub unchanged: usize,
+    /// Whether this scan read every listed object's claim (a full pass).
+    pub full: bool,
+    /// The pass this scan made (which claims it read; see [`ScanPass`]).
+    pub pass: ScanPass,
     pub completed_before: usize,
     pub failed_before: usize,
     /// Being imported (a live lease) or queued by an earlier scan whose message may still be
@@ -648,6 +699,8 @@ pub struct ScanSummary {
     /// Requests to the claims store and to the queue (their figures per object).
     pub claims_requests: u64,
     pub queue_requests: u64,
+    /// Capacity units the scan consumed in the claims table.
+    pub claims_capacity: crate::store::Capacity,
     pub ms: u64,
 }
 
@@ -673,6 +726,13 @@ impl std::fmt::Display for ScanSummary {
             self.listed, self.imported, self.failed, self.enqueued, self.other,
             self.completed_before, self.failed_before, self.in_flight, self.ignored
         )?;
+        if self.unchanged > 0 {
+            write!(
+                f,
+                "; {} unchanged since the last scan, not read",
+                self.unchanged
+            )?;
+        }
         if self.marks_cleared > 0 {
             write!(f, " ({} stale queue marks cleared)", self.marks_cleared)?;
         }

@@ -131,6 +131,13 @@ pub const DEFAULT_SCAN_QUEUED_SECS: u64 = 86_400;
 /// a scan that died before sending is made good by the next scan within minutes.
 pub const DEFAULT_SCAN_PENDING_SECS: u64 = 60;
 
+/// The scan's margin on last-modified times when `S3I_SCAN_MARGIN_SECS` is not set: an hour,
+/// longer than uploads take (a 5 TB multipart upload at 1.5 GB/s).
+pub const DEFAULT_SCAN_MARGIN_SECS: u64 = 3_600;
+
+/// How often a scan reads every claim when `S3I_SCAN_FULL_EVERY_SECS` is not set: daily.
+pub const DEFAULT_SCAN_FULL_EVERY_SECS: u64 = 86_400;
+
 /// A variable of the process environment; an empty one counts as unset.
 fn env_lookup(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
@@ -225,6 +232,14 @@ pub struct Settings {
     /// How long a scan's first queue mark lasts, before its message is confirmed sent
     /// (`S3I_SCAN_PENDING_SECS`): a scan that dies in between strands an object no longer.
     pub scan_pending: Duration,
+    /// A scan reads the claims only of objects last modified after the last complete scan
+    /// began, less this margin (`S3I_SCAN_MARGIN_SECS`): S3 dates an object by the start of
+    /// its upload (a multipart upload's initiation), which may precede that scan although the
+    /// object was listed only after it.
+    pub scan_margin: Duration,
+    /// How often a scan reads every object's claim anyway, the safety net for uploads longer
+    /// than the margin (`S3I_SCAN_FULL_EVERY_SECS`; 0: every scan reads every claim).
+    pub scan_full_every: Duration,
 }
 
 fn number<T: std::str::FromStr>(
@@ -425,6 +440,16 @@ impl Settings {
             &mut problems,
         )
         .max(Duration::from_secs(1));
+        let scan_margin = secs(
+            "S3I_SCAN_MARGIN_SECS",
+            DEFAULT_SCAN_MARGIN_SECS,
+            &mut problems,
+        );
+        let scan_full_every = secs(
+            "S3I_SCAN_FULL_EVERY_SECS",
+            DEFAULT_SCAN_FULL_EVERY_SECS,
+            &mut problems,
+        );
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -453,6 +478,8 @@ impl Settings {
             object_concurrency,
             scan_queued,
             scan_pending,
+            scan_margin,
+            scan_full_every,
         })
     }
 

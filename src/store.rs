@@ -12,3 +12,24 @@ pub enum StoreError {
     #[error("{0}")]
     Refused(String),
 }
+
+/// DynamoDB capacity units a store's requests consumed, counted request by request by the
+/// on-demand rules (a write: 1 unit per KiB of the item, a failed condition included; a
+/// transaction's items twice; a consistent read: 1 unit per 4 KiB, an item not found
+/// included). The local stack does not report capacity for every request (PartiQL batches,
+/// failed conditions), so the figures are counted, not read back.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Capacity {
+    pub read_units: u64,
+    pub write_units: u64,
+}
+
+impl Capacity {
+    /// What was consumed since `before`.
+    pub fn since(self, before: Capacity) -> Capacity {
+        Capacity {
+            read_units: self.read_units.saturating_sub(before.read_units),
+            write_units: self.write_units.saturating_sub(before.write_units),
+        }
+    }
+}

@@ -17,9 +17,12 @@ pass, and with --drop its FAIL lines show what check reports).
 Moto checks the action of each request but not every resource, and names some actions by their
 API call where IAM names them otherwise; the hooks below make it check as IAM does: DynamoDB
 requests against the table's ARN, transactions as the actions of their items (PutItem,
-UpdateItem, ConditionCheckItem, ...), SQS batch calls as their single actions, Secrets Manager
+UpdateItem, ConditionCheckItem, ...), PartiQL statements as PartiQLInsert (Select, Update,
+Delete) on their tables, SQS batch calls as their single actions, Secrets Manager
 against the secret's ARN, a trust policy's StringEquals on a key the request lacks (the external
-ID) as a refusal. Signatures are not checked (the Rust SDK's streaming uploads are signed
+ID) as a refusal. Moto's PartiQL takes no parameters in an INSERT and overwrites an existing
+key; a hook runs the dedupe's parameterized INSERTs as DynamoDB does (DuplicateItem when the key
+exists). Signatures are not checked (the Rust SDK's streaming uploads are signed
 in a form moto does not recompute); the access key still decides whose policy applies.
 
 Usage: grants.py S3_IMPORT_BIN S3_IMPORT_LAMBDA_BIN [--drop ACTION ...]
@@ -281,6 +284,39 @@ def start_moto(audit):
     sqs_single = {"SendMessageBatch": "SendMessage", "DeleteMessageBatch": "DeleteMessage",
                   "ChangeMessageVisibilityBatch": "ChangeMessageVisibility"}
 
+    # PartiQL: IAM authorizes each statement by its verb, on its table.
+    partiql = {"INSERT": "PartiQLInsert", "SELECT": "PartiQLSelect", "UPDATE": "PartiQLUpdate",
+               "DELETE": "PartiQLDelete"}
+
+    def statement_check(text):
+        verb = text.split(None, 1)[0].upper()
+        table = re.search(r'(?:INTO|FROM|UPDATE)\s+"([^"]+)"', text, re.IGNORECASE)
+        return (partiql.get(verb, verb), table_arn(table.group(1) if table else "*"))
+
+    from moto.dynamodb.models import DynamoDBBackend
+    from moto.dynamodb.models.dynamo_type import DynamoType
+    original_batch = DynamoDBBackend.batch_execute_statement
+
+    def batch_execute_statement(self, statements):
+        pattern = re.compile(r'^INSERT INTO "([^"]+)" VALUE \{(.*)\}$', re.IGNORECASE | re.DOTALL)
+        if not all(pattern.match(st["Statement"]) and "?" in st["Statement"] for st in statements):
+            return original_batch(self, statements)
+        responses = []
+        for st in statements:
+            table_name, fields = pattern.match(st["Statement"]).groups()
+            names = re.findall(r"'([^']+)'\s*:\s*\?", fields)
+            item = dict(zip(names, st.get("Parameters", [])))
+            table = self.get_table(table_name)
+            if table.get_item(DynamoType(item[table.hash_key_attr]), None) is not None:
+                responses.append({"TableName": table_name, "Error": {
+                    "Code": "DuplicateItem", "Message": "Duplicate primary key exists in table"}})
+            else:
+                table.put_item(item)
+                responses.append({"TableName": table_name})
+        return responses
+
+    DynamoDBBackend.batch_execute_statement = batch_execute_statement
+
     def table_arn(name):
         return name if name.startswith("arn:") else f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{name}"
 
@@ -293,6 +329,10 @@ def start_moto(audit):
             if action in ("TransactWriteItems", "TransactGetItems"):
                 return [(kind, table_arn(item[op]["TableName"]))
                         for item in body.get("TransactItems", []) for op, kind in transact.items() if op in item]
+            if action == "BatchExecuteStatement":
+                return [statement_check(st["Statement"]) for st in body.get("Statements", [])]
+            if action == "ExecuteStatement":
+                return [statement_check(body.get("Statement", ""))]
             if action in ("BatchGetItem", "BatchWriteItem"):
                 return [(action, table_arn(t)) for t in body.get("RequestItems", {})]
             if "TableName" in body:
@@ -514,7 +554,13 @@ class Run:
 
     def claims(self):
         items = self.ddb.scan(TableName=self.tables["claims"])["Items"]
-        return {i["pk"]["S"]: i.get("claim_state", {}).get("S") for i in items}
+        # The scans' marks (pk ["scan-mark", ...]) live beside the claims.
+        return {i["pk"]["S"]: i.get("claim_state", {}).get("S") for i in items
+                if not i["pk"]["S"].startswith('["scan-mark"')}
+
+    def scan_marks(self):
+        items = self.ddb.scan(TableName=self.tables["claims"])["Items"]
+        return [i for i in items if i["pk"]["S"].startswith('["scan-mark"')]
 
     def run(self):
         received = os.path.join(self.tmp, "received")
@@ -540,10 +586,24 @@ class Run:
         self.step("notification batch (same-account source, API key from Secrets Manager)")
         fn = self.function(self.same_env, self.same_keys)
         fns.append(fn)
+        # An expired dedupe mark of one of a's events (TTL deletes lazily): replaced (PutItem).
+        source_id = self.same_env["S3I_SOURCE"]
+        self.ddb.put_item(TableName=self.tables["dedupe"], Item={
+            "pk": {"S": json.dumps([source_id, "device-3", "a-3"], separators=(",", ":"))},
+            "obj": {"S": "elsewhere/old.jsonl"}, "n": {"N": "3"},
+            "expires_at": {"N": str(int(time.time()) - 60)}})
         self.put(self.source, f"{PREFIX}a.jsonl.gz", gzip.compress(lines("a", 10)))
-        self.put(self.source, f"{PREFIX}b c.jsonl", lines("b", 10) + b"not json\n")
+        # An event the endpoint rejects (empty event_type): its dedupe mark is released
+        # (DeleteItem).
+        rejected = json.dumps({"id": "b-rejected", "type": "", "device": "device-1",
+                               "ts": 1_790_000_000_000}).encode() + b"\n"
+        self.put(self.source, f"{PREFIX}b c.jsonl", lines("b", 10) + b"not json\n" + rejected)
         self.drain(fn, lambda: self.events() >= 20)
         self.expect_events(20)
+        marks = {i["pk"]["S"]: i["obj"]["S"] for i in self.ddb.scan(TableName=self.tables["dedupe"])["Items"]}
+        assert not any("b-rejected" in m for m in marks), "the rejected event's mark stayed"
+        a3 = [o for m, o in marks.items() if '"a-3"' in m]
+        assert a3 and "/a.jsonl.gz" in a3[0], f"the expired mark was not replaced: {a3}"
         keys = self.reports()
         assert any(k.endswith("a.jsonl.gz.report.json") for k in keys), keys
         assert any(".rejects." in k for k in keys), f"no rejects written: {keys}"
@@ -628,6 +688,9 @@ class Run:
         self.expect_events(350)
         states = self.claims()
         assert len(states) == 8 and set(states.values()) == {"COMPLETED"}, states
+        # Each complete scan left its mark (UpdateItem), read back by the next scan (BatchGetItem).
+        marks = self.scan_marks()
+        assert len(marks) == 2, marks
 
         # 6. `s3-import check --role-arn`, run with the deployer's credentials, sees what the
         #    function may do: with the template's policy every check passes.

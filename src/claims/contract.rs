@@ -348,4 +348,31 @@ async fn queue_marks<S: ClaimStore>(store: &S, unique: &str, now: i64) {
         .clear_queued(&key(&format!("{unique}/pending/none")))
         .await
         .unwrap());
+
+    // Scan marks: none at first; the last one written is read back, per bucket and prefix,
+    // and a mark is no claim (`list` does not show it).
+    let source = format!("contract-{unique}");
+    assert_eq!(store.scan_mark(&source, "b", "in/").await.unwrap(), None);
+    let mark = ScanMark {
+        final_before: now - 5,
+        full_at: now - 3600,
+    };
+    store
+        .set_scan_mark(&source, "b", "in/", mark)
+        .await
+        .unwrap();
+    let later = ScanMark {
+        final_before: now,
+        ..mark
+    };
+    store
+        .set_scan_mark(&source, "b", "in/", later)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.scan_mark(&source, "b", "in/").await.unwrap(),
+        Some(later)
+    );
+    assert_eq!(store.scan_mark(&source, "b", "in/x/").await.unwrap(), None);
+    assert!(store.list(&source).await.unwrap().is_empty());
 }

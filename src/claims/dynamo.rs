@@ -23,8 +23,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{ClaimKey, ClaimOutcome, ClaimState, ClaimStore, Held, StoreError};
-use crate::dynamo::{num_attr, num_of, sdk_store_error, str_attr, str_of, Table};
+use super::{Capacity, ClaimKey, ClaimOutcome, ClaimState, ClaimStore, Held, ScanMark, StoreError};
+use crate::dynamo::{
+    item_bytes, num_attr, num_of, sdk_store_error, str_attr, str_of, CapacityMeter, Table,
+};
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 
 const IN_PROGRESS: &str = "IN_PROGRESS";
@@ -48,6 +50,14 @@ pub struct DynamoClaims {
     table: String,
     /// Requests made, for the scan's figures.
     requests: Arc<AtomicU64>,
+    /// Capacity units: reads as found, writes estimated from what they write (claims are
+    /// mostly under 1 KiB).
+    capacity: Arc<CapacityMeter>,
+}
+
+/// The partition key of a scan mark: a JSON array of four, never a claim's three.
+fn mark_pk(source: &str, bucket: &str, prefix: &str) -> String {
+    serde_json::to_string(&["scan-mark", source, bucket, prefix]).unwrap_or_default()
 }
 
 /// The partition key: a JSON array, so that no bucket or key spelling can collide.
@@ -130,11 +140,17 @@ impl DynamoClaims {
             client,
             table: table.into(),
             requests: Arc::default(),
+            capacity: Arc::default(),
         }
     }
 
     fn count(&self) {
         self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A write request of about `bytes` (the values it sets; the rest of a claim is small).
+    fn count_write(&self, bytes: usize) {
+        self.capacity.write(bytes as u64 + 200, 1);
     }
 
     /// One BatchGetItem round over `keys` (at most 100, distinct): the items found by `pk`,
@@ -155,12 +171,15 @@ impl DynamoClaims {
             .send()
             .await
             .map_err(|e| self.error(&e))?;
-        let items = out
+        let items: Vec<Item> = out
             .responses()
             .and_then(|r| r.get(&self.table))
             .cloned()
             .unwrap_or_default();
-        let left = out
+        for item in &items {
+            self.capacity.consistent_read(item_bytes(item));
+        }
+        let left: Vec<String> = out
             .unprocessed_keys()
             .and_then(|u| u.get(&self.table))
             .map(|ka| {
@@ -170,6 +189,11 @@ impl DynamoClaims {
                     .collect()
             })
             .unwrap_or_default();
+        // A key not found costs a read too.
+        let missing = keys.len().saturating_sub(items.len() + left.len());
+        for _ in 0..missing {
+            self.capacity.consistent_read(1);
+        }
         Ok((items, left))
     }
 
@@ -265,6 +289,7 @@ impl DynamoClaims {
         let mut req = self.client.transact_write_items();
         for &i in batch {
             req = req.transact_items(write(&keys[i])?);
+            self.capacity.write(pk(&keys[i]).len() as u64 + 200, 2);
         }
         self.count();
         let err = match req.send().await {
@@ -390,6 +415,11 @@ impl DynamoClaims {
         let update = format!("SET {set}, #updated_at = :upd");
         let condition = "#claim_state = :ip AND #owner = :o";
         self.count();
+        let written: usize = values
+            .iter()
+            .map(|(_, v)| v.as_s().map_or(8, String::len))
+            .sum();
+        self.count_write(written);
         let mut req = self
             .client
             .update_item()
@@ -435,6 +465,7 @@ impl ClaimStore for DynamoClaims {
         let condition = "attribute_not_exists(#pk) OR #claim_state = :queued \
              OR (#claim_state = :ip AND #lease_until < :now)";
         self.count();
+        self.count_write(pk(key).len() * 2 + owner.len());
         let result = self
             .client
             .update_item()
@@ -576,6 +607,7 @@ impl ClaimStore for DynamoClaims {
             "#reason",
         ];
         self.count();
+        self.count_write(0);
         let result = self
             .client
             .update_item()
@@ -607,6 +639,7 @@ impl ClaimStore for DynamoClaims {
 
     async fn get(&self, key: &ClaimKey) -> Result<Option<ClaimState>, StoreError> {
         self.count();
+        self.capacity.consistent_read(1);
         let out = self
             .client
             .get_item()
@@ -670,6 +703,7 @@ impl ClaimStore for DynamoClaims {
         // A bare mark (no checkpoint of an earlier import) goes with its item.
         let condition = "#claim_state = :queued AND #checkpoint = :zero AND #progress = :empty";
         self.count();
+        self.count_write(0);
         let deleted = self
             .client
             .delete_item()
@@ -694,6 +728,7 @@ impl ClaimStore for DynamoClaims {
                       REMOVE #queued_until";
         let condition = "#claim_state = :queued";
         self.count();
+        self.count_write(0);
         let result = self
             .client
             .update_item()
@@ -724,6 +759,7 @@ impl ClaimStore for DynamoClaims {
         let update = "SET #queued_until = :zero";
         let condition = "#claim_state = :queued AND #queued_until = :q";
         self.count();
+        self.count_write(0);
         let result = self
             .client
             .update_item()
@@ -751,6 +787,52 @@ impl ClaimStore for DynamoClaims {
 
     fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    fn capacity(&self) -> Capacity {
+        self.capacity.total()
+    }
+
+    async fn scan_mark(
+        &self,
+        source: &str,
+        bucket: &str,
+        prefix: &str,
+    ) -> Result<Option<ScanMark>, StoreError> {
+        // BatchGetItem (consistent), the read the function is granted already.
+        let items = self
+            .batch_get_all(vec![mark_pk(source, bucket, prefix)])
+            .await?;
+        Ok(items.first().map(|item| ScanMark {
+            final_before: num_of(item, "final_before").unwrap_or(0),
+            full_at: num_of(item, "full_at").unwrap_or(0),
+        }))
+    }
+
+    async fn set_scan_mark(
+        &self,
+        source: &str,
+        bucket: &str,
+        prefix: &str,
+        mark: ScanMark,
+    ) -> Result<(), StoreError> {
+        self.count();
+        self.count_write(0);
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", str_attr(mark_pk(source, bucket, prefix)))
+            .update_expression("SET #final_before = :f, #full_at = :full, #updated_at = :now")
+            .expression_attribute_names("#final_before", "final_before")
+            .expression_attribute_names("#full_at", "full_at")
+            .expression_attribute_names("#updated_at", "updated_at")
+            .expression_attribute_values(":f", num_attr(mark.final_before))
+            .expression_attribute_values(":full", num_attr(mark.full_at))
+            .expression_attribute_values(":now", num_attr(now_secs()))
+            .send()
+            .await
+            .map_err(|e| self.error(&e))?;
+        Ok(())
     }
 
     async fn list(&self, source: &str) -> Result<Vec<(ClaimKey, ClaimState)>, StoreError> {

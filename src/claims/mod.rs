@@ -76,6 +76,18 @@ pub enum ClaimOutcome {
     AlreadyFailed { reason: String },
 }
 
+/// What the last complete scan of a source's bucket and prefix established, kept beside the
+/// claims so that the next scan reads only the claims of objects modified since.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ScanMark {
+    /// Every object that scan listed and last modified before this (epoch seconds) had a
+    /// final claim (completed, failed, or ignored): the scan's start, or earlier when an
+    /// older object was still queued or being imported.
+    pub final_before: i64,
+    /// When the last complete scan that read every claim (a full pass) began.
+    pub full_at: i64,
+}
+
 /// Whether a write conditional on ownership went through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Held {
@@ -84,7 +96,7 @@ pub enum Held {
     Lost,
 }
 
-pub use crate::store::StoreError;
+pub use crate::store::{Capacity, StoreError};
 
 /// The claims port. Times are epoch seconds, passed in so that tests can move the clock.
 pub trait ClaimStore: Send + Sync {
@@ -174,6 +186,30 @@ pub trait ClaimStore: Send + Sync {
     fn requests(&self) -> u64 {
         0
     }
+    /// Capacity units consumed so far (for the scan's figures and benchmarks).
+    fn capacity(&self) -> Capacity {
+        Capacity::default()
+    }
+    /// The mark of the last complete scan of `bucket`/`prefix` for `source`. A store without
+    /// marks has none: every scan then reads every claim.
+    fn scan_mark(
+        &self,
+        _source: &str,
+        _bucket: &str,
+        _prefix: &str,
+    ) -> impl Future<Output = Result<Option<ScanMark>, StoreError>> + Send {
+        async { Ok(None) }
+    }
+    /// Records the mark of a complete scan (the last writer wins: each mark holds by itself).
+    fn set_scan_mark(
+        &self,
+        _source: &str,
+        _bucket: &str,
+        _prefix: &str,
+        _mark: ScanMark,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        async { Ok(()) }
+    }
     /// Every claim of `source` (for `s3-import status`), in no particular order.
     fn list(
         &self,
@@ -186,6 +222,8 @@ pub trait ClaimStore: Send + Sync {
 #[cfg(any(test, feature = "test-support"))]
 pub struct MemoryClaims {
     items: Mutex<HashMap<ClaimKey, ClaimState>>,
+    /// Scan marks by (source, bucket, prefix).
+    marks: Mutex<HashMap<(String, String, String), ScanMark>>,
 }
 
 #[cfg(any(test, feature = "test-support"))]
@@ -440,6 +478,30 @@ impl ClaimStore for MemoryClaims {
             }
             _ => false,
         }))
+    }
+
+    async fn scan_mark(
+        &self,
+        source: &str,
+        bucket: &str,
+        prefix: &str,
+    ) -> Result<Option<ScanMark>, StoreError> {
+        let marks = self.marks.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (source.to_string(), bucket.to_string(), prefix.to_string());
+        Ok(marks.get(&key).copied())
+    }
+
+    async fn set_scan_mark(
+        &self,
+        source: &str,
+        bucket: &str,
+        prefix: &str,
+        mark: ScanMark,
+    ) -> Result<(), StoreError> {
+        let mut marks = self.marks.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (source.to_string(), bucket.to_string(), prefix.to_string());
+        marks.insert(key, mark);
+        Ok(())
     }
 
     async fn list(&self, source: &str) -> Result<Vec<(ClaimKey, ClaimState)>, StoreError> {

@@ -1,32 +1,45 @@
-//! The dedupe port on DynamoDB: conditional puts in transactions of up to 100.
+//! The dedupe port on DynamoDB: PartiQL inserts in batches of 25, one write unit per event.
 //!
 //! Item: `pk` (the key, see [`pk`]), `obj` and `n` (the record that first sent the event) and
-//! `expires_at` (epoch seconds; the table's TTL attribute). A put succeeds when the key is
-//! absent or its `expires_at` has passed (TTL deletes lazily, so the stored time decides). A
-//! transaction is cancelled as a whole when any condition fails; its `CancellationReasons`,
-//! with the old items, tell duplicates (another record) from the caller's own keys (a retried
-//! or resumed object), and the rest go again in the next transaction. A batch without
-//! duplicates costs one request per 100 events.
+//! `expires_at` (epoch seconds; the table's TTL attribute). Each event is one `INSERT` of a
+//! `BatchExecuteStatement` (25 a request, several requests in flight): DynamoDB makes each
+//! insert conditional on the key being absent and settles it alone, so a duplicate costs its
+//! own write unit and nothing else (a transaction of conditional puts cost 2 units an event,
+//! and a duplicate cancelled the whole transaction, whose other items were written again).
+//! An insert that finds the key (`DuplicateItem`) reads the holder: with the old item when the
+//! store returns it, else one consistent `BatchGetItem` for the batch's found keys. A live
+//! holder is this record (`Own`: a retried or resumed object) or another (`Duplicate`). A holder
+//! whose `expires_at` has passed (TTL deletes lazily) is replaced by a `PutItem` conditional on
+//! that expiry, and a key deleted in between is inserted again, for a few rounds.
+//! `release` deletes a mark conditionally on its holder (`DeleteItem`).
 
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, KeysAndAttributes, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+    AttributeValue, BatchStatementErrorCodeEnum, BatchStatementRequest, KeysAndAttributes,
+    ReturnValuesOnConditionCheckFailure,
 };
 use aws_sdk_dynamodb::Client;
+use futures_util::{StreamExt, TryStreamExt};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::{DedupeKey, DedupeStore, RecordRef, StoreError, Verdict, WINDOW_SECS};
-use crate::dynamo::{num_attr, num_of, sdk_store_error, str_attr, str_of, Table};
+use super::{Capacity, DedupeKey, DedupeStore, RecordRef, StoreError, Verdict, WINDOW_SECS};
+use crate::dynamo::{
+    item_bytes, num_attr, num_of, sdk_store_error, str_attr, str_of, CapacityMeter, Table,
+};
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 
-/// DynamoDB allows 100 actions per transaction.
-const PER_TRANSACTION: usize = 100;
-/// Rounds for items whose transaction was cancelled by a conflict or throttling.
+/// DynamoDB allows 25 statements per BatchExecuteStatement.
+const PER_BATCH: usize = 25;
+/// Keys per BatchGetItem.
+const PER_BATCH_GET: usize = 100;
+/// Requests of one call in flight at once.
+const IN_FLIGHT: usize = 4;
+/// Rounds for keys throttled, or deleted or taken over between the insert and the read.
 const MAX_ROUNDS: u32 = 8;
 
 type Item = HashMap<String, AttributeValue>;
+type Events = [(DedupeKey, RecordRef)];
 
 /// The 7-day dedupe in a DynamoDB table whose partition key is the string attribute `pk`.
 pub struct DynamoDedupe {
@@ -34,6 +47,7 @@ pub struct DynamoDedupe {
     table: String,
     /// Requests made, for the figures in reports and benchmarks.
     requests: AtomicU64,
+    capacity: CapacityMeter,
 }
 
 /// The partition key: a JSON array, so that no id spelling can collide.
@@ -56,12 +70,33 @@ fn verdict(old: RecordRef, record: &RecordRef) -> Verdict {
     }
 }
 
+/// What one event's attempt came to.
+enum Step {
+    Settled(Verdict),
+    /// The key is held, by an item we have not seen (or seen expired: `Some(true)`).
+    Held {
+        expired: bool,
+    },
+    /// Throttled, conflicting, or the key vanished in between: the next round.
+    Again,
+}
+
+/// The holder of a found item: its verdict while live, else that it expired.
+fn judge(item: &Item, record: &RecordRef, now: i64) -> Step {
+    let live = num_of(item, "expires_at").is_some_and(|t| t > now);
+    match owner_of(item) {
+        Some(old) if live => Step::Settled(verdict(old, record)),
+        _ => Step::Held { expired: true },
+    }
+}
+
 impl DynamoDedupe {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         DynamoDedupe {
             client,
             table: table.into(),
             requests: AtomicU64::new(0),
+            capacity: CapacityMeter::default(),
         }
     }
 
@@ -81,88 +116,109 @@ impl DynamoDedupe {
         sdk_store_error(self.table(), e)
     }
 
-    fn put(
-        &self,
-        key: &DedupeKey,
-        record: &RecordRef,
-        now: i64,
-    ) -> Result<TransactWriteItem, StoreError> {
-        let put = Put::builder()
-            .table_name(&self.table)
-            .item("pk", str_attr(pk(key)))
-            .item("obj", str_attr(&record.object))
-            .item("n", num_attr(record.n as i64))
-            .item("expires_at", num_attr(now + WINDOW_SECS))
-            .condition_expression("attribute_not_exists(#pk) OR #expires_at <= :now")
-            .expression_attribute_names("#pk", "pk")
-            .expression_attribute_names("#expires_at", "expires_at")
-            .expression_attribute_values(":now", num_attr(now))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .build()
-            .map_err(|e| StoreError::Refused(format!("{}: {e}", self.table())))?;
-        Ok(TransactWriteItem::builder().put(put).build())
+    fn refused(&self, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Refused(format!("{}: {e}", self.table()))
     }
 
-    /// One transaction over `batch` (indices into `events`). Settled verdicts go into `out`;
-    /// the indices to try again are returned.
-    async fn transact(
+    /// The item that marks `key` as `record`'s until the window ends.
+    fn item(key: &DedupeKey, record: &RecordRef, now: i64) -> Item {
+        HashMap::from([
+            ("pk".to_string(), str_attr(pk(key))),
+            ("obj".to_string(), str_attr(&record.object)),
+            ("n".to_string(), num_attr(record.n as i64)),
+            ("expires_at".to_string(), num_attr(now + WINDOW_SECS)),
+        ])
+    }
+
+    /// One BatchExecuteStatement of inserts over `batch` (indices into `events`, distinct keys).
+    async fn insert(
         &self,
-        events: &[(DedupeKey, RecordRef)],
+        events: &Events,
         batch: &[usize],
         now: i64,
-        out: &mut [Option<Verdict>],
-    ) -> Result<Vec<usize>, StoreError> {
-        let mut req = self.client.transact_write_items();
+    ) -> Result<Vec<(usize, Step)>, StoreError> {
+        let statement = format!(
+            "INSERT INTO \"{}\" VALUE {{'pk': ?, 'obj': ?, 'n': ?, 'expires_at': ?}}",
+            self.table
+        );
+        let mut statements = Vec::with_capacity(batch.len());
         for &i in batch {
-            req = req.transact_items(self.put(&events[i].0, &events[i].1, now)?);
+            let (key, record) = &events[i];
+            let item = Self::item(key, record, now);
+            // A failed insert costs its write too.
+            self.capacity.write(item_bytes(&item), 1);
+            let s = BatchStatementRequest::builder()
+                .statement(&statement)
+                .parameters(item["pk"].clone())
+                .parameters(item["obj"].clone())
+                .parameters(item["n"].clone())
+                .parameters(item["expires_at"].clone())
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
+                .build()
+                .map_err(|e| self.refused(e))?;
+            statements.push(s);
         }
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let err = match req.send().await {
-            Ok(_) => {
-                for &i in batch {
-                    out[i] = Some(Verdict::New);
+        let out = self
+            .client
+            .batch_execute_statement()
+            .set_statements(Some(statements))
+            .send()
+            .await
+            .map_err(|e| self.error(&e))?;
+        let responses = out.responses();
+        if responses.len() != batch.len() {
+            return Err(StoreError::Unavailable(format!(
+                "{}: {} answers to {} inserts",
+                self.table(),
+                responses.len(),
+                batch.len()
+            )));
+        }
+        let mut steps = Vec::with_capacity(batch.len());
+        for (&i, response) in batch.iter().zip(responses) {
+            let Some(error) = response.error() else {
+                steps.push((i, Step::Settled(Verdict::New)));
+                continue;
+            };
+            use BatchStatementErrorCodeEnum as Code;
+            let step = match error.code() {
+                Some(Code::DuplicateItem | Code::ConditionalCheckFailed) => {
+                    match error.item().filter(|item| !item.is_empty()) {
+                        Some(item) => judge(item, &events[i].1, now),
+                        None => Step::Held { expired: false },
+                    }
                 }
-                return Ok(Vec::new());
-            }
-            Err(e) => e,
-        };
-        let Some(TransactWriteItemsError::TransactionCanceledException(cancel)) =
-            err.as_service_error()
-        else {
-            return Err(self.error(&err));
-        };
-        let reasons = cancel.cancellation_reasons();
-        if reasons.len() != batch.len() {
-            // No per-item reasons: nothing was written; try every item again.
-            return Ok(batch.to_vec());
+                Some(
+                    Code::ProvisionedThroughputExceeded
+                    | Code::ThrottlingError
+                    | Code::RequestLimitExceeded
+                    | Code::TransactionConflict
+                    | Code::InternalServerError,
+                ) => Step::Again,
+                code => {
+                    let code = code.map_or("unknown error", |c| c.as_str());
+                    return Err(self.refused(format!(
+                        "an insert was refused: {code}: {}",
+                        error.message().unwrap_or("")
+                    )));
+                }
+            };
+            steps.push((i, step));
         }
-        let mut again = Vec::new();
-        let mut unread = Vec::new();
-        for (&i, reason) in batch.iter().zip(reasons) {
-            match reason.code() {
-                Some("ConditionalCheckFailed") => match reason.item().and_then(owner_of) {
-                    Some(old) => out[i] = Some(verdict(old, &events[i].1)),
-                    None => unread.push(i),
-                },
-                // "None": this item was fine; conflicts and throttling: try again.
-                _ => again.push(i),
-            }
-        }
-        if !unread.is_empty() {
-            again.extend(self.read_owners(events, &unread, now, out).await?);
-        }
-        Ok(again)
+        Ok(steps)
     }
 
-    /// For stores that do not return the old item with a failed condition: read the owners.
-    /// Keys found expired or gone are tried again.
-    async fn read_owners(
+    /// The holders of `idx`'s keys (one consistent BatchGetItem, at most 100 distinct keys),
+    /// judged; keys no longer there go again.
+    async fn read_holders(
         &self,
-        events: &[(DedupeKey, RecordRef)],
+        events: &Events,
         idx: &[usize],
         now: i64,
-        out: &mut [Option<Verdict>],
-    ) -> Result<Vec<usize>, StoreError> {
+    ) -> Result<Vec<(usize, Step)>, StoreError> {
         let mut keys = KeysAndAttributes::builder().consistent_read(true);
         for &i in idx {
             keys = keys.keys(HashMap::from([(
@@ -170,9 +226,7 @@ impl DynamoDedupe {
                 str_attr(pk(&events[i].0)),
             )]));
         }
-        let keys = keys
-            .build()
-            .map_err(|e| StoreError::Refused(format!("{}: {e}", self.table())))?;
+        let keys = keys.build().map_err(|e| self.refused(e))?;
         self.requests.fetch_add(1, Ordering::Relaxed);
         let got = self
             .client
@@ -188,19 +242,61 @@ impl DynamoDedupe {
             .flatten()
             .filter_map(|item| Some((str_of(item, "pk")?, item)))
             .collect();
-        let mut again = Vec::new();
+        let mut steps = Vec::with_capacity(idx.len());
         for &i in idx {
             let key = pk(&events[i].0);
-            let live = items
-                .get(key.as_str())
-                .filter(|item| num_of(item, "expires_at").is_some_and(|t| t > now))
-                .and_then(|item| owner_of(item));
-            match live {
-                Some(old) => out[i] = Some(verdict(old, &events[i].1)),
-                None => again.push(i),
-            }
+            let step = match items.get(key.as_str()) {
+                Some(item) => {
+                    self.capacity.consistent_read(item_bytes(item));
+                    judge(item, &events[i].1, now)
+                }
+                // Not found (deleted since, or left unprocessed): insert again.
+                None => {
+                    self.capacity.consistent_read(1);
+                    Step::Again
+                }
+            };
+            steps.push((i, step));
         }
-        Ok(again)
+        Ok(steps)
+    }
+
+    /// Replaces an expired mark with this record's, conditional on the expiry (or absence).
+    async fn replace_expired(
+        &self,
+        events: &Events,
+        i: usize,
+        now: i64,
+    ) -> Result<Step, StoreError> {
+        let (key, record) = &events[i];
+        let item = Self::item(key, record, now);
+        self.capacity.write(item_bytes(&item), 1);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(#pk) OR #expires_at <= :now")
+            .expression_attribute_names("#pk", "pk")
+            .expression_attribute_names("#expires_at", "expires_at")
+            .expression_attribute_values(":now", num_attr(now))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Step::Settled(Verdict::New)),
+            Err(e) => match e.as_service_error() {
+                Some(aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(c)) => {
+                    // Another took the key first; read its holder when not returned.
+                    Ok(match c.item() {
+                        Some(item) => judge(item, record, now),
+                        None => Step::Held { expired: false },
+                    })
+                }
+                _ => Err(self.error(&e)),
+            },
+        }
     }
 }
 
@@ -209,13 +305,13 @@ impl DedupeStore for DynamoDedupe {
         self.requests.load(Ordering::Relaxed)
     }
 
-    async fn check_and_mark(
-        &self,
-        events: &[(DedupeKey, RecordRef)],
-        now: i64,
-    ) -> Result<Vec<Verdict>, StoreError> {
-        // A transaction may hold a key once: the first of a key goes to the table, the
-        // others of the batch follow its verdict.
+    fn capacity(&self) -> Capacity {
+        self.capacity.total()
+    }
+
+    async fn check_and_mark(&self, events: &Events, now: i64) -> Result<Vec<Verdict>, StoreError> {
+        // A batch may hold a key once: the first of a key goes to the table, the others of
+        // the call follow its verdict.
         let mut first_of: HashMap<&DedupeKey, usize> = HashMap::new();
         let mut follows = vec![None; events.len()];
         let mut todo = Vec::new();
@@ -236,15 +332,62 @@ impl DedupeStore for DynamoDedupe {
             if round > 0 {
                 tokio::time::sleep(Duration::from_millis(20 << round)).await;
             }
+            let batches: Vec<Vec<usize>> = todo.chunks(PER_BATCH).map(<[usize]>::to_vec).collect();
+            let inserted: Vec<Vec<(usize, Step)>> = futures_util::stream::iter(batches)
+                .map(|batch| async move { self.insert(events, &batch, now).await })
+                .buffer_unordered(IN_FLIGHT)
+                .try_collect()
+                .await?;
             let mut again = Vec::new();
-            for batch in todo.chunks(PER_TRANSACTION) {
-                again.extend(self.transact(events, batch, now, &mut out).await?);
+            let mut unread = Vec::new();
+            let mut expired = Vec::new();
+            let mut settle = |steps: Vec<(usize, Step)>,
+                              unread: &mut Vec<usize>,
+                              expired: &mut Vec<usize>,
+                              again: &mut Vec<usize>| {
+                for (i, step) in steps {
+                    match step {
+                        Step::Settled(v) => out[i] = Some(v),
+                        Step::Held { expired: false } => unread.push(i),
+                        Step::Held { expired: true } => expired.push(i),
+                        Step::Again => again.push(i),
+                    }
+                }
+            };
+            for steps in inserted {
+                settle(steps, &mut unread, &mut expired, &mut again);
             }
+            let chunks: Vec<Vec<usize>> = unread
+                .chunks(PER_BATCH_GET)
+                .map(<[usize]>::to_vec)
+                .collect();
+            let read: Vec<Vec<(usize, Step)>> = futures_util::stream::iter(chunks)
+                .map(|idx| async move { self.read_holders(events, &idx, now).await })
+                .buffer_unordered(IN_FLIGHT)
+                .try_collect()
+                .await?;
+            let mut unread_again = Vec::new();
+            for steps in read {
+                settle(steps, &mut unread_again, &mut expired, &mut again);
+            }
+            // A holder read once already and still unseen: the next round reads it again.
+            again.extend(unread_again);
+            let replaced: Vec<(usize, Step)> = futures_util::stream::iter(expired)
+                .map(|i| async move {
+                    Ok::<_, StoreError>((i, self.replace_expired(events, i, now).await?))
+                })
+                .buffer_unordered(IN_FLIGHT)
+                .try_collect()
+                .await?;
+            let mut held = Vec::new();
+            settle(replaced, &mut held, &mut Vec::new(), &mut again);
+            // Lost the replacement to another without its item returned: start over for it.
+            again.extend(held);
             todo = again;
         }
         if !todo.is_empty() {
             return Err(StoreError::Unavailable(format!(
-                "{}: {} keys still conflicting after {MAX_ROUNDS} rounds",
+                "{}: {} keys still unsettled after {MAX_ROUNDS} rounds (throttled or contended)",
                 self.table(),
                 todo.len()
             )));
@@ -260,6 +403,42 @@ impl DedupeStore for DynamoDedupe {
             }
         }
         Ok(out.into_iter().map(|v| v.unwrap_or(Verdict::New)).collect())
+    }
+
+    async fn release(&self, events: &Events) -> Result<usize, StoreError> {
+        let released: Vec<bool> = futures_util::stream::iter(0..events.len())
+            .map(|i| async move {
+                let (key, record) = &events[i];
+                self.capacity.write(1, 1);
+                self.requests.fetch_add(1, Ordering::Relaxed);
+                let result = self
+                    .client
+                    .delete_item()
+                    .table_name(&self.table)
+                    .key("pk", str_attr(pk(key)))
+                    .condition_expression("#obj = :obj AND #n = :n")
+                    .expression_attribute_names("#obj", "obj")
+                    .expression_attribute_names("#n", "n")
+                    .expression_attribute_values(":obj", str_attr(&record.object))
+                    .expression_attribute_values(":n", num_attr(record.n as i64))
+                    .send()
+                    .await;
+                match result {
+                    Ok(_) => Ok(true),
+                    // Held by another record, or not there: nothing of ours to take back.
+                    Err(e)
+                        if e.as_service_error()
+                            .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+                    {
+                        Ok(false)
+                    }
+                    Err(e) => Err(self.error(&e)),
+                }
+            })
+            .buffer_unordered(IN_FLIGHT)
+            .try_collect()
+            .await?;
+        Ok(released.into_iter().filter(|r| *r).count())
     }
 }
 

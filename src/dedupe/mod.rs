@@ -13,7 +13,7 @@ use std::future::Future;
 #[cfg(any(test, feature = "test-support"))]
 use std::sync::Mutex;
 
-pub use crate::store::StoreError;
+pub use crate::store::{Capacity, StoreError};
 
 pub mod dynamo;
 
@@ -109,9 +109,21 @@ pub trait DedupeStore: Send + Sync {
         events: &[(DedupeKey, RecordRef)],
         now: i64,
     ) -> impl Future<Output = Result<Vec<Verdict>, StoreError>> + Send;
+    /// Takes back the marks of events that were not delivered (rejected by the endpoint, or
+    /// never sent by an object that failed), so that a corrected upload within the window is
+    /// not dropped as their duplicate. A mark is removed only while `record` holds it; returns
+    /// how many were.
+    fn release(
+        &self,
+        events: &[(DedupeKey, RecordRef)],
+    ) -> impl Future<Output = Result<usize, StoreError>> + Send;
     /// Requests made to the store so far (for reports and benchmarks).
     fn requests(&self) -> u64 {
         0
+    }
+    /// Capacity units consumed so far (for reports and benchmarks).
+    fn capacity(&self) -> Capacity {
+        Capacity::default()
     }
 }
 
@@ -148,6 +160,18 @@ impl DedupeStore for MemoryDedupe {
                 }
             })
             .collect())
+    }
+
+    async fn release(&self, events: &[(DedupeKey, RecordRef)]) -> Result<usize, StoreError> {
+        let mut items = self.items.lock().unwrap_or_else(|p| p.into_inner());
+        let mut released = 0;
+        for (key, record) in events {
+            if items.get(key).is_some_and(|(owner, _)| owner == record) {
+                items.remove(key);
+                released += 1;
+            }
+        }
+        Ok(released)
     }
 }
 
@@ -262,6 +286,38 @@ pub mod contract {
             vec![Verdict::Duplicate {
                 first: rec("b/four.json", 3)
             }]
+        );
+        // A mark is released only by the record holding it; then anyone may take the key.
+        let r = key(unique, "device-4", "ins-rejected");
+        let v = store
+            .check_and_mark(&[(r.clone(), rec("b/bad.json", 2))], now)
+            .await
+            .unwrap();
+        assert_eq!(v, vec![Verdict::New]);
+        let released = store
+            .release(&[(r.clone(), rec("b/other.json", 2))])
+            .await
+            .unwrap();
+        assert_eq!(released, 0, "another record's release leaves the mark");
+        let released = store
+            .release(&[
+                (r.clone(), rec("b/bad.json", 2)),
+                (
+                    key(unique, "device-4", "never-marked"),
+                    rec("b/bad.json", 3),
+                ),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(released, 1);
+        let v = store
+            .check_and_mark(&[(r, rec("b/fixed.json", 2))], now + 60)
+            .await
+            .unwrap();
+        assert_eq!(
+            v,
+            vec![Verdict::New],
+            "a released key is free within the window"
         );
     }
 }

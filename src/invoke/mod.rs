@@ -79,6 +79,7 @@ async fn run_scan<A: Adapters>(
         start_after: scan.start_after.clone(),
         enqueue: pipeline.settings.queue_url.is_some(),
         deadline: Some(deadline),
+        pass: scan.pass,
     };
     let summary = pipeline
         .scan_from(

@@ -92,6 +92,8 @@ impl<A: Adapters> Pipeline<A> {
         if let Err(e) = &end.read {
             if !e.is_retryable() {
                 end.tracker.close_all();
+                let object = super::run::object_id(at.obj);
+                self.release_marks(&object, &mut end.tracker).await;
                 let reason = format!("unreadable object: {e}");
                 return self.fail(at, reason, Some(end)).await;
             }

@@ -359,6 +359,7 @@ impl<A: Adapters> Pipeline<A> {
                 dedupe.apply_finished(&mut driver, &mut tracker).await;
                 let (fates, rejected) = driver.take_settled();
                 tracker.record_fates(fates, rejected);
+                self.release_marks(&dedupe.object, &mut tracker).await;
                 tracker.confirm_settled();
                 if saved.0.elapsed() >= self.settings.checkpoint_every && tracker.base > saved.1 {
                     if let Err(lost) = self.checkpoint_run(at, &mut tracker).await {
@@ -383,6 +384,7 @@ impl<A: Adapters> Pipeline<A> {
         }
         let delivery = driver.finish().await;
         tracker.record_fates(delivery.fates, delivery.rejected_payloads);
+        self.release_marks(&dedupe.object, &mut tracker).await;
         let read = match conversion.end.await {
             Ok(r) => r,
             Err(e) => Err(DecodeError::Io {
@@ -414,6 +416,48 @@ impl<A: Adapters> Pipeline<A> {
         }
     }
 
+    /// Releases the dedupe marks of events that will not be delivered (the tracker gathers
+    /// them), so that a corrected upload within the window is not dropped as their duplicate.
+    /// A release that fails is noted among the object's first errors.
+    pub(super) async fn release_marks(&self, object: &str, tracker: &mut Tracker) {
+        if tracker.release.is_empty() {
+            return;
+        }
+        let marks = std::mem::take(&mut tracker.release);
+        let Some(store) = &self.dedupe else { return };
+        let events: Vec<(DedupeKey, RecordRef)> = marks
+            .into_iter()
+            .map(|(n, key)| {
+                let record = RecordRef {
+                    object: object.to_string(),
+                    n,
+                };
+                (key, record)
+            })
+            .collect();
+        match store.release(&events).await {
+            Ok(released) => {
+                tracing::info!(
+                    object,
+                    marks = events.len(),
+                    released,
+                    "dedupe marks of undelivered events released"
+                )
+            }
+            Err(e) => {
+                let error = format!(
+                    "{} dedupe marks of events not delivered were not released ({e}): a corrected \
+                     upload of those events within 7 days would be dropped as duplicates",
+                    events.len()
+                );
+                tracing::warn!(object, error = %error, "dedupe marks not released");
+                if tracker.errors.len() < crate::report::FIRST_ERRORS {
+                    tracker.errors.push(error);
+                }
+            }
+        }
+    }
+
     /// Opens one converted record in the tracker and routes its payloads: events with a
     /// dedupe key to the next dedupe call, the rest straight to the sender.
     async fn take_record(
@@ -425,7 +469,11 @@ impl<A: Adapters> Pipeline<A> {
     ) {
         match result {
             RecordResult::Payloads(n, items) => {
-                tracker.open(n, OpenRecord::converted(items.len()));
+                let mut record = OpenRecord::converted(items.len());
+                if dedupe.error.is_none() {
+                    record.dedupe = items.iter().find_map(|(_, key)| key.clone());
+                }
+                tracker.open(n, record);
                 for (item, key) in items {
                     match key {
                         Some(key) if dedupe.error.is_none() => dedupe.batch.push((item, key)),

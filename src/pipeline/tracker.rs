@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::convert::Kind;
 use crate::decode::Restart;
+use crate::dedupe::DedupeKey;
 use crate::report::{Counts, RejectsFile, FIRST_ERRORS};
 use crate::sink::Fate;
 
@@ -19,6 +20,9 @@ pub struct OpenRecord {
     pub blocked: bool,
     pub reject_lines: Vec<String>,
     pub errors: Vec<String>,
+    /// The dedupe key its event was checked with (marked as this record's, unless found a
+    /// duplicate), until the event is sent: a mark to take back if it never is.
+    pub dedupe: Option<DedupeKey>,
 }
 
 impl OpenRecord {
@@ -74,6 +78,10 @@ pub struct Tracker {
     pub blocker: Option<String>,
     /// The restart points the reading passed (from the conversion thread).
     pub restarts: Restarts,
+    /// Dedupe marks of events that will not be delivered (rejected by the endpoint; read by an
+    /// object that fails), by record: to be released so that a corrected upload is not taken
+    /// for their duplicate.
+    pub release: Vec<(u64, DedupeKey)>,
 }
 
 /// Restart points in reading order, shared between the conversion thread that passes them and
@@ -111,6 +119,7 @@ impl Tracker {
             write_error: None,
             blocker: None,
             restarts: Restarts::default(),
+            release: Vec::new(),
         }
     }
 
@@ -164,6 +173,21 @@ impl Tracker {
         if let Some(r) = self.record(n) {
             r.pending = r.pending.saturating_sub(1);
             r.counts.duplicates += 1;
+            // Another record holds the mark.
+            r.dedupe = None;
+        }
+    }
+
+    /// Record `n`'s event (the one payload of a record that can carry a dedupe key) met
+    /// `fate`: sent, its mark stays; rejected, its mark is to be released; not sent, the record
+    /// stays unconfirmed (a resume sends it again under its own mark, a failure releases it).
+    fn event_fate(&mut self, n: u64, fate: &Fate) {
+        if matches!(fate, Fate::NotSent(_)) {
+            return;
+        }
+        let key = self.record(n).and_then(|r| r.dedupe.take());
+        if let (Some(key), Fate::Rejected(_)) = (key, fate) {
+            self.release.push((n, key));
         }
     }
 
@@ -173,12 +197,15 @@ impl Tracker {
         for (n, json) in rejected {
             payloads.entry(n).or_default().push(json);
         }
-        for (n, _, fate) in fates {
+        for (n, kind, fate) in fates {
             let json = match fate {
                 Fate::Rejected(_) => payloads.get_mut(&n).and_then(|v| v.pop()),
                 _ => None,
             };
             self.record_fate(n, &fate, json.as_deref());
+            if kind == Kind::Event {
+                self.event_fate(n, &fate);
+            }
         }
     }
 
@@ -215,6 +242,9 @@ impl Tracker {
     pub fn close_all(&mut self) {
         while let Some(mut r) = self.open.pop_front() {
             r.counts.not_sent += u64::from(r.pending);
+            if let Some(key) = r.dedupe.take() {
+                self.release.push((self.base, key));
+            }
             self.confirm(r);
         }
     }
@@ -437,5 +467,36 @@ mod tests {
             text.contains("too long") && text.contains("event_type"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn marks_of_events_not_delivered_are_to_be_released_and_only_those() {
+        let key = |i: u64| DedupeKey {
+            source: "s".into(),
+            id: "d".into(),
+            insert_id: format!("id-{i}"),
+        };
+        let mut t = tracker(0);
+        for n in 0..5 {
+            let mut r = OpenRecord::converted(1);
+            r.dedupe = Some(key(n));
+            t.open(n, r);
+        }
+        let ev = |n: u64, fate: Fate| (n, Kind::Event, fate);
+        t.record_fates(
+            vec![
+                ev(0, Fate::Sent),
+                ev(1, Fate::Rejected("time: invalid value".into())),
+                ev(3, Fate::NotSent("503".into())),
+            ],
+            vec![(1, "{}".into())],
+        );
+        t.record_duplicate(2);
+        assert_eq!(t.release, vec![(1, key(1))], "only the rejected one so far");
+        t.confirm_settled();
+        // An object that fails: records 3 (not sent) and 4 (no fate yet) never will be.
+        t.close_all();
+        assert_eq!(t.release, vec![(1, key(1)), (3, key(3)), (4, key(4))]);
+        assert!(t.counts.add_up(), "{:?}", t.counts);
     }
 }

@@ -36,6 +36,12 @@ fn etag_of(meta: &std::fs::Metadata) -> String {
     format!("{:x}-{modified:x}", meta.len())
 }
 
+/// A file's modification time in epoch seconds.
+fn mtime_secs(meta: &std::fs::Metadata) -> Option<i64> {
+    let t = meta.modified().ok()?;
+    Some(t.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs() as i64)
+}
+
 fn walk(dir: &Path, base: &Path, out: &mut Vec<ObjectInfo>) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
@@ -47,6 +53,7 @@ fn walk(dir: &Path, base: &Path, out: &mut Vec<ObjectInfo>) -> std::io::Result<(
                 key: rel.to_string_lossy().replace('\\', "/"),
                 size: meta.len(),
                 etag: Some(etag_of(&meta)),
+                last_modified: mtime_secs(&meta),
             });
         }
     }
@@ -111,6 +118,7 @@ impl ObjectSource for LocalSource {
             key: key.to_string(),
             size: meta.len(),
             etag: Some(etag_of(&meta)),
+            last_modified: mtime_secs(&meta),
         })
     }
 

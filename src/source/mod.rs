@@ -26,6 +26,8 @@ pub struct ObjectInfo {
     pub key: String,
     pub size: u64,
     pub etag: Option<String>,
+    /// Epoch seconds (S3: when the upload began; a folder: the file's mtime).
+    pub last_modified: Option<i64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -363,6 +363,7 @@ impl ObjectSource for S3Source {
             key: key.to_string(),
             size: out.content_length().unwrap_or(0).max(0) as u64,
             etag: etag(out.e_tag()),
+            last_modified: out.last_modified().map(|t| t.secs()),
         })
     }
 
@@ -448,6 +449,7 @@ impl ObjectSource for S3Source {
                     key: o.key()?.to_string(),
                     size: o.size().unwrap_or(0).max(0) as u64,
                     etag: etag(o.e_tag()),
+                    last_modified: o.last_modified().map(|t| t.secs()),
                 })
             })
             .collect();

@@ -5,6 +5,7 @@
 mod common;
 
 mod cli;
+mod cost;
 mod crash;
 mod deployed;
 mod faults;

@@ -641,6 +641,12 @@ impl DedupeStore for GaugedDedupe {
         self.gauge.leave();
         verdicts
     }
+    async fn release(
+        &self,
+        events: &[(DedupeKey, RecordRef)],
+    ) -> Result<usize, s3_import::store::StoreError> {
+        self.inner.release(events).await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -877,6 +883,12 @@ impl DedupeStore for CountingDedupe {
     ) -> Result<Vec<Verdict>, s3_import::store::StoreError> {
         self.events.fetch_add(events.len() as i64, Ordering::SeqCst);
         self.inner.check_and_mark(events, now).await
+    }
+    async fn release(
+        &self,
+        events: &[(DedupeKey, RecordRef)],
+    ) -> Result<usize, s3_import::store::StoreError> {
+        self.inner.release(events).await
     }
 }
 
