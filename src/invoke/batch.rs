@@ -65,7 +65,10 @@ pub async fn handle<A: Adapters>(
         let mut done = Vec::new();
         for (n, (i, scan)) in scans.into_iter().enumerate() {
             let owner = format!("{request_id}/scan{n}");
-            let error = run_scan(pipeline, &scan, deadline, &owner).await.err();
+            let error = run_scan(pipeline, &scan, deadline, &owner)
+                .await
+                .err()
+                .map(|e| e.to_string());
             if let Some(e) = &error {
                 tracing::warn!(error = %e, "scan failed; its message comes back");
             }

@@ -14,9 +14,23 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use crate::notify::{messages, Message, Notice, ScanRequest};
-use crate::ops::{ScanJob, ScanSummary};
+use crate::ops::{ScanError, ScanJob, ScanSummary};
 use crate::pipeline::{Adapters, EventResult, Pipeline};
 use crate::queue::Enqueue;
+
+/// Why an invocation answers with an error (Lambda then retries the invocation).
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeError {
+    /// A directly invoked scan stopped (its summary says where).
+    #[error("{0}")]
+    Scan(#[from] ScanError),
+    /// A non-SQS event whose objects must be retried: which, and why.
+    #[error("to be retried: {0}")]
+    Retry(String),
+    /// The answer could not be written.
+    #[error("{0}")]
+    Answer(String),
+}
 
 /// One Lambda invocation: a scheduled scan (`{"s3import-scan": {"bucket", "prefix"}}`, which
 /// queues what it finds when `S3I_QUEUE_URL` is set, and leaves a scan message on the queue to
@@ -28,7 +42,7 @@ pub async fn invoke<A: Adapters>(
     deadline: Instant,
     request_id: &str,
     emit: impl FnOnce(String),
-) -> Result<Value, String> {
+) -> Result<Value, InvokeError> {
     let messages = messages(payload);
     // A scan invoked directly (a schedule) answers with its summary.
     if let [Message {
@@ -69,7 +83,7 @@ async fn run_scan<A: Adapters>(
     scan: &ScanRequest,
     deadline: Instant,
     request_id: &str,
-) -> Result<ScanSummary, String> {
+) -> Result<ScanSummary, ScanError> {
     let job = ScanJob {
         bucket: scan.bucket.clone(),
         prefix: scan
@@ -149,7 +163,7 @@ pub fn time_left(deadline_ms: u64, now_ms: u64) -> Duration {
 /// What the Lambda function answers: for an SQS event, the partial batch response naming the
 /// messages to retry (`batchItemFailures`, Lambda's casing); for other sources a summary, or an
 /// error when something must be retried (Lambda then retries the invocation).
-pub fn lambda_response(event: &Value, result: &EventResult) -> Result<Value, String> {
+pub fn lambda_response(event: &Value, result: &EventResult) -> Result<Value, InvokeError> {
     use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse};
     let is_sqs = event
         .get("Records")
@@ -165,7 +179,7 @@ pub fn lambda_response(event: &Value, result: &EventResult) -> Result<Value, Str
             failure.item_identifier = id;
             response.batch_item_failures.push(failure);
         }
-        return serde_json::to_value(&response).map_err(|e| e.to_string());
+        return serde_json::to_value(&response).map_err(|e| InvokeError::Answer(e.to_string()));
     }
     let objects: Vec<Value> = result
         .messages
@@ -185,7 +199,7 @@ pub fn lambda_response(event: &Value, result: &EventResult) -> Result<Value, Str
                     .chain(m.error.clone())
             })
             .collect();
-        return Err(format!("to be retried: {}", why.join("; ")));
+        return Err(InvokeError::Retry(why.join("; ")));
     }
     Ok(json!({ "objects": objects }))
 }
