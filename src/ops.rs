@@ -144,12 +144,8 @@ impl<A: Adapters> Pipeline<A> {
     }
 
     /// Every claim of this source, for a person (`--json`: one JSON object per line).
-    pub async fn status(&self, json: bool) -> Result<String, String> {
-        let mut claims = self
-            .claims
-            .list(&self.settings.source)
-            .await
-            .map_err(|e| e.to_string())?;
+    pub async fn status(&self, json: bool) -> Result<String, crate::store::StoreError> {
+        let mut claims = self.claims.list(&self.settings.source).await?;
         claims.sort_by(|a, b| (&a.0.bucket, &a.0.key).cmp(&(&b.0.bucket, &b.0.key)));
         let mut out = String::new();
         for (key, state) in &claims {
