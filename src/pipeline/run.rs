@@ -20,7 +20,7 @@ use crate::claims::ClaimStore;
 use crate::config::FileType;
 use crate::convert::{Converter, Origin};
 use crate::decode::parquet::{ParquetFile, ReadAt};
-use crate::decode::{read_records_from, DecodeError, Restart};
+use crate::decode::{read_records_from, DecodeError, Hold, Limits, Restart};
 use crate::dedupe::{DedupeKey, DedupeStore, RecordRef, Verdict};
 use crate::notify::ObjectRef;
 use crate::queue::Enqueue;
@@ -45,7 +45,8 @@ pub struct RequestCounts {
 /// How a run reads its object: a stream (JSON lines, CSV) from its first byte or from a restart
 /// point, or byte ranges (Parquet: the footer, then the row groups from the checkpoint's on).
 pub enum Input {
-    Stream(ObjectReader, Option<Restart>),
+    /// From a restart point; `true`: inflated bytes are held back until their checksum is checked.
+    Stream(ObjectReader, Option<Restart>, bool),
     Ranges(Arc<dyn ReadAt>),
 }
 
@@ -229,6 +230,7 @@ where
         let dedupe_source = self.dedupe.is_some().then(|| self.settings.source.clone());
         let dedupe_mode = self.settings.dedupe_mode;
         let (limits, threads) = (self.settings.limits, self.settings.threads);
+        let hold_max_bytes = self.settings.hold_max_bytes;
         let stop = stopped.clone();
         let counter = bytes_read.clone();
         let restarts = Restarts::default();
@@ -273,7 +275,14 @@ where
                     offset: 0,
                     detail: "only Parquet objects are read by ranges".into(),
                 }),
-                Input::Stream(reader, from) => {
+                Input::Stream(reader, from, held) => {
+                    let limits = Limits {
+                        hold: held.then_some(Hold {
+                            max_bytes: hold_max_bytes,
+                            stop: Some(stop_reading),
+                        }),
+                        ..limits
+                    };
                     let reader = CountingReader {
                         inner: reader,
                         bytes: counter,
