@@ -595,7 +595,7 @@ where
 
     /// Hands an object on before anything was sent: its progress (this invocation counted) is
     /// saved with the lease ended, so that the continuation takes it up at once.
-    pub(super) async fn hand_on(&self, at: &Attempt<'_>, why: String) -> ObjectOutcome {
+    async fn hand_on(&self, at: &Attempt<'_>, why: String) -> ObjectOutcome {
         let text = serde_json::to_string(&at.progress).unwrap_or_default();
         let now = self.clock.now_secs();
         let saved = self
