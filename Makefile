@@ -64,7 +64,7 @@ fmt: ## Format the code
 	$(CARGO) fmt --all
 
 bench: ## Throughput and memory figures against baselines measured in the same run
-	$(CARGO) build --release --locked --bin s3-import --example bench_gen --example bench_floor --example bench_deliver
+	$(CARGO) build --release --locked --bin s3-import --example bench_gen --example bench_floor --example bench_deliver --example bench_held
 	python3 bench/run.py
 	python3 bench/parquet.py
 

@@ -1,6 +1,8 @@
 //! Bench input: a gzip JSON-lines file of realistic analytics events (300–600 bytes each:
 //! nested objects, unicode, escapes, ISO timestamps with and without offsets).
-//! Usage: bench_gen OUT.jsonl.gz MIN_UNCOMPRESSED_BYTES  → prints {"records", "bytes"}.
+//! Usage: bench_gen OUT MIN_UNCOMPRESSED_BYTES [gzip|members|zstd] → prints {"records", "bytes"}.
+//! `gzip` (default): one gzip stream; `members`: a gzip member per 4 MB of lines (as writers
+//! that flush make); `zstd`: one zstd frame with its content checksum.
 
 use std::fmt::Write as _;
 use std::io::{BufWriter, Write};
@@ -138,18 +140,37 @@ fn main() {
         .get(2)
         .and_then(|s| s.parse().ok())
         .unwrap_or(200_000_000);
-    let file = std::fs::File::create(path).unwrap();
-    let mut gz = flate2::write::GzEncoder::new(BufWriter::new(file), flate2::Compression::new(6));
+    let format = args.get(3).map_or("gzip", String::as_str);
+    let mut file = BufWriter::new(std::fs::File::create(path).unwrap());
+    let gzip = |out: &mut BufWriter<std::fs::File>, data: &[u8]| {
+        let mut gz = flate2::write::GzEncoder::new(out, flate2::Compression::new(6));
+        gz.write_all(data).unwrap();
+        gz.finish().unwrap();
+    };
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let (mut records, mut bytes) = (0u64, 0u64);
     let mut line = String::with_capacity(1024);
+    let mut text = Vec::new();
     while bytes < min {
         line.clear();
         event(&mut rng, &mut line);
-        gz.write_all(line.as_bytes()).unwrap();
+        text.extend_from_slice(line.as_bytes());
         records += 1;
         bytes += line.len() as u64;
+        if format == "members" && text.len() >= 4_000_000 {
+            gzip(&mut file, &text);
+            text.clear();
+        }
     }
-    gz.finish().unwrap().flush().unwrap();
+    match format {
+        "zstd" => {
+            let mut z = zstd::stream::Encoder::new(&mut file, 3).unwrap();
+            z.include_checksum(true).unwrap();
+            z.write_all(&text).unwrap();
+            z.finish().unwrap();
+        }
+        _ => gzip(&mut file, &text),
+    }
+    file.flush().unwrap();
     println!("{{\"records\": {records}, \"bytes\": {bytes}}}");
 }

@@ -108,6 +108,10 @@ pub struct Progress {
         deserialize_with = "lenient_restart"
     )]
     pub restart: Option<crate::decode::Restart>,
+    /// A gzip member or zstd frame was too large to hold back until its checksum was checked:
+    /// each later invocation checks what it reads by a pass of its own first.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub verify_first: bool,
 }
 
 fn lenient_restart<'de, D: serde::Deserializer<'de>>(

@@ -119,6 +119,11 @@ pub fn default_object_concurrency_for(memory_mb: Option<u64>) -> usize {
     }
 }
 
+/// Inflated bytes held back until their checksum is checked, shared by the objects imported
+/// at once, when `S3I_HOLD_MAX_BYTES` is not set: most of Lambda's default 512 MB of
+/// ephemeral storage.
+pub const DEFAULT_HOLD_BYTES: u64 = 384 << 20;
+
 /// The source id when `S3I_SOURCE` is not set. It never depends on the prefix or the reports
 /// location: claims and dedupe keys carry it, so a change of it makes every object new.
 pub const DEFAULT_SOURCE: &str = "default";
@@ -223,6 +228,11 @@ pub struct Settings {
     /// Inflate a compressed object once and check its checksums before any record is sent
     /// (`S3I_VERIFY_COMPRESSED`, default on; off only for trusted writers).
     pub verify_compressed: bool,
+    /// Inflated bytes of one gzip member or zstd frame held back (memory, then a temporary
+    /// file) until its checksum is checked (`S3I_HOLD_MAX_BYTES`; default: 384 MiB of the
+    /// ephemeral storage shared by the objects imported at once). A larger member or frame
+    /// is checked by a pass of its own before its records are read.
+    pub hold_max_bytes: u64,
     /// Objects of one invocation imported at once (`S3I_OBJECT_CONCURRENCY`; default from the
     /// function's memory, see [`default_object_concurrency_for`]).
     pub object_concurrency: usize,
@@ -371,6 +381,7 @@ impl Settings {
                 defaults.max_record_bytes,
                 &mut problems,
             ),
+            hold: None,
             max_decompression_ratio: number(
                 get,
                 "S3I_MAX_DECOMPRESSION_RATIO",
@@ -429,6 +440,12 @@ impl Settings {
             &mut problems,
         )
         .max(1);
+        let hold_max_bytes = number(
+            get,
+            "S3I_HOLD_MAX_BYTES",
+            DEFAULT_HOLD_BYTES / object_concurrency as u64,
+            &mut problems,
+        );
         let scan_queued = secs(
             "S3I_SCAN_QUEUED_SECS",
             DEFAULT_SCAN_QUEUED_SECS,
@@ -475,6 +492,7 @@ impl Settings {
             reports_for_clean,
             converter_reuse,
             verify_compressed,
+            hold_max_bytes,
             object_concurrency,
             scan_queued,
             scan_pending,

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use flate2::bufread::GzDecoder;
 
+use super::hold::Held;
 use super::{classify, DecodeError, Limits, RESTART_EVERY};
 use crate::config::Compression;
 
@@ -215,7 +216,7 @@ impl Read for Capped<'_> {
 pub enum Entries {
     Plain,
     /// (compressed offset, decompressed offset) of member or frame starts, in order, about one
-    /// per [`RESTART_EVERY`] compressed bytes; those behind the reader are dropped as it asks.
+    /// per [`RESTART_EVERY`] decompressed bytes; those behind the reader are dropped as it asks.
     Starts(Arc<Mutex<VecDeque<(u64, u64)>>>),
 }
 
@@ -240,12 +241,15 @@ impl Entries {
     }
 }
 
-/// Notes member or frame starts for [`Entries`].
+/// Notes member or frame starts for [`Entries`], and where the last member or frame whose
+/// checksum checked out ends.
 struct StartLog {
     entries: Entries,
     consumed: Counter,
     produced: u64,
+    /// The decompressed offset of the last start noted.
     last: Option<u64>,
+    confirmed: Counter,
 }
 
 impl StartLog {
@@ -255,21 +259,28 @@ impl StartLog {
             consumed: consumed.clone(),
             produced: 0,
             last: None,
+            confirmed: Counter::default(),
         }
     }
 
-    /// A member or frame starts here.
+    /// A member or frame starts here. Starts are kept about one per [`RESTART_EVERY`]
+    /// decompressed bytes: however well the data compresses, a resume re-reads little.
     fn start(&mut self) {
         let c = self.consumed.get();
-        if self.last.is_some_and(|l| c < l + RESTART_EVERY) {
+        if self.last.is_some_and(|l| self.produced < l + RESTART_EVERY) {
             return;
         }
-        self.last = Some(c);
+        self.last = Some(self.produced);
         if let Entries::Starts(q) = &self.entries {
             if let Ok(mut q) = q.lock() {
                 q.push_back((c, self.produced));
             }
         }
+    }
+
+    /// A member or frame ended and its checksum (if it has one) checked out.
+    fn end(&mut self) {
+        self.confirmed.0.store(self.produced, Ordering::Relaxed);
     }
 }
 
@@ -297,6 +308,8 @@ impl<R: BufRead> Read for MultiGz<R> {
                         self.state = Some(GzState::Member(d));
                         return Ok(n);
                     }
+                    // A member's end: its CRC and length were checked by the decoder.
+                    self.log.end();
                     self.state = Some(GzState::Between(d.into_inner()));
                 }
                 Some(GzState::Between(mut r)) => {
@@ -337,13 +350,14 @@ impl<R: BufRead> Read for MultiGz<R> {
 
 /// Decompressed bytes of an object, buffered, with a count that other threads can read.
 pub struct Decompressed<'r> {
-    reader: BufReader<Capped<'r>>,
+    reader: BufReader<Box<dyn Read + Send + 'r>>,
+    count: Counter,
     entries: Entries,
 }
 
 impl<'r> Decompressed<'r> {
     pub fn counter(&self) -> Counter {
-        self.reader.get_ref().count.clone()
+        self.count.clone()
     }
 
     /// Whether the data is not compressed: its byte offsets are the object's own.
@@ -417,6 +431,7 @@ fn decompress_judged_after<'r, R: Read + Send + 'r>(
         _ => Entries::starts(),
     };
     let log = StartLog::new(&entries, &consumed);
+    let confirmed = log.confirmed.clone();
     let (inner, name): (Box<dyn Read + Send + 'r>, &'static str) = match codec {
         Compression::Gzip => (
             Box::new(MultiGz {
@@ -446,15 +461,21 @@ fn decompress_judged_after<'r, R: Read + Send + 'r>(
         max_ratio: limits.max_decompression_ratio,
         after: ratio_after,
     });
+    let count = Counter::default();
     let capped = Capped {
         inner,
         codec: name,
-        count: Counter::default(),
+        count: count.clone(),
         limit: limits.max_decompressed_bytes,
         ratio,
     };
+    let reader: Box<dyn Read + Send + 'r> = match limits.hold {
+        Some(hold) if name != "plain" => Box::new(Held::new(capped, confirmed, hold)),
+        _ => Box::new(capped),
+    };
     Ok(Decompressed {
-        reader: BufReader::with_capacity(BUF, capped),
+        reader: BufReader::with_capacity(BUF, reader),
+        count,
         entries,
     })
 }
@@ -501,7 +522,9 @@ impl<R: BufRead> Read for MultiZstd<R> {
             self.reader.consume(consumed);
             self.log.produced += produced as u64;
             if hint == 0 {
-                // The frame is decoded and flushed: the next bytes start another (or nothing).
+                // The frame is decoded and flushed (its checksum checked, if it has one):
+                // the next bytes start another (or nothing).
+                self.log.end();
                 self.in_frame = false;
                 self.context.reinit()?;
             }

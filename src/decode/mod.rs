@@ -4,6 +4,7 @@
 
 mod compress;
 mod csv_rows;
+mod hold;
 mod lines;
 pub mod parquet;
 mod verify;
@@ -15,6 +16,7 @@ use crate::config::{ConverterFile, FileType};
 use crate::datalang::value::{parse_record, RecordError};
 use crate::datalang::{Keys, Record};
 pub use compress::{decompress, detect, Decompressed, Entries};
+pub use hold::Hold;
 pub use lines::{Chunk, LineFramer};
 pub use verify::{verify, Verified};
 
@@ -29,6 +31,9 @@ pub struct Limits {
     /// it the object fails as a decompression bomb. JSON compresses 10–20×, a bomb of zeros
     /// about 1000× (gzip) or far more (zstd). 0 turns the check off.
     pub max_decompression_ratio: u64,
+    /// Compressed data only: hand out no inflated byte before the checksum of its gzip member
+    /// or zstd frame is checked (`None`: as it inflates).
+    pub hold: Option<Hold>,
 }
 
 impl Default for Limits {
@@ -37,6 +42,7 @@ impl Default for Limits {
             max_decompressed_bytes: 64 << 30,
             max_record_bytes: 10 << 20,
             max_decompression_ratio: 1000,
+            hold: None,
         }
     }
 }
@@ -73,12 +79,19 @@ pub enum DecodeError {
     Io { offset: u64, detail: String },
     #[error("Parquet: {0}")]
     Parquet(String),
+    #[error("a gzip member or zstd frame inflates to more than {limit} bytes, more than can be held back until its checksum is checked (S3I_HOLD_MAX_BYTES)")]
+    HoldFull { limit: u64 },
+    #[error("stopped at the deadline with {held} inflated bytes held back until their checksum is checked")]
+    HoldStopped { held: u64 },
 }
 
 impl DecodeError {
     /// Whether retrying the same bytes can succeed (a read error, not bad content).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, DecodeError::Io { .. })
+        matches!(
+            self,
+            DecodeError::Io { .. } | DecodeError::HoldFull { .. } | DecodeError::HoldStopped { .. }
+        )
     }
 }
 
@@ -141,7 +154,8 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
-/// Offers restart points to a reading's `mark`, about one per [`RESTART_EVERY`] stored bytes.
+/// Offers restart points to a reading's `mark`, about one per [`RESTART_EVERY`] stored bytes
+/// (compressed data: at member or frame starts about that many decompressed bytes apart).
 pub(crate) struct Marker<'m> {
     entries: Entries,
     /// Where the reading started in the stored object.
@@ -175,8 +189,14 @@ impl<'m> Marker<'m> {
         let Some((offset, skip)) = self.entries.before(at) else {
             return;
         };
+        // Plain data: a step of stored bytes; compressed: the next member or frame start
+        // (those are about a step of decompressed bytes apart).
+        let step = match self.entries {
+            Entries::Plain => RESTART_EVERY,
+            Entries::Starts(_) => 1,
+        };
         if let Some((l, _)) = self.last {
-            if offset < l + RESTART_EVERY {
+            if offset < l + step {
                 self.last = Some((l, at));
                 return;
             }
@@ -243,7 +263,7 @@ pub fn read_records<R: Read + Send>(
 
 /// [`read_records`] from a restart point (`raw` then starts at its offset), offering `mark`
 /// the restart points it passes (about one per [`RESTART_EVERY`] stored bytes; in compressed
-/// data only at member and frame starts), each before any record it numbers is handed to `f`.
+/// data only at member and frame starts, about as many decompressed bytes apart), each before any record it numbers is handed to `f`.
 #[allow(clippy::too_many_arguments)]
 pub fn read_records_from<R: Read + Send>(
     raw: R,
@@ -442,6 +462,14 @@ pub fn convert_chunks<R: Read + Send, T: Send>(
 
 /// Maps an error from a decompressing reader back to what it was.
 pub(crate) fn classify(e: io::Error, offset: u64) -> DecodeError {
+    match e
+        .get_ref()
+        .and_then(|i| i.downcast_ref::<hold::HoldError>())
+    {
+        Some(hold::HoldError::Full { limit }) => return DecodeError::HoldFull { limit: *limit },
+        Some(hold::HoldError::Stopped { held }) => return DecodeError::HoldStopped { held: *held },
+        None => {}
+    }
     if let Some(b) = e
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<compress::RatioExceeded>())
@@ -528,7 +556,9 @@ mod tests {
         );
         for pair in marks.windows(2) {
             assert!(pair[0].n < pair[1].n && pair[0].offset < pair[1].offset);
-            assert!(pair[1].offset - pair[0].offset >= RESTART_EVERY);
+            if pair[0].plain {
+                assert!(pair[1].offset - pair[0].offset >= RESTART_EVERY);
+            }
         }
         for (i, m) in marks.iter().enumerate() {
             let (rest, later) = read(data, file, threads, Some(m));

@@ -4,8 +4,9 @@
 use super::outcome::ObjectOutcome;
 use super::run::{object_tag, RequestCounts, RunEnd};
 use super::tracker::Tracker;
-use super::{Adapters, Pipeline, RetryReason};
+use super::{sent_before, Adapters, Pipeline, RetryReason};
 use crate::claims::{ClaimKey, ClaimStore, Held, StoreError};
+use crate::decode::DecodeError;
 use crate::notify::ObjectRef;
 use crate::report::{Progress, RejectsFile, Report, FIRST_ERRORS};
 use crate::sink::NO_ROUTE;
@@ -94,8 +95,30 @@ impl<A: Adapters> Pipeline<A> {
                 end.tracker.close_all();
                 let object = super::run::object_id(at.obj);
                 self.release_marks(&object, &mut end.tracker).await;
-                let reason = format!("unreadable object: {e}");
+                let reason = match e {
+                    DecodeError::Corrupt { .. } if self.settings.verify_compressed => {
+                        let read = end.tracker.counts.records;
+                        format!("unreadable object: {e} ({})", sent_before(read))
+                    }
+                    _ => format!("unreadable object: {e}"),
+                };
                 return self.fail(at, reason, Some(end)).await;
+            }
+            match e {
+                DecodeError::HoldFull { .. } => {
+                    // Too large to hold: from now on checked by a pass of its own, at once.
+                    at.progress.verify_first = true;
+                    end.stopped = true;
+                }
+                // The deadline came while a member or frame was being checked: with nothing
+                // confirmed, handed on as a check that could not finish in time; else a stop
+                // like any other.
+                DecodeError::HoldStopped { held } if end.tracker.base == at.checkpoint => {
+                    let why = self.check_stopped(&at, *held);
+                    return self.hand_on(&at, why).await;
+                }
+                DecodeError::HoldStopped { .. } => end.stopped = true,
+                _ => {}
             }
         }
         end.tracker.confirm_settled();
@@ -174,7 +197,12 @@ impl<A: Adapters> Pipeline<A> {
         // A continuation only after progress: an object that makes none is retried by its
         // notice, whose receive count ends in the dead-letter queue.
         let progressed = t.base > at.checkpoint;
-        if end.stopped && progressed && end.fatal.is_none() && end.dedupe_error.is_none() {
+        let hold_full = matches!(end.read, Err(DecodeError::HoldFull { .. }));
+        if end.stopped
+            && (progressed || hold_full)
+            && end.fatal.is_none()
+            && end.dedupe_error.is_none()
+        {
             ObjectOutcome::Paused { checkpoint: t.base }
         } else if let Some(f) = end.fatal.as_ref().filter(|f| f.starts_with(NO_ROUTE)) {
             // The converter needs a route this endpoint lacks: counted and alarmed as an

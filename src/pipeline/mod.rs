@@ -478,9 +478,12 @@ impl<A: Adapters> Pipeline<A> {
         self.finish(attempt, end).await
     }
 
-    /// Opens the content the import reads. On a first start: checks a compressed object's
-    /// integrity to its end before anything is sent, then pins its version (or ETag) on the
-    /// claim. On a resume: reads exactly the pinned content, or fails if it is gone.
+    /// Opens the content the import reads: on a first start, pins its version (or ETag) on the
+    /// claim; on a resume, reads exactly the pinned content from its restart point, or fails
+    /// if it is gone. A compressed object's records are read held back until the checksum of
+    /// their gzip member or zstd frame is checked (one download, one inflate); one whose
+    /// member or frame was too large to hold is checked to its end by a pass of its own
+    /// first, from where this invocation reads.
     async fn open_content<'a>(
         &self,
         mut at: Attempt<'a>,
@@ -516,13 +519,10 @@ impl<A: Adapters> Pipeline<A> {
             Ok(opened) => opened,
             Err(e) => return Err(self.not_opened(at, pinned.is_some(), e).await),
         };
-        if pinned.is_some() {
-            at.progress.restart = restart.clone();
-            return Ok((at, Input::Stream(opened.reader, restart)));
-        }
         let content = opened.content;
         let mut reader = opened.reader;
-        if self.settings.verify_compressed {
+        let verify_first = self.settings.verify_compressed && at.progress.verify_first;
+        if verify_first {
             let (compression, limits) = (converter.file.compression, self.settings.limits);
             // The pass stops where reading would: an object that cannot be checked in time is
             // handed on (released, continued in a new message), never run into the deadline.
@@ -534,32 +534,15 @@ impl<A: Adapters> Pipeline<A> {
             reader = match checked {
                 Ok(Ok(Verified::Plain(reader))) => reader,
                 Ok(Ok(Verified::Stopped(inflated))) => {
-                    let why = format!(
-                        "the integrity check stopped at the deadline after {inflated} bytes \
-                         inflated, before any record was sent"
-                    );
-                    // Handed on in a new message, unless no invocation ever gets through the
-                    // check: then retried through the notice, whose receive count ends in the
-                    // dead-letter queue (an object too large, or a store too slow, for one
-                    // invocation: raise the timeout, or S3I_VERIFY_COMPRESSED=false).
-                    let why = if at.progress.invocations < MAX_VERIFY_HANDOVERS {
-                        RetryReason::TooLate(Some(why))
-                    } else {
-                        RetryReason::Other(format!(
-                            "{why}, in each of {} invocations",
-                            at.progress.invocations
-                        ))
-                    };
+                    let why = self.check_stopped(&at, inflated);
                     return Err(self.hand_on(&at, why).await);
                 }
-                Ok(Ok(Verified::Intact(_))) => match self.open_body(obj, &content, 0).await {
+                Ok(Ok(Verified::Intact(_))) => match self.open_body(obj, &content, from).await {
                     Ok(opened) => opened.reader,
                     Err(e) => return Err(self.not_opened(at, true, e).await),
                 },
                 Ok(Err(e)) if !e.is_retryable() => {
-                    let why = format!(
-                        "unreadable object: {e} (found before sending: no record was sent)"
-                    );
+                    let why = format!("unreadable object: {e} ({})", sent_before(at.checkpoint));
                     return Err(self.fail(at, why, None).await);
                 }
                 Ok(Err(e)) => {
@@ -577,7 +560,7 @@ impl<A: Adapters> Pipeline<A> {
             };
         }
         let left = at.deadline.saturating_duration_since(Instant::now());
-        if self.settings.verify_compressed && left < self.settings.stop_margin + MIN_WORK / 2 {
+        if verify_first && left < self.settings.stop_margin + MIN_WORK / 2 {
             // Checked, but about no time is left to read anything: handed on like a late
             // notice (the check is done again by the next invocation).
             return Err(self
@@ -589,9 +572,34 @@ impl<A: Adapters> Pipeline<A> {
                 )
                 .await);
         }
+        let held = self.settings.verify_compressed && !verify_first;
+        if pinned.is_some() {
+            at.progress.restart = restart.clone();
+            return Ok((at, Input::Stream(reader, restart, held)));
+        }
         at.progress.content = Some(content);
         self.save_checkpoint(&at, 0).await?;
-        Ok((at, Input::Stream(reader, None)))
+        Ok((at, Input::Stream(reader, None, held)))
+    }
+
+    /// Why an integrity check that the deadline stopped, `inflated` bytes in, hands its object
+    /// on: in a new message, unless no invocation ever gets through the check; then retried
+    /// through the notice, whose receive count ends in the dead-letter queue (an object too
+    /// large, or a store too slow, for one invocation: raise the timeout, or
+    /// S3I_VERIFY_COMPRESSED=false).
+    fn check_stopped(&self, at: &Attempt<'_>, inflated: u64) -> RetryReason {
+        let why = format!(
+            "the integrity check stopped at the deadline after {inflated} bytes inflated, \
+             before any record was sent"
+        );
+        if at.progress.invocations < MAX_VERIFY_HANDOVERS {
+            RetryReason::TooLate(Some(why))
+        } else {
+            RetryReason::Other(format!(
+                "{why}, in each of {} invocations",
+                at.progress.invocations
+            ))
+        }
     }
 
     /// Hands an object on before anything was sent: its progress (this invocation counted) is
@@ -641,5 +649,17 @@ impl<A: Adapters> Pipeline<A> {
                 ObjectOutcome::Retry(RetryReason::other(e.to_string()))
             }
         }
+    }
+}
+
+/// What was sent of an object found damaged: nothing of the damaged gzip member or zstd frame
+/// (its checksum is checked before its records are read), only the `records` before it.
+pub(super) fn sent_before(records: u64) -> String {
+    match records {
+        0 => "found before sending: no record was sent".into(),
+        n => format!(
+            "found before sending its records: only the {n} records before the damaged gzip \
+             member or zstd frame were read"
+        ),
     }
 }

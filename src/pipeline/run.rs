@@ -19,7 +19,7 @@ use super::{Adapters, Pipeline};
 use crate::config::FileType;
 use crate::convert::{Converter, Origin};
 use crate::decode::parquet::{ParquetFile, ReadAt};
-use crate::decode::{read_records_from, DecodeError, Restart};
+use crate::decode::{read_records_from, DecodeError, Hold, Limits, Restart};
 use crate::dedupe::{DedupeKey, DedupeStore, RecordRef, Verdict};
 use crate::notify::ObjectRef;
 use crate::report::RejectsFile;
@@ -43,7 +43,8 @@ pub struct RequestCounts {
 /// How a run reads its object: a stream (JSON lines, CSV) from its first byte or from a restart
 /// point, or byte ranges (Parquet: the footer, then the row groups from the checkpoint's on).
 pub enum Input {
-    Stream(ObjectReader, Option<Restart>),
+    /// From a restart point; `true`: inflated bytes are held back until their checksum is checked.
+    Stream(ObjectReader, Option<Restart>, bool),
     Ranges(Arc<dyn ReadAt>),
 }
 
@@ -221,6 +222,7 @@ impl<A: Adapters> Pipeline<A> {
         let dedupe_source = self.dedupe.is_some().then(|| self.settings.source.clone());
         let dedupe_mode = self.settings.dedupe_mode;
         let (limits, threads) = (self.settings.limits, self.settings.threads);
+        let hold_max_bytes = self.settings.hold_max_bytes;
         let stop = stopped.clone();
         let counter = bytes_read.clone();
         let restarts = Restarts::default();
@@ -265,7 +267,14 @@ impl<A: Adapters> Pipeline<A> {
                     offset: 0,
                     detail: "only Parquet objects are read by ranges".into(),
                 }),
-                Input::Stream(reader, from) => {
+                Input::Stream(reader, from, held) => {
+                    let limits = Limits {
+                        hold: held.then_some(Hold {
+                            max_bytes: hold_max_bytes,
+                            stop: Some(stop_reading),
+                        }),
+                        ..limits
+                    };
                     let reader = CountingReader {
                         inner: reader,
                         bytes: counter,

@@ -493,6 +493,27 @@ async fn a_gzip_corrupt_in_the_middle_fails_with_counts_that_add_up() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gzip_too_large_to_hold_goes_on_at_once_checked_by_a_pass_of_its_own() {
+    // About 1 MB inflated in one gzip stream; at most 300 KB may wait for its checksum.
+    let mut w = World::new("hold-full", |_| {}).await;
+    w.vars.insert("S3I_HOLD_MAX_BYTES".into(), "300000".into());
+    w.put("in/big.json.gz", &gzip(&events("h", 0..12_000)));
+    let p = w.pipeline();
+    let first = p.import(&w.obj("in/big.json.gz"), soon(60), "t1").await;
+    assert!(
+        matches!(first, ObjectOutcome::Paused { checkpoint: 0 }),
+        "handed on in a continuation, nothing read: {first:?}"
+    );
+    assert_eq!(w.received().len(), 0);
+    let second = p.import(&w.obj("in/big.json.gz"), soon(60), "t2").await;
+    let r = completed(&second);
+    assert_eq!((r.counts.records, r.counts.sent), (12_000, 12_000));
+    let got = w.received();
+    assert_eq!(got.len(), 12_000);
+    assert!(got.values().all(|&n| n == 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retried_object_resends_the_events_it_marked_as_its_own() {
     let w = World::new("own", |_| {}).await;
     w.put("in/c.json", &events("y", 0..500));
