@@ -144,41 +144,48 @@ pub fn write_value(out: &mut Vec<u8>, v: &V<'_>, style: Style) {
 }
 
 /// Copies validated JSON text, dropping white space outside strings and writing the style's
-/// separators; strings (escapes included) are copied as they are.
+/// separators; strings (escapes included) are copied as they are. Bytes go out in runs that
+/// end only where the output differs from the text (white space dropped, a separator spaced),
+/// so compact text, as exports have it, is copied whole in [`Style::Compact`].
 fn write_raw(out: &mut Vec<u8>, text: &str, style: Style) {
     let bytes = text.as_bytes();
     out.reserve(bytes.len() + bytes.len() / 8);
+    // The first byte not copied yet.
+    let mut run = 0;
     let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
+    while let Some(&b) = bytes.get(i) {
+        match b {
             b'"' => {
-                // The closing quote is the first `"` that no backslash escapes.
-                let start = i;
-                i += 1;
-                // The text was validated: no control characters, so the first special byte
-                // is a quote or a backslash.
-                loop {
-                    match find_special(bytes, i) {
-                        Some(j) if bytes[j] == b'\\' => i = j + 2,
-                        Some(j) => {
-                            i = j + 1;
-                            break;
-                        }
-                        None => {
-                            i = bytes.len();
-                            break;
-                        }
-                    }
-                }
-                out.extend_from_slice(&bytes[start..i.min(bytes.len())]);
+                i = past_string(bytes, i + 1);
                 continue;
             }
-            b' ' | b'\t' | b'\n' | b'\r' => {}
-            b',' => style.comma(out),
-            b':' => style.colon(out),
-            c => out.push(c),
+            b' ' | b'\t' | b'\n' | b'\r' => {
+                out.extend_from_slice(&bytes[run..i]);
+                run = i + 1;
+            }
+            b',' | b':' if style == Style::Spaced => {
+                out.extend_from_slice(&bytes[run..=i]);
+                out.push(b' ');
+                run = i + 1;
+            }
+            _ => {}
         }
         i += 1;
+    }
+    out.extend_from_slice(&bytes[run..]);
+}
+
+/// Past the closing quote of a string of validated text whose contents start at `i`: the
+/// closing quote is the first `"` that no backslash escapes, and there are no control
+/// characters, so every special byte is a quote or a backslash.
+#[inline]
+fn past_string(bytes: &[u8], mut i: usize) -> usize {
+    loop {
+        match find_special(bytes, i) {
+            Some(j) if bytes[j] == b'\\' => i = j + 2,
+            Some(j) => return j + 1,
+            None => return bytes.len(),
+        }
     }
 }
 
