@@ -14,7 +14,9 @@ burst of load on a shared machine does not land on one measure alone.
   and the two-thread figure (decompression and conversion on separate threads, two cores).
 
 Settings (environment): BENCH_MB (uncompressed size, default 200), BENCH_RUNS (default 5),
-BENCH_PY_RUNS (default 3).
+BENCH_PY_RUNS (default 3), BENCH_EVENTS (`dense`, the default: ~540-byte events, ~370k in 200 MB,
+as event-dense exports have them and as the targets are stated; `wide`: ~700-byte events, ~285k
+in 200 MB, with more pass-through properties; see examples/bench_gen.rs).
 """
 import json
 import os
@@ -31,6 +33,11 @@ MB = int(os.environ.get("BENCH_MB", "200"))
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
 PY_RUNS = int(os.environ.get("BENCH_PY_RUNS", "3"))
 CONVERTER = os.path.join(ROOT, "bench", "converter.json")
+EVENTS = os.environ.get("BENCH_EVENTS", "dense")
+if EVENTS not in ("dense", "wide"):
+    sys.exit(f"bench: BENCH_EVENTS is dense or wide, not {EVENTS!r}")
+# The generated files' names: the wide events kept their old names.
+STEM = f"events-{MB}MB" + ("-dense" if EVENTS == "dense" else "")
 
 
 def pinned(cores, argv):
@@ -44,7 +51,8 @@ def run(argv, stdout=subprocess.DEVNULL):
     """Runs once: (wall seconds, peak RSS in KiB, stdout text or None, CPU seconds)."""
     start = time.perf_counter()
     capture = stdout is not subprocess.DEVNULL
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE if capture else subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = dict(os.environ, BENCH_EVENTS=EVENTS)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE if capture else subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     text = proc.stdout.read().decode() if capture else None
     _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - start
@@ -70,7 +78,7 @@ def interleaved(plan):
 
 def main():
     os.makedirs(WORK, exist_ok=True)
-    data = os.path.join(WORK, f"events-{MB}MB.jsonl.gz")
+    data = os.path.join(WORK, f"{STEM}.jsonl.gz")
     meta_path = data + ".meta"
     if not (os.path.exists(data) and os.path.exists(meta_path)):
         print(f"generating {MB} MB of events …", flush=True)
@@ -80,7 +88,7 @@ def main():
     meta = json.load(open(meta_path))
     records, size = meta["records"], meta["bytes"]
     mb = size / 1e6
-    print(f"input: {data}\n       {records} events, {mb:.1f} MB uncompressed, {os.path.getsize(data) / 1e6:.1f} MB gzip; median of {RUNS} runs\n")
+    print(f"input: {data}\n       {records} events ({size / records:.0f} bytes each, BENCH_EVENTS={EVENTS}), {mb:.1f} MB uncompressed, {os.path.getsize(data) / 1e6:.1f} MB gzip; median of {RUNS} runs\n")
 
     floor_bin = os.path.join(RELEASE, "examples", "bench_floor")
     convert = [os.path.join(RELEASE, "s3-import"), "convert", "--config", CONVERTER]
@@ -122,7 +130,7 @@ def main():
 
 def generated(suffix, fmt):
     """The bench data in another container (same events): its path."""
-    path = os.path.join(WORK, f"events-{MB}MB{suffix}")
+    path = os.path.join(WORK, f"{STEM}{suffix}")
     if not os.path.exists(path):
         run([os.path.join(RELEASE, "examples", "bench_gen"), path, str(MB * 1_000_000), fmt], stdout=subprocess.PIPE)
     return path
