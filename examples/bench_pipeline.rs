@@ -67,7 +67,7 @@ impl<T: ClaimStore> ClaimStore for Slow<T> {
         key: &ClaimKey,
         owner: &str,
         records_confirmed: u64,
-        progress: &str,
+        progress: &s3_import::claims::Progress,
         lease_until: i64,
     ) -> Result<Held, StoreError> {
         self.wait().await;
@@ -79,7 +79,7 @@ impl<T: ClaimStore> ClaimStore for Slow<T> {
         &self,
         key: &ClaimKey,
         owner: &str,
-        summary: &str,
+        summary: &s3_import::claims::Summary,
     ) -> Result<Held, StoreError> {
         self.wait().await;
         self.inner.complete(key, owner, summary).await
@@ -92,7 +92,11 @@ impl<T: ClaimStore> ClaimStore for Slow<T> {
         self.wait().await;
         self.inner.release(key, owner, now).await
     }
-    async fn reset_failed(&self, key: &ClaimKey, progress: &str) -> Result<bool, StoreError> {
+    async fn reset_failed(
+        &self,
+        key: &ClaimKey,
+        progress: &s3_import::claims::Progress,
+    ) -> Result<bool, StoreError> {
         self.wait().await;
         self.inner.reset_failed(key, progress).await
     }

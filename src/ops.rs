@@ -151,18 +151,17 @@ impl<A: Adapters> Pipeline<A> {
         for (key, state) in &claims {
             let (label, detail) = match state {
                 ClaimState::Completed { summary } => {
-                    let v: serde_json::Value = serde_json::from_str(summary).unwrap_or_default();
-                    let c = &v["counts"];
+                    let c = &summary.counts;
                     (
                         "COMPLETED",
                         format!(
                             "records {} sent {} duplicates {} invalid {} rejected {}  {}",
-                            c["records"],
-                            c["sent"],
-                            c["duplicates"],
-                            c["invalid"],
-                            c["rejected"],
-                            v["report"].as_str().unwrap_or("")
+                            c.records,
+                            c.sent,
+                            c.duplicates,
+                            c.invalid,
+                            c.rejected,
+                            summary.report.as_deref().unwrap_or("")
                         ),
                     )
                 }
@@ -181,12 +180,11 @@ impl<A: Adapters> Pipeline<A> {
                     lease_until,
                     ..
                 } => {
-                    let p = Progress::parse(progress);
                     (
                         "IN_PROGRESS",
                         format!(
                             "checkpoint {checkpoint} (sent {}), lease until {lease_until}",
-                            p.counts.sent
+                            progress.counts.sent
                         ),
                     )
                 }
@@ -224,7 +222,7 @@ impl<A: Adapters> Pipeline<A> {
             .await
             .map_err(|e| runtime(e.to_string()))?;
         let failed_progress = match claim {
-            Some(ClaimState::Failed { progress, .. }) => Progress::parse(&progress),
+            Some(ClaimState::Failed { progress, .. }) => progress,
             Some(ClaimState::Completed { .. }) => {
                 return Err(OpError::Input(format!(
                     "{name} was imported already; completed objects are never imported again"
@@ -256,9 +254,8 @@ impl<A: Adapters> Pipeline<A> {
                 fresh.id_tag = now.etag.map(|e| e.chars().take(12).collect());
             }
         }
-        let seed = serde_json::to_string(&fresh).unwrap_or_default();
         self.claims
-            .reset_failed(&key, &seed)
+            .reset_failed(&key, &fresh)
             .await
             .map_err(|e| runtime(e.to_string()))?;
         Ok(self.import_to_end(obj, owner).await)

@@ -122,7 +122,33 @@ fn lenient_restart<'de, D: serde::Deserializer<'de>>(
 }
 
 impl Progress {
+    /// Reads a claim's stored progress; text that does not parse (empty: nothing yet; another
+    /// version's) is a fresh start.
     pub fn parse(text: &str) -> Progress {
+        serde_json::from_str(text).unwrap_or_default()
+    }
+
+    /// Whether nothing has been recorded yet (no invocation took the object).
+    pub fn is_fresh(&self) -> bool {
+        *self == Progress::default()
+    }
+}
+
+/// What a completed claim keeps: the counts, where the report is, the converter's version and
+/// how many invocations the object took (`s3-import status`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Summary {
+    pub counts: Counts,
+    /// The report's location (`s3://…`); `None` when none was written.
+    pub report: Option<String>,
+    pub config_version: String,
+    pub invocations: u32,
+}
+
+impl Summary {
+    /// Reads a stored summary; text that does not parse gives an empty one.
+    pub fn parse(text: &str) -> Summary {
         serde_json::from_str(text).unwrap_or_default()
     }
 }

@@ -3,6 +3,29 @@
 
 use super::*;
 
+/// A progress told apart by its invocation count.
+fn p(invocations: u32) -> Progress {
+    Progress {
+        invocations,
+        ..Progress::default()
+    }
+}
+
+/// A progress that carries an id tag (what `retry` seeds after a change of content).
+fn tagged(tag: &str) -> Progress {
+    Progress {
+        id_tag: Some(tag.into()),
+        ..Progress::default()
+    }
+}
+
+/// A completed claim's summary with `records` counted.
+fn summary(records: u64) -> Summary {
+    let mut s = Summary::default();
+    s.counts.records = records;
+    s
+}
+
 fn key(name: &str) -> ClaimKey {
     ClaimKey {
         source: "contract".into(),
@@ -22,7 +45,7 @@ pub async fn run<S: ClaimStore>(store: &S, unique: &str) {
         ClaimOutcome::Acquired {
             checkpoint: 0,
             takeover: false,
-            progress: String::new()
+            progress: Progress::default()
         }
     );
     assert_eq!(
@@ -34,14 +57,14 @@ pub async fn run<S: ClaimStore>(store: &S, unique: &str) {
     // Progress is written only by the owner.
     assert_eq!(
         store
-            .checkpoint(&k, "owner-1", 500, "{\"read\":500}", now + 120)
+            .checkpoint(&k, "owner-1", 500, &p(500), now + 120)
             .await
             .unwrap(),
         Held::Yes
     );
     assert_eq!(
         store
-            .checkpoint(&k, "owner-2", 900, "{}", now + 120)
+            .checkpoint(&k, "owner-2", 900, &p(900), now + 120)
             .await
             .unwrap(),
         Held::Lost
@@ -55,26 +78,23 @@ pub async fn run<S: ClaimStore>(store: &S, unique: &str) {
         ClaimOutcome::Acquired {
             checkpoint: 500,
             takeover: true,
-            progress: "{\"read\":500}".into()
+            progress: p(500)
         }
     );
     assert_eq!(
         store
-            .checkpoint(&k, "owner-1", 600, "{}", now + 400)
+            .checkpoint(&k, "owner-1", 600, &p(600), now + 400)
             .await
             .unwrap(),
         Held::Lost
     );
     assert_eq!(
-        store.complete(&k, "owner-1", "late").await.unwrap(),
+        store.complete(&k, "owner-1", &summary(1)).await.unwrap(),
         Held::Lost
     );
     // Completed is final, whoever asks and however late.
     assert_eq!(
-        store
-            .complete(&k, "owner-3", "{\"records\":1000}")
-            .await
-            .unwrap(),
+        store.complete(&k, "owner-3", &summary(1000)).await.unwrap(),
         Held::Yes
     );
     assert_eq!(
@@ -87,7 +107,7 @@ pub async fn run<S: ClaimStore>(store: &S, unique: &str) {
     assert_eq!(
         store.get(&k).await.unwrap(),
         Some(ClaimState::Completed {
-            summary: "{\"records\":1000}".into()
+            summary: summary(1000)
         })
     );
 
@@ -95,7 +115,7 @@ pub async fn run<S: ClaimStore>(store: &S, unique: &str) {
     let r = key(&format!("{unique}/released.json"));
     store.claim(&r, "owner-1", now + 60, now).await.unwrap();
     store
-        .checkpoint(&r, "owner-1", 42, "p42", now + 60)
+        .checkpoint(&r, "owner-1", 42, &p(42), now + 60)
         .await
         .unwrap();
     assert_eq!(
@@ -107,7 +127,7 @@ pub async fn run<S: ClaimStore>(store: &S, unique: &str) {
         ClaimOutcome::Acquired {
             checkpoint: 42,
             takeover: true,
-            progress: "p42".into()
+            progress: p(42)
         }
     );
 
@@ -127,14 +147,14 @@ pub async fn run<S: ClaimStore>(store: &S, unique: &str) {
             reason: "corrupt gzip data".into()
         }
     );
-    assert!(store.reset_failed(&f, "{\"id_tag\":\"t\"}").await.unwrap());
-    assert!(!store.reset_failed(&f, "").await.unwrap());
+    assert!(store.reset_failed(&f, &tagged("t")).await.unwrap());
+    assert!(!store.reset_failed(&f, &Progress::default()).await.unwrap());
     assert_eq!(
         store.claim(&f, "owner-2", now + 60, now + 1).await.unwrap(),
         ClaimOutcome::Acquired {
             checkpoint: 0,
             takeover: true,
-            progress: "{\"id_tag\":\"t\"}".into()
+            progress: tagged("t")
         }
     );
 
@@ -146,8 +166,8 @@ pub async fn run<S: ClaimStore>(store: &S, unique: &str) {
             checkpoint,
             progress,
         }) => assert_eq!(
-            (owner.as_str(), lease_until, checkpoint, progress.as_str()),
-            ("owner-2", now + 60, 42, "p42")
+            (owner.as_str(), lease_until, checkpoint, progress),
+            ("owner-2", now + 60, 42, p(42))
         ),
         other => panic!("unexpected {other:?}"),
     }
@@ -190,7 +210,7 @@ pub async fn run<S: ClaimStore>(store: &S, unique: &str) {
         ClaimOutcome::Acquired {
             checkpoint: 0,
             takeover: false,
-            progress: String::new()
+            progress: Progress::default()
         }
     );
 }
@@ -207,11 +227,11 @@ async fn queue_marks<S: ClaimStore>(store: &S, unique: &str, now: i64) {
     store.claim(&held, "o", now + 60, now).await.unwrap();
     let done = key(&format!("{unique}/queued/done"));
     store.claim(&done, "o", now + 60, now).await.unwrap();
-    store.complete(&done, "o", "{}").await.unwrap();
+    store.complete(&done, "o", &summary(0)).await.unwrap();
     let ended = key(&format!("{unique}/queued/ended"));
     store.claim(&ended, "o", now + 60, now).await.unwrap();
     store
-        .checkpoint(&ended, "o", 7, "p7", now + 60)
+        .checkpoint(&ended, "o", 7, &p(7), now + 60)
         .await
         .unwrap();
     store.release(&ended, "o", now).await.unwrap();
@@ -226,7 +246,7 @@ async fn queue_marks<S: ClaimStore>(store: &S, unique: &str, now: i64) {
         Some(ClaimState::Queued {
             queued_until: until,
             checkpoint: 0,
-            progress: String::new()
+            progress: Progress::default()
         })
     );
     // While the mark lasts, no second mark; after it, one.
@@ -246,7 +266,7 @@ async fn queue_marks<S: ClaimStore>(store: &S, unique: &str, now: i64) {
         ClaimOutcome::Acquired {
             checkpoint: 0,
             takeover: false,
-            progress: String::new()
+            progress: Progress::default()
         }
     );
     assert_eq!(
@@ -254,7 +274,7 @@ async fn queue_marks<S: ClaimStore>(store: &S, unique: &str, now: i64) {
         ClaimOutcome::Acquired {
             checkpoint: 7,
             takeover: true,
-            progress: "p7".into()
+            progress: p(7)
         }
     );
     // Given back: the next scan marks it again; a mark that moved on is left alone.
@@ -321,7 +341,7 @@ async fn queue_marks<S: ClaimStore>(store: &S, unique: &str, now: i64) {
     let kept = key(&format!("{unique}/pending/kept"));
     store.claim(&kept, "o", now + 60, now).await.unwrap();
     store
-        .checkpoint(&kept, "o", 3, "p3", now + 60)
+        .checkpoint(&kept, "o", 3, &p(3), now + 60)
         .await
         .unwrap();
     store.release(&kept, "o", now).await.unwrap();
@@ -336,10 +356,7 @@ async fn queue_marks<S: ClaimStore>(store: &S, unique: &str, now: i64) {
             checkpoint,
             progress,
             ..
-        }) => assert_eq!(
-            (lease_until < now, checkpoint, progress.as_str()),
-            (true, 3, "p3")
-        ),
+        }) => assert_eq!((lease_until < now, checkpoint, progress), (true, 3, p(3))),
         other => panic!("unexpected {other:?}"),
     }
     assert!(!store.clear_queued(&kept).await.unwrap());

@@ -23,7 +23,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Capacity, ClaimKey, ClaimOutcome, ClaimState, ClaimStore, Held, ScanMark, StoreError};
+use super::{
+    Capacity, ClaimKey, ClaimOutcome, ClaimState, ClaimStore, Held, Progress, ScanMark, StoreError,
+    Summary,
+};
 use crate::dynamo::{
     item_bytes, num_attr, num_of, sdk_store_error, str_attr, str_of, CapacityMeter, Table,
 };
@@ -69,25 +72,40 @@ type Item = HashMap<String, AttributeValue>;
 /// One transaction of queue marks: the indices to try again, and those settled (marked or not).
 type Round = (Vec<usize>, Vec<(usize, bool)>);
 
+/// A progress as stored: its JSON, or nothing while it is fresh (a scan's mark tests for an
+/// empty progress).
+fn progress_text(p: &Progress) -> String {
+    if p.is_fresh() {
+        String::new()
+    } else {
+        serde_json::to_string(p).unwrap_or_default()
+    }
+}
+
+/// An item's progress (fresh when there is none, or it does not parse).
+fn progress_of(item: &Item) -> Progress {
+    Progress::parse(str_of(item, "progress").unwrap_or_default())
+}
+
 fn state_of(item: &Item) -> Option<ClaimState> {
     Some(match str_of(item, "claim_state")? {
         IN_PROGRESS => ClaimState::InProgress {
             owner: str_of(item, "owner").unwrap_or_default().to_string(),
             lease_until: num_of(item, "lease_until").unwrap_or(0),
             checkpoint: num_of(item, "checkpoint").unwrap_or(0).max(0) as u64,
-            progress: str_of(item, "progress").unwrap_or_default().to_string(),
+            progress: progress_of(item),
         },
         COMPLETED => ClaimState::Completed {
-            summary: str_of(item, "summary").unwrap_or_default().to_string(),
+            summary: Summary::parse(str_of(item, "summary").unwrap_or_default()),
         },
         QUEUED => ClaimState::Queued {
             queued_until: num_of(item, "queued_until").unwrap_or(0),
             checkpoint: num_of(item, "checkpoint").unwrap_or(0).max(0) as u64,
-            progress: str_of(item, "progress").unwrap_or_default().to_string(),
+            progress: progress_of(item),
         },
         _ => ClaimState::Failed {
             reason: str_of(item, "reason").unwrap_or_default().to_string(),
-            progress: str_of(item, "progress").unwrap_or_default().to_string(),
+            progress: progress_of(item),
         },
     })
 }
@@ -493,16 +511,17 @@ impl ClaimStore for DynamoClaims {
                 None => ClaimOutcome::Acquired {
                     checkpoint: 0,
                     takeover: false,
-                    progress: String::new(),
+                    progress: Progress::default(),
                 },
                 Some(old) => {
                     let checkpoint = num_of(old, "checkpoint").unwrap_or(0).max(0) as u64;
-                    let progress = str_of(old, "progress").unwrap_or_default().to_string();
+                    let stored = str_of(old, "progress").unwrap_or_default();
+                    let progress = Progress::parse(stored);
                     // A scan's mark is no import: taking it over is a first start, unless
                     // it kept the checkpoint of an import whose lease had ended.
                     let queued = str_of(old, "claim_state") == Some(QUEUED);
                     ClaimOutcome::Acquired {
-                        takeover: !queued || checkpoint > 0 || !progress.is_empty(),
+                        takeover: !queued || checkpoint > 0 || !stored.is_empty(),
                         checkpoint,
                         progress,
                     }
@@ -544,7 +563,7 @@ impl ClaimStore for DynamoClaims {
         key: &ClaimKey,
         owner: &str,
         records_confirmed: u64,
-        progress: &str,
+        progress: &Progress,
         lease_until: i64,
     ) -> Result<Held, StoreError> {
         self.owned_update(
@@ -553,7 +572,7 @@ impl ClaimStore for DynamoClaims {
             "#checkpoint = :cp, #progress = :p, #lease_until = :lease",
             vec![
                 (":cp", num_attr(records_confirmed as i64)),
-                (":p", str_attr(progress)),
+                (":p", str_attr(progress_text(progress))),
                 (":lease", num_attr(lease_until)),
             ],
         )
@@ -564,8 +583,9 @@ impl ClaimStore for DynamoClaims {
         &self,
         key: &ClaimKey,
         owner: &str,
-        summary: &str,
+        summary: &Summary,
     ) -> Result<Held, StoreError> {
+        let summary = serde_json::to_string(summary).unwrap_or_default();
         self.owned_update(
             key,
             owner,
@@ -595,7 +615,7 @@ impl ClaimStore for DynamoClaims {
         .await
     }
 
-    async fn reset_failed(&self, key: &ClaimKey, progress: &str) -> Result<bool, StoreError> {
+    async fn reset_failed(&self, key: &ClaimKey, progress: &Progress) -> Result<bool, StoreError> {
         let update = "SET #claim_state = :ip, #owner = :empty, #lease_until = :zero, \
                       #checkpoint = :zero, #progress = :p REMOVE #reason";
         let names = [
@@ -620,7 +640,7 @@ impl ClaimStore for DynamoClaims {
             .expression_attribute_values(":ip", str_attr(IN_PROGRESS))
             .expression_attribute_values(":empty", str_attr(""))
             .expression_attribute_values(":zero", num_attr(0))
-            .expression_attribute_values(":p", str_attr(progress))
+            .expression_attribute_values(":p", str_attr(progress_text(progress)))
             .send()
             .await;
         match result {

@@ -37,36 +37,38 @@ pub enum ClaimState {
         owner: String,
         lease_until: i64,
         checkpoint: u64,
-        /// The counts of the records before the checkpoint (the report's JSON), so that a
-        /// resumed import reports the whole object.
-        progress: String,
+        /// The counts of the records before the checkpoint, so that a resumed import reports
+        /// the whole object.
+        progress: Progress,
     },
     Completed {
-        summary: String,
+        summary: Summary,
     },
     Failed {
         reason: String,
         /// The progress saved before the failure (what was confirmed, the content read).
-        progress: String,
+        progress: Progress,
     },
     /// A scan queued a message for the object; that copy may be in flight until
     /// `queued_until`. An import whose lease had ended keeps its checkpoint and progress.
     Queued {
         queued_until: i64,
         checkpoint: u64,
-        progress: String,
+        progress: Progress,
     },
 }
 
 /// What `claim` found.
+// One per object and invocation, moved once: boxing the progress would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClaimOutcome {
     /// This invocation owns the object; resume after `checkpoint` records (0: from the start).
     Acquired {
         checkpoint: u64,
         takeover: bool,
-        /// The progress stored with the checkpoint ("" when starting afresh).
-        progress: String,
+        /// The progress stored with the checkpoint (fresh when starting afresh).
+        progress: Progress,
     },
     /// Another owner holds a live lease: acknowledge, the holder will finish or expire.
     HeldByOther { lease_until: i64 },
@@ -96,6 +98,7 @@ pub enum Held {
     Lost,
 }
 
+pub use crate::report::{Progress, Summary};
 pub use crate::store::{Capacity, StoreError};
 
 /// The claims port. Times are epoch seconds, passed in so that tests can move the clock.
@@ -113,14 +116,14 @@ pub trait ClaimStore: Send + Sync {
         key: &ClaimKey,
         owner: &str,
         records_confirmed: u64,
-        progress: &str,
+        progress: &Progress,
         lease_until: i64,
     ) -> impl Future<Output = Result<Held, StoreError>> + Send;
     fn complete(
         &self,
         key: &ClaimKey,
         owner: &str,
-        summary: &str,
+        summary: &Summary,
     ) -> impl Future<Output = Result<Held, StoreError>> + Send;
     fn fail(
         &self,
@@ -140,7 +143,7 @@ pub trait ClaimStore: Send + Sync {
     fn reset_failed(
         &self,
         key: &ClaimKey,
-        progress: &str,
+        progress: &Progress,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
     fn get(
         &self,
@@ -260,7 +263,7 @@ impl ClaimStore for MemoryClaims {
     ) -> Result<ClaimOutcome, StoreError> {
         Ok(self.with(|items| {
             let (checkpoint, takeover, progress) = match items.get(key) {
-                None => (0, false, String::new()),
+                None => (0, false, Progress::default()),
                 Some(ClaimState::Completed { .. }) => return ClaimOutcome::AlreadyCompleted,
                 Some(ClaimState::Failed { reason, .. }) => {
                     return ClaimOutcome::AlreadyFailed {
@@ -281,7 +284,7 @@ impl ClaimStore for MemoryClaims {
                     ..
                 }) => (
                     *checkpoint,
-                    *checkpoint > 0 || !progress.is_empty(),
+                    *checkpoint > 0 || !progress.is_fresh(),
                     progress.clone(),
                 ),
             };
@@ -307,7 +310,7 @@ impl ClaimStore for MemoryClaims {
         key: &ClaimKey,
         owner: &str,
         records_confirmed: u64,
-        progress: &str,
+        progress: &Progress,
         lease_until: i64,
     ) -> Result<Held, StoreError> {
         Ok(self.if_owner(key, owner, |state| {
@@ -321,7 +324,7 @@ impl ClaimStore for MemoryClaims {
                 *l = lease_until;
                 if records_confirmed >= *c {
                     *c = records_confirmed;
-                    *p = progress.to_string();
+                    *p = progress.clone();
                 }
             }
         }))
@@ -331,11 +334,11 @@ impl ClaimStore for MemoryClaims {
         &self,
         key: &ClaimKey,
         owner: &str,
-        summary: &str,
+        summary: &Summary,
     ) -> Result<Held, StoreError> {
         Ok(self.if_owner(key, owner, |state| {
             *state = ClaimState::Completed {
-                summary: summary.to_string(),
+                summary: summary.clone(),
             }
         }))
     }
@@ -344,7 +347,7 @@ impl ClaimStore for MemoryClaims {
         Ok(self.if_owner(key, owner, |state| {
             let progress = match state {
                 ClaimState::InProgress { progress, .. } => std::mem::take(progress),
-                _ => String::new(),
+                _ => Progress::default(),
             };
             *state = ClaimState::Failed {
                 reason: reason.to_string(),
@@ -361,14 +364,14 @@ impl ClaimStore for MemoryClaims {
         }))
     }
 
-    async fn reset_failed(&self, key: &ClaimKey, progress: &str) -> Result<bool, StoreError> {
+    async fn reset_failed(&self, key: &ClaimKey, progress: &Progress) -> Result<bool, StoreError> {
         Ok(self.with(|items| match items.get_mut(key) {
             Some(state @ ClaimState::Failed { .. }) => {
                 *state = ClaimState::InProgress {
                     owner: String::new(),
                     lease_until: 0,
                     checkpoint: 0,
-                    progress: progress.to_string(),
+                    progress: progress.clone(),
                 };
                 true
             }
@@ -394,7 +397,7 @@ impl ClaimStore for MemoryClaims {
             keys.iter()
                 .map(|k| {
                     let (checkpoint, progress) = match items.get(k) {
-                        None => (0, String::new()),
+                        None => (0, Progress::default()),
                         Some(ClaimState::Queued {
                             queued_until: q,
                             checkpoint,
@@ -461,7 +464,7 @@ impl ClaimStore for MemoryClaims {
                 progress,
                 ..
             }) => {
-                if checkpoint == 0 && progress.is_empty() {
+                if checkpoint == 0 && progress.is_fresh() {
                     items.remove(key);
                 } else {
                     items.insert(

@@ -8,7 +8,7 @@ use super::{sent_before, Adapters, Pipeline, RetryReason};
 use crate::claims::{ClaimKey, ClaimStore, Held, StoreError};
 use crate::decode::DecodeError;
 use crate::notify::ObjectRef;
-use crate::report::{Progress, RejectsFile, Report, FIRST_ERRORS};
+use crate::report::{Progress, RejectsFile, Report, Summary, FIRST_ERRORS};
 use crate::sink::NO_ROUTE;
 use crate::source::{Body, ObjectSource, SourceError};
 
@@ -154,13 +154,13 @@ impl<A: Adapters> Pipeline<A> {
                 }
             }
         };
-        let summary = serde_json::json!({
-            "counts": report.counts,
-            "report": report_written.then(|| self.report_url(&self.report_key(at.obj, "report.json"))),
-            "config_version": report.config_version,
-            "invocations": report.invocations,
-        })
-        .to_string();
+        let summary = Summary {
+            counts: report.counts.clone(),
+            report: report_written
+                .then(|| self.report_url(&self.report_key(at.obj, "report.json"))),
+            config_version: report.config_version.clone(),
+            invocations: report.invocations,
+        };
         let completed = self.claims.complete(&at.key, at.owner, &summary).await;
         if let Some(o) = &self.observer {
             o.finished(report.counts.records, report.counts.sent);
@@ -183,11 +183,10 @@ impl<A: Adapters> Pipeline<A> {
             .or(end.read.as_ref().err().map(|e| e.to_string()))
             .or(t.write_error.clone())
             .or_else(|| t.blocker.clone());
-        let text = serde_json::to_string(&at.progress).unwrap_or_default();
         let now = self.clock.now_secs();
         let saved = self
             .claims
-            .checkpoint(&at.key, at.owner, t.base, &text, now - 1)
+            .checkpoint(&at.key, at.owner, t.base, &at.progress, now - 1)
             .await;
         self.tell_confirmed(&at.progress);
         if let Err(outcome) = claim_write(saved, "checkpoint not saved") {
@@ -259,10 +258,9 @@ impl<A: Adapters> Pipeline<A> {
         at: &Attempt<'_>,
         base: u64,
     ) -> Result<(), ObjectOutcome> {
-        let text = serde_json::to_string(&at.progress).unwrap_or_default();
         let saved = self
             .claims
-            .checkpoint(&at.key, at.owner, base, &text, at.lease_until)
+            .checkpoint(&at.key, at.owner, base, &at.progress, at.lease_until)
             .await;
         self.tell_confirmed(&at.progress);
         claim_write(saved, "checkpoint not saved")

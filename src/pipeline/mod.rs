@@ -451,7 +451,6 @@ impl<A: Adapters> Pipeline<A> {
                 if takeover {
                     tracing::info!(bucket = %obj.bucket, key = %obj.key, checkpoint, "resuming");
                 }
-                let progress = Progress::parse(&progress);
                 self.tell_confirmed(&progress);
                 (checkpoint, progress)
             }
@@ -605,11 +604,10 @@ impl<A: Adapters> Pipeline<A> {
     /// Hands an object on before anything was sent: its progress (this invocation counted) is
     /// saved with the lease ended, so that the continuation takes it up at once.
     async fn hand_on(&self, at: &Attempt<'_>, why: RetryReason) -> ObjectOutcome {
-        let text = serde_json::to_string(&at.progress).unwrap_or_default();
         let now = self.clock.now_secs();
         let saved = self
             .claims
-            .checkpoint(&at.key, at.owner, at.checkpoint, &text, now - 1)
+            .checkpoint(&at.key, at.owner, at.checkpoint, &at.progress, now - 1)
             .await;
         self.tell_confirmed(&at.progress);
         if let Err(e) = saved {

@@ -280,7 +280,9 @@ async fn killed_three_times(name: &str, object: Vec<u8>, events_in: u64) -> (Vec
     let mut last = worker(&vars, &queue);
     let started = std::time::Instant::now();
     let done = loop {
-        if started.elapsed() > Duration::from_secs(120) {
+        // Generous: the last worker goes on over many 8-second invocations, and a loaded
+        // machine (the whole suite runs beside it) makes each slower.
+        if started.elapsed() > Duration::from_secs(240) {
             break false;
         }
         if let Some(ClaimState::Completed { .. }) = claim(&c, &key).await {

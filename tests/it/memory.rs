@@ -225,7 +225,13 @@ async fn an_expired_lease_is_taken_over_from_its_checkpoint_and_a_live_one_left_
                           "invocations": 1, "started_ms": 1});
     assert_eq!(
         p.claims()
-            .checkpoint(&key, "crashed", 600, &progress.to_string(), now + 600)
+            .checkpoint(
+                &key,
+                "crashed",
+                600,
+                &s3_import::claims::Progress::parse(&progress.to_string()),
+                now + 600
+            )
             .await
             .unwrap(),
         Held::Yes
@@ -257,7 +263,10 @@ async fn an_expired_lease_is_taken_over_from_its_checkpoint_and_a_live_one_left_
     assert_eq!(&w.report("in/l.json"), r);
     // The old owner can no longer write.
     assert_eq!(
-        p.claims().complete(&key, "crashed", "late").await.unwrap(),
+        p.claims()
+            .complete(&key, "crashed", &Default::default())
+            .await
+            .unwrap(),
         Held::Lost
     );
 }

@@ -423,6 +423,11 @@ async fn an_object_too_big_for_one_invocation_completes_over_several_through_the
                     cut_off += 1;
                 }
             }
+            // Cut off after its claim was completed (the invocation's very last step): the
+            // retried notice finds the object done, and its report is the one written then.
+            ObjectOutcome::AlreadyCompleted if cut_off > 0 => {
+                break Box::new(w.report("in/big.json.gz").await);
+            }
             other => panic!("unexpected {other:?}"),
         }
     };
@@ -462,7 +467,13 @@ async fn a_live_lease_is_left_alone_and_an_expired_one_is_taken_over_from_its_ch
     let progress = json!({"counts": {"records": 600, "converted": 600, "payloads": 600, "sent": 600},
                           "invocations": 1, "started_ms": 1});
     claims
-        .checkpoint(&key, "crashed", 600, &progress.to_string(), now - 1)
+        .checkpoint(
+            &key,
+            "crashed",
+            600,
+            &s3_import::claims::Progress::parse(&progress.to_string()),
+            now - 1,
+        )
         .await
         .unwrap();
     let o = p.import(&w.obj("in/l.json"), soon(60), "t2").await;
@@ -481,7 +492,10 @@ async fn a_live_lease_is_left_alone_and_an_expired_one_is_taken_over_from_its_ch
         .all(|k| k["l-".len()..].parse::<u64>().unwrap() >= 600));
     // The old owner can no longer write.
     assert_eq!(
-        claims.complete(&key, "crashed", "late").await.unwrap(),
+        claims
+            .complete(&key, "crashed", &Default::default())
+            .await
+            .unwrap(),
         s3_import::claims::Held::Lost
     );
 }
@@ -894,7 +908,7 @@ async fn dead_worker_claim(w: &World, key: &str, lease_secs: i64, checkpoint: u6
             &ck,
             "dead-worker",
             checkpoint,
-            &progress.to_string(),
+            &s3_import::claims::Progress::parse(&progress.to_string()),
             now + lease_secs,
         )
         .await

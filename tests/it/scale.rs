@@ -68,7 +68,7 @@ impl ClaimStore for Watched {
         key: &ClaimKey,
         owner: &str,
         records_confirmed: u64,
-        progress: &str,
+        progress: &s3_import::claims::Progress,
         lease_until: i64,
     ) -> Result<Held, StoreError> {
         self.inner
@@ -79,7 +79,7 @@ impl ClaimStore for Watched {
         &self,
         key: &ClaimKey,
         owner: &str,
-        summary: &str,
+        summary: &s3_import::claims::Summary,
     ) -> Result<Held, StoreError> {
         self.inner.complete(key, owner, summary).await
     }
@@ -89,7 +89,11 @@ impl ClaimStore for Watched {
     async fn release(&self, key: &ClaimKey, owner: &str, now: i64) -> Result<Held, StoreError> {
         self.inner.release(key, owner, now).await
     }
-    async fn reset_failed(&self, key: &ClaimKey, progress: &str) -> Result<bool, StoreError> {
+    async fn reset_failed(
+        &self,
+        key: &ClaimKey,
+        progress: &s3_import::claims::Progress,
+    ) -> Result<bool, StoreError> {
         self.inner.reset_failed(key, progress).await
     }
     async fn get(&self, key: &ClaimKey) -> Result<Option<ClaimState>, StoreError> {
