@@ -128,10 +128,24 @@ const PROPERTY_OPS: [&str; 9] = [
 
 /// Whether a `user_id`/`device_id` is usable: at least 5 characters and not a placeholder.
 pub fn usable_id(id: &str) -> bool {
-    // 20 bytes hold at least 5 characters; the placeholders are at most 36 bytes long.
+    // 20 bytes hold at least 5 characters; the placeholders are at most 36 bytes long, and
+    // most ids have a length none of them has.
     (id.len() >= 20 || id.chars().nth(4).is_some())
-        && (id.len() > 36 || !BAD_IDS.iter().any(|b| b.eq_ignore_ascii_case(id)))
+        && (id.len() > 36
+            || BAD_ID_LENGTHS >> id.len() & 1 == 0
+            || !BAD_IDS.iter().any(|b| b.eq_ignore_ascii_case(id)))
 }
+
+/// Bit `n` set: some placeholder of [`BAD_IDS`] is `n` bytes long.
+const BAD_ID_LENGTHS: u64 = {
+    let mut mask = 0;
+    let mut i = 0;
+    while i < BAD_IDS.len() {
+        mask |= 1 << BAD_IDS[i].len();
+        i += 1;
+    }
+    mask
+};
 
 fn show(v: &V<'_>) -> String {
     let mut s = v.to_json();
