@@ -695,10 +695,14 @@ mod tests {
         let texts: Vec<String> = (0..300)
             .map(|i| format!("v{}-{}", i % 37, "é".repeat(i % 5)))
             .collect();
+        // After "caf\xc3", PLAIN, the length of this (130: 0x82) completes the "é" the
+        // bad string breaks off: the run of values is UTF-8, the string alone is not.
+        let long = "x".repeat(130);
         for (i, t) in texts.iter().enumerate() {
             rows.push(match i % 11 {
                 0 => None,
                 5 => Some(b"caf\xc3"),
+                6 => Some(long.as_bytes()),
                 7 => Some(b""),
                 _ => Some(t.as_bytes()),
             });

@@ -164,7 +164,8 @@ impl Hybrid {
 }
 
 /// A string value of the batch: `len` bytes from `start` of the batch's buffer `buf`, or of
-/// the dictionary's text ([`DICT`]) or its strings that are not UTF-8 ([`DICT_BAD`]).
+/// the dictionary's text ([`DICT`]) or its strings that are not UTF-8 ([`DICT_BAD`]), or of
+/// the batch's PLAIN text ([`PLAIN`]).
 #[derive(Clone, Copy)]
 pub struct StrRef {
     buf: u32,
@@ -176,6 +177,8 @@ pub struct StrRef {
 const DICT: u32 = u32::MAX;
 /// [`StrRef::buf`] of a dictionary string that is not UTF-8.
 const DICT_BAD: u32 = u32::MAX - 1;
+/// [`StrRef::buf`] of a PLAIN string copied into [`StrReader::plain_text`].
+const PLAIN: u32 = u32::MAX - 2;
 
 enum Values {
     /// Lengths and bytes from `pos` on.
@@ -217,6 +220,10 @@ pub struct StrReader {
     ahead_at: usize,
     /// The data pages the batch's values point into.
     bufs: Vec<Bytes>,
+    /// The batch's PLAIN values, a run of them at a time with their length prefixes, where
+    /// a run is UTF-8 as a whole: checked in one pass instead of one call per value. Within
+    /// such a run, a value is UTF-8 exactly when both its ends are character boundaries.
+    plain_text: String,
     /// The batch's values (non-null triplets), in order.
     pub values: Vec<StrRef>,
     /// Scratch for dictionary indices.
@@ -237,6 +244,7 @@ impl StrReader {
             ahead_reps: Vec::new(),
             ahead_at: 0,
             bufs: Vec::new(),
+            plain_text: String::new(),
             values: Vec::new(),
             indices: Vec::new(),
         }
@@ -426,6 +434,7 @@ impl StrReader {
     ) -> Result<(usize, usize), ParquetError> {
         self.values.clear();
         self.bufs.clear();
+        self.plain_text.clear();
         if let Some(p) = &mut self.page {
             p.in_batch = None;
         }
@@ -497,6 +506,7 @@ impl StrReader {
                     }
                 };
                 self.values.reserve(n);
+                let (first, run) = (*pos, self.values.len());
                 for _ in 0..n {
                     let (start, len) = plain_at(&p.buf, *pos)?;
                     self.values.push(StrRef {
@@ -505,6 +515,17 @@ impl StrReader {
                         len: len as u32,
                     });
                     *pos = start + len;
+                }
+                // The run as text, when it is UTF-8 (else each value is checked alone).
+                let at = self.plain_text.len();
+                if let Ok(text) = simdutf8::basic::from_utf8(&p.buf[first..*pos]) {
+                    if u32::try_from(at + text.len()).is_ok() {
+                        self.plain_text.push_str(text);
+                        for v in &mut self.values[run..] {
+                            v.buf = PLAIN;
+                            v.start = (v.start as usize - first + at) as u32;
+                        }
+                    }
                 }
             }
             Values::Dict(dec) => {
@@ -559,6 +580,11 @@ impl StrReader {
                     .ok_or_else(|| "a bad dictionary string".into())
             }
             DICT_BAD => self.dict_bad.get(range),
+            PLAIN => match self.plain_text.get(range.clone()) {
+                Some(text) => return Ok(text),
+                // Not on character boundaries: the value is not UTF-8 on its own.
+                None => self.plain_text.as_bytes().get(range),
+            },
             b => self.bufs.get(b as usize).and_then(|buf| buf.get(range)),
         };
         let bytes = bytes.ok_or_else(|| "a value runs past the end of its page".to_string())?;
