@@ -113,7 +113,11 @@ fn event(r: &mut Rng, out: &mut String, dense: bool) {
     if !dense {
         let _ = write!(out, r#""app_version":"5.{app}.0","#);
     }
-    let _ = write!(out, r#""country":"{}","city":"{}","#, COUNTRIES[city], CITIES[city]);
+    let _ = write!(
+        out,
+        r#""country":"{}","city":"{}","#,
+        COUNTRIES[city], CITIES[city]
+    );
     if !dense {
         let _ = write!(out, r#""language":"de-DE","ip":"203.0.113.{ip}","#);
     }
