@@ -360,6 +360,14 @@ pub struct Record<'a> {
 
 pub(crate) const NO_SLOT: u32 = u32::MAX;
 
+/// Memory a record was parsed into (emptied), for the next one: parsing the records of a chunk
+/// one after another, each need not allocate its entries and slot table anew.
+#[derive(Default)]
+pub struct Spare<'a> {
+    pub(crate) entries: Vec<(Cow<'a, str>, V<'a>)>,
+    pub(crate) slots: Vec<u32>,
+}
+
 impl<'a> Record<'a> {
     /// A record whose keys are found by name.
     pub fn new(value: V<'a>) -> Self {
@@ -376,6 +384,18 @@ impl<'a> Record<'a> {
     /// The value and the slot table, to reuse their memory for the next record.
     pub(crate) fn into_parts(self) -> (V<'a>, Vec<u32>) {
         (self.value, self.slots)
+    }
+
+    /// The record's memory, for the next record of the same text to be parsed into.
+    pub fn into_spare(self) -> Spare<'a> {
+        let (value, mut slots) = self.into_parts();
+        let mut entries = match value {
+            V::Obj(entries) => entries,
+            _ => Vec::new(),
+        };
+        entries.clear();
+        slots.clear();
+        Spare { entries, slots }
     }
 
     /// The value of the key with slot `id`; `None` when absent. `key` serves records without slots.

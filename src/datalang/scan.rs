@@ -14,7 +14,7 @@
 
 use std::borrow::Cow;
 
-use super::record::{dedupe_keys, KeyIds, Num, Record, NO_SLOT, V};
+use super::record::{dedupe_keys, KeyIds, Num, Record, Spare, NO_SLOT, V};
 
 /// Deeper nesting is left to serde_json (whose own limit is 128).
 const MAX_DEPTH: usize = 100;
@@ -419,13 +419,25 @@ pub(super) fn value(text: &str) -> Option<V<'_>> {
 }
 
 /// A record (a JSON object) keeping only the keys in `ids`; a slot marked in `raw` keeps an
-/// object or array value as its text.
-pub(super) fn record<'a>(text: &'a str, ids: &KeyIds, raw: &[bool]) -> Option<Record<'a>> {
+/// object or array value as its text. Its entries and slot table are built in `spare`'s
+/// memory (emptied first).
+pub(super) fn record<'a>(
+    text: &'a str,
+    ids: &KeyIds,
+    raw: &[bool],
+    spare: Spare<'a>,
+) -> Option<Record<'a>> {
     let mut s = Scan::new(text);
     s.ws();
     s.eat(b'{')?;
-    let mut entries: Vec<(Cow<'a, str>, V<'a>)> = Vec::with_capacity(ids.len());
-    let mut slots = vec![NO_SLOT; ids.len()];
+    let Spare {
+        mut entries,
+        mut slots,
+    } = spare;
+    entries.clear();
+    entries.reserve(ids.len());
+    slots.clear();
+    slots.resize(ids.len(), NO_SLOT);
     s.ws();
     if s.eat(b'}').is_none() {
         loop {

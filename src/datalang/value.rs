@@ -8,11 +8,20 @@ use std::borrow::Cow;
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 
 use super::fallback::{parse_record_serde, parse_value_serde};
-pub use super::record::{decimal_key, KeyIds, Keys, Num, Record, RecordError, V};
+pub use super::record::{decimal_key, KeyIds, Keys, Num, Record, RecordError, Spare, V};
 use super::scan;
 
 /// Parses one JSON-lines record, keeping only the wanted top-level keys.
 pub fn parse_record<'a>(line: &'a [u8], keys: &Keys) -> Result<Record<'a>, RecordError> {
+    parse_record_in(line, keys, Spare::default())
+}
+
+/// [`parse_record`] into the memory of a record done with ([`Record::into_spare`]).
+pub fn parse_record_in<'a>(
+    line: &'a [u8],
+    keys: &Keys,
+    spare: Spare<'a>,
+) -> Result<Record<'a>, RecordError> {
     // One validation pass for the whole line is cheaper than serde_json's per-string checks;
     // simdutf8's is several times faster than std's on this text (mostly ASCII, some of it
     // not). The position of a fault is std's to report: it is on the rare path.
@@ -21,7 +30,7 @@ pub fn parse_record<'a>(line: &'a [u8], keys: &Keys) -> Result<Record<'a>, Recor
         Err(_) => std::str::from_utf8(line).map_err(|e| RecordError::Utf8(e.valid_up_to()))?,
     };
     let fast = match keys {
-        Keys::Only { ids, raw } => scan::record(text, ids, raw),
+        Keys::Only { ids, raw } => scan::record(text, ids, raw, spare),
         Keys::All => scan::whole_record(text),
     };
     match fast {

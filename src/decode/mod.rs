@@ -13,7 +13,7 @@ use std::io::{self, Read};
 use std::ops::ControlFlow;
 
 use crate::config::{ConverterFile, FileType};
-use crate::datalang::value::{parse_record, RecordError};
+use crate::datalang::value::{parse_record_in, RecordError, Spare};
 use crate::datalang::{Keys, Record};
 pub use compress::{decompress, detect, Decompressed, Entries};
 pub use hold::Hold;
@@ -319,6 +319,7 @@ pub fn visit_chunk(
     f: &mut dyn FnMut(u64, Rec<'_>) -> ControlFlow<()>,
 ) -> ControlFlow<()> {
     let mut n = chunk.first_n;
+    let mut spare = Spare::default();
     for line in &chunk.lines {
         if line.blank {
             continue;
@@ -331,14 +332,18 @@ pub fn visit_chunk(
             );
             f(n, Rec::Invalid { reason, raw: bytes })
         } else {
-            match parse_record(bytes, keys) {
-                Ok(record) => f(
-                    n,
-                    Rec::Ok {
-                        record: &record,
-                        line: Some(bytes),
-                    },
-                ),
+            match parse_record_in(bytes, keys, std::mem::take(&mut spare)) {
+                Ok(record) => {
+                    let flow = f(
+                        n,
+                        Rec::Ok {
+                            record: &record,
+                            line: Some(bytes),
+                        },
+                    );
+                    spare = record.into_spare();
+                    flow
+                }
                 Err(e) => {
                     let reason = match e {
                         RecordError::NotObject(kind) => {

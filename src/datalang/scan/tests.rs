@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::datalang::fallback::{parse_record_serde, parse_value_serde};
-use crate::datalang::record::{KeyIds, Keys};
+use crate::datalang::record::{KeyIds, Keys, Spare};
 
 /// xorshift: reproducible mutations without a dependency.
 pub(super) struct Rng(pub(super) u64);
@@ -92,7 +92,7 @@ fn accepts_only_what_serde_json_accepts_and_builds_the_same_value() {
             }
         }
         let slow = parse_record_serde(text, &only).ok();
-        match record(text, &ids, &raw) {
+        match record(text, &ids, &raw, Spare::default()) {
             Some(r) => {
                 let expected = slow
                     .unwrap_or_else(|| panic!("record accepted what serde_json rejects: {text}"));
