@@ -402,8 +402,18 @@ impl<A: Adapters> Pipeline<A> {
         }
     }
 
-    /// Imports one object, or as much of it as fits before `deadline`.
+    /// Imports one object, or as much of it as fits before `deadline`; the DynamoDB units its
+    /// requests consume are counted for its report.
     pub async fn import(&self, obj: &ObjectRef, deadline: Instant, owner: &str) -> ObjectOutcome {
+        crate::store::metered(self.import_metered(obj, deadline, owner)).await
+    }
+
+    async fn import_metered(
+        &self,
+        obj: &ObjectRef,
+        deadline: Instant,
+        owner: &str,
+    ) -> ObjectOutcome {
         if let Some(why) = self.ignores(&obj.bucket, &obj.key, obj.size, None) {
             return ObjectOutcome::Ignored(why);
         }
