@@ -25,8 +25,8 @@ use s3_import::store::Capacity;
 
 /// us-east-1 on-demand prices, as published on 2026-12-01 (DynamoDB since the November 2024
 /// cut): $ per million request units / requests.
-const WRITE_UNIT: f64 = 0.625;
-const READ_UNIT: f64 = 0.125;
+const WRITE_UNIT: f64 = s3_import::store::WRITE_UNIT_DOLLARS;
+const READ_UNIT: f64 = s3_import::store::READ_UNIT_DOLLARS;
 const S3_PUT_CLASS: f64 = 5.0; // PUT, COPY, POST, LIST: $0.005 per 1,000
 const S3_GET_CLASS: f64 = 0.4; // GET, HEAD: $0.0004 per 1,000
 const SQS_REQUEST: f64 = 0.40; // standard queue, per million requests (64 KiB chunks)

@@ -366,14 +366,15 @@ impl CapacityMeter {
         let units = bytes.div_ceil(1024).max(1) * times;
         self.write
             .fetch_add(units, std::sync::atomic::Ordering::Relaxed);
+        crate::store::charge(0, units);
     }
 
     /// A strongly consistent read of an item of `bytes` (1 unit per 4 KiB, at least 1).
     pub fn consistent_read(&self, bytes: u64) {
-        self.read.fetch_add(
-            bytes.div_ceil(4096).max(1),
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        let units = bytes.div_ceil(4096).max(1);
+        self.read
+            .fetch_add(units, std::sync::atomic::Ordering::Relaxed);
+        crate::store::charge(units, 0);
     }
 
     pub fn total(&self) -> crate::store::Capacity {

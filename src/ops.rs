@@ -14,8 +14,10 @@ use crate::source::ObjectSource;
 
 mod scan;
 mod scan_pass;
+mod status;
 pub use scan::{ScanError, ScanJob, ScanSummary};
 pub use scan_pass::ScanPass;
+pub use status::StatusSummary;
 
 /// Parses `s3://bucket/key`.
 pub fn object_ref(url: &str) -> Result<ObjectRef, crate::settings::UrlError> {
@@ -141,68 +143,6 @@ impl<A: Adapters> Pipeline<A> {
                 return outcome;
             }
         }
-    }
-
-    /// Every claim of this source, for a person (`--json`: one JSON object per line).
-    pub async fn status(&self, json: bool) -> Result<String, crate::store::StoreError> {
-        let mut claims = self.claims.list(&self.settings.source).await?;
-        claims.sort_by(|a, b| (&a.0.bucket, &a.0.key).cmp(&(&b.0.bucket, &b.0.key)));
-        let mut out = String::new();
-        for (key, state) in &claims {
-            let (label, detail) = match state {
-                ClaimState::Completed { summary } => {
-                    let c = &summary.counts;
-                    (
-                        "COMPLETED",
-                        format!(
-                            "records {} sent {} duplicates {} invalid {} rejected {}  {}",
-                            c.records,
-                            c.sent,
-                            c.duplicates,
-                            c.invalid,
-                            c.rejected,
-                            summary.report.as_deref().unwrap_or("")
-                        ),
-                    )
-                }
-                ClaimState::Failed { reason, .. } => ("FAILED", reason.clone()),
-                ClaimState::Queued {
-                    queued_until,
-                    checkpoint,
-                    ..
-                } => (
-                    "QUEUED",
-                    format!("queued by a scan (its message in flight until {queued_until}), checkpoint {checkpoint}"),
-                ),
-                ClaimState::InProgress {
-                    checkpoint,
-                    progress,
-                    lease_until,
-                    ..
-                } => {
-                    (
-                        "IN_PROGRESS",
-                        format!(
-                            "checkpoint {checkpoint} (sent {}), lease until {lease_until}",
-                            progress.counts.sent
-                        ),
-                    )
-                }
-            };
-            if json {
-                let _ = writeln!(
-                    out,
-                    "{}",
-                    serde_json::json!({"bucket": key.bucket, "key": key.key, "state": label, "detail": detail})
-                );
-            } else {
-                let _ = writeln!(out, "{label:<12} s3://{}/{}  {detail}", key.bucket, key.key);
-            }
-        }
-        if !json && claims.is_empty() {
-            out.push_str("no claims yet\n");
-        }
-        Ok(out)
     }
 
     /// Makes a FAILED object importable again and imports it; an object whose import stopped

@@ -1,5 +1,6 @@
 //! What happened to one object: counts that add up, the first errors, and the rejects file.
 
+use crate::store::Capacity;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::PathBuf;
@@ -112,6 +113,13 @@ pub struct Progress {
     /// each later invocation checks what it reads by a pass of its own first.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub verify_first: bool,
+    /// DynamoDB capacity units of the object's invocations so far (see [`Report::dynamodb`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub capacity: Capacity,
+}
+
+fn is_zero(c: &Capacity) -> bool {
+    *c == Capacity::default()
 }
 
 fn lenient_restart<'de, D: serde::Deserializer<'de>>(
@@ -144,6 +152,9 @@ pub struct Summary {
     pub report: Option<String>,
     pub config_version: String,
     pub invocations: u32,
+    /// DynamoDB capacity units of the object's import (see [`Report::dynamodb`]).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub capacity: Capacity,
 }
 
 impl Summary {
@@ -176,6 +187,12 @@ pub struct Report {
     pub http_retries: u64,
     pub throttled: u64,
     pub dedupe_requests: u64,
+    /// DynamoDB capacity units of the object's requests over all its invocations (its claim,
+    /// the dedupe of its events, the release of its rejected events' marks), counted by the
+    /// on-demand rules as the requests were made, up to this report (the claim's final write,
+    /// 1 write unit, follows it; an invocation cut off or retried before saving its progress
+    /// is not in it).
+    pub dynamodb: Capacity,
     /// Bytes read from the object by each invocation, in order (the first 1,000; later ones
     /// add to the last): the stream up to where reading stopped (JSON lines, CSV; a resumed
     /// stream reads from its first byte again), or the footer and row groups fetched by ranged

@@ -704,6 +704,8 @@ class Run:
         assert out.returncode == 0 and not problems, "check as the function's role:\n" + (
             "\n".join(problems) or out.stdout + out.stderr)
         assert f"assumed-role/{self.name}-function-role/" in out.stdout, out.stdout
+        for action in ("PartiQLInsert", "DeleteItem", "BatchGetItem", "PutItem"):
+            assert f"dynamodb:{action} on {self.tables['dedupe']} is allowed" in out.stdout, out.stdout
 
     def expect_events(self, n):
         got = self.events()

@@ -114,6 +114,7 @@ pub(super) async fn function_access(clients: &Clients, settings: &Settings) -> V
         &["ConditionalCheckFailed"],
     ));
     if let Some(dedupe) = &settings.dedupe_table {
+        checks.extend(dedupe_marks(ddb, dedupe).await);
         checks.push(access(
             "dedupe-access",
             "dynamodb:PutItem",
@@ -143,6 +144,83 @@ pub(super) async fn function_access(clients: &Clients, settings: &Settings) -> V
                 .await
                 .map(|_| ()),
             &["ReceiptHandleIsInvalid", "InvalidParameterValue"],
+        ));
+    }
+    checks
+}
+
+/// The dedupe's own requests on its table: a PartiQL INSERT of the probe's key (expiring in
+/// five minutes, should the delete below fail; a probe left by an earlier check is a
+/// `DuplicateItem`, which shows the grant too), the DeleteItem that takes it back (the release
+/// of a rejected event's mark), and the BatchGetItem that reads the holders of duplicates.
+async fn dedupe_marks(ddb: &aws_sdk_dynamodb::Client, dedupe: &str) -> Vec<Check> {
+    use aws_sdk_dynamodb::types::{AttributeValue, BatchStatementRequest, KeysAndAttributes};
+    let probe = || HashMap::from([("pk".to_string(), AttributeValue::S(MARKER.to_string()))]);
+    let expires = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() + 300);
+    let mut checks = Vec::new();
+    let insert = BatchStatementRequest::builder()
+        .statement(format!(
+            "INSERT INTO \"{dedupe}\" VALUE {{'pk': ?, 'expires_at': ?}}"
+        ))
+        .parameters(AttributeValue::S(MARKER.to_string()))
+        .parameters(AttributeValue::N(expires.to_string()))
+        .build();
+    if let Ok(insert) = insert {
+        let got = ddb
+            .batch_execute_statement()
+            .statements(insert)
+            .send()
+            .await;
+        // A statement refused alone comes back in the answer, not as the request's error.
+        let refused = got.as_ref().ok().and_then(|out| {
+            out.responses()
+                .iter()
+                .filter_map(|r| r.error())
+                .find(|e| !matches!(e.code(), Some(c) if c.as_str() == "DuplicateItem"))
+                .map(|e| format!("{:?}: {}", e.code(), e.message().unwrap_or("")))
+        });
+        checks.push(match refused {
+            Some(why) => Check::problem(
+                "dedupe-access",
+                format!("dynamodb:PartiQLInsert on {dedupe}: {why}"),
+                format!("grant dynamodb:PartiQLInsert on {dedupe} to the function's role (template.yaml, the function's Policies)"),
+            ),
+            None => access(
+                "dedupe-access",
+                "dynamodb:PartiQLInsert",
+                dedupe,
+                got.map(|_| ()),
+                &[],
+            ),
+        });
+    }
+    checks.push(access(
+        "dedupe-access",
+        "dynamodb:DeleteItem",
+        dedupe,
+        ddb.delete_item()
+            .table_name(dedupe)
+            .set_key(Some(probe()))
+            .condition_expression("attribute_exists(pk)")
+            .send()
+            .await
+            .map(|_| ()),
+        &["ConditionalCheckFailed"],
+    ));
+    if let Ok(keys) = KeysAndAttributes::builder().keys(probe()).build() {
+        let got = ddb
+            .batch_get_item()
+            .request_items(dedupe, keys)
+            .send()
+            .await;
+        checks.push(access(
+            "dedupe-access",
+            "dynamodb:BatchGetItem",
+            dedupe,
+            got.map(|_| ()),
+            &[],
         ));
     }
     checks

@@ -35,6 +35,7 @@ fn key(name: &str) -> ClaimKey {
 }
 
 /// Runs every check; `unique` makes keys unique per run for shared stores.
+// Long: the contract as one story, each check relying on the state the ones before it left.
 pub async fn run<S: ClaimStore>(store: &S, unique: &str) {
     let now = 1_800_000_000;
     let k = key(&format!("{unique}/a b+c.json"));
@@ -217,6 +218,7 @@ pub async fn run<S: ClaimStore>(store: &S, unique: &str) {
 
 /// A scan's queue marks: taken only where nothing holds the object, at most once while
 /// they last, turned into an import by the first claim, given back on purpose.
+// Long: one object's marks through their life, in order.
 async fn queue_marks<S: ClaimStore>(store: &S, unique: &str, now: i64) {
     let fresh: Vec<ClaimKey> = (0..130)
         .map(|i| key(&format!("{unique}/queued/{i:03}")))

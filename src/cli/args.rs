@@ -84,9 +84,13 @@ pub struct WorkerArgs {
 
 #[derive(Args)]
 pub struct StatusArgs {
-    /// One JSON object per claim
+    /// One JSON object per claim (with --summary: the totals as one JSON object)
     #[arg(long)]
     pub json: bool,
+    /// The totals instead of every claim: objects by state, the completed objects' records and
+    /// events, and the DynamoDB capacity units they consumed (with their on-demand price)
+    #[arg(long)]
+    pub summary: bool,
 }
 
 #[derive(Args)]

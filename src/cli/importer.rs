@@ -77,7 +77,18 @@ pub fn run_importer(command: ImporterCommand) -> ExitCode {
             ImporterCommand::Scan(args) => scan(&clients, settings, args, &owner).await,
             ImporterCommand::Status(args) => {
                 let pipeline = crate::aws::pipeline(&clients, settings);
-                match pipeline.status(args.json).await {
+                let shown = if args.summary {
+                    pipeline.status_summary().await.map(|s| {
+                        if args.json {
+                            serde_json::to_string(&s).unwrap_or_default() + "\n"
+                        } else {
+                            format!("{s}\n")
+                        }
+                    })
+                } else {
+                    pipeline.status(args.json).await
+                };
+                match shown {
                     Ok(text) => {
                         print(&text);
                         ExitCode::SUCCESS

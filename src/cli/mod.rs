@@ -54,22 +54,46 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{text:?} is too large"))
 }
 
-/// Loads a converter file; the error names the file.
-pub fn load_converter(path: &Path) -> Result<Converter, String> {
-    let text = read_converter_file(path)?;
-    Converter::load(&text).map_err(|e| format!("{}: {e}", path.display()))
+/// A local input the command line cannot use; the text names the file (or key) and why.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error("{}: cannot read the converter file: {source}", path.display())]
+    ConverterUnreadable {
+        path: std::path::PathBuf,
+        source: io::Error,
+    },
+    #[error("{}: {errors}", path.display())]
+    ConverterInvalid {
+        path: std::path::PathBuf,
+        errors: crate::config::ConfigErrors,
+    },
+    #[error("{path}: cannot open: {source}")]
+    Unopenable { path: String, source: io::Error },
+    #[error("key {key:?} does not match keyValidatorConfig.filterPattern {pattern:?}")]
+    KeyFiltered { key: String, pattern: String },
 }
 
-fn read_converter_file(path: &Path) -> Result<String, String> {
-    std::fs::read_to_string(path)
-        .map_err(|e| format!("{}: cannot read the converter file: {e}", path.display()))
+/// Loads a converter file; the error names the file.
+pub fn load_converter(path: &Path) -> Result<Converter, InputError> {
+    let text = read_converter_file(path)?;
+    Converter::load(&text).map_err(|errors| InputError::ConverterInvalid {
+        path: path.to_path_buf(),
+        errors,
+    })
+}
+
+fn read_converter_file(path: &Path) -> Result<String, InputError> {
+    std::fs::read_to_string(path).map_err(|source| InputError::ConverterUnreadable {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// `validate`: loads a converter file and lists every problem, each naming the file.
 /// Loads the converter file and lists every problem; with `endpoint`, also whether that
 /// endpoint serves every route the converter's payloads need.
 pub fn validate(path: &Path, endpoint: Option<&str>) -> Result<(), Vec<String>> {
-    let text = read_converter_file(path).map_err(|e| vec![e])?;
+    let text = read_converter_file(path).map_err(|e| vec![e.to_string()])?;
     match Converter::load(&text) {
         Ok(conv) => match endpoint.and_then(|url| crate::sink::routes::unserved(&conv.file, url)) {
             Some(why) => Err(vec![format!("{}: {why}", path.display())]),
@@ -84,12 +108,15 @@ pub fn validate(path: &Path, endpoint: Option<&str>) -> Result<(), Vec<String>> 
 }
 
 /// Opens a local file for reading; the error names the file.
-pub fn open_file(path: &str) -> Result<File, String> {
-    File::open(path).map_err(|e| format!("{path}: cannot open: {e}"))
+pub fn open_file(path: &str) -> Result<File, InputError> {
+    File::open(path).map_err(|source| InputError::Unopenable {
+        path: path.to_string(),
+        source,
+    })
 }
 
 /// The input of `convert` and `preview`: the file, or standard input for `-` or no file.
-pub fn open_input(file: Option<&str>) -> Result<Box<dyn Read + Send>, String> {
+pub fn open_input(file: Option<&str>) -> Result<Box<dyn Read + Send>, InputError> {
     match file {
         None | Some("-") => Ok(Box::new(io::stdin())),
         Some(path) => open_file(path).map(|f| Box::new(f) as Box<dyn Read + Send>),
@@ -98,15 +125,15 @@ pub fn open_input(file: Option<&str>) -> Result<Box<dyn Read + Send>, String> {
 
 /// Checks `key` against the converter's `keyValidatorConfig.filterPattern`; the error says
 /// which key and pattern. `convert` and `send` refuse such a key, `preview` warns about it.
-pub fn check_filter_pattern(converter: &Converter, key: &str) -> Result<(), String> {
+pub fn check_filter_pattern(converter: &Converter, key: &str) -> Result<(), InputError> {
     let file = &converter.file;
     if file.key_matches(key) {
         Ok(())
     } else {
-        Err(format!(
-            "key {key:?} does not match keyValidatorConfig.filterPattern {:?}",
-            file.filter_pattern().unwrap_or_default()
-        ))
+        Err(InputError::KeyFiltered {
+            key: key.to_string(),
+            pattern: file.filter_pattern().unwrap_or_default().to_string(),
+        })
     }
 }
 
@@ -489,12 +516,14 @@ mod tests {
     fn the_filter_pattern_check_names_the_key_and_the_pattern() {
         let filtered =
             converter(r#", "keyValidatorConfig": {"filterPattern": "events/.*\\.json"}"#);
-        assert_eq!(check_filter_pattern(&filtered, "events/a.json"), Ok(()));
+        assert!(check_filter_pattern(&filtered, "events/a.json").is_ok());
         assert_eq!(
-            check_filter_pattern(&filtered, "x/events/a.json"),
-            Err(r#"key "x/events/a.json" does not match keyValidatorConfig.filterPattern "events/.*\\.json""#.to_string())
+            check_filter_pattern(&filtered, "x/events/a.json")
+                .unwrap_err()
+                .to_string(),
+            r#"key "x/events/a.json" does not match keyValidatorConfig.filterPattern "events/.*\\.json""#
         );
-        assert_eq!(check_filter_pattern(&converter(""), "anything"), Ok(()));
+        assert!(check_filter_pattern(&converter(""), "anything").is_ok());
     }
 
     fn send_summary(not_sent: u64, duplicates: u64) -> SendSummary {

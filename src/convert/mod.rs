@@ -279,6 +279,9 @@ impl Converter {
         Converted { outcome, dropped }
     }
 
+    // Long: the record's payload kinds in the converter's order, each field's check beside its
+    // value (the hot path: no helper calls per field).
+
     fn outcome<'r, 'a>(
         &'r self,
         record: &'r Record<'a>,

@@ -57,6 +57,8 @@ fn header_fits(header: &Option<Vec<String>>) -> bool {
         .is_none_or(|h| h.iter().map(String::len).sum::<usize>() <= 16 << 10)
 }
 
+// Long: the row loop with its restart points, header and row-length guards in one place, as
+// the JSON-lines reader has them.
 pub(super) fn read(
     input: Decompressed<'_>,
     opts: &CsvOptions,

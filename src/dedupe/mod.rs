@@ -196,6 +196,7 @@ pub mod contract {
     }
 
     /// Runs every check; `unique` keeps runs apart in shared stores.
+    // Long: the contract as one story, each check relying on the state the ones before it left.
     pub async fn run<S: DedupeStore>(store: &S, unique: &str) {
         let now = 1_800_000_000;
         let (a, b) = (

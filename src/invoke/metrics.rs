@@ -1,7 +1,8 @@
 //! CloudWatch Embedded Metric Format: one JSON log line per invocation that CloudWatch turns
 //! into metrics (namespace `s3-import`, dimension `Source`), with no API call and no agent.
 //! `ConverterUnusable` counts the objects that wait for the converter file to be fixed (the
-//! template's `ConverterUnusableAlarm` watches it).
+//! template's `ConverterUnusableAlarm` watches it). `DynamoDBReadUnits`/`DynamoDBWriteUnits`
+//! are the capacity units of the objects that ended (all their invocations'), per source.
 
 use serde_json::{json, Map, Value};
 
@@ -25,6 +26,10 @@ pub fn emf_line(source: &str, result: &EventResult, now_ms: i64) -> String {
         ("EventsRejected", 0.0),
         ("HttpRetries", 0.0),
         ("Throttled", 0.0),
+        ("HttpRequests", 0.0),
+        ("DedupeRequests", 0.0),
+        ("DynamoDBReadUnits", 0.0),
+        ("DynamoDBWriteUnits", 0.0),
     ];
     let mut add = |name: &str, v: u64| {
         if let Some(slot) = m.iter_mut().find(|(n, _)| *n == name) {
@@ -55,6 +60,11 @@ pub fn emf_line(source: &str, result: &EventResult, now_ms: i64) -> String {
                     add("EventsRejected", c.rejected);
                     add("HttpRetries", r.http_retries);
                     add("Throttled", r.throttled);
+                    // Requests of the object's last invocation; units of all its invocations.
+                    add("HttpRequests", r.http_requests);
+                    add("DedupeRequests", r.dedupe_requests);
+                    add("DynamoDBReadUnits", r.dynamodb.read_units);
+                    add("DynamoDBWriteUnits", r.dynamodb.write_units);
                 }
                 ObjectOutcome::Retry(RetryReason::ConverterUnusable(_)) => {
                     add("ObjectsUnfinished", 1);
@@ -101,6 +111,10 @@ mod tests {
                 ..Counts::default()
             },
             http_retries: 3,
+            dynamodb: crate::store::Capacity {
+                read_units: 1,
+                write_units: 7,
+            },
             ..Report::default()
         };
         let obj = crate::ops::object_ref("s3://b/k").unwrap();
@@ -151,5 +165,7 @@ mod tests {
         assert_eq!(v["EventsDuplicate"], 2.0);
         assert_eq!(v["NoticesIgnored"], 1.0);
         assert_eq!(v["HttpRetries"], 3.0);
+        assert_eq!(v["DynamoDBReadUnits"], 1.0);
+        assert_eq!(v["DynamoDBWriteUnits"], 7.0);
     }
 }

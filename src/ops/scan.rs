@@ -165,6 +165,8 @@ impl<A: Adapters> Pipeline<A> {
     /// Up to 100 listed objects: their claims in one read, then queued or imported. Objects
     /// the import would ignore ([`Pipeline::ignores`]: the same test) are not; a queue mark
     /// that an older scan left on one is taken off.
+    // Long: one chunk's steps in order (claims read, marks taken, messages queued, marks
+    // confirmed or given back), each with its own failure path.
     async fn scan_chunk(
         &self,
         job: &ScanJob,

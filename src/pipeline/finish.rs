@@ -160,6 +160,7 @@ impl<A: Adapters> Pipeline<A> {
                 .then(|| self.report_url(&self.report_key(at.obj, "report.json"))),
             config_version: report.config_version.clone(),
             invocations: report.invocations,
+            capacity: report.dynamodb,
         };
         let completed = self.claims.complete(&at.key, at.owner, &summary).await;
         if let Some(o) = &self.observer {
@@ -336,6 +337,7 @@ impl<A: Adapters> Pipeline<A> {
             http_retries: requests.http_retries,
             throttled: requests.throttled,
             dedupe_requests: requests.dedupe,
+            dynamodb: p.capacity,
             bytes_read: p.bytes_read.clone(),
             rejects: p.parts.iter().map(|k| self.report_url(k)).collect(),
             first_errors: p.first_errors.clone(),

@@ -132,24 +132,25 @@ impl<D: DedupeStore + 'static> DedupeCalls<D> {
         let events = std::mem::take(&mut self.batch);
         let object = self.object.clone();
         let shared = self.shared.clone();
-        self.calls.push_back(tokio::spawn(async move {
-            let _permit = shared.acquire_owned().await;
-            let refs: Vec<(DedupeKey, RecordRef)> = events
-                .iter()
-                .map(|(item, key)| {
-                    let record = RecordRef {
-                        object: object.clone(),
-                        n: item.n,
-                    };
-                    (key.clone(), record)
-                })
-                .collect();
-            let verdicts = store
-                .check_and_mark(&refs, now)
-                .await
-                .map_err(|e| e.to_string());
-            (events, verdicts)
-        }));
+        self.calls
+            .push_back(tokio::spawn(crate::store::carried(async move {
+                let _permit = shared.acquire_owned().await;
+                let refs: Vec<(DedupeKey, RecordRef)> = events
+                    .iter()
+                    .map(|(item, key)| {
+                        let record = RecordRef {
+                            object: object.clone(),
+                            n: item.n,
+                        };
+                        (key.clone(), record)
+                    })
+                    .collect();
+                let verdicts = store
+                    .check_and_mark(&refs, now)
+                    .await
+                    .map_err(|e| e.to_string());
+                (events, verdicts)
+            })));
     }
 
     /// Applies the oldest call's verdicts: new and own events go to the sender.
@@ -402,6 +403,9 @@ impl<A: Adapters> Pipeline<A> {
             }),
         };
         let dedupe_requests = self.dedupe.as_ref().map_or(0, |d| d.requests()) - dedupe_before;
+        // The object's units so far: this invocation's (its claim, dedupe calls and
+        // releases; the claim's final write follows) added to the earlier invocations'.
+        at.progress.capacity = at.progress.capacity + crate::store::charged();
         let bytes_read = conversion.bytes_read.load(Ordering::Relaxed);
         let kept = &mut at.progress.bytes_read;
         if kept.len() < BYTES_READ_KEPT {

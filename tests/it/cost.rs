@@ -158,6 +158,142 @@ async fn rejecting_emulator(name: &str, reject: Arc<AtomicBool>) -> (String, std
     (format!("http://{addr}"), dir)
 }
 
+/// The importer of a source of its own over `bucket`'s `in/`, sending to `endpoint`.
+fn importer(
+    c: &s3_import::aws::Clients,
+    bucket: &str,
+    endpoint: String,
+    source: &str,
+) -> s3_import::aws::AwsPipeline {
+    let vars: std::collections::HashMap<&str, String> = [
+        ("S3I_SOURCE", unique(source)),
+        (
+            "S3I_CONVERTER",
+            format!("s3://{bucket}/config/converter.json"),
+        ),
+        ("S3I_REPORTS", format!("s3://{bucket}/reports/")),
+        ("S3I_PREFIX", "in/".to_string()),
+        ("S3I_CLAIMS_TABLE", CLAIMS.to_string()),
+        ("S3I_DEDUPE_TABLE", DEDUPE.to_string()),
+        ("AMPLITUDE_API_KEY", "test-key".to_string()),
+        ("S3I_ENDPOINT", endpoint),
+        ("S3I_STOP_MARGIN_SECS", "1".to_string()),
+    ]
+    .into_iter()
+    .collect();
+    let settings = Settings::from_lookup(&|k| vars.get(k).cloned()).unwrap();
+    s3_import::aws::pipeline(c, settings)
+}
+
+fn object(bucket: &str, key: &str) -> ObjectRef {
+    ObjectRef {
+        bucket: bucket.into(),
+        key: key.into(),
+        version_id: None,
+        size: None,
+        etag: None,
+        sequencer: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_report_carries_its_own_objects_units_and_status_adds_them_up() {
+    let c = common::stack_with_tables().await;
+    let (endpoint, _received) =
+        common::emulator("s3i-cost-units", |c| c.api_key = Some("test-key".into())).await;
+    let bucket = unique("t-units");
+    c.s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    let put = |key: &str, body: Vec<u8>| {
+        c.s3.put_object()
+            .bucket(&bucket)
+            .key(key)
+            .body(body.into())
+            .send()
+    };
+    put("config/converter.json", CONVERTER.as_bytes().to_vec())
+        .await
+        .unwrap();
+    put("in/big.json", events("units-big", 0..600))
+        .await
+        .unwrap();
+    put("in/small.json", events("units-small", 0..50))
+        .await
+        .unwrap();
+    // The small one again: all 50 duplicates (1 write unit each, a failed condition, and a
+    // read of the mark that holds the id).
+    put("in/again.json", events("units-small", 0..50))
+        .await
+        .unwrap();
+    let p = importer(&c, &bucket, endpoint, "units");
+    let total = |p: &s3_import::aws::AwsPipeline| {
+        p.dedupe().unwrap().capacity() + s3_import::claims::ClaimStore::capacity(p.claims())
+    };
+    let before = total(&p);
+    // Two objects at once (their dedupe calls interleave), then the duplicates.
+    let (big, small) = (
+        object(&bucket, "in/big.json"),
+        object(&bucket, "in/small.json"),
+    );
+    let (big, small) = tokio::join!(
+        p.import(&big, soon(60), "big"),
+        p.import(&small, soon(60), "small"),
+    );
+    let again = p
+        .import(&object(&bucket, "in/again.json"), soon(60), "again")
+        .await;
+    let reports: Vec<_> = [big, small, again]
+        .into_iter()
+        .map(|o| match o {
+            ObjectOutcome::Completed(r) => r,
+            other => panic!("not completed: {other:?}"),
+        })
+        .collect();
+    let units: Vec<_> = reports.iter().map(|r| r.dynamodb).collect();
+    // Each object: one write unit per event (custom ids), plus its claim's few writes.
+    for (r, events) in reports.iter().zip([600, 50, 50]) {
+        let w = r.dynamodb.write_units;
+        assert!(
+            w >= events && w <= events + 5,
+            "{}: {:?}",
+            r.key,
+            r.dynamodb
+        );
+    }
+    assert_eq!(reports[2].counts.duplicates, 50);
+    assert!(
+        units[0].read_units < 5,
+        "new events read nothing: {:?}",
+        units[0]
+    );
+    assert!(
+        units[2].read_units >= 50,
+        "each duplicate reads its mark: {:?}",
+        units[2]
+    );
+    // Exactly the adapters' units: each object's own, none counted twice, plus the claims'
+    // final writes (one a completed object, after its report).
+    let sum = units
+        .iter()
+        .fold(s3_import::store::Capacity::default(), |a, &u| a + u);
+    let spent = total(&p).since(before);
+    assert_eq!(spent.read_units, sum.read_units);
+    assert_eq!(spent.write_units, sum.write_units + 3, "{spent:?} {sum:?}");
+
+    let s = p.status_summary().await.unwrap();
+    assert_eq!(
+        (s.completed, s.failed, s.in_progress, s.queued),
+        (3, 0, 0, 0)
+    );
+    assert_eq!((s.counts.sent, s.counts.duplicates), (650, 50));
+    assert_eq!(s.dynamodb, sum, "the claims keep each object's units");
+    let shown = s.to_string();
+    assert!(shown.contains("3 objects completed"), "{shown}");
+    assert!(
+        shown.contains(&format!("{} write units", sum.write_units)),
+        "{shown}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_the_endpoint_rejected_do_not_make_their_corrected_upload_a_duplicate() {
     let c = common::stack_with_tables().await;
@@ -177,32 +313,8 @@ async fn events_the_endpoint_rejected_do_not_make_their_corrected_upload_a_dupli
         .unwrap();
     put("in/a.json", events("fix", 0..120)).await.unwrap();
     put("in/b.json", events("fix", 0..120)).await.unwrap();
-    let vars: std::collections::HashMap<&str, String> = [
-        ("S3I_SOURCE", unique("rejected")),
-        (
-            "S3I_CONVERTER",
-            format!("s3://{bucket}/config/converter.json"),
-        ),
-        ("S3I_REPORTS", format!("s3://{bucket}/reports/")),
-        ("S3I_PREFIX", "in/".to_string()),
-        ("S3I_CLAIMS_TABLE", CLAIMS.to_string()),
-        ("S3I_DEDUPE_TABLE", DEDUPE.to_string()),
-        ("AMPLITUDE_API_KEY", "test-key".to_string()),
-        ("S3I_ENDPOINT", endpoint),
-        ("S3I_STOP_MARGIN_SECS", "1".to_string()),
-    ]
-    .into_iter()
-    .collect();
-    let settings = Settings::from_lookup(&|k| vars.get(k).cloned()).unwrap();
-    let p = s3_import::aws::pipeline(&c, settings);
-    let obj = |key: &str| ObjectRef {
-        bucket: bucket.clone(),
-        key: key.into(),
-        version_id: None,
-        size: None,
-        etag: None,
-        sequencer: None,
-    };
+    let p = importer(&c, &bucket, endpoint, "rejected");
+    let obj = |key: &str| object(&bucket, key);
     // Object A: every event rejected by the endpoint.
     let ObjectOutcome::Completed(a) = p.import(&obj("in/a.json"), soon(60), "a").await else {
         panic!("a did not complete");

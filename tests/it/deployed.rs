@@ -168,25 +168,32 @@ async fn check_with_role_arn_runs_as_the_role_and_tries_the_functions_actions() 
         format!("ok    claims-access: dynamodb:BatchGetItem on {CLAIMS} is allowed"),
         format!("ok    claims-access: dynamodb:UpdateItem on {CLAIMS} is allowed"),
         format!("ok    claims-access: dynamodb:DeleteItem on {CLAIMS} is allowed"),
+        format!("ok    dedupe-access: dynamodb:PartiQLInsert on {DEDUPE} is allowed"),
+        format!("ok    dedupe-access: dynamodb:DeleteItem on {DEDUPE} is allowed"),
+        format!("ok    dedupe-access: dynamodb:BatchGetItem on {DEDUPE} is allowed"),
         format!("ok    dedupe-access: dynamodb:PutItem on {DEDUPE} is allowed"),
         "ok    queue-access: sqs:ChangeMessageVisibility on ".to_string(),
     ] {
         assert!(stdout.contains(&line), "{line}: {stdout}");
     }
-    assert!(stdout.ends_with("all 16 checks passed\n"), "{stdout}");
-    // The probes wrote nothing: the claims table has no item for the marker key.
-    let probe = c
-        .dynamodb
-        .get_item()
-        .table_name(CLAIMS)
-        .key(
-            "pk",
-            aws_sdk_dynamodb::types::AttributeValue::S(".s3-import-check".into()),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert!(probe.item().is_none());
+    assert!(stdout.ends_with("all 19 checks passed\n"), "{stdout}");
+    // The probes left nothing: neither table has an item for the marker key (the dedupe's
+    // inserted probe was deleted again).
+    for table in [CLAIMS, DEDUPE] {
+        let probe = c
+            .dynamodb
+            .get_item()
+            .table_name(table)
+            .key(
+                "pk",
+                aws_sdk_dynamodb::types::AttributeValue::S(".s3-import-check".into()),
+            )
+            .consistent_read(true)
+            .send()
+            .await
+            .unwrap();
+        assert!(probe.item().is_none(), "{table}: {:?}", probe.item());
+    }
 }
 
 /// The template's `ObjectCreatedRule` pattern for `bucket` and `prefix`.

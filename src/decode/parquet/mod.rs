@@ -189,6 +189,8 @@ impl<S: ReadAt> ParquetFile<S> {
     /// Hands every row from `from` on to `f`, numbered across row groups, reading only the
     /// top-level columns `keys` names. `f` may stop early with `ControlFlow::Break`.
     /// `records` in the result is the number one past the last row handed over.
+    // Long: the row-group loop, its ranged fetches and the batch-by-batch assembly of rows
+    // share their buffers; split, each part would take them all as arguments.
     pub fn read(
         &self,
         keys: &Keys,

@@ -146,6 +146,8 @@ impl Builder<'_> {
     }
 
     /// The node of field `t` below `path`, whose parent sits at levels (`def`, `rep`).
+    // Long: one arm per Parquet shape (primitive, LIST in its three legacy spellings, MAP,
+    // group), each with its levels.
     fn node(
         &self,
         t: &TypePtr,

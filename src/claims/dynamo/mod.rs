@@ -1,6 +1,6 @@
 //! The claims port on DynamoDB: one item per (source, bucket, key), every write conditional.
-//! About 800 lines, one file: the single-item writes, the scan's batch reads and its queue
-//! marks (set, confirmed, cleared) all share the item's layout and expression helpers.
+//! The single-item writes are here; the scan's batch reads and its queue marks in transactions
+//! (set, confirmed, cleared) in `batch.rs`, over the same item layout and expression helpers.
 //!
 //! Item: `pk` (the key, see [`pk`]), `source`, `bucket`, `object_key`, `claim_state`
 //! (`IN_PROGRESS` / `COMPLETED` / `FAILED` / `QUEUED`), `owner`, `lease_until` (epoch seconds),
@@ -11,17 +11,12 @@
 //! write cannot carry a condition, and an unconditional one could overwrite a claim taken or
 //! completed between the read and the write.
 
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{
-    AttributeValue, KeysAndAttributes, ReturnValue, ReturnValuesOnConditionCheckFailure,
-    TransactWriteItem, Update,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use aws_sdk_dynamodb::Client;
 use futures_util::{StreamExt, TryStreamExt};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::{
     Capacity, ClaimKey, ClaimOutcome, ClaimState, ClaimStore, Held, Progress, ScanMark, StoreError,
@@ -32,10 +27,11 @@ use crate::dynamo::{
 };
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 
-const IN_PROGRESS: &str = "IN_PROGRESS";
-const COMPLETED: &str = "COMPLETED";
-const FAILED: &str = "FAILED";
-const QUEUED: &str = "QUEUED";
+mod batch;
+mod item;
+
+pub use item::pk;
+use item::{mark_pk, names_for, progress_text, state_of, COMPLETED, FAILED, IN_PROGRESS, QUEUED};
 
 /// Keys per BatchGetItem (DynamoDB's limit).
 const PER_BATCH_GET: usize = 100;
@@ -58,92 +54,9 @@ pub struct DynamoClaims {
     capacity: Arc<CapacityMeter>,
 }
 
-/// The partition key of a scan mark: a JSON array of four, never a claim's three.
-fn mark_pk(source: &str, bucket: &str, prefix: &str) -> String {
-    serde_json::to_string(&["scan-mark", source, bucket, prefix]).unwrap_or_default()
-}
-
-/// The partition key: a JSON array, so that no bucket or key spelling can collide.
-pub fn pk(key: &ClaimKey) -> String {
-    serde_json::to_string(&[&key.source, &key.bucket, &key.key]).unwrap_or_default()
-}
-
 type Item = HashMap<String, AttributeValue>;
 /// One transaction of queue marks: the indices to try again, and those settled (marked or not).
 type Round = (Vec<usize>, Vec<(usize, bool)>);
-
-/// A progress as stored: its JSON, or nothing while it is fresh (a scan's mark tests for an
-/// empty progress).
-fn progress_text(p: &Progress) -> String {
-    if p.is_fresh() {
-        String::new()
-    } else {
-        serde_json::to_string(p).unwrap_or_default()
-    }
-}
-
-/// An item's progress (fresh when there is none, or it does not parse).
-fn progress_of(item: &Item) -> Progress {
-    Progress::parse(str_of(item, "progress").unwrap_or_default())
-}
-
-fn state_of(item: &Item) -> Option<ClaimState> {
-    Some(match str_of(item, "claim_state")? {
-        IN_PROGRESS => ClaimState::InProgress {
-            owner: str_of(item, "owner").unwrap_or_default().to_string(),
-            lease_until: num_of(item, "lease_until").unwrap_or(0),
-            checkpoint: num_of(item, "checkpoint").unwrap_or(0).max(0) as u64,
-            progress: progress_of(item),
-        },
-        COMPLETED => ClaimState::Completed {
-            summary: Summary::parse(str_of(item, "summary").unwrap_or_default()),
-        },
-        QUEUED => ClaimState::Queued {
-            queued_until: num_of(item, "queued_until").unwrap_or(0),
-            checkpoint: num_of(item, "checkpoint").unwrap_or(0).max(0) as u64,
-            progress: progress_of(item),
-        },
-        _ => ClaimState::Failed {
-            reason: str_of(item, "reason").unwrap_or_default().to_string(),
-            progress: progress_of(item),
-        },
-    })
-}
-
-/// Every attribute goes by a placeholder (`#name`): DynamoDB reserves hundreds of words,
-/// `bucket`, `owner` and `source` among them.
-const NAMES: &[&str] = &[
-    "claim_state",
-    "owner",
-    "lease_until",
-    "checkpoint",
-    "progress",
-    "source",
-    "bucket",
-    "object_key",
-    "updated_at",
-    "reason",
-    "summary",
-    "pk",
-    "queued_until",
-];
-
-/// The placeholders an expression uses; DynamoDB refuses unused ones, so pick them from
-/// the expressions.
-fn names_for(exprs: &[&str]) -> HashMap<String, String> {
-    NAMES
-        .iter()
-        .filter(|n| {
-            let tag = format!("#{n}");
-            exprs.iter().any(|e| {
-                e.match_indices(&tag).any(|(i, _)| {
-                    !e[i + tag.len()..].starts_with(|c: char| c.is_alphanumeric() || c == '_')
-                })
-            })
-        })
-        .map(|n| (format!("#{n}"), n.to_string()))
-        .collect()
-}
 
 fn now_secs() -> i64 {
     std::time::SystemTime::now()
@@ -169,244 +82,6 @@ impl DynamoClaims {
     /// A write request of about `bytes` (the values it sets; the rest of a claim is small).
     fn count_write(&self, bytes: usize) {
         self.capacity.write(bytes as u64 + 200, 1);
-    }
-
-    /// One BatchGetItem round over `keys` (at most 100, distinct): the items found by `pk`,
-    /// and the keys DynamoDB left unprocessed.
-    async fn batch_get(&self, keys: Vec<String>) -> Result<(Vec<Item>, Vec<String>), StoreError> {
-        let mut ka = KeysAndAttributes::builder().consistent_read(true);
-        for k in &keys {
-            ka = ka.keys(HashMap::from([("pk".to_string(), str_attr(k))]));
-        }
-        let ka = ka
-            .build()
-            .map_err(|e| StoreError::Refused(format!("claims table {}: {e}", self.table)))?;
-        self.count();
-        let out = self
-            .client
-            .batch_get_item()
-            .request_items(&self.table, ka)
-            .send()
-            .await
-            .map_err(|e| self.error(&e))?;
-        let items: Vec<Item> = out
-            .responses()
-            .and_then(|r| r.get(&self.table))
-            .cloned()
-            .unwrap_or_default();
-        for item in &items {
-            self.capacity.consistent_read(item_bytes(item));
-        }
-        let left: Vec<String> = out
-            .unprocessed_keys()
-            .and_then(|u| u.get(&self.table))
-            .map(|ka| {
-                ka.keys()
-                    .iter()
-                    .filter_map(|k| str_of(k, "pk").map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
-        // A key not found costs a read too.
-        let missing = keys.len().saturating_sub(items.len() + left.len());
-        for _ in 0..missing {
-            self.capacity.consistent_read(1);
-        }
-        Ok((items, left))
-    }
-
-    /// Every item of `keys` (distinct, at most 100), retrying what DynamoDB leaves unprocessed.
-    async fn batch_get_all(&self, mut keys: Vec<String>) -> Result<Vec<Item>, StoreError> {
-        let mut found = Vec::new();
-        for round in 0..MAX_ROUNDS {
-            if round > 0 {
-                tokio::time::sleep(Duration::from_millis(20 << round)).await;
-            }
-            let (items, left) = self.batch_get(keys).await?;
-            found.extend(items);
-            if left.is_empty() {
-                return Ok(found);
-            }
-            keys = left;
-        }
-        Err(StoreError::Unavailable(format!(
-            "claims table {}: {} keys still unprocessed after {MAX_ROUNDS} rounds",
-            self.table,
-            keys.len()
-        )))
-    }
-
-    /// The queue mark's conditional update of one key.
-    fn mark(
-        &self,
-        key: &ClaimKey,
-        queued_until: i64,
-        now: i64,
-    ) -> Result<TransactWriteItem, StoreError> {
-        let update = "SET #claim_state = :queued, #queued_until = :q, \
-             #checkpoint = if_not_exists(#checkpoint, :zero), \
-             #progress = if_not_exists(#progress, :empty), \
-             #source = :source, #bucket = :bucket, #object_key = :key, #updated_at = :now";
-        let condition = "attribute_not_exists(#pk) \
-             OR (#claim_state = :queued AND #queued_until < :now) \
-             OR (#claim_state = :ip AND #lease_until < :now)";
-        let update = Update::builder()
-            .table_name(&self.table)
-            .key("pk", str_attr(pk(key)))
-            .update_expression(update)
-            .condition_expression(condition)
-            .set_expression_attribute_names(Some(names_for(&[update, condition])))
-            .expression_attribute_values(":queued", str_attr(QUEUED))
-            .expression_attribute_values(":ip", str_attr(IN_PROGRESS))
-            .expression_attribute_values(":q", num_attr(queued_until))
-            .expression_attribute_values(":zero", num_attr(0))
-            .expression_attribute_values(":empty", str_attr(""))
-            .expression_attribute_values(":source", str_attr(&key.source))
-            .expression_attribute_values(":bucket", str_attr(&key.bucket))
-            .expression_attribute_values(":key", str_attr(&key.key))
-            .expression_attribute_values(":now", num_attr(now))
-            .build()
-            .map_err(|e| StoreError::Refused(format!("claims table {}: {e}", self.table)))?;
-        Ok(TransactWriteItem::builder().update(update).build())
-    }
-
-    /// The update that extends this scan's mark `from` to `to` (its message was sent).
-    fn extend_mark(
-        &self,
-        key: &ClaimKey,
-        from: i64,
-        to: i64,
-    ) -> Result<TransactWriteItem, StoreError> {
-        let update = "SET #queued_until = :to";
-        let condition = "#claim_state = :queued AND #queued_until = :from";
-        let update = Update::builder()
-            .table_name(&self.table)
-            .key("pk", str_attr(pk(key)))
-            .update_expression(update)
-            .condition_expression(condition)
-            .set_expression_attribute_names(Some(names_for(&[update, condition])))
-            .expression_attribute_values(":queued", str_attr(QUEUED))
-            .expression_attribute_values(":from", num_attr(from))
-            .expression_attribute_values(":to", num_attr(to))
-            .build()
-            .map_err(|e| StoreError::Refused(format!("claims table {}: {e}", self.table)))?;
-        Ok(TransactWriteItem::builder().update(update).build())
-    }
-
-    /// One transaction of queue marks over `batch` (indices into `keys`): settled answers go
-    /// into `out`, the indices to try again are returned. A transaction is cancelled as a
-    /// whole when one condition fails; its reasons say which keys are held (not marked), and
-    /// the others go again.
-    async fn mark_round(
-        &self,
-        keys: &[ClaimKey],
-        batch: &[usize],
-        write: &(impl Fn(&ClaimKey) -> Result<TransactWriteItem, StoreError> + Sync),
-        out: &mut [Option<bool>],
-    ) -> Result<Vec<usize>, StoreError> {
-        let mut req = self.client.transact_write_items();
-        for &i in batch {
-            req = req.transact_items(write(&keys[i])?);
-            self.capacity.write(pk(&keys[i]).len() as u64 + 200, 2);
-        }
-        self.count();
-        let err = match req.send().await {
-            Ok(_) => {
-                for &i in batch {
-                    out[i] = Some(true);
-                }
-                return Ok(Vec::new());
-            }
-            Err(e) => e,
-        };
-        let Some(TransactWriteItemsError::TransactionCanceledException(cancel)) =
-            err.as_service_error()
-        else {
-            return Err(self.error(&err));
-        };
-        let reasons = cancel.cancellation_reasons();
-        if reasons.len() != batch.len() {
-            return Ok(batch.to_vec());
-        }
-        let mut again = Vec::new();
-        for (&i, reason) in batch.iter().zip(reasons) {
-            match reason.code() {
-                Some("ConditionalCheckFailed") => out[i] = Some(false),
-                _ => again.push(i),
-            }
-        }
-        Ok(again)
-    }
-
-    /// One conditional write per key (`write` builds it), in transactions of up to 100, several
-    /// in flight: true where its condition held. A cancelled transaction's reasons say which
-    /// conditions failed; the others go again.
-    async fn conditional_writes(
-        &self,
-        keys: &[ClaimKey],
-        write: impl Fn(&ClaimKey) -> Result<TransactWriteItem, StoreError> + Sync,
-    ) -> Result<Vec<bool>, StoreError> {
-        // A transaction may name an item once: a repeated key follows its first.
-        let mut first_of: HashMap<String, usize> = HashMap::new();
-        let mut todo = Vec::new();
-        let mut follows = vec![None; keys.len()];
-        for (i, k) in keys.iter().enumerate() {
-            match first_of.get(&pk(k)) {
-                Some(&f) => follows[i] = Some(f),
-                None => {
-                    first_of.insert(pk(k), i);
-                    todo.push(i);
-                }
-            }
-        }
-        let mut out: Vec<Option<bool>> = vec![None; keys.len()];
-        let write = &write;
-        for round in 0..MAX_ROUNDS {
-            if todo.is_empty() {
-                break;
-            }
-            if round > 0 {
-                tokio::time::sleep(Duration::from_millis(20 << round)).await;
-            }
-            let batches: Vec<Vec<usize>> = todo
-                .chunks(PER_TRANSACTION)
-                .map(<[usize]>::to_vec)
-                .collect();
-            let rounds: Vec<Round> = futures_util::stream::iter(batches)
-                .map(|batch: Vec<usize>| async move {
-                    let mut local = vec![None; keys.len()];
-                    let again = self.mark_round(keys, &batch, write, &mut local).await?;
-                    let settled = batch
-                        .iter()
-                        .filter_map(|&i| local[i].map(|m| (i, m)))
-                        .collect();
-                    Ok::<_, StoreError>((again, settled))
-                })
-                .buffer_unordered(IN_FLIGHT)
-                .try_collect()
-                .await?;
-            todo = Vec::new();
-            for (again, settled) in rounds {
-                todo.extend(again);
-                for (i, m) in settled {
-                    out[i] = Some(m);
-                }
-            }
-        }
-        if !todo.is_empty() {
-            return Err(StoreError::Unavailable(format!(
-                "claims table {}: {} conditional writes still conflicting after {MAX_ROUNDS} rounds",
-                self.table,
-                todo.len()
-            )));
-        }
-        // A repeated key was marked once, by its first: the others are not queued again.
-        for (i, f) in follows.iter().enumerate() {
-            if f.is_some() {
-                out[i] = Some(false);
-            }
-        }
-        Ok(out.into_iter().map(|m| m.unwrap_or(false)).collect())
     }
 
     /// The error of a request to this table.
