@@ -243,8 +243,10 @@ impl Summary {
     }
 }
 
-/// Converts one record: its output line(s) into `buf`, its outcome into `summary`.
-fn convert_record(
+/// Converts one record for `convert`: its output line(s) into `buf`, its outcome into
+/// `summary`. The pipeline and `send` share `pipeline::record::convert_record`, which builds
+/// send items; `convert` writes the converter's payloads straight out instead (its hot path).
+fn write_record(
     run: &ConvertRun<'_>,
     n: u64,
     rec: Rec<'_>,
@@ -314,7 +316,7 @@ pub fn convert<R: Read + Send, W: Write>(
         let mut buf = Vec::with_capacity(chunk.data.len() + chunk.data.len() / 4);
         let mut part = Summary::default();
         let _ = visit_chunk(chunk, keys, run.limits, &mut |n, rec| {
-            convert_record(run, n, rec, &mut buf, &mut part);
+            write_record(run, n, rec, &mut buf, &mut part);
             ControlFlow::Continue(())
         });
         (buf, part)
@@ -384,7 +386,7 @@ fn convert_serial<W: Write>(
     let mut write_err: Option<io::Error> = None;
     let mut buf = Vec::with_capacity(OUT_BUF);
     let result = read(&mut |n, rec| {
-        convert_record(run, n, rec, &mut buf, &mut summary);
+        write_record(run, n, rec, &mut buf, &mut summary);
         if buf.len() < OUT_BUF {
             return ControlFlow::Continue(());
         }

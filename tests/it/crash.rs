@@ -17,15 +17,47 @@ use serde_json::json;
 use common::{CLAIMS, DEDUPE};
 const EVENTS: u64 = 10_000;
 
+/// A worker process, killed (SIGKILL) when dropped: a failing test leaves none behind polling
+/// the queue.
+struct Worker(Child);
+
+impl Worker {
+    fn kill(&mut self) -> std::io::Result<()> {
+        self.0.kill()
+    }
+}
+
+impl std::ops::Deref for Worker {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Worker {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts `s3-import worker` on `queue` with `vars` as its settings.
-fn worker(vars: &[(String, String)], queue: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_s3-import"))
-        .args(["worker", "--queue-url", queue, "--retry-after", "1"])
-        .envs(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the s3-import binary runs")
+fn worker(vars: &[(String, String)], queue: &str) -> Worker {
+    Worker(
+        Command::new(env!("CARGO_BIN_EXE_s3-import"))
+            .args(["worker", "--queue-url", queue, "--retry-after", "1"])
+            .envs(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the s3-import binary runs"),
+    )
 }
 
 async fn claim(c: &Clients, key: &ClaimKey) -> Option<ClaimState> {
