@@ -185,6 +185,27 @@ fn importer(
     s3_import::aws::pipeline(c, settings)
 }
 
+/// A new bucket holding the converter and `objects` under their keys; its name.
+async fn bucket_with(
+    c: &s3_import::aws::Clients,
+    name: &str,
+    objects: &[(&str, Vec<u8>)],
+) -> String {
+    let bucket = unique(name);
+    c.s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    let converter = ("config/converter.json", CONVERTER.as_bytes().to_vec());
+    for (key, body) in std::iter::once(&converter).chain(objects) {
+        c.s3.put_object()
+            .bucket(&bucket)
+            .key(*key)
+            .body(body.clone().into())
+            .send()
+            .await
+            .unwrap();
+    }
+    bucket
+}
+
 fn object(bucket: &str, key: &str) -> ObjectRef {
     ObjectRef {
         bucket: bucket.into(),
@@ -201,29 +222,18 @@ async fn each_report_carries_its_own_objects_units_and_status_adds_them_up() {
     let c = common::stack_with_tables().await;
     let (endpoint, _received) =
         common::emulator("s3i-cost-units", |c| c.api_key = Some("test-key".into())).await;
-    let bucket = unique("t-units");
-    c.s3.create_bucket().bucket(&bucket).send().await.unwrap();
-    let put = |key: &str, body: Vec<u8>| {
-        c.s3.put_object()
-            .bucket(&bucket)
-            .key(key)
-            .body(body.into())
-            .send()
-    };
-    put("config/converter.json", CONVERTER.as_bytes().to_vec())
-        .await
-        .unwrap();
-    put("in/big.json", events("units-big", 0..600))
-        .await
-        .unwrap();
-    put("in/small.json", events("units-small", 0..50))
-        .await
-        .unwrap();
-    // The small one again: all 50 duplicates (1 write unit each, a failed condition, and a
-    // read of the mark that holds the id).
-    put("in/again.json", events("units-small", 0..50))
-        .await
-        .unwrap();
+    // The small one again as "again": all 50 duplicates (1 write unit each, a failed
+    // condition, and a read of the mark that holds the id).
+    let bucket = bucket_with(
+        &c,
+        "t-units",
+        &[
+            ("in/big.json", events("units-big", 0..600)),
+            ("in/small.json", events("units-small", 0..50)),
+            ("in/again.json", events("units-small", 0..50)),
+        ],
+    )
+    .await;
     let p = importer(&c, &bucket, endpoint, "units");
     let total = |p: &s3_import::aws::AwsPipeline| {
         p.dedupe().unwrap().capacity() + s3_import::claims::ClaimStore::capacity(p.claims())
@@ -299,20 +309,15 @@ async fn events_the_endpoint_rejected_do_not_make_their_corrected_upload_a_dupli
     let c = common::stack_with_tables().await;
     let reject = Arc::new(AtomicBool::new(true));
     let (endpoint, received) = rejecting_emulator("s3i-cost-rejected", reject.clone()).await;
-    let bucket = unique("t-rejected");
-    c.s3.create_bucket().bucket(&bucket).send().await.unwrap();
-    let put = |key: &str, body: Vec<u8>| {
-        c.s3.put_object()
-            .bucket(&bucket)
-            .key(key)
-            .body(body.into())
-            .send()
-    };
-    put("config/converter.json", CONVERTER.as_bytes().to_vec())
-        .await
-        .unwrap();
-    put("in/a.json", events("fix", 0..120)).await.unwrap();
-    put("in/b.json", events("fix", 0..120)).await.unwrap();
+    let bucket = bucket_with(
+        &c,
+        "t-rejected",
+        &[
+            ("in/a.json", events("fix", 0..120)),
+            ("in/b.json", events("fix", 0..120)),
+        ],
+    )
+    .await;
     let p = importer(&c, &bucket, endpoint, "rejected");
     let obj = |key: &str| object(&bucket, key);
     // Object A: every event rejected by the endpoint.
