@@ -118,7 +118,8 @@ impl<S: ReadAt> ParquetFile<S> {
         let reader = assemble::guard(|| SerializedFileReader::new(src.clone()))
             .map_err(|e| parquet_error(e, |e| format!("cannot read the footer: {e}")))?;
         let meta = reader.metadata();
-        let plan = plan(meta.file_metadata().schema_descr()).map_err(DecodeError::Parquet)?;
+        let plan = plan(meta.file_metadata().schema_descr())
+            .map_err(|e| DecodeError::Parquet(e.to_string()))?;
         let mut groups = Vec::new();
         let mut first_row = 0u64;
         for (index, g) in meta.row_groups().iter().enumerate() {

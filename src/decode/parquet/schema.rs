@@ -73,8 +73,20 @@ pub struct Plan {
     pub column_names: Vec<String>,
 }
 
+/// A Parquet schema the reader cannot turn into records: which column, and why.
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    #[error("column `{column}` is missing")]
+    Missing { column: String },
+    #[error("column `{column}` has type {type_}, which has no record value")]
+    NoRecordValue { column: String, type_: String },
+    /// A group of a shape the Parquet spec does not allow (`shape` says which).
+    #[error("column `{column}` {shape}")]
+    Shape { column: String, shape: &'static str },
+}
+
 /// Builds the plan, or names the first column whose type cannot be mapped.
-pub fn plan(schema: &SchemaDescriptor) -> Result<Plan, String> {
+pub fn plan(schema: &SchemaDescriptor) -> Result<Plan, SchemaError> {
     let mut index = HashMap::new();
     let mut column_names = Vec::new();
     for (i, c) in schema.columns().iter().enumerate() {
@@ -139,10 +151,13 @@ fn has_single_repeated_child(t: &Type) -> bool {
 }
 
 impl Builder<'_> {
-    fn bad(path: &[String], t: &Type, why: &str) -> String {
+    fn bad(path: &[String], t: &Type, shape: &'static str) -> SchemaError {
         let mut p = path.to_vec();
         p.push(t.name().to_string());
-        format!("column `{}` {why}", p.join("."))
+        SchemaError::Shape {
+            column: p.join("."),
+            shape,
+        }
     }
 
     /// The node of field `t` below `path`, whose parent sits at levels (`def`, `rep`).
@@ -154,7 +169,7 @@ impl Builder<'_> {
         path: &mut Vec<String>,
         mut def: i16,
         mut rep: i16,
-    ) -> Result<Node, String> {
+    ) -> Result<Node, SchemaError> {
         let repetition = repetition_of(t);
         match repetition {
             Repetition::OPTIONAL => def += 1,
@@ -169,12 +184,12 @@ impl Builder<'_> {
             let col = *self
                 .index
                 .get(path.as_slice())
-                .ok_or_else(|| format!("column `{}` is missing", path.join(".")))?;
-            let kind = kind_of(t).map_err(|what| {
-                format!(
-                    "column `{}` has type {what}, which has no record value",
-                    path.join(".")
-                )
+                .ok_or_else(|| SchemaError::Missing {
+                    column: path.join("."),
+                })?;
+            let kind = kind_of(t).map_err(|what| SchemaError::NoRecordValue {
+                column: path.join("."),
+                type_: what.0,
             })?;
             let leaf = Node::Leaf { col, kind };
             if repetition == Repetition::REPEATED {
@@ -209,10 +224,10 @@ impl Builder<'_> {
             } else {
                 path.push(repeated.name().to_string());
                 let [element] = repeated.get_fields() else {
-                    return Err(format!(
-                        "column `{}` is a LIST element group without exactly one field",
-                        path.join(".")
-                    ));
+                    return Err(SchemaError::Shape {
+                        column: path.join("."),
+                        shape: "is a LIST element group without exactly one field",
+                    });
                 };
                 let inner = self.node(element, path, def + 1, rep + 1)?;
                 path.pop();
@@ -244,10 +259,10 @@ impl Builder<'_> {
                     Some(Box::new(self.node(v, path, def + 1, rep + 1)?)),
                 ),
                 _ => {
-                    return Err(format!(
-                        "column `{}` is a MAP entry without one or two fields",
-                        path.join(".")
-                    ))
+                    return Err(SchemaError::Shape {
+                        column: path.join("."),
+                        shape: "is a MAP entry without one or two fields",
+                    })
                 }
             };
             path.pop();
@@ -281,9 +296,18 @@ impl Builder<'_> {
     }
 
     /// The struct of group `t`, whose own levels are (`def`, `rep`); `t` is on `path`.
-    fn group(&self, t: &Type, path: &mut Vec<String>, def: i16, rep: i16) -> Result<Node, String> {
+    fn group(
+        &self,
+        t: &Type,
+        path: &mut Vec<String>,
+        def: i16,
+        rep: i16,
+    ) -> Result<Node, SchemaError> {
         if t.get_fields().is_empty() {
-            return Err(format!("column `{}` is an empty group", path.join(".")));
+            return Err(SchemaError::Shape {
+                column: path.join("."),
+                shape: "is an empty group",
+            });
         }
         let mut fields = Vec::new();
         for f in t.get_fields() {
@@ -299,18 +323,18 @@ impl Builder<'_> {
         path: &mut Vec<String>,
         def: i16,
         rep: i16,
-    ) -> Result<Node, String> {
+    ) -> Result<Node, SchemaError> {
         path.push(repeated.name().to_string());
         let node = if repeated.is_primitive() {
             let col = *self
                 .index
                 .get(path.as_slice())
-                .ok_or_else(|| format!("column `{}` is missing", path.join(".")))?;
-            let kind = kind_of(repeated).map_err(|what| {
-                format!(
-                    "column `{}` has type {what}, which has no record value",
-                    path.join(".")
-                )
+                .ok_or_else(|| SchemaError::Missing {
+                    column: path.join("."),
+                })?;
+            let kind = kind_of(repeated).map_err(|what| SchemaError::NoRecordValue {
+                column: path.join("."),
+                type_: what.0,
             })?;
             Node::Leaf { col, kind }
         } else {

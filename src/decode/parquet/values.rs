@@ -40,8 +40,12 @@ pub enum Kind {
     Timestamp(i64),
 }
 
+/// A primitive column's type that has no record value, as the error names it.
+#[derive(Debug)]
+pub struct UnsupportedType(pub String);
+
 /// The kind of a primitive column, or why it has none (the message names its type).
-pub fn kind_of(t: &Type) -> Result<Kind, String> {
+pub fn kind_of(t: &Type) -> Result<Kind, UnsupportedType> {
     let info = t.get_basic_info();
     let physical = t.get_physical_type();
     let logical = info.logical_type_ref();
@@ -103,7 +107,7 @@ pub fn kind_of(t: &Type) -> Result<Kind, String> {
             ConvertedType::TIME_MICROS if physical == Physical::INT64 => Kind::Time(1_000_000),
             ConvertedType::TIMESTAMP_MILLIS if physical == Physical::INT64 => Kind::Timestamp(1),
             ConvertedType::TIMESTAMP_MICROS if physical == Physical::INT64 => Kind::Timestamp(1000),
-            _ => return Err(unsupported()),
+            _ => return Err(UnsupportedType(unsupported())),
         },
         (Physical::INT96, None) => Kind::Int96,
         (Physical::FLOAT, None) => Kind::F32,
@@ -125,9 +129,9 @@ pub fn kind_of(t: &Type) -> Result<Kind, String> {
             }
             ConvertedType::NONE | ConvertedType::BSON => Kind::Binary,
             ConvertedType::DECIMAL => Kind::Decimal(t.get_scale()),
-            _ => return Err(unsupported()),
+            _ => return Err(UnsupportedType(unsupported())),
         },
-        _ => return Err(unsupported()),
+        _ => return Err(UnsupportedType(unsupported())),
     };
     Ok(kind)
 }
