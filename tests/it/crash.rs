@@ -254,7 +254,10 @@ async fn killed_three_times(name: &str, object: Vec<u8>, events_in: u64) -> (Vec
         ("S3I_REPORTS", format!("s3://{bucket}/reports/")),
         ("S3I_PREFIX", "in/".into()),
         ("S3I_CLAIMS_TABLE", CLAIMS.into()),
-        ("S3I_DEDUPE_TABLE", DEDUPE.into()),
+        // What is read on resume is the point, not the dedupe: off, so that the local
+        // DynamoDB (about 1,500 events a second, fewer beside the whole suite) does not pace
+        // the 100,000 events.
+        ("S3I_DEDUPE_TABLE", "off".into()),
         ("AMPLITUDE_API_KEY", "test-key".into()),
         ("S3I_ENDPOINT", endpoint.clone()),
         ("S3I_QUEUE_URL", queue.clone()),
