@@ -65,33 +65,19 @@ where
 /// visibility change with a receipt handle that names no message. SendMessage is not tried (it
 /// would queue a message).
 pub(super) async fn function_access(clients: &Clients, settings: &Settings) -> Vec<Check> {
-    use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
+    use aws_sdk_dynamodb::types::AttributeValue;
     const NEVER: &str = "attribute_exists(pk) AND attribute_not_exists(pk)";
-    let probe = || HashMap::from([("pk".to_string(), AttributeValue::S(MARKER.to_string()))]);
     let ddb = &clients.dynamodb;
     let claims = &settings.claims_table;
     let mut checks = Vec::new();
-    if let Ok(keys) = KeysAndAttributes::builder().keys(probe()).build() {
-        let got = ddb
-            .batch_get_item()
-            .request_items(claims, keys)
-            .send()
-            .await;
-        checks.push(access(
-            "claims-access",
-            "dynamodb:BatchGetItem",
-            claims,
-            got.map(|_| ()),
-            &[],
-        ));
-    }
+    checks.push(batch_get_probe(ddb, claims, "claims-access").await);
     checks.push(access(
         "claims-access",
         "dynamodb:UpdateItem",
         claims,
         ddb.update_item()
             .table_name(claims)
-            .set_key(Some(probe()))
+            .set_key(Some(probe_key()))
             .update_expression("SET checked = :t")
             .condition_expression(NEVER)
             .expression_attribute_values(":t", AttributeValue::N("0".into()))
@@ -106,7 +92,7 @@ pub(super) async fn function_access(clients: &Clients, settings: &Settings) -> V
         claims,
         ddb.delete_item()
             .table_name(claims)
-            .set_key(Some(probe()))
+            .set_key(Some(probe_key()))
             .condition_expression(NEVER)
             .send()
             .await
@@ -121,7 +107,7 @@ pub(super) async fn function_access(clients: &Clients, settings: &Settings) -> V
             dedupe,
             ddb.put_item()
                 .table_name(dedupe)
-                .set_item(Some(probe()))
+                .set_item(Some(probe_key()))
                 .condition_expression(NEVER)
                 .send()
                 .await
@@ -154,8 +140,7 @@ pub(super) async fn function_access(clients: &Clients, settings: &Settings) -> V
 /// `DuplicateItem`, which shows the grant too), the DeleteItem that takes it back (the release
 /// of a rejected event's mark), and the BatchGetItem that reads the holders of duplicates.
 async fn dedupe_marks(ddb: &aws_sdk_dynamodb::Client, dedupe: &str) -> Vec<Check> {
-    use aws_sdk_dynamodb::types::{AttributeValue, BatchStatementRequest, KeysAndAttributes};
-    let probe = || HashMap::from([("pk".to_string(), AttributeValue::S(MARKER.to_string()))]);
+    use aws_sdk_dynamodb::types::{AttributeValue, BatchStatementRequest};
     let expires = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() + 300);
@@ -179,14 +164,25 @@ async fn dedupe_marks(ddb: &aws_sdk_dynamodb::Client, dedupe: &str) -> Vec<Check
                 .iter()
                 .filter_map(|r| r.error())
                 .find(|e| !matches!(e.code(), Some(c) if c.as_str() == "DuplicateItem"))
-                .map(|e| format!("{:?}: {}", e.code(), e.message().unwrap_or("")))
+                .map(|e| {
+                    let code = e.code().map_or("error", |c| c.as_str()).to_string();
+                    let why = format!("{code}: {}", e.message().unwrap_or(""));
+                    (code, why)
+                })
         });
         checks.push(match refused {
-            Some(why) => Check::problem(
-                "dedupe-access",
-                format!("dynamodb:PartiQLInsert on {dedupe}: {why}"),
-                format!("grant dynamodb:PartiQLInsert on {dedupe} to the function's role (template.yaml, the function's Policies)"),
-            ),
+            Some((code, why)) => {
+                let fix = if code.contains("AccessDenied") {
+                    format!("grant dynamodb:PartiQLInsert on {dedupe} to the function's role (template.yaml, the function's Policies)")
+                } else {
+                    "see the error; the function needs this action to work".to_string()
+                };
+                Check::problem(
+                    "dedupe-access",
+                    format!("dynamodb:PartiQLInsert on {dedupe}: {why}"),
+                    fix,
+                )
+            }
             None => access(
                 "dedupe-access",
                 "dynamodb:PartiQLInsert",
@@ -202,26 +198,39 @@ async fn dedupe_marks(ddb: &aws_sdk_dynamodb::Client, dedupe: &str) -> Vec<Check
         dedupe,
         ddb.delete_item()
             .table_name(dedupe)
-            .set_key(Some(probe()))
+            .set_key(Some(probe_key()))
             .condition_expression("attribute_exists(pk)")
             .send()
             .await
             .map(|_| ()),
         &["ConditionalCheckFailed"],
     ));
-    if let Ok(keys) = KeysAndAttributes::builder().keys(probe()).build() {
-        let got = ddb
-            .batch_get_item()
-            .request_items(dedupe, keys)
-            .send()
-            .await;
-        checks.push(access(
-            "dedupe-access",
-            "dynamodb:BatchGetItem",
-            dedupe,
-            got.map(|_| ()),
-            &[],
-        ));
-    }
+    checks.push(batch_get_probe(ddb, dedupe, "dedupe-access").await);
     checks
+}
+
+/// The key the probes use, which no claim or dedupe mark has.
+fn probe_key() -> HashMap<String, aws_sdk_dynamodb::types::AttributeValue> {
+    let key = aws_sdk_dynamodb::types::AttributeValue::S(MARKER.to_string());
+    HashMap::from([("pk".to_string(), key)])
+}
+
+/// A BatchGetItem of the probe key on `table` (it finds nothing).
+async fn batch_get_probe(
+    ddb: &aws_sdk_dynamodb::Client,
+    table: &str,
+    check: &'static str,
+) -> Check {
+    use aws_sdk_dynamodb::types::KeysAndAttributes;
+    let got = match KeysAndAttributes::builder().keys(probe_key()).build() {
+        Ok(keys) => ddb.batch_get_item().request_items(table, keys).send().await,
+        Err(e) => {
+            return Check::problem(
+                check,
+                format!("dynamodb:BatchGetItem on {table}: {e}"),
+                "a bug: report it",
+            )
+        }
+    };
+    access(check, "dynamodb:BatchGetItem", table, got.map(|_| ()), &[])
 }

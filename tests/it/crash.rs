@@ -21,12 +21,6 @@ const EVENTS: u64 = 10_000;
 /// the queue.
 struct Worker(Child);
 
-impl Worker {
-    fn kill(&mut self) -> std::io::Result<()> {
-        self.0.kill()
-    }
-}
-
 impl std::ops::Deref for Worker {
     type Target = Child;
     fn deref(&self) -> &Child {
