@@ -297,7 +297,7 @@ impl Converter {
             .is_some_and(|i| truthy(self.file.fields[i].1.eval(ctx, record).as_deref()));
         // 2. Kind: for events, `event_type` is evaluated first (once) and decides it.
         let mut event_type = match (self.file.data_type, self.event_type_index) {
-            (DataType::Event, Some(i)) => self.file.fields[i].1.eval(ctx, record),
+            (DataType::Event, Some(i)) => self.file.fields[i].1.eval_inline(ctx, record),
             _ => None,
         };
         let kind = match self.file.data_type {
@@ -327,7 +327,7 @@ impl Converter {
                 if Some(i) == self.event_type_index && self.file.data_type == DataType::Event {
                     event_type.take()
                 } else {
-                    expr.eval(ctx, record)
+                    expr.eval_inline(ctx, record)
                 };
             let Some(v) = value else { continue };
             let name = name.as_str();

@@ -55,6 +55,27 @@ fn now_ms() -> i64 {
 }
 
 impl Expr {
+    /// [`Expr::eval`] with its commonest case, a top-level key read whole, done in the caller:
+    /// the converter evaluates every field of every record this way, and a call returning a
+    /// value through memory costs more than the lookup.
+    #[inline(always)]
+    pub fn eval_inline<'r, 'a>(&'r self, ctx: &'r V<'a>, rec: &'r Record<'a>) -> Evaluated<'r, 'a> {
+        if let Expr::Field {
+            key,
+            slot: Some(id),
+            raw_ok,
+            ..
+        } = self
+        {
+            if let Some(v) = rec.slot(*id, key) {
+                if *raw_ok || !matches!(v, V::Raw(_)) {
+                    return Some(Cow::Borrowed(v));
+                }
+            }
+        }
+        self.eval(ctx, rec)
+    }
+
     /// Evaluates against `ctx` (the record, or the previous step of a `path`); `rec` is the
     /// record, for the top-level keys found by slot.
     ///

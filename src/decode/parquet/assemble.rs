@@ -465,6 +465,44 @@ impl<'b> Row<'b, '_> {
         }
     }
 
+    /// [`Row::field`] pushed onto `out` as `name`'s entry, unless null: a leaf's cell goes
+    /// from the batch straight into the entry, not through a returned value.
+    #[inline(always)]
+    pub fn push_field(
+        &mut self,
+        name: &'b str,
+        node: &'b Node,
+        out: &mut Vec<(Cow<'b, str>, V<'b>)>,
+    ) -> bool {
+        let col = match node {
+            Node::Leaf { col, .. } => *col,
+            Node::Opt { child, .. } if matches!(**child, Node::Leaf { .. }) => child.first(),
+            _ => match self.read(node) {
+                Some(v) => {
+                    out.push((Cow::Borrowed(name), v));
+                    return true;
+                }
+                None => return false,
+            },
+        };
+        let at = self.at[col];
+        self.at[col] = at + 1;
+        if self.batch.any_bad {
+            self.bad_cell(col, at);
+        }
+        match self.batch.cells[col].next() {
+            Some(V::Null) => false,
+            Some(v) => {
+                out.push((Cow::Borrowed(name), v));
+                true
+            }
+            None => {
+                self.ended.get_or_insert(col);
+                false
+            }
+        }
+    }
+
     /// The value of `node` in the current row: `None` when null (or NaN, or ±infinity).
     /// A column that ends too soon is noted in [`Row::ended`].
     pub fn read(&mut self, node: &'b Node) -> Option<V<'b>> {
@@ -486,9 +524,7 @@ impl<'b> Row<'b, '_> {
             Node::Group { fields } => {
                 let mut out = Vec::with_capacity(fields.len());
                 for (name, child) in fields {
-                    if let Some(v) = self.field(child) {
-                        out.push((Cow::Borrowed(name.as_str()), v));
-                    }
+                    self.push_field(name, child, &mut out);
                 }
                 Some(V::Obj(out))
             }

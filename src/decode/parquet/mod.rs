@@ -27,7 +27,6 @@ mod ranges;
 mod schema;
 mod values;
 
-use std::borrow::Cow;
 use std::fs::File;
 use std::io::{self, Read};
 use std::ops::{ControlFlow, Range};
@@ -316,15 +315,15 @@ impl<S: ReadAt> ParquetFile<S> {
                     slots.clear();
                     slots.resize(n_slots, NO_SLOT);
                     for (k, (name, node)) in fields.iter().enumerate() {
-                        if let Some(v) = row.field(node) {
+                        let at = out.len() as u32;
+                        if row.push_field(name.as_str(), node, &mut out) {
                             if let Some(slot_of) = &slot_of {
                                 // A repeated name is found at its first field, as by name.
                                 match slots.get_mut(slot_of[k] as usize) {
-                                    Some(s) if *s == NO_SLOT => *s = out.len() as u32,
+                                    Some(s) if *s == NO_SLOT => *s = at,
                                     _ => {}
                                 }
                             }
-                            out.push((Cow::Borrowed(name.as_str()), v));
                         }
                     }
                     if let Some(col) = row.ended {
