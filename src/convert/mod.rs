@@ -128,9 +128,10 @@ const PROPERTY_OPS: [&str; 9] = [
 
 /// Whether a `user_id`/`device_id` is usable: at least 5 characters and not a placeholder.
 pub fn usable_id(id: &str) -> bool {
-    // 20 bytes hold at least 5 characters; the placeholders are at most 36 bytes long, and
-    // most ids have a length none of them has.
-    (id.len() >= 20 || id.chars().nth(4).is_some())
+    // 20 bytes hold at least 5 characters, and so do 5 ASCII bytes; the placeholders are at
+    // most 36 bytes long, and most ids have a length none of them has.
+    let b = id.as_bytes();
+    (b.len() >= 20 || b.get(..5).is_some_and(<[u8]>::is_ascii) || id.chars().nth(4).is_some())
         && (id.len() > 36
             || BAD_ID_LENGTHS >> id.len() & 1 == 0
             || !BAD_IDS.iter().any(|b| b.eq_ignore_ascii_case(id)))

@@ -37,6 +37,12 @@ fn ids_are_checked_by_characters_not_bytes() {
     assert!(usable_id("🚀🚀🚀🚀a"));
     assert!(usable_id("00000000-0000-0000-0000-0000000000001"));
     assert!(!usable_id("Anonymous"));
+    // Five ASCII bytes are five characters; four ASCII bytes and a multi-byte one are too.
+    assert!(usable_id("abcde"));
+    assert!(!usable_id("abcd"));
+    assert!(usable_id("abcdé"));
+    assert!(!usable_id("abcé"));
+    assert!(!usable_id("none"));
 }
 
 #[test]
