@@ -466,7 +466,9 @@ impl<'b> Row<'b, '_> {
     }
 
     /// [`Row::field`] pushed onto `out` as `name`'s entry, unless null: a leaf's cell goes
-    /// from the batch straight into the entry, not through a returned value.
+    /// from the batch straight into the entry, not through a returned value. It repeats
+    /// [`Row::leaf`]'s steps on purpose: the two sharing a helper that returns the cell made
+    /// Parquet convert 2% more instructions and 11% more CPU time (measured, min of 7).
     #[inline(always)]
     pub fn push_field(
         &mut self,
