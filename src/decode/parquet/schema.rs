@@ -181,17 +181,7 @@ impl Builder<'_> {
         }
         path.push(t.name().to_string());
         let node = if t.is_primitive() {
-            let col = *self
-                .index
-                .get(path.as_slice())
-                .ok_or_else(|| SchemaError::Missing {
-                    column: path.join("."),
-                })?;
-            let kind = kind_of(t).map_err(|what| SchemaError::NoRecordValue {
-                column: path.join("."),
-                type_: what.0,
-            })?;
-            let leaf = Node::Leaf { col, kind };
+            let leaf = self.leaf(t, path)?;
             if repetition == Repetition::REPEATED {
                 // A bare repeated primitive: a list of its values.
                 path.pop();
@@ -316,6 +306,18 @@ impl Builder<'_> {
         Ok(Node::Group { fields })
     }
 
+    /// The leaf of primitive `t`, whose column is at `path` (its own name included).
+    fn leaf(&self, t: &Type, path: &[String]) -> Result<Node, SchemaError> {
+        let col = *self.index.get(path).ok_or_else(|| SchemaError::Missing {
+            column: path.join("."),
+        })?;
+        let kind = kind_of(t).map_err(|what| SchemaError::NoRecordValue {
+            column: path.join("."),
+            type_: what.0,
+        })?;
+        Ok(Node::Leaf { col, kind })
+    }
+
     /// The element of a two-level list: the repeated field itself, read at its own levels.
     fn element(
         &self,
@@ -326,17 +328,7 @@ impl Builder<'_> {
     ) -> Result<Node, SchemaError> {
         path.push(repeated.name().to_string());
         let node = if repeated.is_primitive() {
-            let col = *self
-                .index
-                .get(path.as_slice())
-                .ok_or_else(|| SchemaError::Missing {
-                    column: path.join("."),
-                })?;
-            let kind = kind_of(repeated).map_err(|what| SchemaError::NoRecordValue {
-                column: path.join("."),
-                type_: what.0,
-            })?;
-            Node::Leaf { col, kind }
+            self.leaf(repeated, path)?
         } else {
             self.group(repeated, path, def, rep)?
         };
