@@ -58,7 +58,7 @@ pub fn preview<R: Read + Send>(
         |n, rec| {
             let item = match rec {
                 Rec::Ok { record, .. } => {
-                    let source = record.value.clone().into_static();
+                    let source = record.whole().into_owned().into_static();
                     match run.converter.convert(record, n, origin).outcome {
                         Outcome::Converted(payloads) => PreviewItem {
                             n,

@@ -369,13 +369,26 @@ pub enum Keys {
 /// A record: its top-level object and, when parsed for a converter, where each slot's key is.
 #[derive(Debug)]
 pub struct Record<'a> {
+    /// The record's top-level object, but for the values read in place ([`Record::parts`]):
+    /// [`Record::whole`] is the whole record.
     pub value: V<'a>,
-    /// `slots[id]` is the index in `value`'s entries of the key with slot `id`, or `NO_SLOT`.
-    /// Empty when the record was not parsed with slot numbers (CSV rows, previews).
+    /// `slots[id]` is the index in `value`'s entries of the key with slot `id`, `IN_PLACE +`
+    /// its index in `parts`, or `NO_SLOT`. Empty when the record was not parsed with slot
+    /// numbers (CSV rows, previews).
     slots: Vec<u32>,
+    /// A Parquet row's top-level fields in the file's order when some are read in place
+    /// (borrowed from their column's batch instead of moved into `value`): `(name, value)`
+    /// for those, `None` for the next of `value`'s entries. Empty otherwise.
+    parts: Vec<Part<'a>>,
 }
 
+/// A top-level field of a record read in place, or `None` for the next of its value's entries.
+pub(crate) type Part<'a> = Option<(&'a str, &'a V<'a>)>;
+
 pub(crate) const NO_SLOT: u32 = u32::MAX;
+
+/// Slots from here on are indices in [`Record::parts`] (plus this), not in `value`'s entries.
+pub(crate) const IN_PLACE: u32 = 1 << 31;
 
 /// Memory a record was parsed into (emptied), for the next one: parsing the records of a chunk
 /// one after another, each need not allocate its entries and slot table anew.
@@ -391,16 +404,57 @@ impl<'a> Record<'a> {
         Record {
             value,
             slots: Vec::new(),
+            parts: Vec::new(),
         }
     }
 
     pub(crate) fn with_slots(value: V<'a>, slots: Vec<u32>) -> Self {
-        Record { value, slots }
+        Record {
+            value,
+            slots,
+            parts: Vec::new(),
+        }
+    }
+
+    /// A record some of whose top-level values are read in place (see [`Record::parts`]).
+    pub(crate) fn with_parts(value: V<'a>, slots: Vec<u32>, parts: Vec<Part<'a>>) -> Self {
+        Record {
+            value,
+            slots,
+            parts,
+        }
     }
 
     /// The value and the slot table, to reuse their memory for the next record.
     pub(crate) fn into_parts(self) -> (V<'a>, Vec<u32>) {
         (self.value, self.slots)
+    }
+
+    /// [`Record::into_parts`] and the emptied parts.
+    pub(crate) fn into_all_parts(self) -> (V<'a>, Vec<u32>, Vec<Part<'a>>) {
+        let mut parts = self.parts;
+        parts.clear();
+        (self.value, self.slots, parts)
+    }
+
+    /// The whole record: its value, with the values read in place put back in their order.
+    pub fn whole(&self) -> Cow<'_, V<'a>> {
+        if self.parts.is_empty() {
+            return Cow::Borrowed(&self.value);
+        }
+        let mut entries = match &self.value {
+            V::Obj(entries) => entries.iter(),
+            _ => [].iter(),
+        };
+        let whole = self
+            .parts
+            .iter()
+            .filter_map(|part| match part {
+                Some((name, v)) => Some((Cow::Borrowed(*name), (*v).clone())),
+                None => entries.next().cloned(),
+            })
+            .collect();
+        Cow::Owned(V::Obj(whole))
     }
 
     /// The record's memory, for the next record of the same text to be parsed into.
@@ -421,8 +475,12 @@ impl<'a> Record<'a> {
         if self.slots.is_empty() {
             return self.value.get(key);
         }
-        match (self.slots.get(id as usize), &self.value) {
-            (Some(&i), V::Obj(entries)) if i != NO_SLOT => entries.get(i as usize).map(|(_, v)| v),
+        match self.slots.get(id as usize) {
+            Some(&i) if i < IN_PLACE => match &self.value {
+                V::Obj(entries) => entries.get(i as usize).map(|(_, v)| v),
+                _ => None,
+            },
+            Some(&i) if i != NO_SLOT => self.parts.get((i - IN_PLACE) as usize)?.map(|p| p.1),
             _ => None,
         }
     }

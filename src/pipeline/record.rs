@@ -63,7 +63,7 @@ pub fn convert_record(
             Outcome::Invalid(reason) => {
                 let raw = match line {
                     Some(l) => String::from_utf8_lossy(l).into_owned(),
-                    None => serde_json::to_string(&record.value).unwrap_or_default(),
+                    None => serde_json::to_string(&record.whole()).unwrap_or_default(),
                 };
                 RecordResult::Invalid { n, reason, raw }
             }

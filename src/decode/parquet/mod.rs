@@ -38,7 +38,7 @@ use parquet::file::reader::FileReader;
 use parquet::file::serialized_reader::SerializedFileReader;
 
 use super::{DecodeError, ReadStats, Rec};
-use crate::datalang::{Keys, Record, NO_SLOT, V};
+use crate::datalang::{Keys, Record, IN_PLACE, NO_SLOT, V};
 use assemble::{column, Batch, Column, ColumnError, Reader, Row, BATCH_ROWS};
 pub use ranges::ReadAt;
 use ranges::{coalesce, fetch, split_at_budget, ReadFailed, Source, Window, READ_AHEAD_MAX};
@@ -221,6 +221,21 @@ impl<S: ReadAt> ParquetFile<S> {
             Keys::All => 0,
             Keys::Only { ids, .. } => ids.len(),
         };
+        // The fields that are a leaf (optional or not), when the converter finds keys by
+        // slot: their column, whose values records then borrow from the batch in place
+        // instead of having them moved into a value tree of their own.
+        let in_place: Vec<Option<usize>> = fields
+            .iter()
+            .map(|(_, node)| match node {
+                _ if slot_of.is_none() => None,
+                schema::Node::Leaf { col, .. } => Some(*col),
+                schema::Node::Opt { child, .. } if matches!(**child, schema::Node::Leaf { .. }) => {
+                    Some(child.first())
+                }
+                _ => None,
+            })
+            .collect();
+        let any_in_place = in_place.iter().any(Option::is_some);
         let mut slots: Vec<u32> = Vec::new();
         let mut leaves = Vec::new();
         for (_, node) in &fields {
@@ -288,6 +303,10 @@ impl<S: ReadAt> ParquetFile<S> {
                 .map_err(|e| corrupt(ColumnError(i, e)))?;
                 cols[i] = Some(c);
             }
+            let mut kept = vec![false; cols.len()];
+            for &col in in_place.iter().flatten() {
+                kept[col] = true;
+            }
             let mut at = vec![0usize; cols.len()];
             let mut left = g.rows - skip;
             while left > 0 {
@@ -302,8 +321,9 @@ impl<S: ReadAt> ParquetFile<S> {
                     }
                 }
                 at.fill(0);
-                let mut batch = Batch::fill(&cols);
+                let (mut batch, kept) = Batch::fill(&cols, &kept);
                 let mut out = Vec::with_capacity(fields.len());
+                let mut parts = Vec::with_capacity(if any_in_place { fields.len() } else { 0 });
                 for _ in 0..have {
                     let mut row = Row {
                         cols: &cols,
@@ -314,15 +334,32 @@ impl<S: ReadAt> ParquetFile<S> {
                     };
                     slots.clear();
                     slots.resize(n_slots, NO_SLOT);
+                    parts.clear();
                     for (k, (name, node)) in fields.iter().enumerate() {
-                        let at = out.len() as u32;
-                        if row.push_field(name.as_str(), node, &mut out) {
-                            if let Some(slot_of) = &slot_of {
-                                // A repeated name is found at its first field, as by name.
-                                match slots.get_mut(slot_of[k] as usize) {
-                                    Some(s) if *s == NO_SLOT => *s = at,
-                                    _ => {}
+                        let at = match in_place[k] {
+                            Some(col) => match row.in_place(col, &kept[col]) {
+                                Some(v) => {
+                                    parts.push(Some((name.as_str(), v)));
+                                    IN_PLACE + (parts.len() - 1) as u32
                                 }
+                                None => continue,
+                            },
+                            None => {
+                                let at = out.len() as u32;
+                                if !row.push_field(name.as_str(), node, &mut out) {
+                                    continue;
+                                }
+                                if any_in_place {
+                                    parts.push(None);
+                                }
+                                at
+                            }
+                        };
+                        if let Some(slot_of) = &slot_of {
+                            // A repeated name is found at its first field, as by name.
+                            match slots.get_mut(slot_of[k] as usize) {
+                                Some(s) if *s == NO_SLOT => *s = at,
+                                _ => {}
                             }
                         }
                     }
@@ -332,9 +369,11 @@ impl<S: ReadAt> ParquetFile<S> {
                     let (flow, back) = match row.bad {
                         None => {
                             let record = match slot_of {
-                                Some(_) => {
-                                    Record::with_slots(V::Obj(out), std::mem::take(&mut slots))
-                                }
+                                Some(_) => Record::with_parts(
+                                    V::Obj(out),
+                                    std::mem::take(&mut slots),
+                                    std::mem::take(&mut parts),
+                                ),
                                 None => Record::new(V::Obj(out)),
                             };
                             let flow = f(
@@ -344,8 +383,8 @@ impl<S: ReadAt> ParquetFile<S> {
                                     line: None,
                                 },
                             );
-                            let (value, s) = record.into_parts();
-                            slots = s;
+                            let (value, s, p) = record.into_all_parts();
+                            (slots, parts) = (s, p);
                             (flow, value)
                         }
                         Some(reason) => (f(n, Rec::Invalid { reason, raw: b"" }), V::Obj(out)),

@@ -2,7 +2,9 @@
 
 use super::ranges::Mem;
 use super::*;
+use crate::datalang::KeyIds;
 use parquet::file::properties::WriterVersion;
+use std::borrow::Cow;
 use std::sync::Mutex;
 
 /// A [`ReadAt`] that reads ahead, as S3 does, and logs every read.
@@ -238,4 +240,55 @@ fn a_break_stops_reading() {
         })
         .unwrap();
     assert_eq!((seen, stats.records), (2, 2));
+}
+
+/// With the converter's keys, a row's top-level leaves are borrowed from their column's batch
+/// in place: the record found by slot and the whole record are what reading every key gives.
+#[test]
+fn leaves_read_in_place_give_the_same_records() {
+    let mut in_place_seen = 0;
+    for name in [
+        "parquet_nested_pyarrow",
+        "parquet_nested_duckdb",
+        "parquet_types_pyarrow",
+        "parquet_warehouse_spark",
+        "parquet_row_groups",
+    ] {
+        let file = ParquetFile::open(Mem(golden(name))).unwrap();
+        let all = rows(&file, Position::default());
+        let mut ids = KeyIds::default();
+        let names: Vec<String> = file.plan.fields.iter().map(|(n, _)| n.clone()).collect();
+        // One key more than the file has, read as absent.
+        for (i, n) in names
+            .iter()
+            .chain(["no_such_field".to_string()].iter())
+            .enumerate()
+        {
+            ids.get_or_insert(n, i as u32);
+        }
+        let keys = Keys::Only {
+            raw: vec![false; names.len() + 1],
+            ids,
+        };
+        let mut got = Vec::new();
+        file.read(&keys, Position::default(), &mut |n, rec| {
+            if let Rec::Ok { record, .. } = rec {
+                let whole = record.whole();
+                in_place_seen += usize::from(matches!(whole, Cow::Owned(_)));
+                for (i, key) in names.iter().enumerate() {
+                    assert_eq!(
+                        record.slot(i as u32, key).map(V::to_json),
+                        whole.get(key).map(V::to_json),
+                        "{name} row {n} key {key}"
+                    );
+                }
+                assert!(record.slot(names.len() as u32, "no_such_field").is_none());
+                got.push((n, whole.to_json()));
+            }
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        assert_eq!(got, all, "{name}");
+    }
+    assert!(in_place_seen > 0, "no record had values read in place");
 }
