@@ -292,3 +292,56 @@ fn leaves_read_in_place_give_the_same_records() {
     }
     assert!(in_place_seen > 0, "no record had values read in place");
 }
+
+/// A row the converter finds invalid keeps as its raw text the fields the converter reads (the
+/// others are not read), those read in place included, in the file's order.
+#[test]
+fn an_invalid_row_keeps_its_whole_source() {
+    use crate::convert::{Converter, Origin};
+    use crate::pipeline::record::{convert_record, RecordResult};
+    // `n` is a top-level leaf read in place; as a user_id ("0", "1", ...) it is too short.
+    let converter = Converter::load(
+        r#"{"converterConfig": {"fileType": "parquet", "compressionType": "none",
+            "convertToAmplitudeFunc": {"event_type": ["value", "row"], "user_id": "n",
+            "event_properties": {"list": "list", "map": "map"}}}}"#,
+    )
+    .unwrap();
+    let file = ParquetFile::open(Mem(golden("parquet_nested_pyarrow"))).unwrap();
+    let all = rows(&file, Position::default());
+    let origin = Origin {
+        bucket: "b",
+        key: "k.parquet",
+    };
+    let mut raws = Vec::new();
+    file.read(
+        &converter.file.record_keys,
+        Position::default(),
+        &mut |n, rec| {
+            match convert_record(&converter, origin, None, n, rec) {
+                RecordResult::Invalid { n, reason, raw } => {
+                    assert!(reason.contains("user_id"), "{reason}");
+                    raws.push((n, raw));
+                }
+                _ => panic!("row {n} is not invalid"),
+            }
+            ControlFlow::Continue(())
+        },
+    )
+    .unwrap();
+    assert_eq!(raws.len(), all.len());
+    for ((n, raw), (m, json)) in raws.iter().zip(&all) {
+        assert_eq!(n, m);
+        // The same keys in the same order, and the same values.
+        let raw: serde_json::Value = serde_json::from_str(raw).unwrap();
+        let mut want: serde_json::Value = serde_json::from_str(json).unwrap();
+        let read = ["n", "list", "map"];
+        want.as_object_mut()
+            .unwrap()
+            .retain(|k, _| read.contains(&k.as_str()));
+        assert_eq!(raw, want, "row {n}");
+        let keys = |v: &serde_json::Value| -> Vec<String> {
+            v.as_object().unwrap().keys().cloned().collect()
+        };
+        assert_eq!(keys(&raw), keys(&want), "row {n}");
+    }
+}
