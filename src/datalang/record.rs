@@ -430,11 +430,9 @@ impl<'a> Record<'a> {
         (self.value, self.slots)
     }
 
-    /// [`Record::into_parts`] and the emptied parts.
+    /// [`Record::into_parts`] and the parts.
     pub(crate) fn into_all_parts(self) -> (V<'a>, Vec<u32>, Vec<Part<'a>>) {
-        let mut parts = self.parts;
-        parts.clear();
-        (self.value, self.slots, parts)
+        (self.value, self.slots, self.parts)
     }
 
     /// The whole record: its value, with the values read in place put back in their order.

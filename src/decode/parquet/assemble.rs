@@ -263,11 +263,10 @@ impl<'b> Batch<'b> {
                     c.cells(&mut out, &mut why);
                 }
                 bad.push(why);
-                if kept.get(i).copied().unwrap_or(false) {
-                    in_place.push(std::mem::take(&mut out));
-                } else {
-                    in_place.push(Vec::new());
-                }
+                in_place.push(match kept[i] {
+                    true => std::mem::take(&mut out),
+                    false => Vec::new(),
+                });
                 out.into_iter()
             })
             .collect();
@@ -465,13 +464,9 @@ impl<'b> Row<'b, '_> {
     /// already `V::Null` where the leaf or the field is null.
     #[inline(always)]
     pub fn field(&mut self, node: &'b Node) -> Option<V<'b>> {
-        match node {
-            Node::Leaf { col, .. } => self.leaf(*col),
-            Node::Opt { child, .. } => match **child {
-                Node::Leaf { col, .. } => self.leaf(col),
-                _ => self.read(node),
-            },
-            _ => self.read(node),
+        match node.leaf_column() {
+            Some(col) => self.leaf(col),
+            None => self.read(node),
         }
     }
 
@@ -489,10 +484,9 @@ impl<'b> Row<'b, '_> {
     where
         'b: 'o,
     {
-        let col = match node {
-            Node::Leaf { col, .. } => *col,
-            Node::Opt { child, .. } if matches!(**child, Node::Leaf { .. }) => child.first(),
-            _ => match self.read(node) {
+        let col = match node.leaf_column() {
+            Some(col) => col,
+            None => match self.read(node) {
                 Some(v) => {
                     out.push((Cow::Borrowed(name), v));
                     return true;

@@ -226,14 +226,7 @@ impl<S: ReadAt> ParquetFile<S> {
         // instead of having them moved into a value tree of their own.
         let in_place: Vec<Option<usize>> = fields
             .iter()
-            .map(|(_, node)| match node {
-                _ if slot_of.is_none() => None,
-                schema::Node::Leaf { col, .. } => Some(*col),
-                schema::Node::Opt { child, .. } if matches!(**child, schema::Node::Leaf { .. }) => {
-                    Some(child.first())
-                }
-                _ => None,
-            })
+            .map(|(_, node)| node.leaf_column().filter(|_| slot_of.is_some()))
             .collect();
         let any_in_place = in_place.iter().any(Option::is_some);
         let mut slots: Vec<u32> = Vec::new();
@@ -242,6 +235,10 @@ impl<S: ReadAt> ParquetFile<S> {
             node.leaves(&mut leaves);
         }
         let descr = self.reader.metadata().file_metadata().schema_descr_ptr();
+        let mut kept = vec![false; descr.num_columns()];
+        for &col in in_place.iter().flatten() {
+            kept[col] = true;
+        }
         let mut n = self
             .groups
             .get(from.row_group)
@@ -302,10 +299,6 @@ impl<S: ReadAt> ParquetFile<S> {
                 .and_then(|r| column(r, kind, d.max_def_level(), d.max_rep_level(), skip as usize))
                 .map_err(|e| corrupt(ColumnError(i, e)))?;
                 cols[i] = Some(c);
-            }
-            let mut kept = vec![false; cols.len()];
-            for &col in in_place.iter().flatten() {
-                kept[col] = true;
             }
             let mut at = vec![0usize; cols.len()];
             let mut left = g.rows - skip;

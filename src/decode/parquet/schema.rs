@@ -49,6 +49,20 @@ impl Node {
         }
     }
 
+    /// The column of a leaf, optional or not: its cell is the node's value (`V::Null` where
+    /// the leaf or the optional field is null). `None` for the other nodes.
+    #[inline(always)]
+    pub fn leaf_column(&self) -> Option<usize> {
+        match self {
+            Node::Leaf { col, .. } => Some(*col),
+            Node::Opt { child, .. } => match **child {
+                Node::Leaf { col, .. } => Some(col),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     /// Every leaf column below.
     pub fn leaves(&self, out: &mut Vec<usize>) {
         match self {

@@ -296,7 +296,7 @@ fn leaves_read_in_place_give_the_same_records() {
 /// A row the converter finds invalid keeps as its raw text the fields the converter reads (the
 /// others are not read), those read in place included, in the file's order.
 #[test]
-fn an_invalid_row_keeps_its_whole_source() {
+fn an_invalid_row_keeps_the_columns_read_as_its_raw_text() {
     use crate::convert::{Converter, Origin};
     use crate::pipeline::record::{convert_record, RecordResult};
     // `n` is a top-level leaf read in place; as a user_id ("0", "1", ...) it is too short.
