@@ -21,7 +21,7 @@ pub use compile::Compiler;
 pub use diagnostics::{child_path, did_you_mean, ConfigError};
 pub use eval::sample_md5;
 pub use expr::{ArithOp, Expr, Replace, OPERATORS};
-pub use record::{decimal_key, decimal_text, Dec, KeyIds, Keys, Num, Record, V};
+pub use record::{decimal_key, decimal_text, push_made, Dec, KeyIds, Keys, Num, Record, V};
 pub(crate) use record::{IN_PLACE, NO_SLOT};
 pub use scan::{find_special, special_in_string};
 pub use value::json_eq;

@@ -484,6 +484,19 @@ impl<'a> Record<'a> {
     }
 }
 
+/// Pushes what `make` makes onto `out`, made where it is stored when `out` has room. A plain
+/// `push` makes its value on the stack first (it must survive the call that grows the
+/// vector) and copies it, and reading back a value just written by narrower stores stalls.
+#[inline(always)]
+pub fn push_made<T>(out: &mut Vec<T>, make: impl FnOnce() -> T) {
+    if out.len() < out.capacity() {
+        out.push(make());
+    } else {
+        out.reserve(1);
+        out.push(make());
+    }
+}
+
 /// Why a line is not a record.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {

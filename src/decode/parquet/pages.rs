@@ -567,28 +567,41 @@ impl StrReader {
 }
 
 impl StrReader {
-    /// The string `s` of the batch.
+    /// The string `s` of the batch, or `None` when it is not one ([`StrReader::why`] says why).
+    /// Returned in registers, not through memory.
     #[inline(always)]
-    pub fn text(&self, s: &StrRef) -> Result<&str, String> {
+    pub fn text(&self, s: &StrRef) -> Option<&str> {
         let range = s.start as usize..s.start as usize + s.len as usize;
         let bytes = match s.buf {
             // Whole strings, checked when the dictionary was read.
-            DICT => {
-                return self
-                    .dict_text
-                    .get(range)
-                    .ok_or_else(|| "a bad dictionary string".into())
-            }
+            DICT => return self.dict_text.get(range),
             DICT_BAD => self.dict_bad.get(range),
             PLAIN => match self.plain_text.get(range.clone()) {
-                Some(text) => return Ok(text),
+                Some(text) => return Some(text),
                 // Not on character boundaries: the value is not UTF-8 on its own.
                 None => self.plain_text.as_bytes().get(range),
             },
             b => self.bufs.get(b as usize).and_then(|buf| buf.get(range)),
         };
-        let bytes = bytes.ok_or_else(|| "a value runs past the end of its page".to_string())?;
-        std::str::from_utf8(bytes).map_err(|e| utf8_error(&e))
+        std::str::from_utf8(bytes?).ok()
+    }
+
+    /// Why [`StrReader::text`] found no string at `s`.
+    #[cold]
+    pub fn why(&self, s: &StrRef) -> String {
+        let range = s.start as usize..s.start as usize + s.len as usize;
+        let bytes = match s.buf {
+            DICT => return "a bad dictionary string".into(),
+            DICT_BAD => self.dict_bad.get(range),
+            PLAIN => self.plain_text.as_bytes().get(range),
+            b => self.bufs.get(b as usize).and_then(|buf| buf.get(range)),
+        };
+        match bytes.map(std::str::from_utf8) {
+            None => "a value runs past the end of its page".into(),
+            Some(Err(e)) => utf8_error(&e),
+            // Not reached: `text` fails only where one of the above does.
+            Some(Ok(_)) => "a string that is not valid UTF-8".into(),
+        }
     }
 }
 
