@@ -6,7 +6,7 @@ mod fields;
 use std::borrow::Cow;
 
 use crate::config::{ConfigErrors, ConverterFile, DataType, Strategy};
-use crate::datalang::{parse_num, truthy, Num, Record, V};
+use crate::datalang::{parse_num, push_made, truthy, Num, Record, V};
 pub use fields::FieldType;
 
 /// What a converted payload is, and so which API receives it.
@@ -324,13 +324,22 @@ impl Converter {
             if Some(i) == self.flag_index {
                 continue;
             }
-            let value =
-                if Some(i) == self.event_type_index && self.file.data_type == DataType::Event {
-                    event_type.take()
-                } else {
-                    expr.eval_inline(ctx, record)
-                };
-            let Some(v) = value else { continue };
+            // A key read whole is borrowed from the record (`whole`), anything else is
+            // evaluated (`made`); the entry is then made where it is stored ([`push_made`]).
+            let is_event_type =
+                Some(i) == self.event_type_index && self.file.data_type == DataType::Event;
+            let whole = match is_event_type {
+                true => None,
+                false => expr.read_whole(record),
+            };
+            let mut made = match (is_event_type, whole) {
+                (true, _) => event_type.take(),
+                (false, None) => expr.eval(ctx, record),
+                (false, Some(_)) => None,
+            };
+            let Some(v) = whole.or(made.as_deref()) else {
+                continue;
+            };
             let name = name.as_str();
             let role = self.roles[i];
             let Some(ty) = self.types[i][kind_index] else {
@@ -344,15 +353,15 @@ impl Converter {
             if skip || v.is_null() {
                 continue;
             }
-            let v = match coerce(name, ty, &v) {
-                Ok(None) => v,
-                Ok(Some(changed)) => Cow::Owned(changed),
+            let changed = match coerce(name, ty, v) {
+                Ok(changed) => changed,
                 Err(reason) => return Outcome::Invalid(reason),
             };
+            let v = changed.as_ref().unwrap_or(v);
             match role {
                 Role::UserId | Role::DeviceId => {
                     if !v.as_str().is_some_and(usable_id) {
-                        removed_ids.push(format!("{name} {}", show(&v)));
+                        removed_ids.push(format!("{name} {}", show(v)));
                         continue;
                     }
                     if role == Role::UserId {
@@ -362,7 +371,7 @@ impl Converter {
                     }
                 }
                 Role::Properties => {
-                    if let Err(reason) = check_operations(name, &v) {
+                    if let Err(reason) = check_operations(name, v) {
                         return Outcome::Invalid(reason);
                     }
                 }
@@ -372,7 +381,15 @@ impl Converter {
                 Role::MutationType => seen.mutation_type = Some(typed.len()),
                 Role::Other => {}
             }
-            typed.push((name, v));
+            match (changed, whole) {
+                (Some(changed), _) => push_made(&mut typed, || (name, Cow::Owned(changed))),
+                (None, Some(v)) => push_made(&mut typed, || (name, Cow::Borrowed(v))),
+                (None, None) => {
+                    if let Some(v) = made.take() {
+                        push_made(&mut typed, || (name, v))
+                    }
+                }
+            }
         }
         if skip {
             return Outcome::Skipped;

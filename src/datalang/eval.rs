@@ -60,6 +60,17 @@ impl Expr {
     /// value through memory costs more than the lookup.
     #[inline(always)]
     pub fn eval_inline<'r, 'a>(&'r self, ctx: &'r V<'a>, rec: &'r Record<'a>) -> Evaluated<'r, 'a> {
+        match self.read_whole(rec) {
+            Some(v) => Some(Cow::Borrowed(v)),
+            None => self.eval(ctx, rec),
+        }
+    }
+
+    /// That commonest case alone: the value of a top-level key read whole, found by slot and
+    /// returned in a register. `None` when the expression is something else, or the value is
+    /// absent or needs [`Expr::eval`] (raw text that must be parsed): then evaluate it.
+    #[inline(always)]
+    pub fn read_whole<'r, 'a>(&'r self, rec: &'r Record<'a>) -> Option<&'r V<'a>> {
         if let Expr::Field {
             key,
             slot: Some(id),
@@ -69,11 +80,11 @@ impl Expr {
         {
             if let Some(v) = rec.slot(*id, key) {
                 if *raw_ok || !matches!(v, V::Raw(_)) {
-                    return Some(Cow::Borrowed(v));
+                    return Some(v);
                 }
             }
         }
-        self.eval(ctx, rec)
+        None
     }
 
     /// Evaluates against `ctx` (the record, or the previous step of a `path`); `rec` is the
