@@ -49,8 +49,9 @@ impl Node {
         }
     }
 
-    /// The column of a leaf, optional or not: its cell is the node's value (`V::Null` where
-    /// the leaf or the optional field is null). `None` for the other nodes.
+    /// The column of a leaf, optional or not: its cell is the node's value, null where the
+    /// triplet is not defined (`V::Null`, or `""` in a string column: see `Column::defined`).
+    /// `None` for the other nodes.
     #[inline(always)]
     pub fn leaf_column(&self) -> Option<usize> {
         match self {
